@@ -1,0 +1,1 @@
+"""Yun: an open-model AI cloud."""

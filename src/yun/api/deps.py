@@ -1,0 +1,50 @@
+"""Dependencies: services live on `app.state.services`, built once by the app factory."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel
+
+from yun.api.services import Services
+from yun.errors import PermissionDenied
+from yun.gateway import Gateway
+from yun.tenancy import Principal
+
+__all__ = ["AdminDep", "GatewayDep", "PrincipalDep", "ServicesDep", "read_body"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _gateway(request: Request) -> Gateway:
+    return _services(request).gateway
+
+
+async def _principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    secret = token.strip() if scheme.lower() == "bearer" else None
+    return _services(request).keys.verify(secret)
+
+
+async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if not principal.is_platform_admin:
+        raise PermissionDenied("This endpoint needs a platform admin key.")
+    return principal
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+AdminDep = Annotated[Principal, Depends(_admin)]
+
+
+async def read_body(request: Request, model: type[M]) -> M:
+    """Parse the JSON body strictly (wrong types are errors, not coercions); errors become 400s."""
+    return model.model_validate_json(await request.body(), strict=True)

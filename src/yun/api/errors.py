@@ -1,0 +1,106 @@
+"""The one place domain errors become OpenAI error bodies: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from yun.errors import (
+    AuthenticationFailed,
+    ContextLengthExceeded,
+    EngineFailure,
+    EngineUnavailable,
+    InvalidRequest,
+    ModelIntegrityError,
+    ModelSourceMissing,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    YunError,
+)
+
+__all__ = ["error_response", "install_error_handlers", "validation_message"]
+
+log = logging.getLogger("yun.api")
+
+# Most specific first: the first isinstance match decides.
+_STATUS: list[tuple[type[YunError], int, str]] = [
+    (PayloadTooLarge, 413, "invalid_request_error"),
+    (ContextLengthExceeded, 400, "invalid_request_error"),
+    (InvalidRequest, 400, "invalid_request_error"),
+    (AuthenticationFailed, 401, "invalid_request_error"),
+    (PermissionDenied, 403, "invalid_request_error"),
+    (NotFound, 404, "invalid_request_error"),
+    (ModelSourceMissing, 400, "invalid_request_error"),
+    (EngineUnavailable, 503, "server_error"),
+    (EngineFailure, 502, "server_error"),
+    (ModelIntegrityError, 500, "server_error"),
+]
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(exc: YunError) -> JSONResponse:
+    status, type_ = 500, "server_error"
+    for cls, s, t in _STATUS:
+        if isinstance(exc, cls):
+            status, type_ = s, t
+            break
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(error_body(exc.message, type_, exc.param, exc.code), status_code=status, headers=headers)
+
+
+def validation_message(errors: list[Any]) -> tuple[str, str | None]:
+    """Turn pydantic's error list into one readable sentence and OpenAI's dotted `param`."""
+    if not errors:
+        return "Invalid request body.", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    if first.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request. (The body must be valid JSON.)", None
+    param = ".".join(loc) or None
+    msg = first.get("msg", "invalid value")
+    where = f"'{param}': " if param else ""
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"Invalid value for {where}{msg}{more}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_yun(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, YunError)
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError | ValidationError) else []
+        message, param = validation_message(list(errors))
+        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(
+            error_body(str(exc.detail), "invalid_request_error", None, code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a traceback to the client; the log has it (without the body: prompts stay private).
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("The server had an error while processing your request.", "server_error"), status_code=500
+        )
+
+    app.add_exception_handler(YunError, on_yun)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(ValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,72 @@
+"""Start-up and shut-down: deploy every catalog model, keep deployments in step with the catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from fastapi import FastAPI
+
+from yun.api.services import Services
+from yun.cluster import ReplicaSpec
+from yun.store import ModelRecord
+
+__all__ = ["lifespan", "spec_for", "sync_deployments"]
+
+log = logging.getLogger("yun")
+
+
+def spec_for(m: ModelRecord) -> ReplicaSpec:
+    kind: Literal["chat", "embedding"] = "embedding" if m.kind == "embedding" else "chat"
+    dims = m.card.get("dimensions") or (m.card.get("embedding_length") if kind == "embedding" else None)
+    return ReplicaSpec(
+        model_id=m.id,
+        kind=kind,
+        path=m.path,
+        url=m.url,
+        api_key=m.upstream_key,
+        upstream_model=m.upstream_model,
+        replicas=m.replicas,
+        dimensions=dims if m.source != "external" else None,
+    )
+
+
+async def sync_deployments(services: Services) -> None:
+    """Deploy models added to the catalog (by `yun models add`, maybe in another process) and
+    retire removed ones."""
+    wanted = {m.id: m for m in await asyncio.to_thread(services.catalog.list)}
+    current = {d.spec.model_id for d in services.cluster.deployments()}
+    for model_id in current - wanted.keys():
+        log.info("model %s left the catalog; stopping its replicas", model_id)
+        await services.cluster.undeploy(model_id)
+    for model_id in wanted.keys() - current:
+        log.info("deploying %s", model_id)
+        await services.cluster.deploy(spec_for(wanted[model_id]))
+
+
+async def _keep_in_sync(services: Services) -> None:
+    while True:
+        await asyncio.sleep(services.settings.engine.health_interval_s * 2)
+        try:
+            await sync_deployments(services)
+        except Exception:  # noqa: BLE001 - a bad catalog row must not stop the loop that serves the rest
+            log.exception("catalog sync failed")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    services: Services = app.state.services
+    await sync_deployments(services)
+    services.cluster.start_supervisor()
+    syncer = asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")
+    try:
+        yield
+    finally:
+        syncer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await syncer
+        await services.cluster.stop()
+        services.db.dispose()

@@ -1,0 +1,24 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from yun.api.deps import GatewayDep, PrincipalDep, read_body
+from yun.api.openai.chat.protocol import ChatCompletionRequest
+from yun.api.openai.chat.service import engine_body
+from yun.api.openai.wire import log_ignored
+from yun.api.sse import sse_response
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, _: PrincipalDep, gateway: GatewayDep) -> Response:
+    req = await read_body(request, ChatCompletionRequest)
+    log_ignored(req)
+    body = engine_body(req)
+    if req.stream:
+        return await sse_response(await gateway.chat_stream(req.model, body, req.include_usage))
+    return JSONResponse(await gateway.chat(req.model, body))

@@ -1,0 +1,49 @@
+"""POST /v1/completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from yun.api.deps import GatewayDep, PrincipalDep, read_body
+from yun.api.openai.completions.protocol import CompletionRequest
+from yun.api.openai.wire import log_ignored
+from yun.api.sse import sse_response
+from yun.engines import JSON
+from yun.errors import UnsupportedParameter
+
+router = APIRouter()
+
+
+def _prompts(req: CompletionRequest) -> list[Any]:
+    p = req.prompt
+    if isinstance(p, str):
+        return [p]
+    if p and isinstance(p[0], int):
+        return [p]  # one prompt given as token ids
+    return list(p)
+
+
+def _engine_body(req: CompletionRequest) -> JSON:
+    if req.echo:
+        raise UnsupportedParameter("echo is not supported", param="echo")
+    if req.suffix:
+        raise UnsupportedParameter("suffix (fill-in-the-middle) is not supported", param="suffix")
+    if req.best_of not in (None, 1):
+        raise UnsupportedParameter("best_of > 1 is not supported", param="best_of")
+    body: JSON = {**req.sampling(), "max_tokens": req.max_tokens}
+    if req.logprobs is not None:
+        body["logprobs"] = req.logprobs
+    return body
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, _: PrincipalDep, gateway: GatewayDep) -> Response:
+    req = await read_body(request, CompletionRequest)
+    log_ignored(req)
+    body, prompts = _engine_body(req), _prompts(req)
+    if req.stream:
+        return await sse_response(await gateway.completions_stream(req.model, body, prompts, req.include_usage))
+    return JSONResponse(await gateway.completions(req.model, body, prompts))

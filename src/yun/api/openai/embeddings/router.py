@@ -1,0 +1,29 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from yun.api.deps import GatewayDep, PrincipalDep, read_body
+from yun.api.openai.embeddings.protocol import EmbeddingRequest
+from yun.api.openai.wire import log_ignored
+from yun.errors import UnsupportedParameter
+
+router = APIRouter()
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, _: PrincipalDep, gateway: GatewayDep) -> JSONResponse:
+    req = await read_body(request, EmbeddingRequest)
+    log_ignored(req)
+    native = gateway.deployment(req.model, "embedding").spec.dimensions
+    body: dict[str, object] = {"input": req.input}
+    if native is None and req.dimensions is not None:
+        body["dimensions"] = req.dimensions  # an external upstream decides for itself
+    elif req.dimensions is not None and req.dimensions != native:
+        raise UnsupportedParameter(
+            f"'{req.model}' returns {native}-dimensional embeddings and cannot shorten them; omit 'dimensions'",
+            param="dimensions",
+        )
+    return JSONResponse(await gateway.embeddings(req.model, body, req.encoding_format))

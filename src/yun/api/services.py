@@ -1,0 +1,53 @@
+"""Everything the HTTP layer needs, built once per app (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from yun.catalog import Catalog
+from yun.cluster import EngineTuning, LocalCluster
+from yun.gateway import Gateway, Metrics
+from yun.settings import Settings
+from yun.store import Database, KeyRepository, ModelRepository, OrganizationRepository, upgrade
+from yun.tenancy import KeyService
+
+__all__ = ["Services", "build_services"]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    orgs: OrganizationRepository
+    keys: KeyService
+    catalog: Catalog
+    cluster: LocalCluster
+    metrics: Metrics
+    gateway: Gateway
+
+
+def build_services(settings: Settings) -> Services:
+    """Open the database (migrating it) and wire the services together."""
+    url = settings.resolved_database_url
+    upgrade(url)
+    db = Database(url)
+    e = settings.engine
+    tuning = EngineTuning(
+        threads=e.threads,
+        parallel=e.parallel,
+        context_per_slot=e.context_per_slot,
+        start_timeout_s=e.start_timeout_s,
+        request_timeout_s=e.request_timeout_s,
+    )
+    cluster = LocalCluster(tuning, settings.data_dir / "logs", health_interval_s=e.health_interval_s)
+    metrics = Metrics()
+    return Services(
+        settings=settings,
+        db=db,
+        orgs=OrganizationRepository(db),
+        keys=KeyService(KeyRepository(db)),
+        catalog=Catalog(ModelRepository(db), settings.model_cache_dir),
+        cluster=cluster,
+        metrics=metrics,
+        gateway=Gateway(cluster, metrics),
+    )

@@ -1,0 +1,37 @@
+"""What the cluster is asked to run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["EngineTuning", "ReplicaSpec"]
+
+
+@dataclass(frozen=True)
+class EngineTuning:
+    threads: int = 2
+    parallel: int = 4
+    context_per_slot: int = 4096
+    start_timeout_s: float = 120.0
+    request_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """One model deployment: either GGUF replicas Yun runs, or an external OpenAI-compatible URL."""
+
+    model_id: str
+    kind: Literal["chat", "embedding"]
+    path: str | None = None
+    url: str | None = None
+    api_key: str | None = None
+    upstream_model: str | None = None
+    """Model name to send upstream (external servers); llama.cpp replicas ignore it."""
+    replicas: int = 1
+    dimensions: int | None = None
+    """Embedding width, when known."""
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None

@@ -1,0 +1,74 @@
+"""Replica process: runs one model in xllamacpp's in-process llama.cpp HTTP server.
+
+Started and supervised by `yun.cluster.local` as `python -m yun.engines.xllamacpp_worker ...`.
+It binds 127.0.0.1 only; the gateway is the one door in. It exits when its parent dies, so a killed
+`yun serve` never leaves orphaned models holding memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+
+__all__ = ["main"]
+
+
+def _build_params(args: argparse.Namespace) -> object:
+    import xllamacpp
+
+    p = xllamacpp.CommonParams()
+    p.model.path = args.model
+    p.port = args.port
+    p.n_parallel = args.parallel
+    p.n_ctx = args.ctx * args.parallel
+    p.cpuparams.n_threads = args.threads
+    p.cpuparams_batch.n_threads = args.threads
+    p.verbosity = -1 if not args.verbose else 1
+    p.warmup = False
+    p.use_jinja = True
+    p.endpoint_metrics = True
+    if args.embedding:
+        p.embedding = True
+        p.n_batch = args.ctx
+        p.n_ubatch = args.ctx
+        p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+    return p
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="yun-xllamacpp-worker")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--ctx", type=int, default=4096, help="context per slot")
+    parser.add_argument("--embedding", action="store_true")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    import xllamacpp
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    server = xllamacpp.Server(_build_params(args))
+    print(f"listening {server.listening_address}", flush=True)  # noqa: T201 - parent reads this line
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    del server
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

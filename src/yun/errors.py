@@ -1,0 +1,100 @@
+"""Yun's domain errors. No HTTP here: `api/errors.py` maps each class to an OpenAI error body and status."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "ContextLengthExceeded",
+    "EngineFailure",
+    "EngineUnavailable",
+    "InvalidRequest",
+    "ModelIntegrityError",
+    "ModelNotFound",
+    "ModelSourceMissing",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "UnsupportedParameter",
+    "YunError",
+]
+
+
+class YunError(Exception):
+    """Root of every error Yun raises on purpose."""
+
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(YunError):
+    """The client sent something we will not run."""
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A valid OpenAI parameter this model or engine cannot honour; refused rather than ignored."""
+
+    code = "unsupported_parameter"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """Prompt plus requested output does not fit the model's context window."""
+
+    code = "context_length_exceeded"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is over the configured limit."""
+
+    code = "payload_too_large"
+
+
+class AuthenticationFailed(YunError):
+    """Missing, malformed, unknown, revoked or expired API key."""
+
+    code = "invalid_api_key"
+
+
+class PermissionDenied(YunError):
+    """The key is valid but may not do this."""
+
+    code = "permission_denied"
+
+
+class NotFound(YunError):
+    """The thing asked for does not exist (or belongs to someone else)."""
+
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class EngineUnavailable(YunError):
+    """No healthy replica can take the request right now."""
+
+    code = "engine_unavailable"
+
+
+class EngineFailure(YunError):
+    """The engine accepted the request and then failed."""
+
+    code = "engine_error"
+
+
+class ModelSourceMissing(YunError):
+    """A model's source (registry package, local file, hub id) cannot be found."""
+
+    code = "model_source_missing"
+
+
+class ModelIntegrityError(YunError):
+    """A model file does not match the hash it must have; it is never loaded."""
+
+    code = "model_integrity_error"

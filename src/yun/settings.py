@@ -1,0 +1,92 @@
+"""The one configuration tree. Nothing else in Yun reads the environment.
+
+Every field can be set as `YUN_<SECTION>__<FIELD>` (for example `YUN_SERVER__PORT=9000`) or by the CLI,
+which passes overrides into `Settings(...)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "yun"
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    """Address the HTTP API binds. Loopback by default: exposing Yun is a decision, not an accident."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port of the HTTP API."""
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Requests with a larger body are refused with 413 before they are parsed."""
+    log_prompts: bool = False
+    """Log prompt and completion text. Off by default: prompts are the tenants' data."""
+
+
+class EngineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int = Field(default=2, ge=1)
+    """CPU threads per xllamacpp replica."""
+    parallel: int = Field(default=4, ge=1, le=64)
+    """Concurrent sequences (slots) per chat replica; the context is shared among them."""
+    context_per_slot: int = Field(default=4096, ge=256)
+    """Context window each concurrent sequence gets, in tokens."""
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    """How long a replica may take to load before it is declared failed."""
+    health_interval_s: float = Field(default=2.0, gt=0)
+    """How often the supervisor checks each replica."""
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    """Upper bound on one engine request (a long generation on CPU is slow, not dead)."""
+
+
+class ModelDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chat: bool = True
+    """Serve the bundled Qwen2.5-Coder-0.5B-Instruct at start."""
+    embedding: bool = True
+    """Serve the bundled all-MiniLM-L6-v2 at start."""
+
+
+class Settings(BaseSettings):
+    """Root of Yun's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="YUN_", env_nested_delimiter="__", extra="forbid")
+
+    environment: Literal["development", "production"] = "development"
+    """`production` refuses insecure choices (binding every interface with no TLS proxy in front is yours to own)."""
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Where the SQLite database and the model cache live."""
+    database_url: str | None = None
+    """SQLAlchemy URL; default is a SQLite file in `data_dir`."""
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+
+    @model_validator(mode="after")
+    def _refuse_insecure(self) -> Settings:
+        if self.environment == "production" and self.server.log_prompts:
+            raise ValueError("server.log_prompts must be off in production")
+        if self.environment == "production" and self.database_url is None:
+            raise ValueError("production needs an explicit database_url")
+        return self
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'yun.db'}"

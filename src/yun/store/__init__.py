@@ -1,0 +1,17 @@
+"""Persistence: SQLite (embedded default) and PostgreSQL behind one set of repositories."""
+
+from yun.store.db import Database
+from yun.store.migrate import upgrade
+from yun.store.records import ApiKeyRecord, ModelRecord, OrganizationRecord
+from yun.store.repos import KeyRepository, ModelRepository, OrganizationRepository
+
+__all__ = [
+    "ApiKeyRecord",
+    "Database",
+    "KeyRepository",
+    "ModelRecord",
+    "ModelRepository",
+    "OrganizationRecord",
+    "OrganizationRepository",
+    "upgrade",
+]

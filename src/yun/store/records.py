@@ -1,0 +1,42 @@
+"""Plain records the store hands upward (no SQLAlchemy objects leave `store/`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["ApiKeyRecord", "ModelRecord", "OrganizationRecord"]
+
+
+@dataclass(frozen=True)
+class OrganizationRecord:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    org_id: str
+    name: str
+    prefix: str
+    is_platform_admin: bool
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: str
+    kind: str
+    source: str
+    path: str | None = None
+    url: str | None = None
+    upstream_model: str | None = None
+    upstream_key: str | None = None
+    replicas: int = 1
+    card: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None

@@ -1,0 +1,146 @@
+"""Repositories: the only code that touches ORM rows. SQLAlchemy errors are translated here."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from yun.errors import InvalidRequest, NotFound
+from yun.store.db import Database
+from yun.store.orm import ApiKeyRow, ModelRow, OrganizationRow
+from yun.store.records import ApiKeyRecord, ModelRecord, OrganizationRecord
+
+__all__ = ["KeyRepository", "ModelRepository", "OrganizationRepository"]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything Yun stores is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _key(row: ApiKeyRow) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        prefix=row.prefix,
+        is_platform_admin=row.is_platform_admin,
+        created_at=_utc(row.created_at) or row.created_at,
+        expires_at=_utc(row.expires_at),
+        revoked_at=_utc(row.revoked_at),
+    )
+
+
+def _model(row: ModelRow) -> ModelRecord:
+    return ModelRecord(
+        id=row.id,
+        kind=row.kind,
+        source=row.source,
+        path=row.path,
+        url=row.url,
+        upstream_model=row.upstream_model,
+        upstream_key=row.upstream_key,
+        replicas=row.replicas,
+        card=dict(row.card or {}),
+        created_at=_utc(row.created_at),
+    )
+
+
+class OrganizationRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def get_or_create(self, org_id: str, name: str) -> OrganizationRecord:
+        with self._db.session() as s, s.begin():
+            row = s.get(OrganizationRow, org_id)
+            if row is None:
+                row = OrganizationRow(id=org_id, name=name, created_at=datetime.now(UTC))
+                s.add(row)
+            return OrganizationRecord(row.id, row.name, _utc(row.created_at) or row.created_at)
+
+
+class KeyRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, record: ApiKeyRecord, secret_hash: str) -> None:
+        with self._db.session() as s, s.begin():
+            s.add(ApiKeyRow(secret_hash=secret_hash, **dataclasses.asdict(record)))
+
+    def by_hash(self, secret_hash: str) -> ApiKeyRecord | None:
+        with self._db.session() as s:
+            row = s.scalars(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)).first()
+            return None if row is None else _key(row)
+
+    def list(self, org_id: str | None = None) -> list[ApiKeyRecord]:
+        with self._db.session() as s:
+            q = select(ApiKeyRow).order_by(ApiKeyRow.created_at)
+            if org_id is not None:
+                q = q.where(ApiKeyRow.org_id == org_id)
+            return [_key(r) for r in s.scalars(q)]
+
+    def count(self) -> int:
+        return len(self.list())
+
+    def revoke(self, key_id: str) -> ApiKeyRecord:
+        with self._db.session() as s, s.begin():
+            row = s.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFound(f"no API key {key_id!r}")
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+            return _key(row)
+
+
+class ModelRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def list(self) -> list[ModelRecord]:
+        with self._db.session() as s:
+            return [_model(r) for r in s.scalars(select(ModelRow).order_by(ModelRow.created_at))]
+
+    def get(self, model_id: str) -> ModelRecord | None:
+        with self._db.session() as s:
+            row = s.get(ModelRow, model_id)
+            return None if row is None else _model(row)
+
+    def add(self, record: ModelRecord) -> ModelRecord:
+        data = dataclasses.asdict(record)
+        data["created_at"] = record.created_at or datetime.now(UTC)
+        try:
+            with self._db.session() as s, s.begin():
+                s.add(ModelRow(**data))
+        except IntegrityError as exc:
+            raise InvalidRequest(f"a model named {record.id!r} already exists", param="id") from exc
+        return dataclasses.replace(record, created_at=data["created_at"])
+
+    def upsert(self, record: ModelRecord) -> ModelRecord:
+        """Insert or refresh a model Yun itself provides (bundled ones are re-registered at each start)."""
+        with self._db.session() as s, s.begin():
+            row = s.get(ModelRow, record.id)
+            if row is None:
+                return self._insert(s, record)
+            for name in ("kind", "source", "path", "url", "upstream_model", "upstream_key", "card"):
+                setattr(row, name, getattr(record, name))
+            return _model(row)
+
+    @staticmethod
+    def _insert(s: object, record: ModelRecord) -> ModelRecord:
+        data = dataclasses.asdict(record)
+        data["created_at"] = record.created_at or datetime.now(UTC)
+        row = ModelRow(**data)
+        s.add(row)  # type: ignore[attr-defined]
+        return _model(row)
+
+    def remove(self, model_id: str) -> None:
+        with self._db.session() as s, s.begin():
+            row = s.get(ModelRow, model_id)
+            if row is None:
+                raise NotFound(f"no model {model_id!r}")
+            s.delete(row)

@@ -1,0 +1,105 @@
+"""API keys: minted once, shown once, stored only as a hash, verified through a short-lived cache."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from yun.errors import AuthenticationFailed
+from yun.store import ApiKeyRecord, KeyRepository
+
+__all__ = ["DEFAULT_ORG", "KEY_PREFIX", "IssuedKey", "KeyService", "Principal", "hash_secret"]
+
+KEY_PREFIX = "yun-"
+DEFAULT_ORG = "org-default"
+_SECRET_LEN = 43  # token_urlsafe(32)
+_CACHE_TTL_S = 5.0
+_NEGATIVE_CACHE_MAX = 10_000
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: resolved from the API key on every request."""
+
+    key_id: str
+    org_id: str
+    is_platform_admin: bool
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    record: ApiKeyRecord
+    secret: str
+    """The only time the secret exists outside the caller's hands."""
+
+
+class KeyService:
+    """Issues and verifies API keys.
+
+    Verification is on every request's path, so positive results are cached for a few seconds;
+    the cache holds hashes, never secrets.
+    """
+
+    def __init__(self, keys: KeyRepository) -> None:
+        self._keys = keys
+        self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
+
+    def issue(
+        self,
+        org_id: str,
+        name: str,
+        *,
+        platform_admin: bool = False,
+        expires_at: datetime | None = None,
+    ) -> IssuedKey:
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = ApiKeyRecord(
+            id="key_" + uuid.uuid4().hex[:24],
+            org_id=org_id,
+            name=name,
+            prefix=secret[: len(KEY_PREFIX) + 6],
+            is_platform_admin=platform_admin,
+            created_at=datetime.now(UTC),
+            expires_at=expires_at,
+            revoked_at=None,
+        )
+        self._keys.add(record, hash_secret(secret))
+        return IssuedKey(record=record, secret=secret)
+
+    def revoke(self, key_id: str) -> ApiKeyRecord:
+        record = self._keys.revoke(key_id)
+        self._cache.clear()
+        return record
+
+    def verify(self, secret: str | None) -> Principal:
+        """Resolve a presented secret to a principal, or raise AuthenticationFailed."""
+        if not secret:
+            raise AuthenticationFailed("You didn't provide an API key. Pass it as 'Authorization: Bearer <key>'.")
+        if not secret.startswith(KEY_PREFIX) or len(secret) != len(KEY_PREFIX) + _SECRET_LEN:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        digest = hash_secret(secret)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            record = hit[1]
+        else:
+            found = self._keys.by_hash(digest)
+            if found is None:
+                raise AuthenticationFailed("Incorrect API key provided.")
+            record = found
+            if len(self._cache) > _NEGATIVE_CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (now + _CACHE_TTL_S, record)
+        if record.revoked_at is not None:
+            raise AuthenticationFailed("This API key has been revoked.")
+        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+            raise AuthenticationFailed("This API key has expired.")
+        return Principal(key_id=record.id, org_id=record.org_id, is_platform_admin=record.is_platform_admin)
