@@ -19,7 +19,13 @@ from yun.errors import (
 
 __all__ = ["OpenAIHTTPEngine"]
 
-_CONTEXT_MARKERS = ("exceed_context_size", "context length", "context_length", "maximum context")
+_CONTEXT_MARKERS = (
+    "exceed_context_size",
+    "context length",
+    "context_length",
+    "maximum context",
+    "too large to process",  # llama.cpp, embedding input longer than the batch
+)
 
 
 def _error_message(response: httpx.Response) -> tuple[str, str]:
@@ -38,7 +44,7 @@ def _raise_for(response: httpx.Response, name: str) -> None:
     message, kind = _error_message(response)
     lowered = f"{message} {kind}".lower()
     if any(m in lowered for m in _CONTEXT_MARKERS):
-        raise ContextLengthExceeded(message or "the prompt is longer than the model's context", param="messages")
+        raise ContextLengthExceeded(message or "the input is longer than the model's context")
     if response.status_code in (400, 422):
         raise InvalidRequest(message or "the engine refused the request")
     if response.status_code in (502, 503, 504):

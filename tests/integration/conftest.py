@@ -1,0 +1,54 @@
+"""A real Yun app (real SQLite, real xllamacpp replica processes of the tiny model and MiniLM),
+driven in-process through httpx's ASGI transport and the official `openai` client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+from yun.api import Services, build_services, create_app
+from yun.settings import Settings
+from yun.tenancy import DEFAULT_ORG
+
+CONTEXT_PER_SLOT = 512
+
+
+@dataclass
+class Harness:
+    app: FastAPI
+    services: Services
+    http: httpx.AsyncClient
+    client: openai.AsyncOpenAI
+    key: str
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def yun(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, minilm_gguf: Path) -> AsyncIterator[Harness]:
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("yun"),
+        defaults={"chat": False, "embedding": False},
+        engine={"parallel": 2, "context_per_slot": CONTEXT_PER_SLOT, "health_interval_s": 0.3},
+        server={"max_body_bytes": 200_000},
+    )
+    services = build_services(settings)
+    services.orgs.get_or_create(DEFAULT_ORG, "default")
+    key = services.keys.issue(DEFAULT_ORG, "tests").secret
+    services.catalog.add_local("tiny", tiny_model, "chat", license="apache-2.0")
+    services.catalog.add_local("minilm", minilm_gguf, "embedding")
+    app = create_app(settings, services)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        http = httpx.AsyncClient(transport=transport, base_url="http://yun", headers={"Authorization": f"Bearer {key}"})
+        client = openai.AsyncOpenAI(
+            api_key=key, base_url="http://yun/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
+        )
+        yield Harness(app, services, http, client, key)
+        await client.close()
+        await http.aclose()

@@ -1,0 +1,80 @@
+"""One contract, two real databases (SQLite file with WAL, PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from yun.errors import AuthenticationFailed, InvalidRequest, NotFound
+from yun.store import Database, KeyRepository, ModelRecord, ModelRepository, OrganizationRepository, upgrade
+from yun.tenancy import DEFAULT_ORG, KeyService
+
+
+@pytest.fixture
+def db(database_url: str) -> Database:
+    upgrade(database_url)
+    upgrade(database_url)  # idempotent: a restart must not fail on an up-to-date schema
+    database = Database(database_url)
+    OrganizationRepository(database).get_or_create(DEFAULT_ORG, "default")
+    yield database
+    database.dispose()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    upgrade(url)
+    database = Database(url)
+    with database.session() as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    database.dispose()
+
+
+def test_keys_are_stored_hashed_and_verified(db: Database) -> None:
+    keys = KeyService(KeyRepository(db))
+    issued = keys.issue(DEFAULT_ORG, "ci")
+    principal = keys.verify(issued.secret)
+    assert principal.org_id == DEFAULT_ORG and principal.key_id == issued.record.id
+    with db.session() as s:
+        dump = " ".join(str(v) for row in s.execute(text("SELECT * FROM api_keys")) for v in row)
+    assert issued.secret not in dump
+    assert issued.secret[len("yun-") :] not in dump
+    assert issued.record.prefix in dump
+
+
+@pytest.mark.parametrize("secret", [None, "", "sk-abc", "yun-" + "x" * 43, "yun-short"])
+def test_bad_secrets_are_refused(db: Database, secret: str | None) -> None:
+    with pytest.raises(AuthenticationFailed):
+        KeyService(KeyRepository(db)).verify(secret)
+
+
+def test_revoked_and_expired_keys_are_refused(db: Database) -> None:
+    keys = KeyService(KeyRepository(db))
+    revoked = keys.issue(DEFAULT_ORG, "revoked")
+    keys.verify(revoked.secret)  # warm the cache: revocation must still win
+    keys.revoke(revoked.record.id)
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        keys.verify(revoked.secret)
+    expired = keys.issue(DEFAULT_ORG, "old", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        keys.verify(expired.secret)
+    with pytest.raises(NotFound):
+        keys.revoke("key_missing")
+
+
+def test_model_repository_roundtrip(db: Database) -> None:
+    repo = ModelRepository(db)
+    added = repo.add(ModelRecord(id="m1", kind="chat", source="external", url="http://x", card={"a": 1}))
+    assert added.created_at is not None
+    got = repo.get("m1")
+    assert got is not None and got.card == {"a": 1} and got.url == "http://x"
+    assert got.created_at is not None and got.created_at.tzinfo is not None
+    with pytest.raises(InvalidRequest):
+        repo.add(ModelRecord(id="m1", kind="chat", source="external", url="http://y"))
+    repo.upsert(ModelRecord(id="m1", kind="chat", source="external", url="http://z"))
+    assert [m.url for m in repo.list()] == ["http://z"]
+    repo.remove("m1")
+    assert repo.get("m1") is None
+    with pytest.raises(NotFound):
+        repo.remove("m1")

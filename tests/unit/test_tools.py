@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from yun.gateway.tools import ToolStreamBuffer, parse_tool_calls
+
+NAMES = ["get_weather", "search"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+        '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```',
+        '  {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}  ',
+    ],
+)
+def test_qwen_tool_call_forms_parse(text: str) -> None:
+    calls = parse_tool_calls(text, NAMES)
+    assert calls is not None and len(calls) == 1
+    assert calls[0]["type"] == "function" and calls[0]["id"].startswith("call_")
+    assert calls[0]["function"]["name"] == "get_weather"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+def test_several_calls_in_one_answer() -> None:
+    text = '{"name": "get_weather", "arguments": {"city": "A"}}\n{"name": "search", "arguments": {"q": "b"}}'
+    calls = parse_tool_calls(text, NAMES)
+    assert calls is not None and [c["function"]["name"] for c in calls] == ["get_weather", "search"]
+    assert len({c["id"] for c in calls}) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "The weather is nice.",
+        '{"name": "unknown_tool", "arguments": {}}',
+        '{"city": "Paris"}',
+        '{"name": "get_weather", "arguments": {"city": "Paris"}} and then some prose',
+        '{"name": "get_weather", "arguments": {"city": ',
+    ],
+)
+def test_non_calls_stay_text(text: str | None) -> None:
+    assert parse_tool_calls(text, NAMES) is None
+
+
+def test_stream_buffer_passes_prose_through_at_once() -> None:
+    buf = ToolStreamBuffer(NAMES)
+    assert buf.feed("Hel") == "Hel"
+    assert buf.feed("lo") == "lo"
+    assert buf.finish() == ("", None)
+
+
+def test_stream_buffer_holds_a_call_and_releases_it_as_tool_calls() -> None:
+    buf = ToolStreamBuffer(NAMES)
+    out = "".join(buf.feed(p) for p in ['{"name": "get_', 'weather", "arguments": ', '{"city": "Paris"}}'])
+    assert out == ""
+    rest, calls = buf.finish()
+    assert rest == "" and calls is not None and calls[0]["function"]["name"] == "get_weather"
+
+
+def test_stream_buffer_releases_json_that_is_not_a_call() -> None:
+    buf = ToolStreamBuffer(NAMES)
+    assert buf.feed('{"answer": 42}') == ""
+    assert buf.finish() == ('{"answer": 42}', None)
+
+
+def test_stream_buffer_waits_on_a_partial_opener() -> None:
+    buf = ToolStreamBuffer(NAMES)
+    assert buf.feed("<tool") == ""
+    assert buf.feed("_call>") == ""
+    assert buf.feed('{"name": "search", "arguments": {"q": "x"}}</tool_call>') == ""
+    assert buf.finish()[1] is not None
