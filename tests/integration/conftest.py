@@ -3,6 +3,7 @@ driven in-process through httpx's ASGI transport and the official `openai` clien
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import openai
 import pytest
 import pytest_asyncio
+import uvicorn
 from fastapi import FastAPI
 
 from yun.api import Services, build_services, create_app
@@ -27,6 +29,8 @@ class Harness:
     http: httpx.AsyncClient
     client: openai.AsyncOpenAI
     key: str
+    base_url: str
+    """A real uvicorn server on loopback serving the same app (for disconnects, which ASGITransport hides)."""
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -44,11 +48,18 @@ async def yun(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, minilm
     services.catalog.add_local("minilm", minilm_gguf, "embedding")
     app = create_app(settings, services)
     async with app.router.lifespan_context(app):
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
         transport = httpx.ASGITransport(app=app)
         http = httpx.AsyncClient(transport=transport, base_url="http://yun", headers={"Authorization": f"Bearer {key}"})
         client = openai.AsyncOpenAI(
             api_key=key, base_url="http://yun/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
         )
-        yield Harness(app, services, http, client, key)
+        yield Harness(app, services, http, client, key, f"http://127.0.0.1:{port}")
         await client.close()
         await http.aclose()
+        server.should_exit = True
+        await serving

@@ -1,0 +1,168 @@
+"""Replica supervision and the external-upstream seam, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import Harness
+from yun.api.lifespan import sync_deployments
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_killed_replica_is_restarted(yun: Harness) -> None:
+    replica = yun.services.cluster.get("tiny").replicas[0]
+    assert replica.process is not None
+    old_pid = replica.process.pid
+    restarts = replica.restarts
+    os.kill(old_pid, signal.SIGKILL)
+    await _until(lambda: replica.restarts > restarts and replica.healthy)
+    assert replica.process is not None and replica.process.pid != old_pid
+    r = await yun.client.chat.completions.create(model="tiny", messages=MSG, max_tokens=2)  # type: ignore[arg-type]
+    assert r.usage is not None and r.usage.completion_tokens == 2
+
+
+async def test_no_healthy_replica_is_503_then_recovers(yun: Harness) -> None:
+    replica = yun.services.cluster.get("tiny").replicas[0]
+    replica.healthy = False  # what the supervisor sets when a probe fails
+    with pytest.raises(openai.InternalServerError) as info:
+        await yun.client.chat.completions.create(model="tiny", messages=MSG, max_tokens=2)  # type: ignore[arg-type]
+    assert info.value.status_code == 503 and info.value.code == "engine_unavailable"
+    await _until(lambda: replica.healthy, timeout=10)
+    r = await yun.client.chat.completions.create(model="tiny", messages=MSG, max_tokens=2)  # type: ignore[arg-type]
+    assert r.choices
+
+
+async def test_client_disconnect_stops_the_engine(yun: Harness) -> None:
+    """Closing a stream early releases the replica (the engine request is cancelled, not left running)."""
+    replica = yun.services.cluster.get("tiny").replicas[0]
+    engine_url = replica.engine.base_url  # type: ignore[union-attr]
+    async with openai.AsyncOpenAI(api_key=yun.key, base_url=yun.base_url + "/v1", max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model="tiny",
+            messages=MSG,
+            max_tokens=3000,
+            stream=True,  # type: ignore[arg-type]
+        )
+        got = 0
+        async for _ in stream:
+            got += 1
+            if got == 3:
+                break
+        async with httpx.AsyncClient() as probe:
+            busy = (await probe.get(engine_url + "/slots")).json()
+            assert any(s.get("is_processing") for s in busy), "the engine should still be generating"
+            await stream.close()
+            await _until(lambda: replica.outstanding == 0, timeout=10)
+            for _ in range(100):
+                slots = (await probe.get(engine_url + "/slots")).json()
+                if not any(s.get("is_processing") for s in slots):
+                    break
+                await asyncio.sleep(0.1)
+            assert not any(s.get("is_processing") for s in slots), "the engine kept generating for a gone client"
+            assert all(s.get("n_decoded", 0) < 3000 for s in slots)
+    text = (await yun.http.get("/metrics")).text
+    assert 'status="aborted"' in text
+
+
+@pytest.fixture(scope="module")
+def upstream(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second, independent engine server (llama.cpp's OpenAI server), as vLLM or a provider would be."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("upstream") / "upstream.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "yun.engines.xllamacpp_worker",
+            "--model",
+            str(tiny_model),
+            "--port",
+            str(port),
+            "--parallel",
+            "1",
+            "--ctx",
+            "512",
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "upstream died"
+            import time
+
+            time.sleep(0.1)
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+async def test_external_openai_compatible_upstream(yun: Harness, upstream: str) -> None:
+    yun.services.catalog.add_external("remote-tiny", upstream.removesuffix("/v1"), upstream_model="whatever")
+    await sync_deployments(yun.services)
+    try:
+        r = await yun.client.chat.completions.create(model="remote-tiny", messages=MSG, max_tokens=4)  # type: ignore[arg-type]
+        assert r.model == "remote-tiny"
+        assert r.usage is not None and r.usage.completion_tokens == 4
+        stream = await yun.client.chat.completions.create(
+            model="remote-tiny",
+            messages=MSG,
+            max_tokens=3,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+        listed = {m.id: m for m in (await yun.client.models.list()).data}
+        assert listed["remote-tiny"].model_extra["card"]["source"].startswith("external")  # type: ignore[index]
+    finally:
+        yun.services.catalog.remove("remote-tiny")
+        await sync_deployments(yun.services)
+    with pytest.raises(openai.NotFoundError):
+        await yun.client.chat.completions.create(model="remote-tiny", messages=MSG, max_tokens=2)  # type: ignore[arg-type]
+
+
+async def test_unreachable_external_upstream_is_503(yun: Harness) -> None:
+    yun.services.catalog.add_external("dead-remote", f"http://127.0.0.1:{_free_port()}")
+    await sync_deployments(yun.services)
+    try:
+        with pytest.raises(openai.InternalServerError) as info:
+            await yun.client.chat.completions.create(model="dead-remote", messages=MSG)  # type: ignore[arg-type]
+        assert info.value.status_code == 503
+    finally:
+        yun.services.catalog.remove("dead-remote")
+        await sync_deployments(yun.services)
