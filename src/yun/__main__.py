@@ -1,0 +1,3 @@
+from yun.cli import main
+
+main()

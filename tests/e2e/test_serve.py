@@ -1,0 +1,245 @@
+"""End to end: `yun serve` as a subprocess with the real bundled models, driven by the official client."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CHAT = "qwen2.5-coder-0.5b-instruct"
+EMBED = "all-minilm-l6-v2"
+KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
+
+
+@dataclass
+class Server:
+    url: str
+    key: str
+    data_dir: Path
+    stdout: Path
+    stderr: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(data_dir: Path, tag: str) -> tuple[subprocess.Popen[bytes], str, Path, Path]:
+    port = _free_port()
+    out, err = data_dir.parent / f"{tag}.out", data_dir.parent / f"{tag}.err"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    with out.open("wb") as out_f, err.open("wb") as err_f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yun", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+            stdout=out_f,
+            stderr=err_f,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"yun serve exited: {err.read_text()[-2000:]}"
+        try:
+            health = httpx.get(url + "/health", timeout=2).json()
+            if health.get("status") == "ok" and len(health.get("models", {})) == 2:
+                return proc, url, out, err
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("yun serve did not become ready")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("e2e") / "data"
+    proc, url, out, err = _start(data, "first")
+    keys = KEY_RE.findall(out.read_text())
+    assert len(keys) == 1, "the bootstrap key is printed exactly once"
+    try:
+        yield Server(url, keys[0], data, out, err)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=server.key, base_url=server.url + "/v1", max_retries=0, timeout=300) as c:
+        yield c
+
+
+def test_models_and_cards(client: openai.OpenAI) -> None:
+    ids = {m.id for m in client.models.list().data}
+    assert ids == {CHAT, EMBED}
+    card = client.models.retrieve(CHAT).model_extra["card"]  # type: ignore[index]
+    assert card["family"] == "qwen2" and card["quantization"] == "Q4_K_M" and card["license"] == "apache-2.0"
+    assert card["context_length"] == 32768 and card["parameters"] == "0.5B"
+    assert "sha256" in card["source"]
+
+
+def test_real_model_answers(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "What is 2+2? Answer with the number only."}],
+        max_tokens=10,
+        temperature=0,
+    )
+    assert "4" in (r.choices[0].message.content or "")
+    assert r.usage is not None and r.usage.prompt_tokens > 10 and 0 < r.usage.completion_tokens <= 10
+
+
+def test_stream_with_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Count from 1 to 5."}],
+        max_tokens=30,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "3" in text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls(client: openai.OpenAI, stream: bool) -> None:
+    kwargs = dict(
+        model=CHAT,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        max_tokens=60,
+        temperature=0,
+    )
+    if not stream:
+        r = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        calls = choice.message.tool_calls
+    else:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+        assert any(c.choices and c.choices[0].finish_reason == "tool_calls" for c in chunks)
+        calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls and calls[0].function is not None
+    assert calls[0].function.name == "get_weather"
+    assert json.loads(calls[0].function.arguments or "{}")["city"].lower() == "paris"
+    # The conversation continues with the tool's answer.
+    follow = client.chat.completions.create(
+        model=CHAT,
+        max_tokens=40,
+        temperature=0,
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        messages=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": calls[0].id or "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": calls[0].function.arguments or "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": calls[0].id or "call_1", "content": '{"temperature_c": 21}'},
+        ],
+    )
+    assert "21" in (follow.choices[0].message.content or "")
+
+
+def test_json_mode(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]}
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "What is the capital of France? Reply in JSON."}],
+        max_tokens=40,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+    )
+    assert "paris" in json.loads(r.choices[0].message.content or "")["capital"].lower()
+
+
+def test_embeddings_are_semantic(client: openai.OpenAI) -> None:
+    r = client.embeddings.create(model=EMBED, input=["a cat sits on the mat", "a kitten on a rug", "tax law"])
+    a, b, c = (d.embedding for d in r.data)
+    dot = lambda x, y: sum(p * q for p, q in zip(x, y, strict=True))  # noqa: E731
+    assert len(a) == 384 and dot(a, b) > dot(a, c) + 0.2
+    assert r.usage.prompt_tokens > 0
+
+
+def test_errors(client: openai.OpenAI, server: Server) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(api_key="yun-nope", base_url=server.url + "/v1", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hello " * 6000}])
+    assert info.value.code == "context_length_exceeded"
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=b"x" * (9 * 1024 * 1024),
+        headers={"Authorization": f"Bearer {server.key}"},
+    )
+    assert r.status_code == 413
+    r = httpx.post(
+        server.url + "/v1/chat/completions", content=b"{oops", headers={"Authorization": f"Bearer {server.key}"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'yun_replica_healthy{model="qwen2.5-coder-0.5b-instruct"' in metrics
+
+
+def test_logs_hold_no_secrets_or_prompts(server: Server, client: openai.OpenAI) -> None:
+    marker = "purple-elephant-7731"
+    client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": marker}], max_tokens=2)
+    logs = server.stderr.read_text()
+    for path in (server.data_dir / "logs").glob("*.log"):
+        logs += path.read_text(errors="replace")
+    assert server.key not in logs
+    assert marker not in logs
+
+
+def test_restart_reuses_cache_and_prints_no_new_key(server: Server) -> None:
+    proc, url, out, _ = _start(server.data_dir, "second")
+    try:
+        assert not KEY_RE.findall(out.read_text())
+        r = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"})
+        assert r.status_code == 200 and len(r.json()["data"]) == 2
+    finally:
+        _stop(proc)
