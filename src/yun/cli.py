@@ -23,8 +23,16 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
-out = Console()
-err = Console(stderr=True)
+
+
+def _out() -> Console:
+    # Built per call so that COLUMNS and the current stdout (tests, pipes) are honoured.
+    return Console()
+
+
+def _err() -> Console:
+    return Console(stderr=True)
+
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (database, model cache).")]
 Database = Annotated[str | None, typer.Option("--database", help="SQLAlchemy URL (default: SQLite in data dir).")]
@@ -49,7 +57,7 @@ def _services(settings: Settings) -> Any:
 
 
 def _fail(exc: YunError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc.message}")
+    _err().print(f"[red]error:[/red] {exc.message}")
     return typer.Exit(2)
 
 
@@ -80,7 +88,7 @@ def serve(
         services.orgs.get_or_create(DEFAULT_ORG, "default")
         if services.keys._keys.count() == 0:
             issued = services.keys.issue(DEFAULT_ORG, "bootstrap admin", platform_admin=True)
-            out.print(
+            _out().print(
                 Panel(
                     f"[bold]{issued.secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
                     "its hash. Store it somewhere safe.",
@@ -90,7 +98,9 @@ def serve(
         _prepare_models(services, settings)
     except YunError as exc:
         raise _fail(exc) from exc
-    out.print(f"Yun listening on http://{settings.server.host}:{settings.server.port}/v1 (data in {settings.data_dir})")
+    _out().print(
+        f"Yun listening on http://{settings.server.host}:{settings.server.port}/v1 (data in {settings.data_dir})"
+    )
     uvicorn.run(
         create_app(settings, services),
         host=settings.server.host,
@@ -106,7 +116,7 @@ def _prepare_models(services: Any, settings: Settings) -> None:
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=_err(),
         transient=False,
     ) as progress:
         tasks: dict[str, Any] = {}
@@ -134,8 +144,8 @@ def keys_create(
     services = _services(_settings(data_dir, database))
     services.orgs.get_or_create(DEFAULT_ORG, "default")
     issued = services.keys.issue(DEFAULT_ORG, name, platform_admin=admin)
-    out.print(issued.secret)
-    err.print(f"key id {issued.record.id}; the secret above is not stored and cannot be shown again")
+    _out().print(issued.secret)
+    _err().print(f"key id {issued.record.id}; the secret above is not stored and cannot be shown again")
 
 
 @keys_app.command("list")
@@ -151,7 +161,7 @@ def keys_list(data_dir: DataDir = None, database: Database = None) -> None:
             k.created_at.isoformat(timespec="seconds"),
             k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
         )
-    out.print(table)
+    _out().print(table)
 
 
 @keys_app.command("revoke")
@@ -160,7 +170,7 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database: Database = None
         _services(_settings(data_dir, database)).keys.revoke(key_id)
     except YunError as exc:
         raise _fail(exc) from exc
-    out.print(f"revoked {key_id}")
+    _out().print(f"revoked {key_id}")
 
 
 @models_app.command("list")
@@ -179,7 +189,7 @@ def models_list(data_dir: DataDir = None, database: Database = None) -> None:
             str(c.get("license") or ""),
             m.source,
         )
-    out.print(table)
+    _out().print(table)
 
 
 @models_app.command("show")
@@ -189,7 +199,7 @@ def models_show(model_id: str, data_dir: DataDir = None, database: Database = No
     except YunError as exc:
         raise _fail(exc) from exc
     card = {"id": m.id, "kind": m.kind, "source": m.source, "path": m.path, "url": m.url, **m.card}
-    out.print_json(json.dumps(card, default=str))
+    _out().print_json(json.dumps(card, default=str))
 
 
 @models_app.command("add")
@@ -208,7 +218,7 @@ def models_add(
 ) -> None:
     """Register a model; a running `yun serve` picks it up within seconds."""
     if kind not in ("chat", "embedding") or sum(x is not None for x in (file, hub, url)) != 1:
-        err.print("give exactly one of --file, --hub (with --hub-file) or --url; --kind is chat or embedding")
+        _err().print("give exactly one of --file, --hub (with --hub-file) or --url; --kind is chat or embedding")
         raise typer.Exit(2)
     catalog = _services(_settings(data_dir, database)).catalog
     try:
@@ -216,7 +226,7 @@ def models_add(
             m = catalog.add_local(model_id, file, kind, license=license)
         elif hub is not None:
             if not hub_file:
-                err.print("--hub needs --hub-file")
+                _err().print("--hub needs --hub-file")
                 raise typer.Exit(2)
             m = catalog.add_hub(model_id, hub, hub_file, kind)
         else:
@@ -224,7 +234,7 @@ def models_add(
             m = catalog.add_external(model_id, url, upstream_model=upstream_model, api_key=api_key, kind=kind)
     except YunError as exc:
         raise _fail(exc) from exc
-    out.print(f"added {m.id} ({m.kind}, {m.source})")
+    _out().print(f"added {m.id} ({m.kind}, {m.source})")
 
 
 @models_app.command("remove")
@@ -233,7 +243,7 @@ def models_remove(model_id: str, data_dir: DataDir = None, database: Database = 
         _services(_settings(data_dir, database)).catalog.remove(model_id)
     except YunError as exc:
         raise _fail(exc) from exc
-    out.print(f"removed {model_id}")
+    _out().print(f"removed {model_id}")
 
 
 def main() -> None:

@@ -49,5 +49,5 @@ def build_services(settings: Settings) -> Services:
         catalog=Catalog(ModelRepository(db), settings.model_cache_dir),
         cluster=cluster,
         metrics=metrics,
-        gateway=Gateway(cluster, metrics),
+        gateway=Gateway(cluster, metrics, log_prompts=settings.server.log_prompts),
     )

@@ -7,6 +7,7 @@ reads the usage records later, off this path.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 import uuid
@@ -41,9 +42,11 @@ def _tool_names(body: JSON) -> list[str]:
 
 
 class Gateway:
-    def __init__(self, cluster: LocalCluster, metrics: Metrics) -> None:
+    def __init__(self, cluster: LocalCluster, metrics: Metrics, *, log_prompts: bool = False) -> None:
         self.cluster = cluster
         self.metrics = metrics
+        # Prompts are tenants' data: logged only when an operator turns this on (never in production).
+        self.log_prompts = log_prompts
         self.sinks: list[UsageSink] = [self._observe]
 
     # -- routing -------------------------------------------------------------------------------
@@ -59,6 +62,8 @@ class Gateway:
         return deployment
 
     def _prepare(self, deployment: Deployment, body: JSON) -> JSON:
+        if self.log_prompts:
+            log.info("request to %s: %s", deployment.spec.model_id, json.dumps(body, ensure_ascii=False)[:8000])
         body = dict(body)
         body["model"] = deployment.spec.upstream_model or deployment.spec.model_id
         return body
