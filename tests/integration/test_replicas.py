@@ -134,6 +134,8 @@ def upstream(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 async def test_external_openai_compatible_upstream(yun: Harness, upstream: str) -> None:
     yun.services.catalog.add_external("remote-tiny", upstream.removesuffix("/v1"), upstream_model="whatever")
     await sync_deployments(yun.services)
+    remote = yun.services.cluster.get("remote-tiny").replicas[0]
+    await _until(lambda: remote.healthy, timeout=30)
     try:
         r = await yun.client.chat.completions.create(model="remote-tiny", messages=MSG, max_tokens=4)  # type: ignore[arg-type]
         assert r.model == "remote-tiny"

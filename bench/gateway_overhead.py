@@ -1,0 +1,250 @@
+"""Latency and CPU that Yun adds per request in front of a fast OpenAI-compatible upstream.
+
+Run (about 2.5 minutes; needs `wrk`: apt-get install -y wrk):
+    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--concurrency 1 16 64]
+
+What it does, following /work/shared/BENCH.md:
+- core 0: bench/fake_upstream.py and the load generator `wrk` (Lua script for POST bodies);
+  core 1: `yun serve --no-default-models` (fresh temp data dir, model "fake" -> the fake upstream).
+- Both cores are kept awake by SCHED_IDLE busy loops, so wake-up latency does not hide small overheads.
+- For stream and non-stream, at each concurrency (`wrk -t1 -cN`), the upstream is measured directly and
+  then through Yun, back to back in the same run.
+
+Printed per row: requests/s, p50/p95/p99 latency (ms) direct and through Yun, the added latency
+(Yun - direct at the same percentile) and Yun's CPU ms per request (utime+stime of `yun serve` and
+its children from /proc, before/after the run, over requests completed). The target is <= 1 ms
+added p50 and <= 5 ms added p99 at concurrency 1. JSON goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+VENV_BIN = BENCH.parent / ".venv" / "bin"
+PY = str(VENV_BIN / "python")
+KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
+TICK = os.sysconf("SC_CLK_TCK")
+BODY = {"model": "fake", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+
+WRK_LUA = r"""
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_KEY")
+if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"p50_us":%.1f,"p95_us":%.1f,"p99_us":%.1f,' ..
+    '"socket_errors":%d,"status_errors":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+BUSY = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True: pass"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Everything started here, each in its own session so a process group kill takes its children."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cpu: int, args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+        out = log.open("wb") if log else subprocess.DEVNULL
+        proc = subprocess.Popen(["taskset", "-c", str(cpu), *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in reversed(self.started):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime+stime (+ reaped children's) of `pid` and all its live descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / TICK
+
+
+def wait_until(check: object, what: str, timeout: float = 60.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()  # type: ignore[operator]
+            if result:
+                return result
+        except (httpx.HTTPError, OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def start_yun(procs: Processes, tmp: Path, upstream: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    data = tmp / "data"
+    subprocess.run([str(VENV_BIN / "yun"), "models", "add", "fake", "--url", upstream, "--upstream-model", "fake",
+                    "--data-dir", str(data)], check=True, capture_output=True)
+    log = tmp / "yun.log"
+    yun = procs.start(1, [str(VENV_BIN / "yun"), "serve", "--data-dir", str(data), "--port", str(port),
+                          "--no-default-models"], log)
+
+    def ready() -> bool:
+        if yun.poll() is not None:
+            raise RuntimeError(f"yun serve exited ({yun.returncode}); see {log}:\n{log.read_text()[-2000:]}")
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+        return health.get("status") == "ok" and "fake" in health.get("models", {})
+
+    wait_until(ready, "yun serve /health")
+    match = KEY_RE.search(log.read_text())
+    if not match:
+        raise RuntimeError(f"no bootstrap key in {log}")
+    return yun, match.group(0)
+
+
+def sanity_check(base: str, key: str) -> None:
+    """One request of each kind through Yun, so a broken path fails loudly instead of timing errors."""
+    headers = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers=headers, timeout=10)
+    r.raise_for_status()
+    assert r.json()["usage"]["completion_tokens"] == 10, r.text
+    r = httpx.post(f"{base}/v1/chat/completions", json={**BODY, "stream": True}, headers=headers, timeout=10)
+    r.raise_for_status()
+    assert r.text.count("word") == 10 and r.text.rstrip().endswith("data: [DONE]"), r.text[-500:]
+
+
+def run_wrk(script: Path, url: str, key: str, stream: bool, conc: int, seconds: float) -> dict[str, float]:
+    env = {**os.environ, "BENCH_BODY": json.dumps({**BODY, "stream": stream}), "BENCH_KEY": key}
+    cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
+           "-s", str(script), url]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    out = proc.stdout
+    line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    result: dict[str, float] = json.loads(line.removeprefix("BENCH_JSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def measure(args: argparse.Namespace, script: Path, direct: str, yun_url: str, key: str, yun_pid: int) -> list[dict]:
+    rows = []
+    for stream in (False, True):
+        # Warm both paths (connection pools, lazy imports, caches) before anything is recorded.
+        run_wrk(script, direct, "", stream, 16, 2)
+        run_wrk(script, yun_url, key, stream, 16, 2)
+        for conc in args.concurrency:
+            d = run_wrk(script, direct, "", stream, conc, args.duration)
+            cpu0 = tree_cpu_seconds(yun_pid)
+            y = run_wrk(script, yun_url, key, stream, conc, args.duration)
+            cpu = tree_cpu_seconds(yun_pid) - cpu0
+            row = {"mode": "stream" if stream else "non-stream", "concurrency": conc, "direct": d, "yun": y,
+                   "yun_cpu_ms_per_request": 1000 * cpu / max(1, y["requests"])}
+            for p in (50, 95, 99):
+                row[f"added_p{p}_ms"] = (y[f"p{p}_us"] - d[f"p{p}_us"]) / 1000
+            rows.append(row)
+            print(f"  done: {row['mode']} c={conc}", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\nlatency in ms; added = yun - direct at the same percentile; CPU = yun serve + children")
+    print(f"{'mode':<11}{'conc':>4} | {'req/s direct':>12} {'yun':>7} | {'p50 direct':>10} {'yun':>6} {'added':>6} "
+          f"| {'p95 direct':>10} {'yun':>6} {'added':>6} | {'p99 direct':>10} {'yun':>6} {'added':>6} | "
+          f"{'yun CPU ms/req':>14}")
+    for r in rows:
+        d, y = r["direct"], r["yun"]
+        cells = " | ".join(
+            f"{d[f'p{p}_us'] / 1000:10.3f} {y[f'p{p}_us'] / 1000:6.2f} {r[f'added_p{p}_ms']:+6.2f}"
+            for p in (50, 95, 99)
+        )
+        print(f"{r['mode']:<11}{r['concurrency']:>4} | {d['rps']:12.0f} {y['rps']:7.0f} | {cells} | "
+              f"{r['yun_cpu_ms_per_request']:14.3f}")
+        for name, res in (("direct", d), ("yun", y)):
+            if res["socket_errors"] or res["status_errors"]:
+                print(f"  !! {name}: {res['socket_errors']} socket errors, {res['status_errors']} non-2xx answers")
+    c1 = [r for r in rows if r["concurrency"] == 1]
+    for r in c1:
+        ok = r["added_p50_ms"] <= 1.0 and r["added_p99_ms"] <= 5.0
+        print(f"target at c=1 {r['mode']}: added p50 {r['added_p50_ms']:.2f} ms (<= 1), "
+              f"p99 {r['added_p99_ms']:.2f} ms (<= 5): {'MET' if ok else 'MISSED'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    args = parser.parse_args()
+    if os.cpu_count() is None or os.cpu_count() < 2:  # type: ignore[operator]
+        sys.exit("needs 2 cores (0: upstream + wrk, 1: yun)")
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="yun-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            for cpu in (0, 1):
+                procs.start(cpu, [PY, "-c", BUSY])
+            up_port, yun_port = free_port(), free_port()
+            procs.start(0, [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port)], tmp / "upstream.log")
+            upstream = f"http://127.0.0.1:{up_port}"
+            wait_until(lambda: httpx.get(f"{upstream}/health", timeout=2).status_code == 200, "fake upstream")
+            yun, key = start_yun(procs, tmp, upstream, yun_port)
+            sanity_check(f"http://127.0.0.1:{yun_port}", key)
+            script = tmp / "post.lua"
+            script.write_text(WRK_LUA)
+            print(f"yun pid {yun.pid}; {args.duration:g}s per run; wrk -t1 -cN", file=sys.stderr)
+            rows = measure(args, script, f"{upstream}/v1/chat/completions",
+                           f"http://127.0.0.1:{yun_port}/v1/chat/completions", key, yun.pid)
+        finally:
+            procs.stop_all()
+    print_table(rows)
+    results = BENCH / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = results / f"gateway_overhead-{stamp}.json"
+    meta = {"duration_s": args.duration, "cpus": os.cpu_count(), "python": sys.version.split()[0], "when": stamp}
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
