@@ -14,6 +14,8 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "QuotaExceeded",
+    "RateLimited",
     "UnsupportedParameter",
     "YunError",
 ]
@@ -74,6 +76,23 @@ class NotFound(YunError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class QuotaExceeded(YunError):
+    """The organization's credits do not cover the request's maximum cost."""
+
+    code = "insufficient_quota"
+
+
+class RateLimited(YunError):
+    """Too many requests or tokens per minute for a key or an organization."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.headers = headers or {}
 
 
 class EngineUnavailable(YunError):

@@ -6,6 +6,7 @@ which passes overrides into `Settings(...)`.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,9 @@ class ServerSettings(BaseModel):
     """Requests with a larger body are refused with 413 before they are parsed."""
     log_prompts: bool = False
     """Log prompt and completion text. Off by default: prompts are the tenants' data."""
+    gateway_id: str | None = None
+    """Stable name of this gateway process (default host:port). Reservations it leaves open when it
+    crashes are settled when a gateway with the same name starts again."""
 
 
 class EngineSettings(BaseModel):
@@ -80,6 +84,10 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.database_url is None:
             raise ValueError("production needs an explicit database_url")
         return self
+
+    @property
+    def gateway_id(self) -> str:
+        return self.server.gateway_id or f"{socket.gethostname()}:{self.server.port}"
 
     @property
     def model_cache_dir(self) -> Path:

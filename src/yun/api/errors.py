@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,8 @@ from yun.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
     YunError,
 )
 
@@ -37,6 +40,8 @@ _STATUS: list[tuple[type[YunError], int, str]] = [
     (AuthenticationFailed, 401, "invalid_request_error"),
     (PermissionDenied, 403, "invalid_request_error"),
     (NotFound, 404, "invalid_request_error"),
+    (QuotaExceeded, 429, "insufficient_quota"),
+    (RateLimited, 429, "rate_limit_exceeded"),
     (ModelSourceMissing, 400, "invalid_request_error"),
     (EngineUnavailable, 503, "server_error"),
     (EngineFailure, 502, "server_error"),
@@ -55,6 +60,8 @@ def error_response(exc: YunError) -> JSONResponse:
             status, type_ = s, t
             break
     headers = {"Retry-After": "1"} if status == 503 else None
+    if isinstance(exc, RateLimited):
+        headers = {**exc.headers, "Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     return JSONResponse(error_body(exc.message, type_, exc.param, exc.code), status_code=status, headers=headers)
 
 

@@ -19,7 +19,7 @@ __all__ = ["lifespan", "spec_for", "sync_deployments"]
 log = logging.getLogger("yun")
 
 
-def spec_for(m: ModelRecord) -> ReplicaSpec:
+def spec_for(m: ModelRecord, context_per_slot: int) -> ReplicaSpec:
     kind: Literal["chat", "embedding"] = "embedding" if m.kind == "embedding" else "chat"
     dims = m.card.get("dimensions") or (m.card.get("embedding_length") if kind == "embedding" else None)
     return ReplicaSpec(
@@ -31,6 +31,9 @@ def spec_for(m: ModelRecord) -> ReplicaSpec:
         upstream_model=m.upstream_model,
         replicas=m.replicas,
         dimensions=dims if m.source != "external" else None,
+        context_length=(
+            m.card.get("context_length") if m.source == "external" else 512 if kind == "embedding" else context_per_slot
+        ),
     )
 
 
@@ -44,14 +47,17 @@ async def sync_deployments(services: Services) -> None:
         await services.cluster.undeploy(model_id)
     for model_id in wanted.keys() - current:
         log.info("deploying %s", model_id)
-        await services.cluster.deploy(spec_for(wanted[model_id]))
+        await services.cluster.deploy(spec_for(wanted[model_id], services.settings.engine.context_per_slot))
 
 
 async def _keep_in_sync(services: Services) -> None:
+    stale_after = services.settings.engine.request_timeout_s * 2
     while True:
         await asyncio.sleep(services.settings.engine.health_interval_s * 2)
         try:
             await sync_deployments(services)
+            # A gateway that died and never came back leaves holds no request can still settle.
+            await asyncio.to_thread(services.billing.recover, stale_after_s=stale_after)
         except Exception:  # noqa: BLE001 - a bad catalog row must not stop the loop that serves the rest
             log.exception("catalog sync failed")
 
@@ -59,6 +65,8 @@ async def _keep_in_sync(services: Services) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
+    # Reservations this gateway left open when it last died are settled before it takes new work.
+    await asyncio.to_thread(services.billing.recover)
     await sync_deployments(services)
     services.cluster.start_supervisor()
     syncer = asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from yun.billing import BillingService
 from yun.catalog import Catalog
 from yun.cluster import EngineTuning, LocalCluster
 from yun.gateway import Gateway, Metrics
@@ -23,6 +24,7 @@ class Services:
     catalog: Catalog
     cluster: LocalCluster
     metrics: Metrics
+    billing: BillingService
     gateway: Gateway
 
 
@@ -41,6 +43,7 @@ def build_services(settings: Settings) -> Services:
     )
     cluster = LocalCluster(tuning, settings.data_dir / "logs", health_interval_s=e.health_interval_s)
     metrics = Metrics()
+    billing = BillingService(db, settings.gateway_id)
     return Services(
         settings=settings,
         db=db,
@@ -49,5 +52,6 @@ def build_services(settings: Settings) -> Services:
         catalog=Catalog(ModelRepository(db), settings.model_cache_dir),
         cluster=cluster,
         metrics=metrics,
-        gateway=Gateway(cluster, metrics, log_prompts=settings.server.log_prompts),
+        billing=billing,
+        gateway=Gateway(cluster, metrics, billing, log_prompts=settings.server.log_prompts),
     )

@@ -29,6 +29,8 @@ class ReplicaSpec:
     upstream_model: str | None = None
     """Model name to send upstream (external servers); llama.cpp replicas ignore it."""
     replicas: int = 1
+    context_length: int | None = None
+    """Tokens one request may use (prompt + output); None when an external server does not say."""
     dimensions: int | None = None
     """Embedding width, when known."""
 

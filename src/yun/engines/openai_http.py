@@ -81,10 +81,16 @@ class OpenAIHTTPEngine:
     def speaks_llamacpp(self) -> bool:
         return self._llamacpp
 
-    def _adapt(self, body: JSON) -> JSON:
-        if self._llamacpp and body.get("tools"):
+    def _adapt(self, body: JSON, stream: bool = False) -> JSON:
+        if not self._llamacpp:
+            return body
+        if body.get("tools"):
             # llama.cpp's own tool-call parser drops characters of Qwen2.5's calls; the gateway parses them.
             body = {**body, "parse_tool_calls": False}
+        if stream:
+            # Every chunk then carries the engine's running token counts, so a stream cut short by the
+            # client is billed by the engine's own count of what it generated.
+            body = {**body, "timings_per_token": True}
         return body
 
     async def request(self, path: str, body: JSON) -> JSON:
@@ -103,7 +109,7 @@ class OpenAIHTTPEngine:
         return data
 
     async def stream(self, path: str, body: JSON) -> AsyncIterator[JSON]:
-        body = self._adapt(body)
+        body = self._adapt(body, stream=True)
         try:
             async with self._client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:

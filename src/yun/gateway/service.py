@@ -1,11 +1,12 @@
-"""The request path: pick a replica, call its engine, relay the answer, count what it cost.
+"""The request path: authorize the model, hold credit, pick a replica, relay the answer, settle.
 
-Everything here runs on every request, so it does only that; anything slow (invoices, rollups)
-reads the usage records later, off this path.
+Everything here runs on every request, so it does only that; anything slow (statements, rollup
+queries, dashboards) reads the settled records later, off this path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -13,21 +14,33 @@ import time
 import uuid
 from array import array
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from yun.billing import BillingService, Estimate, Hold, Outcome
 from yun.cluster import Deployment, LocalCluster
 from yun.engines import JSON
-from yun.errors import EngineFailure, InvalidRequest, YunError
+from yun.errors import EngineFailure, InvalidRequest, PermissionDenied
+from yun.gateway.estimate import chat_prompt_bound, input_bound
 from yun.gateway.metrics import Metrics
+from yun.gateway.relay import chunk_object, has_output, rewrite
 from yun.gateway.tools import ToolStreamBuffer, parse_tool_calls
 from yun.gateway.usage import Usage, usage_from
+from yun.tenancy import Principal
 
 __all__ = ["Gateway", "UsageSink"]
 
 log = logging.getLogger("yun.gateway")
 
 UsageSink = Callable[[Usage], None]
-"""Receives one `Usage` per finished request (metrics now; the metering ledger builds on it)."""
+"""Receives one `Usage` per finished request (after it is settled)."""
+
+_DEFAULT_MAX_OUTPUT = 4096  # when neither the client nor the model card bounds the output
+
+
+def _log_failure(job: asyncio.Future[None]) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        log.error("settling a request failed; recovery will settle it", exc_info=job.exception())
 
 
 def _tool_names(body: JSON) -> list[str]:
@@ -41,17 +54,33 @@ def _tool_names(body: JSON) -> list[str]:
     return names
 
 
+@dataclass
+class _Call:
+    """One accepted request: its hold must be settled exactly once, whatever happens."""
+
+    deployment: Deployment
+    usage: Usage
+    hold: Hold
+    started: float = field(default_factory=time.perf_counter)
+    settled: bool = False
+
+
 class Gateway:
-    def __init__(self, cluster: LocalCluster, metrics: Metrics, *, log_prompts: bool = False) -> None:
+    def __init__(
+        self, cluster: LocalCluster, metrics: Metrics, billing: BillingService, *, log_prompts: bool = False
+    ) -> None:
         self.cluster = cluster
         self.metrics = metrics
+        self.billing = billing
         # Prompts are tenants' data: logged only when an operator turns this on (never in production).
         self.log_prompts = log_prompts
         self.sinks: list[UsageSink] = [self._observe]
 
-    # -- routing -------------------------------------------------------------------------------
-    def deployment(self, model_id: str, kind: str) -> Deployment:
+    # -- routing and admission -----------------------------------------------------------------
+    def deployment(self, model_id: str, kind: str, principal: Principal | None = None) -> Deployment:
         deployment = self.cluster.get(model_id)
+        if principal is not None and principal.allowed_models is not None and model_id not in principal.allowed_models:
+            raise PermissionDenied(f"This API key may not use the model '{model_id}'.", param="model")
         if deployment.spec.kind != kind:
             use = "/v1/embeddings" if deployment.spec.kind == "embedding" else "/v1/chat/completions"
             raise InvalidRequest(
@@ -61,6 +90,66 @@ class Gateway:
             )
         return deployment
 
+    def max_output(self, deployment: Deployment, requested: int | None, prompt_bound: int) -> int:
+        """The output bound we hold credit for and then impose on the engine, so it cannot exceed the hold."""
+        context = deployment.spec.context_length
+        if requested is not None:
+            return requested
+        if context is None:
+            return _DEFAULT_MAX_OUTPUT
+        return max(16, context - prompt_bound)
+
+    async def _open(
+        self, principal: Principal, deployment: Deployment, endpoint: str, prefix: str, est: Estimate
+    ) -> _Call:
+        usage = Usage(prefix + uuid.uuid4().hex, endpoint, deployment.spec.model_id)
+        hold = await self.billing.reserve(
+            usage.request_id, principal.org_id, principal.key_id, deployment.spec.model_id, endpoint, est
+        )
+        return _Call(deployment, usage, hold)
+
+    async def _close(self, call: _Call, status: str | None = None) -> None:
+        """Settle once. Usage is the engine's own count; an error before any output bills nothing.
+
+        The settlement and the usage sinks run together in a worker thread that no cancellation can
+        stop: when a client goes away, the server cancels this coroutine (repeatedly, with anyio), but
+        the hold still gets settled and the metrics still see the request.
+        """
+        if call.settled:
+            return
+        call.settled = True
+        usage = call.usage
+        if status is not None:
+            usage.status = status
+        usage.close_live()  # an unfinished engine call (aborted stream) counts what it generated
+        usage.latency_s = time.perf_counter() - call.started
+        job = asyncio.ensure_future(asyncio.to_thread(self._settle_sync, call))
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(_log_failure)
+            raise
+
+    def _settle_sync(self, call: _Call) -> None:
+        usage = call.usage
+        _, usage.cost = self.billing.settle_now(
+            call.hold,
+            Outcome(
+                replica=usage.replica,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                status=usage.status,
+                latency_s=usage.latency_s,
+                ttft_s=usage.ttft_s,
+            ),
+        )
+        for sink in self.sinks:
+            try:
+                sink(usage)
+            except Exception:  # noqa: BLE001 - one failing sink must not lose the others' record
+                log.exception("usage sink failed for %s", usage.request_id)
+
     def _prepare(self, deployment: Deployment, body: JSON) -> JSON:
         if self.log_prompts:
             log.info("request to %s: %s", deployment.spec.model_id, json.dumps(body, ensure_ascii=False)[:8000])
@@ -68,7 +157,6 @@ class Gateway:
         body["model"] = deployment.spec.upstream_model or deployment.spec.model_id
         return body
 
-    # -- usage ---------------------------------------------------------------------------------
     def _observe(self, usage: Usage) -> None:
         m = self.metrics
         m.requests.labels(usage.endpoint, usage.model_id, usage.status).inc()
@@ -78,24 +166,29 @@ class Gateway:
         m.tokens.labels(usage.model_id, "prompt").inc(usage.prompt_tokens)
         m.tokens.labels(usage.model_id, "completion").inc(usage.completion_tokens)
 
-    def _settle(self, usage: Usage, started: float) -> None:
-        usage.latency_s = time.perf_counter() - started
-        for sink in self.sinks:
-            try:
-                sink(usage)
-            except Exception:  # noqa: BLE001 - one failing sink must not lose the others' record
-                log.exception("usage sink failed for %s", usage.request_id)
+    def _finish(self, data: JSON, usage: Usage, obj: str) -> JSON:
+        data.pop("timings", None)
+        data["id"] = usage.request_id
+        data["object"] = obj
+        data["model"] = usage.model_id
+        data["usage"] = usage.as_openai()
+        return data
 
     # -- chat ----------------------------------------------------------------------------------
-    async def chat(self, model_id: str, body: JSON) -> JSON:
-        deployment = self.deployment(model_id, "chat")
-        usage = Usage("chatcmpl-" + uuid.uuid4().hex, "chat.completions", model_id)
-        started = time.perf_counter()
+    def _chat_call(self, principal: Principal, model_id: str, body: JSON) -> tuple[Deployment, JSON, Estimate]:
+        deployment = self.deployment(model_id, "chat", principal)
+        prompt = chat_prompt_bound(body)
+        max_out = self.max_output(deployment, body.get("max_tokens"), prompt)
+        return deployment, {**body, "max_tokens": max_out}, Estimate(prompt, max_out)
+
+    async def chat(self, principal: Principal, model_id: str, body: JSON) -> JSON:
+        deployment, body, est = self._chat_call(principal, model_id, body)
+        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est)
         try:
             async with deployment.lease() as engine:
-                usage.replica = engine.name
+                call.usage.replica = engine.name
                 data = await engine.request("/v1/chat/completions", self._prepare(deployment, body))
-            usage.add(usage_from(data))
+            call.usage.add(usage_from(data))
             names = _tool_names(body)
             for choice in data.get("choices") or []:
                 message = choice.get("message") or {}
@@ -105,195 +198,151 @@ class Gateway:
                         message["tool_calls"] = calls
                         message["content"] = None
                         choice["finish_reason"] = "tool_calls"
-            return self._finish(data, usage, "chat.completion")
-        except YunError:
-            usage.status = "error"
-            raise
+            await self._close(call)
+            return self._finish(data, call.usage, "chat.completion")
         finally:
-            self._settle(usage, started)
+            await self._close(call, "error")
 
-    def _finish(self, data: JSON, usage: Usage, obj: str) -> JSON:
-        data.pop("timings", None)
-        data["id"] = usage.request_id
-        data["object"] = obj
-        data["model"] = usage.model_id
-        data["usage"] = usage.as_openai()
-        return data
-
-    async def chat_stream(self, model_id: str, body: JSON, include_usage: bool) -> AsyncIterator[JSON]:
-        deployment = self.deployment(model_id, "chat")
-        usage = Usage("chatcmpl-" + uuid.uuid4().hex, "chat.completions", model_id)
-        return self._relay(deployment, "/v1/chat/completions", body, usage, include_usage, _tool_names(body))
-
-    async def _relay(
-        self,
-        deployment: Deployment,
-        path: str,
-        body: JSON,
-        usage: Usage,
-        include_usage: bool,
-        tool_names: list[str],
-        index_offset: int = 0,
+    async def chat_stream(
+        self, principal: Principal, model_id: str, body: JSON, include_usage: bool
     ) -> AsyncIterator[JSON]:
-        """Relay an engine stream chunk by chunk, holding back only text that may be a tool call."""
-        upstream = self._prepare(deployment, body)
-        upstream["stream"] = True
-        # Always ask the engine for its own count: billing never trusts the client's choice.
-        upstream["stream_options"] = {"include_usage": True}
-        buffer = ToolStreamBuffer(tool_names) if tool_names else None
-        started = time.perf_counter()
+        deployment, body, est = self._chat_call(principal, model_id, body)
+        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est)
+        return self._stream(call, "/v1/chat/completions", [body], include_usage, _tool_names(body))
+
+    async def _stream(
+        self, call: _Call, path: str, bodies: list[JSON], include_usage: bool, tool_names: list[str]
+    ) -> AsyncIterator[JSON]:
+        """Relay one or more engine streams as one; settle before the final usage chunk goes out."""
         created = int(time.time())
+        status = "aborted"
         try:
-            async with deployment.lease() as engine:
-                usage.replica = engine.name
-                async for chunk in engine.stream(path, upstream):
-                    chunk.pop("timings", None)
-                    chunk["id"] = usage.request_id
-                    chunk["model"] = usage.model_id
-                    chunk.setdefault("created", created)
-                    engine_usage = usage_from(chunk)
-                    if engine_usage is not None:
-                        usage.add(engine_usage)
-                        chunk.pop("usage")
-                        if not chunk.get("choices"):
-                            continue
-                    if usage.ttft_s is None and any(_has_output(c) for c in chunk.get("choices") or []):
-                        usage.ttft_s = time.perf_counter() - started
-                    for out in _rewrite(chunk, buffer, index_offset):
-                        yield out
+            for index, body in enumerate(bodies):
+                async for chunk in self._relay(call, path, body, tool_names, index, created):
+                    yield chunk
+            status = "ok"
+            await self._close(call, status)
             if include_usage:
                 yield {
-                    "id": usage.request_id,
+                    "id": call.usage.request_id,
                     "object": chunk_object(path),
                     "created": created,
-                    "model": usage.model_id,
+                    "model": call.usage.model_id,
                     "choices": [],
-                    "usage": usage.as_openai(),
+                    "usage": call.usage.as_openai(),
                 }
-        except YunError:
-            usage.status = "error"
-            raise
-        except BaseException:
-            # The client went away (cancellation / generator closed): leaving the lease closed the
-            # engine stream, which makes llama.cpp stop generating.
-            usage.status = "aborted"
+        except BaseException as exc:
+            # A client that went away (cancellation, generator closed) is billed what the engine generated;
+            # an engine that failed is billed what it generated before failing (nothing, if nothing).
+            status = "aborted" if not isinstance(exc, Exception) else "error"
             raise
         finally:
-            self._settle(usage, started)
+            await self._close(call, status)
+
+    async def _relay(
+        self, call: _Call, path: str, body: JSON, tool_names: list[str], index: int, created: int
+    ) -> AsyncIterator[JSON]:
+        upstream = self._prepare(call.deployment, body)
+        upstream["stream"] = True
+        # Always ask the engine for its own count: billing never depends on the client's choice.
+        upstream["stream_options"] = {"include_usage": True}
+        buffer = ToolStreamBuffer(tool_names) if tool_names else None
+        usage = call.usage
+        async with call.deployment.lease() as engine:
+            usage.replica = engine.name
+            async for chunk in engine.stream(path, upstream):
+                usage.see_timings(chunk.pop("timings", None))
+                chunk["id"] = usage.request_id
+                chunk["model"] = usage.model_id
+                chunk.setdefault("created", created)
+                engine_usage = usage_from(chunk)
+                if engine_usage is not None:
+                    usage.add(engine_usage)
+                    del chunk["usage"]
+                    if not chunk.get("choices"):
+                        continue
+                choices = chunk.get("choices") or []
+                if any(has_output(c) for c in choices):
+                    if usage.ttft_s is None:
+                        usage.ttft_s = time.perf_counter() - call.started
+                    if not engine.speaks_llamacpp:
+                        usage.live_completion += 1  # no running count from this engine: count chunks
+                for out in rewrite(chunk, buffer, index):
+                    yield out
 
     # -- completions ---------------------------------------------------------------------------
-    async def completions(self, model_id: str, body: JSON, prompts: list[Any]) -> JSON:
+    def _completion_call(
+        self, principal: Principal, model_id: str, body: JSON, prompts: list[Any]
+    ) -> tuple[Deployment, JSON, Estimate]:
+        deployment = self.deployment(model_id, "chat", principal)
+        bound = max(input_bound(p) for p in prompts)
+        max_out = self.max_output(deployment, body.get("max_tokens"), bound)
+        est = Estimate(sum(input_bound(p) for p in prompts), max_out * len(prompts))
+        return deployment, {**body, "max_tokens": max_out}, est
+
+    async def completions(self, principal: Principal, model_id: str, body: JSON, prompts: list[Any]) -> JSON:
         """One engine call per prompt: llama.cpp's own batch answer under-counts usage for lists."""
-        deployment = self.deployment(model_id, "chat")
-        usage = Usage("cmpl-" + uuid.uuid4().hex, "completions", model_id)
-        started = time.perf_counter()
+        deployment, body, est = self._completion_call(principal, model_id, body, prompts)
+        call = await self._open(principal, deployment, "completions", "cmpl-", est)
         choices: list[JSON] = []
         try:
             async with deployment.lease() as engine:
-                usage.replica = engine.name
+                call.usage.replica = engine.name
                 for i, prompt in enumerate(prompts):
-                    data = await engine.request(
-                        "/v1/completions", self._prepare(deployment, {**body, "prompt": prompt})
-                    )
-                    usage.add(usage_from(data))
+                    upstream = self._prepare(deployment, {**body, "prompt": prompt})
+                    data = await engine.request("/v1/completions", upstream)
+                    call.usage.add(usage_from(data))
                     for choice in data.get("choices") or []:
                         choice["index"] = i
                         choices.append(choice)
+            await self._close(call)
             result: JSON = {"created": int(time.time()), "choices": choices, "system_fingerprint": None}
-            return self._finish(result, usage, "text_completion")
-        except YunError:
-            usage.status = "error"
-            raise
+            return self._finish(result, call.usage, "text_completion")
         finally:
-            self._settle(usage, started)
+            await self._close(call, "error")
 
     async def completions_stream(
-        self, model_id: str, body: JSON, prompts: list[Any], include_usage: bool
+        self, principal: Principal, model_id: str, body: JSON, prompts: list[Any], include_usage: bool
     ) -> AsyncIterator[JSON]:
-        deployment = self.deployment(model_id, "chat")
-
-        async def run() -> AsyncIterator[JSON]:
-            for i, prompt in enumerate(prompts):
-                usage = Usage("cmpl-" + uuid.uuid4().hex, "completions", model_id)
-                async for chunk in self._relay(
-                    deployment, "/v1/completions", {**body, "prompt": prompt}, usage, include_usage, [], i
-                ):
-                    yield chunk
-
-        return run()
+        deployment, body, est = self._completion_call(principal, model_id, body, prompts)
+        call = await self._open(principal, deployment, "completions", "cmpl-", est)
+        return self._stream(call, "/v1/completions", [{**body, "prompt": p} for p in prompts], include_usage, [])
 
     # -- embeddings ----------------------------------------------------------------------------
-    async def embeddings(self, model_id: str, body: JSON, encoding: str) -> JSON:
-        deployment = self.deployment(model_id, "embedding")
-        usage = Usage("embd-" + uuid.uuid4().hex, "embeddings", model_id)
-        started = time.perf_counter()
+    async def embeddings(self, principal: Principal, model_id: str, body: JSON, encoding: str) -> JSON:
+        deployment = self.deployment(model_id, "embedding", principal)
+        inputs = body["input"]
+        items = inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
+        call = await self._open(
+            principal, deployment, "embeddings", "embd-", Estimate(sum(input_bound(i) for i in items), 0)
+        )
         try:
             async with deployment.lease() as engine:
-                usage.replica = engine.name
+                call.usage.replica = engine.name
                 upstream = self._prepare(deployment, body)
                 upstream["encoding_format"] = "float"
                 data = await engine.request("/v1/embeddings", upstream)
-            usage.add(usage_from(data))
-            items = data.get("data")
-            if not isinstance(items, list):
+            call.usage.add(usage_from(data))
+            vectors = data.get("data")
+            if not isinstance(vectors, list):
                 raise EngineFailure("the engine returned no embeddings")
             out = []
-            for i, item in enumerate(items):
-                vector = item.get("embedding") or []
-                value: Any = vector
+            for i, item in enumerate(vectors):
+                value: Any = item.get("embedding") or []
                 if encoding == "base64":
-                    value = base64.b64encode(array("f", vector).tobytes()).decode()
+                    value = base64.b64encode(array("f", value).tobytes()).decode()
                 out.append({"object": "embedding", "index": item.get("index", i), "embedding": value})
+            await self._close(call)
+            usage = call.usage.as_openai()
             return {
                 "object": "list",
                 "data": out,
                 "model": model_id,
-                "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+                "usage": {
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "total_tokens": usage["prompt_tokens"],
+                    "cost": usage["cost"],
+                },
             }
-        except YunError:
-            usage.status = "error"
-            raise
         finally:
-            self._settle(usage, started)
-
-
-def chunk_object(path: str) -> str:
-    return "chat.completion.chunk" if path.endswith("chat/completions") else "text_completion"
-
-
-def _has_output(choice: JSON) -> bool:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        return bool(delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
-    return bool(choice.get("text"))
-
-
-def _rewrite(chunk: JSON, buffer: ToolStreamBuffer | None, index_offset: int) -> list[JSON]:
-    """Apply tool-call holding and choice re-indexing to one engine chunk; may yield 0-3 chunks."""
-    choices = chunk.get("choices") or []
-    if index_offset:
-        for c in choices:
-            c["index"] = c.get("index", 0) + index_offset
-    if buffer is None or not choices:
-        return [chunk]
-    choice = choices[0]
-    delta = choice.get("delta") or {}
-    text = delta.get("content")
-    if text:
-        delta["content"] = buffer.feed(text)
-        if not delta["content"] and choice.get("finish_reason") is None:
-            return []
-    if choice.get("finish_reason") is None:
-        return [chunk]
-    rest, calls = buffer.finish()
-    out: list[JSON] = []
-    base = {k: v for k, v in chunk.items() if k != "choices"}
-    if calls:
-        tool_deltas = [{"index": i, **call} for i, call in enumerate(calls)]
-        out.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": tool_deltas}, "finish_reason": None}]})
-        choice["finish_reason"] = "tool_calls"
-        delta.pop("content", None)
-    elif rest:
-        out.append({**base, "choices": [{"index": 0, "delta": {"content": rest}, "finish_reason": None}]})
-    out.append(chunk)
-    return out
+            await self._close(call, "error")

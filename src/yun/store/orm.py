@@ -5,10 +5,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKeyRow", "Base", "ModelRow", "OrganizationRow"]
+__all__ = [
+    "ApiKeyRow",
+    "BalanceRow",
+    "Base",
+    "FreeAllowanceRow",
+    "FreeUsageRow",
+    "LedgerRow",
+    "MembershipRow",
+    "ModelRow",
+    "OrganizationRow",
+    "PriceRow",
+    "ReservationRow",
+    "RollupRow",
+    "UsageRow",
+    "UserRow",
+]
 
 
 class Base(DeclarativeBase):
@@ -21,6 +36,26 @@ class OrganizationRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    is_platform_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MembershipRow(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))  # owner | admin | member | billing-viewer
 
 
 class ApiKeyRow(Base):
@@ -37,6 +72,11 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ModelRow(Base):
@@ -52,3 +92,128 @@ class ModelRow(Base):
     replicas: Mapped[int] = mapped_column(Integer, default=1)
     card: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# -- money ---------------------------------------------------------------------------------------
+# Amounts are integers in nanodollars (1e-9 USD): exact sums, no float drift, and int64 holds $9.2e9.
+
+
+class PriceRow(Base):
+    """One version of a model's price. Versions are only ever added, so past charges keep theirs."""
+
+    __tablename__ = "prices"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    input_per_mtok: Mapped[int] = mapped_column(BigInteger)  # nanodollars per 1M tokens
+    output_per_mtok: Mapped[int] = mapped_column(BigInteger)
+    cached_input_per_mtok: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BalanceRow(Base):
+    """Denormalised balance: always equal to the sum of the org's ledger entries (same transaction)."""
+
+    __tablename__ = "balances"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerRow(Base):
+    """Append-only. `reference` makes each posting idempotent per kind (a request is charged once)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (UniqueConstraint("org_id", "kind", "reference"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # grant | topup | charge | refund | adjustment
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str] = mapped_column(String(80))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ReservationRow(Base):
+    """The durable hold written before the engine runs; settled exactly once (by the request or at recovery)."""
+
+    __tablename__ = "reservations"
+
+    request_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    key_id: Mapped[str] = mapped_column(String(40))
+    model_id: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(40))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    free_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    free_month: Mapped[str | None] = mapped_column(String(7), nullable=True)
+    price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gateway_id: Mapped[str] = mapped_column(String(200), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+
+
+class UsageRow(Base):
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_org_created", "org_id", "created_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    key_id: Mapped[str] = mapped_column(String(40))
+    model_id: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(40))
+    replica: Mapped[str] = mapped_column(String(240))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cached_tokens: Mapped[int] = mapped_column(Integer)
+    free_tokens: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RollupRow(Base):
+    """Per org, model and UTC day: kept in step with usage_records in the settling transaction, so usage
+    and spend queries read a few hundred rows instead of millions."""
+
+    __tablename__ = "usage_rollups"
+
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD (UTC)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    free_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class FreeAllowanceRow(Base):
+    """Monthly free tokens per model; org_id '*' is the default for every organization."""
+
+    __tablename__ = "free_allowances"
+
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    monthly_tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class FreeUsageRow(Base):
+    __tablename__ = "free_usage"
+
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM (UTC)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+    held: Mapped[int] = mapped_column(BigInteger, default=0)

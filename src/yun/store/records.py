@@ -26,6 +26,11 @@ class ApiKeyRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    role: str = "member"
+    allowed_models: list[str] | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True)

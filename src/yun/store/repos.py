@@ -33,6 +33,11 @@ def _key(row: ApiKeyRow) -> ApiKeyRecord:
         created_at=_utc(row.created_at) or row.created_at,
         expires_at=_utc(row.expires_at),
         revoked_at=_utc(row.revoked_at),
+        role=row.role,
+        allowed_models=list(row.allowed_models) if row.allowed_models is not None else None,
+        rpm_limit=row.rpm_limit,
+        tpm_limit=row.tpm_limit,
+        last_used_at=_utc(row.last_used_at),
     )
 
 

@@ -32,6 +32,10 @@ class Principal:
     key_id: str
     org_id: str
     is_platform_admin: bool
+    role: str = "member"
+    allowed_models: frozenset[str] | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,4 +106,12 @@ class KeyService:
             raise AuthenticationFailed("This API key has been revoked.")
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
             raise AuthenticationFailed("This API key has expired.")
-        return Principal(key_id=record.id, org_id=record.org_id, is_platform_admin=record.is_platform_admin)
+        return Principal(
+            key_id=record.id,
+            org_id=record.org_id,
+            is_platform_admin=record.is_platform_admin,
+            role=record.role,
+            allowed_models=None if record.allowed_models is None else frozenset(record.allowed_models),
+            rpm_limit=record.rpm_limit,
+            tpm_limit=record.tpm_limit,
+        )

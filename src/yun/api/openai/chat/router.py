@@ -15,10 +15,10 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, _: PrincipalDep, gateway: GatewayDep) -> Response:
+async def chat_completions(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     req = await read_body(request, ChatCompletionRequest)
     log_ignored(req)
     body = engine_body(req)
     if req.stream:
-        return await sse_response(await gateway.chat_stream(req.model, body, req.include_usage))
-    return JSONResponse(await gateway.chat(req.model, body))
+        return await sse_response(await gateway.chat_stream(principal, req.model, body, req.include_usage))
+    return JSONResponse(await gateway.chat(principal, req.model, body))

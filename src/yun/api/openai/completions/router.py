@@ -40,10 +40,12 @@ def _engine_body(req: CompletionRequest) -> JSON:
 
 
 @router.post("/v1/completions")
-async def completions(request: Request, _: PrincipalDep, gateway: GatewayDep) -> Response:
+async def completions(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
     req = await read_body(request, CompletionRequest)
     log_ignored(req)
     body, prompts = _engine_body(req), _prompts(req)
     if req.stream:
-        return await sse_response(await gateway.completions_stream(req.model, body, prompts, req.include_usage))
-    return JSONResponse(await gateway.completions(req.model, body, prompts))
+        return await sse_response(
+            await gateway.completions_stream(principal, req.model, body, prompts, req.include_usage)
+        )
+    return JSONResponse(await gateway.completions(principal, req.model, body, prompts))

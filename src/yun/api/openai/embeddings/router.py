@@ -14,10 +14,10 @@ router = APIRouter()
 
 
 @router.post("/v1/embeddings")
-async def embeddings(request: Request, _: PrincipalDep, gateway: GatewayDep) -> JSONResponse:
+async def embeddings(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> JSONResponse:
     req = await read_body(request, EmbeddingRequest)
     log_ignored(req)
-    native = gateway.deployment(req.model, "embedding").spec.dimensions
+    native = gateway.deployment(req.model, "embedding", principal).spec.dimensions
     body: dict[str, object] = {"input": req.input}
     if native is None and req.dimensions is not None:
         body["dimensions"] = req.dimensions  # an external upstream decides for itself
@@ -26,4 +26,4 @@ async def embeddings(request: Request, _: PrincipalDep, gateway: GatewayDep) -> 
             f"'{req.model}' returns {native}-dimensional embeddings and cannot shorten them; omit 'dimensions'",
             param="dimensions",
         )
-    return JSONResponse(await gateway.embeddings(req.model, body, req.encoding_format))
+    return JSONResponse(await gateway.embeddings(principal, req.model, body, req.encoding_format))

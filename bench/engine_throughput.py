@@ -1,0 +1,244 @@
+"""Output tokens/s through Yun vs the same xllamacpp engine called directly (target: Yun >= 95% of direct).
+
+Run (about 3-4 minutes):
+    .venv/bin/python bench/engine_throughput.py [--concurrency 1 4 8] [--rounds 2] [--max-tokens 128]
+
+What it does:
+1. Starts Yun's replica worker alone (`python -m yun.engines.xllamacpp_worker`, default Qwen2.5-Coder-0.5B
+   GGUF, 2 threads, 8 slots, 4096 context per slot) and measures it; stops it.
+2. Starts `yun serve` (fresh temp data dir, default models, YUN_ENGINE__PARALLEL=8, so its chat replica
+   is the same worker with the same settings) and measures through Yun's /v1/chat/completions.
+Only one of the two runs at a time: they would compete for the 2 cores.
+
+At each concurrency N, N httpx streaming clients each send `--rounds` requests back to back (fixed prompt,
+temperature 0, max_tokens, stream_options.include_usage). tokens/s = completion tokens (from the usage
+chunk) / wall time of the level. Also shown: median time to first token. JSON goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from yun.catalog.bundled import QWEN_CODER_05B, ensure_joined
+
+BENCH = Path(__file__).resolve().parent
+VENV_BIN = BENCH.parent / ".venv" / "bin"
+KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
+MODEL = "qwen2.5-coder-0.5b-instruct"
+PROMPT = "Write a Python module that implements a binary search tree with insert, delete and search, with docstrings."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        process_group=0,  # own group for killpg; same session (sched autogroup)
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process we started and its whole group (yun serve's replicas live in it)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, yun: bool) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}); see {log}:\n{log.read_text()[-2000:]}")
+        try:
+            r = httpx.get(url, timeout=2)
+            if r.status_code == 200 and (not yun or r.json().get("status") == "ok"):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s; see {log}")
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, headers: dict[str, str], max_tokens: int) -> dict:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    ttft, usage, content_chunks = None, None, 0
+    async with client.stream("POST", url, json=body, headers=headers) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                continue
+            event = json.loads(line[5:])
+            if event.get("usage"):
+                usage = event["usage"]
+            if any((c.get("delta") or {}).get("content") for c in event.get("choices") or []):
+                content_chunks += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+    tokens = usage["completion_tokens"] if usage else content_chunks
+    return {"tokens": tokens, "ttft_s": ttft, "counted_by_usage": usage is not None}
+
+
+async def run_level(base: str, key: str, conc: int, rounds: int, max_tokens: int) -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = f"{base}/v1/chat/completions"
+    results: list[dict] = []
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(timeout=600, limits=limits, trust_env=False) as client:
+
+        async def worker() -> None:
+            for _ in range(rounds):
+                results.append(await one_stream(client, url, headers, max_tokens))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        wall = time.perf_counter() - t0
+    tokens = sum(r["tokens"] for r in results)
+    ttfts = [r["ttft_s"] for r in results if r["ttft_s"] is not None]
+    return {
+        "concurrency": conc,
+        "requests": len(results),
+        "completion_tokens": tokens,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
+        "all_counted_by_usage": all(r["counted_by_usage"] for r in results),
+    }
+
+
+def measure(name: str, base: str, key: str, args: argparse.Namespace) -> list[dict]:
+    asyncio.run(run_level(base, key, 1, 1, 8))  # warm-up: first-request costs stay out of the numbers
+    levels = []
+    for conc in args.concurrency:
+        level = asyncio.run(run_level(base, key, conc, args.rounds, args.max_tokens))
+        print(
+            f"  {name} c={conc}: {level['tokens_per_s']:.1f} tok/s ({level['completion_tokens']} tokens "
+            f"in {level['wall_s']:.1f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        levels.append(level)
+    return levels
+
+
+def run_direct(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
+    port = free_port()
+    log = tmp / "direct.log"
+    cmd = [
+        str(VENV_BIN / "python"),
+        "-m",
+        "yun.engines.xllamacpp_worker",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--threads",
+        "2",
+        "--parallel",
+        "8",
+        "--ctx",
+        "4096",
+    ]
+    proc = start(cmd, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 120, yun=False)
+        return measure("direct", f"http://127.0.0.1:{port}", "", args)
+    finally:
+        stop(proc)
+
+
+def run_yun(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
+    data = tmp / "data"
+    # Reuse the joined GGUF (Yun's ensure_joined accepts a file of the right size) instead of a 470 MB copy.
+    (data / "models").mkdir(parents=True)
+    (data / "models" / model.name).symlink_to(model)
+    port = free_port()
+    log = tmp / "yun.log"
+    env = {**os.environ, "YUN_ENGINE__PARALLEL": "8", "YUN_ENGINE__THREADS": "2"}
+    env["YUN_ENGINE__CONTEXT_PER_SLOT"] = "4096"
+    proc = start([str(VENV_BIN / "yun"), "serve", "--data-dir", str(data), "--port", str(port)], log, env)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 240, yun=True)
+        match = KEY_RE.search(log.read_text())
+        if not match:
+            raise RuntimeError(f"no bootstrap key in {log}")
+        return measure("yun", f"http://127.0.0.1:{port}", match.group(0), args)
+    finally:
+        stop(proc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--rounds", type=int, default=2, help="requests per client at each concurrency")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    args = parser.parse_args()
+    model = ensure_joined(QWEN_CODER_05B, Path.home() / ".cache" / "yun-bench")
+    with tempfile.TemporaryDirectory(prefix="yun-engine-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        direct = run_direct(model, tmp, args)
+        yun = run_yun(model, tmp, args)
+
+    print(f"\n{MODEL} via xllamacpp, 2 threads, 8 slots; {args.rounds} x max_tokens={args.max_tokens} per stream")
+    print(
+        f"{'concurrency':>11} | {'direct tok/s':>12} | {'yun tok/s':>9} | {'ratio':>6} | "
+        f"{'tokens d/y':>11} | {'TTFT p50 ms d/y':>15}"
+    )
+    rows = []
+    for d, y in zip(direct, yun, strict=True):
+        ratio = y["tokens_per_s"] / d["tokens_per_s"]
+        ttft = "/".join("-" if x["ttft_p50_s"] is None else f"{1000 * x['ttft_p50_s']:.0f}" for x in (d, y))
+        print(
+            f"{d['concurrency']:>11} | {d['tokens_per_s']:12.1f} | {y['tokens_per_s']:9.1f} | {ratio:6.3f} | "
+            f"{d['completion_tokens']:>5}/{y['completion_tokens']:<5} | {ttft:>15}"
+        )
+        rows.append({"concurrency": d["concurrency"], "direct": d, "yun": y, "ratio": ratio})
+    if not all(x["all_counted_by_usage"] for x in direct + yun):
+        print("note: some streams had no usage chunk; their tokens were counted as content chunks")
+    worst = min(r["ratio"] for r in rows)
+    print(f"target yun >= 0.95 x direct: worst ratio {worst:.3f}: {'MET' if worst >= 0.95 else 'MISSED'}")
+    results = BENCH / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = results / f"engine_throughput-{stamp}.json"
+    path.write_text(json.dumps({"meta": {**vars(args), "model": str(model), "when": stamp}, "rows": rows}, indent=2))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The money path of every request: hold the maximum cost before the engine runs, settle the real cost after.
+
+A hold is written durably before any compute is spent, so a crash at any later moment leaves an open
+reservation that `recover()` settles at the next start: nothing is lost, nothing is billed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from yun.billing.pricing import charge
+from yun.store import Database
+from yun.store.money import HoldRecord, HoldRequest, MoneyRepository, PriceRecord, SettleRecord
+
+__all__ = ["BillingService", "Estimate", "Outcome"]
+
+log = logging.getLogger("yun.billing")
+
+_CACHE_TTL_S = 2.0
+DEFAULT_ORG_ALLOWANCE = "*"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Upper bounds known before the engine runs."""
+
+    prompt_tokens: int
+    max_output_tokens: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What actually happened, in the engine's own counts."""
+
+    replica: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    status: str
+    latency_s: float
+    ttft_s: float | None
+
+
+class BillingService:
+    def __init__(self, db: Database, gateway_id: str) -> None:
+        self.money = MoneyRepository(db)
+        self.gateway_id = gateway_id
+        self._prices: dict[str, PriceRecord] = {}
+        self._allowances: dict[tuple[str, str], int] = {}
+        self._loaded_at = -1e9
+
+    # -- cached reference data (refreshed every couple of seconds: prices are versioned, so a request
+    #    keeps the version it was held at even if a new one lands meanwhile) ------------------------
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._loaded_at > _CACHE_TTL_S:
+            self._prices = self.money.prices()
+            self._allowances = self.money.free_allowances()
+            self._loaded_at = now
+
+    def invalidate(self) -> None:
+        self._loaded_at = -1e9
+
+    def allowance(self, org_id: str, model_id: str) -> int:
+        self._refresh()
+        own = self._allowances.get((org_id, model_id))
+        return own if own is not None else self._allowances.get((DEFAULT_ORG_ALLOWANCE, model_id), 0)
+
+    def price(self, model_id: str) -> PriceRecord | None:
+        self._refresh()
+        return self._prices.get(model_id)
+
+    # -- the request path ----------------------------------------------------------------------
+    def _reserve(
+        self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
+    ) -> HoldRecord:
+        price = self.price(model_id)
+        triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
+        total = est.prompt_tokens + est.max_output_tokens
+
+        def amount_for(free: int) -> int:
+            # No cached tokens assumed: cached input is never dearer than input, so this is an upper bound.
+            return charge(triple, est.prompt_tokens, 0, est.max_output_tokens, free).total
+
+        return self.money.reserve(
+            HoldRequest(
+                request_id=request_id,
+                org_id=org_id,
+                key_id=key_id,
+                model_id=model_id,
+                endpoint=endpoint,
+                gateway_id=self.gateway_id,
+                price_version=None if price is None else price.version,
+                free_tokens_wanted=total,
+                free_allowance=self.allowance(org_id, model_id),
+                month=datetime.now(UTC).strftime("%Y-%m"),
+                amount_for=amount_for,
+            )
+        )
+
+    async def reserve(
+        self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
+    ) -> HoldRecord:
+        """Hold the request's maximum cost or raise QuotaExceeded, before any compute is spent."""
+        return await asyncio.to_thread(self._reserve, request_id, org_id, key_id, model_id, endpoint, est)
+
+    def settle_now(self, hold: HoldRecord, out: Outcome) -> tuple[bool, int]:
+        """Settle once; returns (settled by this call, cost in nanodollars)."""
+        price = None if hold.price_version is None else self.money.price(hold.model_id, hold.price_version)
+        triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
+        c = charge(triple, out.prompt_tokens, out.cached_tokens, out.completion_tokens, hold.free_tokens)
+        input_cost, cached_cost, output_cost = c.input_cost, c.cached_input_cost, c.output_cost
+        if c.total > hold.amount:
+            # Cannot happen while estimates are upper bounds; if it does, the balance invariant wins and
+            # the difference is logged for an operator rather than overdrawing the tenant.
+            log.error(
+                "request %s cost %d exceeds its hold %d; charging the hold", hold.request_id, c.total, hold.amount
+            )
+            scale = hold.amount / c.total
+            input_cost, cached_cost = int(input_cost * scale), int(cached_cost * scale)
+            output_cost = hold.amount - input_cost - cached_cost
+        rec = SettleRecord(
+            replica=out.replica,
+            prompt_tokens=out.prompt_tokens,
+            completion_tokens=out.completion_tokens,
+            cached_tokens=out.cached_tokens,
+            free_tokens=c.free_tokens,
+            status=out.status,
+            latency_ms=int(out.latency_s * 1000),
+            ttft_ms=None if out.ttft_s is None else int(out.ttft_s * 1000),
+            input_cost=input_cost,
+            cached_input_cost=cached_cost,
+            output_cost=output_cost,
+        )
+        return self.money.settle(hold, rec), rec.cost
+
+    # -- crash recovery ------------------------------------------------------------------------
+    def recover(self, *, stale_after_s: float | None = None) -> int:
+        """Settle reservations left open by a crash of this gateway (or, with `stale_after_s`, by any
+        gateway that has been gone that long). The engine's counts died with the request, so they are
+        settled as `interrupted` at zero tokens: the tenant is never billed for an answer nobody got."""
+        if stale_after_s is None:
+            holds = self.money.open_holds(gateway_id=self.gateway_id)
+        else:
+            holds = self.money.open_holds(older_than=datetime.now(UTC) - timedelta(seconds=stale_after_s))
+        settled = 0
+        for hold in holds:
+            done, _ = self.settle_now(hold, Outcome("", 0, 0, 0, "interrupted", 0.0, None))
+            settled += done
+        if settled:
+            log.warning("settled %d reservation(s) left open by an interrupted gateway", settled)
+        return settled

@@ -1,0 +1,1 @@
+"""Usage records, the ledger and rollups: reading what the request path settled."""

@@ -1,0 +1,432 @@
+"""Prices, credits, reservations and usage: the money tables, each change in one transaction.
+
+Invariants kept here (ARCHITECTURE.md, "Money invariants"):
+- `balances.balance` always equals the sum of the org's ledger entries: both change in one transaction.
+- `balance - held` never goes below zero: a hold is taken with a guarded UPDATE (`... WHERE balance - held
+  >= :amount`), which is atomic on SQLite (one writer) and on PostgreSQL (row lock, re-checked after wait).
+- A reservation is settled once: the settle transaction starts by flipping `settled_at` from NULL, and
+  only the transaction that flipped it writes the usage record and the charge.
+Row locks are always taken in the same order (free_usage, then balances) so PostgreSQL cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from yun.errors import InvalidRequest, QuotaExceeded
+from yun.store.db import Database
+from yun.store.orm import (
+    BalanceRow,
+    Base,
+    FreeAllowanceRow,
+    FreeUsageRow,
+    LedgerRow,
+    PriceRow,
+    ReservationRow,
+    RollupRow,
+    UsageRow,
+)
+
+__all__ = ["HoldRecord", "HoldRequest", "MoneyRepository", "PriceRecord", "SettleRecord"]
+
+
+def _t(row: type[Base]) -> Table:
+    return cast(Table, row.__table__)
+
+
+_B, _L, _P, _R, _U, _RU = (_t(BalanceRow), _t(LedgerRow), _t(PriceRow), _t(ReservationRow), _t(UsageRow), _t(RollupRow))
+_FA, _FU = _t(FreeAllowanceRow), _t(FreeUsageRow)
+
+
+@dataclass(frozen=True)
+class PriceRecord:
+    model_id: str
+    version: int
+    input_per_mtok: int
+    output_per_mtok: int
+    cached_input_per_mtok: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    request_id: str
+    org_id: str
+    key_id: str
+    model_id: str
+    endpoint: str
+    gateway_id: str
+    price_version: int | None
+    free_tokens_wanted: int
+    free_allowance: int
+    month: str
+    amount_for: Callable[[int], int]
+    """Money to hold given how many free tokens were granted."""
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    request_id: str
+    org_id: str
+    key_id: str
+    model_id: str
+    endpoint: str
+    amount: int
+    free_tokens: int
+    month: str | None
+    price_version: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SettleRecord:
+    replica: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    free_tokens: int
+    status: str
+    latency_ms: int
+    ttft_ms: int | None
+    input_cost: int
+    cached_input_cost: int
+    output_cost: int
+
+    @property
+    def cost(self) -> int:
+        return self.input_cost + self.cached_input_cost + self.output_cost
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _upsert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+class MoneyRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- prices --------------------------------------------------------------------------------
+    def add_price(self, model_id: str, input_per_mtok: int, output_per_mtok: int, cached: int) -> PriceRecord:
+        """Append a new price version; earlier versions (and the charges that used them) are untouched."""
+        for _ in range(5):
+            try:
+                with self._db.engine.begin() as c:
+                    last = c.execute(select(func.max(_P.c.version)).where(_P.c.model_id == model_id)).scalar()
+                    price = PriceRecord(model_id, (last or 0) + 1, input_per_mtok, output_per_mtok, cached, _now())
+                    c.execute(insert(_P).values(**dataclasses.asdict(price)))
+                    return price
+            except IntegrityError:
+                continue  # another writer took that version number; take the next
+        raise InvalidRequest("could not record the price; retry")
+
+    def prices(self) -> dict[str, PriceRecord]:
+        """The current (newest) price of every model."""
+        with self._db.engine.connect() as c:
+            newest = select(_P.c.model_id, func.max(_P.c.version).label("v")).group_by(_P.c.model_id).subquery()
+            rows = c.execute(
+                select(_P).join(newest, and_(_P.c.model_id == newest.c.model_id, _P.c.version == newest.c.v))
+            )
+            return {
+                r.model_id: PriceRecord(
+                    r.model_id, r.version, r.input_per_mtok, r.output_per_mtok, r.cached_input_per_mtok, r.created_at
+                )
+                for r in rows
+            }
+
+    def price_history(self, model_id: str) -> list[PriceRecord]:
+        with self._db.engine.connect() as c:
+            rows = c.execute(select(_P).where(_P.c.model_id == model_id).order_by(_P.c.version))
+            return [
+                PriceRecord(
+                    r.model_id, r.version, r.input_per_mtok, r.output_per_mtok, r.cached_input_per_mtok, r.created_at
+                )
+                for r in rows
+            ]
+
+    def price(self, model_id: str, version: int) -> PriceRecord | None:
+        with self._db.engine.connect() as c:
+            r = c.execute(select(_P).where(_P.c.model_id == model_id, _P.c.version == version)).first()
+            return (
+                None
+                if r is None
+                else PriceRecord(
+                    r.model_id, r.version, r.input_per_mtok, r.output_per_mtok, r.cached_input_per_mtok, r.created_at
+                )
+            )
+
+    # -- free tier -----------------------------------------------------------------------------
+    def set_free_allowance(self, org_id: str, model_id: str, monthly_tokens: int) -> None:
+        with self._db.engine.begin() as c:
+            stmt = _upsert(c)(_FA).values(org_id=org_id, model_id=model_id, monthly_tokens=monthly_tokens)
+            c.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["org_id", "model_id"], set_={"monthly_tokens": monthly_tokens}
+                )
+            )
+
+    def free_allowances(self) -> dict[tuple[str, str], int]:
+        with self._db.engine.connect() as c:
+            return {(r.org_id, r.model_id): r.monthly_tokens for r in c.execute(select(_FA))}
+
+    def free_used(self, org_id: str, model_id: str, month: str) -> tuple[int, int]:
+        with self._db.engine.connect() as c:
+            r = c.execute(
+                select(_FU.c.used, _FU.c.held).where(
+                    _FU.c.org_id == org_id, _FU.c.model_id == model_id, _FU.c.month == month
+                )
+            ).first()
+            return (0, 0) if r is None else (int(r.used), int(r.held))
+
+    # -- ledger --------------------------------------------------------------------------------
+    def post(self, org_id: str, kind: str, amount: int, reference: str, note: str | None = None) -> bool:
+        """Append a ledger entry and move the balance with it. Returns False if `reference` was already
+        posted for this kind (idempotent retries). A debit may not take the balance below what is held."""
+        try:
+            with self._db.engine.begin() as c:
+                self._ensure_balance(c, org_id)
+                guard = _B.c.balance - _B.c.held + amount >= 0
+                moved = c.execute(
+                    update(_B).where(_B.c.org_id == org_id, guard).values(balance=_B.c.balance + amount)
+                ).rowcount
+                if moved != 1:
+                    raise InvalidRequest("that debit would take the balance below zero", param="amount")
+                c.execute(
+                    insert(_L).values(
+                        org_id=org_id, kind=kind, amount=amount, reference=reference, note=note, created_at=_now()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def _ensure_balance(self, c: Connection, org_id: str) -> None:
+        c.execute(_upsert(c)(_B).values(org_id=org_id, balance=0, held=0).on_conflict_do_nothing())
+
+    def balance(self, org_id: str) -> tuple[int, int]:
+        """(balance, held) in nanodollars."""
+        with self._db.engine.connect() as c:
+            r = c.execute(select(_B.c.balance, _B.c.held).where(_B.c.org_id == org_id)).first()
+            return (0, 0) if r is None else (int(r.balance), int(r.held))
+
+    def ledger_sum(self, org_id: str) -> int:
+        with self._db.engine.connect() as c:
+            return int(
+                c.execute(select(func.coalesce(func.sum(_L.c.amount), 0)).where(_L.c.org_id == org_id)).scalar() or 0
+            )
+
+    def ledger(self, org_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        with self._db.engine.connect() as c:
+            rows = c.execute(
+                select(_L)
+                .where(_L.c.org_id == org_id, _L.c.created_at >= start, _L.c.created_at < end)
+                .order_by(_L.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # -- reservations --------------------------------------------------------------------------
+    def reserve(self, req: HoldRequest) -> HoldRecord:
+        """Hold free tokens and money for one request, durably, or raise QuotaExceeded."""
+        now = _now()
+        with self._db.engine.begin() as c:
+            free = self._hold_free(c, req) if req.free_tokens_wanted > 0 and req.free_allowance > 0 else 0
+            amount = req.amount_for(free)
+            if amount > 0:
+                self._ensure_balance(c, req.org_id)
+                held = c.execute(
+                    update(_B)
+                    .where(_B.c.org_id == req.org_id, _B.c.balance - _B.c.held >= amount)
+                    .values(held=_B.c.held + amount)
+                ).rowcount
+                if held != 1:
+                    # Leaving the `with` by exception rolls the free-token hold back too.
+                    raise QuotaExceeded(
+                        "You exceeded your current quota: the organization's credit balance does not cover this "
+                        "request's maximum cost. Add credits or lower max_tokens."
+                    )
+            c.execute(
+                insert(_R).values(
+                    request_id=req.request_id,
+                    org_id=req.org_id,
+                    key_id=req.key_id,
+                    model_id=req.model_id,
+                    endpoint=req.endpoint,
+                    amount=amount,
+                    free_tokens=free,
+                    free_month=req.month if free else None,
+                    price_version=req.price_version,
+                    gateway_id=req.gateway_id,
+                    created_at=now,
+                )
+            )
+        return HoldRecord(
+            req.request_id,
+            req.org_id,
+            req.key_id,
+            req.model_id,
+            req.endpoint,
+            amount,
+            free,
+            req.month if free else None,
+            req.price_version,
+            now,
+        )
+
+    def _hold_free(self, c: Connection, req: HoldRequest) -> int:
+        key = dict(org_id=req.org_id, model_id=req.model_id, month=req.month)
+        c.execute(_upsert(c)(_FU).values(**key, used=0, held=0).on_conflict_do_nothing())
+        where = and_(_FU.c.org_id == req.org_id, _FU.c.model_id == req.model_id, _FU.c.month == req.month)
+        row = c.execute(select(_FU.c.used, _FU.c.held).where(where)).one()
+        grant = max(0, min(req.free_tokens_wanted, req.free_allowance - int(row.used) - int(row.held)))
+        if grant == 0:
+            return 0
+        ok = c.execute(
+            update(_FU)
+            .where(where, _FU.c.used + _FU.c.held + grant <= req.free_allowance)
+            .values(held=_FU.c.held + grant)
+        ).rowcount
+        return grant if ok == 1 else 0
+
+    def settle(self, hold: HoldRecord, rec: SettleRecord) -> bool:
+        """Write the usage record and the charge and release the hold, once. Returns False if the
+        reservation was already settled (a retry, or recovery racing the request)."""
+        now = _now()
+        cost = rec.cost
+        with self._db.engine.begin() as c:
+            flipped = c.execute(
+                update(_R).where(_R.c.request_id == hold.request_id, _R.c.settled_at.is_(None)).values(settled_at=now)
+            ).rowcount
+            if flipped != 1:
+                return False
+            if hold.free_tokens:
+                c.execute(
+                    update(_FU)
+                    .where(_FU.c.org_id == hold.org_id, _FU.c.model_id == hold.model_id, _FU.c.month == hold.month)
+                    .values(held=_FU.c.held - hold.free_tokens, used=_FU.c.used + rec.free_tokens)
+                )
+            if hold.amount or cost:
+                c.execute(
+                    update(_B)
+                    .where(_B.c.org_id == hold.org_id)
+                    .values(balance=_B.c.balance - cost, held=_B.c.held - hold.amount)
+                )
+            if cost:
+                c.execute(
+                    insert(_L).values(
+                        org_id=hold.org_id,
+                        kind="charge",
+                        amount=-cost,
+                        reference=hold.request_id,
+                        note=hold.model_id,
+                        created_at=now,
+                    )
+                )
+            c.execute(
+                insert(_U).values(
+                    request_id=hold.request_id,
+                    org_id=hold.org_id,
+                    key_id=hold.key_id,
+                    model_id=hold.model_id,
+                    endpoint=hold.endpoint,
+                    replica=rec.replica[:240],
+                    prompt_tokens=rec.prompt_tokens,
+                    completion_tokens=rec.completion_tokens,
+                    cached_tokens=rec.cached_tokens,
+                    free_tokens=rec.free_tokens,
+                    status=rec.status,
+                    latency_ms=rec.latency_ms,
+                    ttft_ms=rec.ttft_ms,
+                    price_version=hold.price_version,
+                    cost=cost,
+                    created_at=now,
+                )
+            )
+            self._roll_up(c, hold, rec, now)
+        return True
+
+    def _roll_up(self, c: Connection, hold: HoldRecord, rec: SettleRecord, now: datetime) -> None:
+        values = dict(
+            requests=1,
+            prompt_tokens=rec.prompt_tokens,
+            completion_tokens=rec.completion_tokens,
+            cached_tokens=rec.cached_tokens,
+            free_tokens=rec.free_tokens,
+            input_cost=rec.input_cost,
+            cached_input_cost=rec.cached_input_cost,
+            output_cost=rec.output_cost,
+            cost=rec.cost,
+        )
+        stmt = _upsert(c)(_RU).values(
+            org_id=hold.org_id, model_id=hold.model_id, day=now.strftime("%Y-%m-%d"), **values
+        )
+        c.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["org_id", "model_id", "day"],
+                set_={k: getattr(_RU.c, k) + getattr(stmt.excluded, k) for k in values},
+            )
+        )
+
+    def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
+        with self._db.engine.connect() as c:
+            q = select(_R).where(_R.c.settled_at.is_(None))
+            if gateway_id is not None:
+                q = q.where(_R.c.gateway_id == gateway_id)
+            if older_than is not None:
+                q = q.where(_R.c.created_at < older_than)
+            return [
+                HoldRecord(
+                    r.request_id,
+                    r.org_id,
+                    r.key_id,
+                    r.model_id,
+                    r.endpoint,
+                    int(r.amount),
+                    int(r.free_tokens),
+                    r.free_month,
+                    r.price_version,
+                    r.created_at,
+                )
+                for r in c.execute(q)
+            ]
+
+    # -- reading usage -------------------------------------------------------------------------
+    def rollups(self, org_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
+        """Per model and day, inclusive range of YYYY-MM-DD days."""
+        with self._db.engine.connect() as c:
+            rows = c.execute(
+                select(_RU)
+                .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day <= last_day)
+                .order_by(_RU.c.day, _RU.c.model_id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def usage_records(self, org_id: str, limit: int = 100, before: datetime | None = None) -> list[dict[str, Any]]:
+        with self._db.engine.connect() as c:
+            q = select(_U).where(_U.c.org_id == org_id)
+            if before is not None:
+                q = q.where(_U.c.created_at < before)
+            rows = c.execute(q.order_by(_U.c.created_at.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def usage_totals(self, org_id: str) -> dict[str, int]:
+        """Sum over every usage record (for reconciliation and tests, not the request path)."""
+        with self._db.engine.connect() as c:
+            r = c.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(_U.c.cost), 0),
+                    func.coalesce(func.sum(_U.c.completion_tokens), 0),
+                ).where(_U.c.org_id == org_id)
+            ).one()
+            return {"records": int(r[0]), "cost": int(r[1]), "completion_tokens": int(r[2])}
