@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     """Where the SQLite database and the model cache live."""
     database_url: str | None = None
     """SQLAlchemy URL; default is a SQLite file in `data_dir`."""
+    redis_url: str | None = None
+    """Redis for rate limits shared by several gateways; default keeps them in this process."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)

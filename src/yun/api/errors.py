@@ -61,7 +61,9 @@ def error_response(exc: YunError) -> JSONResponse:
             break
     headers = {"Retry-After": "1"} if status == 503 else None
     if isinstance(exc, RateLimited):
-        headers = {**exc.headers, "Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        headers = dict(exc.headers)
+        if math.isfinite(exc.retry_after_s):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     return JSONResponse(error_body(exc.message, type_, exc.param, exc.code), status_code=status, headers=headers)
 
 

@@ -8,6 +8,7 @@ from yun.billing import BillingService
 from yun.catalog import Catalog
 from yun.cluster import EngineTuning, LocalCluster
 from yun.gateway import Gateway, Metrics
+from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
 from yun.settings import Settings
 from yun.store import Database, KeyRepository, ModelRepository, OrganizationRepository, upgrade
 from yun.tenancy import KeyService
@@ -44,6 +45,7 @@ def build_services(settings: Settings) -> Services:
     cluster = LocalCluster(tuning, settings.data_dir / "logs", health_interval_s=e.health_interval_s)
     metrics = Metrics()
     billing = BillingService(db, settings.gateway_id)
+    limiter: RateLimitStore = RedisRateLimitStore(settings.redis_url) if settings.redis_url else MemoryRateLimitStore()
     return Services(
         settings=settings,
         db=db,
@@ -53,5 +55,5 @@ def build_services(settings: Settings) -> Services:
         cluster=cluster,
         metrics=metrics,
         billing=billing,
-        gateway=Gateway(cluster, metrics, billing, log_prompts=settings.server.log_prompts),
+        gateway=Gateway(cluster, metrics, billing, limiter, log_prompts=settings.server.log_prompts),
     )

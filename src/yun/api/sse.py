@@ -21,7 +21,7 @@ def _event(data: JSON) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-async def sse_response(chunks: AsyncIterator[JSON]) -> StreamingResponse:
+async def sse_response(chunks: AsyncIterator[JSON], headers: dict[str, str] | None = None) -> StreamingResponse:
     """Start streaming only after the first chunk arrived, so that errors before any output (unknown
     model, prompt too long, no healthy replica) still get a proper HTTP status instead of a 200 stream."""
     first = await anext(chunks, None)
@@ -38,4 +38,6 @@ async def sse_response(chunks: AsyncIterator[JSON]) -> StreamingResponse:
             await chunks.aclose()  # type: ignore[attr-defined]
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **(headers or {})}
+    )

@@ -20,9 +20,10 @@ from typing import Any
 from yun.billing import BillingService, Estimate, Hold, Outcome
 from yun.cluster import Deployment, LocalCluster
 from yun.engines import JSON
-from yun.errors import EngineFailure, InvalidRequest, PermissionDenied
+from yun.errors import EngineFailure, InvalidRequest, PermissionDenied, RateLimited
 from yun.gateway.estimate import chat_prompt_bound, input_bound
 from yun.gateway.metrics import Metrics
+from yun.gateway.ratelimit import Limits, RateLimitBackendError, RateLimitStore
 from yun.gateway.relay import chunk_object, has_output, rewrite
 from yun.gateway.tools import ToolStreamBuffer, parse_tool_calls
 from yun.gateway.usage import Usage, usage_from
@@ -40,7 +41,7 @@ _DEFAULT_MAX_OUTPUT = 4096  # when neither the client nor the model card bounds 
 
 def _log_failure(job: asyncio.Future[None]) -> None:
     if not job.cancelled() and job.exception() is not None:
-        log.error("settling a request failed; recovery will settle it", exc_info=job.exception())
+        log.error("background bookkeeping failed (open holds are settled by recovery)", exc_info=job.exception())
 
 
 def _tool_names(body: JSON) -> list[str]:
@@ -61,17 +62,27 @@ class _Call:
     deployment: Deployment
     usage: Usage
     hold: Hold
+    scopes: list[tuple[str, Limits]]
+    estimated_tokens: int
     started: float = field(default_factory=time.perf_counter)
     settled: bool = False
 
 
 class Gateway:
     def __init__(
-        self, cluster: LocalCluster, metrics: Metrics, billing: BillingService, *, log_prompts: bool = False
+        self,
+        cluster: LocalCluster,
+        metrics: Metrics,
+        billing: BillingService,
+        limiter: RateLimitStore,
+        *,
+        log_prompts: bool = False,
     ) -> None:
         self.cluster = cluster
         self.metrics = metrics
         self.billing = billing
+        self.limiter = limiter
+        self._background: set[asyncio.Task[None]] = set()
         # Prompts are tenants' data: logged only when an operator turns this on (never in production).
         self.log_prompts = log_prompts
         self.sinks: list[UsageSink] = [self._observe]
@@ -99,14 +110,71 @@ class Gateway:
             return _DEFAULT_MAX_OUTPUT
         return max(16, context - prompt_bound)
 
+    @staticmethod
+    def _scopes(principal: Principal) -> list[tuple[str, Limits]]:
+        scopes = []
+        if principal.rpm_limit is not None or principal.tpm_limit is not None:
+            scopes.append((f"key:{principal.key_id}", Limits(principal.rpm_limit, principal.tpm_limit)))
+        if principal.org_rpm_limit is not None or principal.org_tpm_limit is not None:
+            scopes.append((f"org:{principal.org_id}", Limits(principal.org_rpm_limit, principal.org_tpm_limit)))
+        return scopes
+
+    async def _admit(self, scopes: list[tuple[str, Limits]], tokens: int, headers: dict[str, str]) -> None:
+        """Rate limits first (cheap, refuses floods before they touch the database), then credit."""
+        if not scopes:
+            return
+        try:
+            decision = await self.limiter.acquire(scopes, tokens)
+        except RateLimitBackendError:
+            # Limits protect capacity, credit holds protect money: with the limit store down we keep
+            # serving (holds still guard every balance) and say so loudly.
+            log.warning("rate-limit store unavailable; admitting without limits", exc_info=True)
+            return
+        headers.update(decision.headers())
+        if decision.allowed:
+            return
+        if decision.reason == "tokens_exceed_limit":
+            message = (
+                f"Request too large: it may use up to {tokens} tokens, more than the tokens-per-minute "
+                "limit allows. Lower max_tokens or shorten the prompt."
+            )
+        else:
+            which = "requests" if decision.reason == "rpm" else "tokens"
+            message = (
+                f"Rate limit reached for {which} per minute on this {(decision.scope or 'key').split(':')[0]}. "
+                f"Please try again in {decision.retry_after_s:.1f}s."
+            )
+        raise RateLimited(message, retry_after_s=decision.retry_after_s, headers=decision.headers())
+
     async def _open(
-        self, principal: Principal, deployment: Deployment, endpoint: str, prefix: str, est: Estimate
+        self,
+        principal: Principal,
+        deployment: Deployment,
+        endpoint: str,
+        prefix: str,
+        est: Estimate,
+        headers: dict[str, str],
     ) -> _Call:
         usage = Usage(prefix + uuid.uuid4().hex, endpoint, deployment.spec.model_id)
-        hold = await self.billing.reserve(
-            usage.request_id, principal.org_id, principal.key_id, deployment.spec.model_id, endpoint, est
-        )
-        return _Call(deployment, usage, hold)
+        scopes = self._scopes(principal)
+        tokens = est.prompt_tokens + est.max_output_tokens
+        await self._admit(scopes, tokens, headers)
+        try:
+            hold = await self.billing.reserve(
+                usage.request_id, principal.org_id, principal.key_id, deployment.spec.model_id, endpoint, est
+            )
+        except BaseException:
+            self._adjust_later(scopes, -tokens)  # refused before any compute: give the tokens back
+            raise
+        return _Call(deployment, usage, hold, scopes, tokens)
+
+    def _adjust_later(self, scopes: list[tuple[str, Limits]], delta: int) -> None:
+        if not scopes or delta == 0:
+            return
+        task = asyncio.ensure_future(self.limiter.adjust(scopes, delta))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
     async def _close(self, call: _Call, status: str | None = None) -> None:
         """Settle once. Usage is the engine's own count; an error before any output bills nothing.
@@ -123,6 +191,8 @@ class Gateway:
             usage.status = status
         usage.close_live()  # an unfinished engine call (aborted stream) counts what it generated
         usage.latency_s = time.perf_counter() - call.started
+        used = usage.prompt_tokens + usage.completion_tokens
+        self._adjust_later(call.scopes, used - call.estimated_tokens)  # TPM counts what was really used
         job = asyncio.ensure_future(asyncio.to_thread(self._settle_sync, call))
         try:
             await asyncio.shield(job)
@@ -181,9 +251,9 @@ class Gateway:
         max_out = self.max_output(deployment, body.get("max_tokens"), prompt)
         return deployment, {**body, "max_tokens": max_out}, Estimate(prompt, max_out)
 
-    async def chat(self, principal: Principal, model_id: str, body: JSON) -> JSON:
+    async def chat(self, principal: Principal, model_id: str, body: JSON, headers: dict[str, str]) -> JSON:
         deployment, body, est = self._chat_call(principal, model_id, body)
-        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est)
+        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers)
         try:
             async with deployment.lease() as engine:
                 call.usage.replica = engine.name
@@ -204,10 +274,10 @@ class Gateway:
             await self._close(call, "error")
 
     async def chat_stream(
-        self, principal: Principal, model_id: str, body: JSON, include_usage: bool
+        self, principal: Principal, model_id: str, body: JSON, include_usage: bool, headers: dict[str, str]
     ) -> AsyncIterator[JSON]:
         deployment, body, est = self._chat_call(principal, model_id, body)
-        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est)
+        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers)
         return self._stream(call, "/v1/chat/completions", [body], include_usage, _tool_names(body))
 
     async def _stream(
@@ -280,10 +350,12 @@ class Gateway:
         est = Estimate(sum(input_bound(p) for p in prompts), max_out * len(prompts))
         return deployment, {**body, "max_tokens": max_out}, est
 
-    async def completions(self, principal: Principal, model_id: str, body: JSON, prompts: list[Any]) -> JSON:
+    async def completions(
+        self, principal: Principal, model_id: str, body: JSON, prompts: list[Any], headers: dict[str, str]
+    ) -> JSON:
         """One engine call per prompt: llama.cpp's own batch answer under-counts usage for lists."""
         deployment, body, est = self._completion_call(principal, model_id, body, prompts)
-        call = await self._open(principal, deployment, "completions", "cmpl-", est)
+        call = await self._open(principal, deployment, "completions", "cmpl-", est, headers)
         choices: list[JSON] = []
         try:
             async with deployment.lease() as engine:
@@ -302,20 +374,27 @@ class Gateway:
             await self._close(call, "error")
 
     async def completions_stream(
-        self, principal: Principal, model_id: str, body: JSON, prompts: list[Any], include_usage: bool
+        self,
+        principal: Principal,
+        model_id: str,
+        body: JSON,
+        prompts: list[Any],
+        include_usage: bool,
+        headers: dict[str, str],
     ) -> AsyncIterator[JSON]:
         deployment, body, est = self._completion_call(principal, model_id, body, prompts)
-        call = await self._open(principal, deployment, "completions", "cmpl-", est)
+        call = await self._open(principal, deployment, "completions", "cmpl-", est, headers)
         return self._stream(call, "/v1/completions", [{**body, "prompt": p} for p in prompts], include_usage, [])
 
     # -- embeddings ----------------------------------------------------------------------------
-    async def embeddings(self, principal: Principal, model_id: str, body: JSON, encoding: str) -> JSON:
+    async def embeddings(
+        self, principal: Principal, model_id: str, body: JSON, encoding: str, headers: dict[str, str]
+    ) -> JSON:
         deployment = self.deployment(model_id, "embedding", principal)
         inputs = body["input"]
         items = inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
-        call = await self._open(
-            principal, deployment, "embeddings", "embd-", Estimate(sum(input_bound(i) for i in items), 0)
-        )
+        est = Estimate(sum(input_bound(i) for i in items), 0)
+        call = await self._open(principal, deployment, "embeddings", "embd-", est, headers)
         try:
             async with deployment.lease() as engine:
                 call.usage.replica = engine.name

@@ -14,6 +14,8 @@ class OrganizationRecord:
     id: str
     name: str
     created_at: datetime
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class ApiKeyRecord:
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     last_used_at: datetime | None = None
+    org_rpm_limit: int | None = None
+    org_tpm_limit: int | None = None
 
 
 @dataclass(frozen=True)

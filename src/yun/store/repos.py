@@ -23,7 +23,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _key(row: ApiKeyRow) -> ApiKeyRecord:
+def _key(row: ApiKeyRow, org: OrganizationRow | None = None) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=row.id,
         org_id=row.org_id,
@@ -38,7 +38,13 @@ def _key(row: ApiKeyRow) -> ApiKeyRecord:
         rpm_limit=row.rpm_limit,
         tpm_limit=row.tpm_limit,
         last_used_at=_utc(row.last_used_at),
+        org_rpm_limit=None if org is None else org.rpm_limit,
+        org_tpm_limit=None if org is None else org.tpm_limit,
     )
+
+
+def _org(row: OrganizationRow) -> OrganizationRecord:
+    return OrganizationRecord(row.id, row.name, _utc(row.created_at) or row.created_at, row.rpm_limit, row.tpm_limit)
 
 
 def _model(row: ModelRow) -> ModelRecord:
@@ -66,7 +72,37 @@ class OrganizationRepository:
             if row is None:
                 row = OrganizationRow(id=org_id, name=name, created_at=datetime.now(UTC))
                 s.add(row)
-            return OrganizationRecord(row.id, row.name, _utc(row.created_at) or row.created_at)
+            return _org(row)
+
+    def create(
+        self, org_id: str, name: str, rpm_limit: int | None = None, tpm_limit: int | None = None
+    ) -> OrganizationRecord:
+        try:
+            with self._db.session() as s, s.begin():
+                row = OrganizationRow(
+                    id=org_id, name=name, created_at=datetime.now(UTC), rpm_limit=rpm_limit, tpm_limit=tpm_limit
+                )
+                s.add(row)
+                return _org(row)
+        except IntegrityError as exc:
+            raise InvalidRequest(f"an organization named {name!r} already exists", param="name") from exc
+
+    def get(self, org_id: str) -> OrganizationRecord | None:
+        with self._db.session() as s:
+            row = s.get(OrganizationRow, org_id)
+            return None if row is None else _org(row)
+
+    def list(self) -> list[OrganizationRecord]:
+        with self._db.session() as s:
+            return [_org(r) for r in s.scalars(select(OrganizationRow).order_by(OrganizationRow.created_at))]
+
+    def set_limits(self, org_id: str, rpm_limit: int | None, tpm_limit: int | None) -> OrganizationRecord:
+        with self._db.session() as s, s.begin():
+            row = s.get(OrganizationRow, org_id)
+            if row is None:
+                raise NotFound(f"no organization {org_id!r}")
+            row.rpm_limit, row.tpm_limit = rpm_limit, tpm_limit
+            return _org(row)
 
 
 class KeyRepository:
@@ -74,13 +110,43 @@ class KeyRepository:
         self._db = db
 
     def add(self, record: ApiKeyRecord, secret_hash: str) -> None:
+        data = dataclasses.asdict(record)
+        for derived in ("org_rpm_limit", "org_tpm_limit"):
+            data.pop(derived)
         with self._db.session() as s, s.begin():
-            s.add(ApiKeyRow(secret_hash=secret_hash, **dataclasses.asdict(record)))
+            s.add(ApiKeyRow(secret_hash=secret_hash, **data))
 
     def by_hash(self, secret_hash: str) -> ApiKeyRecord | None:
+        """The key and its organization's limits, in one query (this runs on cache misses of auth)."""
         with self._db.session() as s:
-            row = s.scalars(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)).first()
+            q = select(ApiKeyRow, OrganizationRow).join(OrganizationRow, OrganizationRow.id == ApiKeyRow.org_id)
+            found = s.execute(q.where(ApiKeyRow.secret_hash == secret_hash)).first()
+            return None if found is None else _key(found[0], found[1])
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        with self._db.session() as s:
+            row = s.get(ApiKeyRow, key_id)
             return None if row is None else _key(row)
+
+    def update(self, key_id: str, **changes: object) -> ApiKeyRecord:
+        allowed = {"name", "allowed_models", "rpm_limit", "tpm_limit", "expires_at", "role"}
+        with self._db.session() as s, s.begin():
+            row = s.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFound(f"no API key {key_id!r}")
+            for name, value in changes.items():
+                if name not in allowed:
+                    raise InvalidRequest(f"cannot change {name!r} of a key", param=name)
+                setattr(row, name, value)
+            return _key(row)
+
+    def touch(self, last_used: dict[str, datetime]) -> None:
+        """Record last-used times in one batch (written off the request path, at most every few seconds)."""
+        with self._db.session() as s, s.begin():
+            for key_id, when in last_used.items():
+                row = s.get(ApiKeyRow, key_id)
+                if row is not None:
+                    row.last_used_at = when
 
     def list(self, org_id: str | None = None) -> list[ApiKeyRecord]:
         with self._db.session() as s:

@@ -36,6 +36,8 @@ class Principal:
     allowed_models: frozenset[str] | None = None
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    org_rpm_limit: int | None = None
+    org_tpm_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,4 +116,6 @@ class KeyService:
             allowed_models=None if record.allowed_models is None else frozenset(record.allowed_models),
             rpm_limit=record.rpm_limit,
             tpm_limit=record.tpm_limit,
+            org_rpm_limit=record.org_rpm_limit,
+            org_tpm_limit=record.org_tpm_limit,
         )

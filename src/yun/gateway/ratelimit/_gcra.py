@@ -39,7 +39,7 @@ def try_admit(now: float, scopes: Scopes, tokens: int, tats: Sequence[Tats]) -> 
                 return None
         if limits.tpm is not None:
             tat_t = max(tat_t, now) + step(limits.tpm, tokens)
-            if tat_t - now > WINDOW_S + EPSILON_S:
+            if tokens > limits.tpm or tat_t - now > WINDOW_S + EPSILON_S:
                 return None
         new.append((tat_r, tat_t))
     return new

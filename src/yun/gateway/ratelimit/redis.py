@@ -59,7 +59,7 @@ for i, key in ipairs(KEYS) do
   end
   if tpm > 0 then
     new[i][2] = math.max(t, now) + tokens * (window / tpm)
-    if new[i][2] - now > window + eps then ok = false end
+    if tokens > tpm or new[i][2] - now > window + eps then ok = false end
   end
 end
 local out = {ok and 1 or 0, num(now)}

@@ -19,6 +19,8 @@ async def chat_completions(request: Request, principal: PrincipalDep, gateway: G
     req = await read_body(request, ChatCompletionRequest)
     log_ignored(req)
     body = engine_body(req)
+    headers: dict[str, str] = {}
     if req.stream:
-        return await sse_response(await gateway.chat_stream(principal, req.model, body, req.include_usage))
-    return JSONResponse(await gateway.chat(principal, req.model, body))
+        chunks = await gateway.chat_stream(principal, req.model, body, req.include_usage, headers)
+        return await sse_response(chunks, headers)
+    return JSONResponse(await gateway.chat(principal, req.model, body, headers), headers=headers)

@@ -44,8 +44,8 @@ async def completions(request: Request, principal: PrincipalDep, gateway: Gatewa
     req = await read_body(request, CompletionRequest)
     log_ignored(req)
     body, prompts = _engine_body(req), _prompts(req)
+    headers: dict[str, str] = {}
     if req.stream:
-        return await sse_response(
-            await gateway.completions_stream(principal, req.model, body, prompts, req.include_usage)
-        )
-    return JSONResponse(await gateway.completions(principal, req.model, body, prompts))
+        chunks = await gateway.completions_stream(principal, req.model, body, prompts, req.include_usage, headers)
+        return await sse_response(chunks, headers)
+    return JSONResponse(await gateway.completions(principal, req.model, body, prompts, headers), headers=headers)

@@ -26,4 +26,6 @@ async def embeddings(request: Request, principal: PrincipalDep, gateway: Gateway
             f"'{req.model}' returns {native}-dimensional embeddings and cannot shorten them; omit 'dimensions'",
             param="dimensions",
         )
-    return JSONResponse(await gateway.embeddings(principal, req.model, body, req.encoding_format))
+    headers: dict[str, str] = {}
+    data = await gateway.embeddings(principal, req.model, body, req.encoding_format, headers)
+    return JSONResponse(data, headers=headers)
