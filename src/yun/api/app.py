@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from yun.api.admin.router import router as admin_router
 from yun.api.errors import install_error_handlers
 from yun.api.lifespan import lifespan
 from yun.api.limits import BodyLimit
@@ -12,6 +13,7 @@ from yun.api.openai.completions.router import router as completions_router
 from yun.api.openai.embeddings.router import router as embeddings_router
 from yun.api.openai.models.router import router as models_router
 from yun.api.ops import router as ops_router
+from yun.api.organization.router import router as organization_router
 from yun.api.services import Services, build_services
 from yun.settings import Settings
 
@@ -23,7 +25,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="Yun", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services or build_services(settings)
     install_error_handlers(app)
-    for router in (chat_router, completions_router, embeddings_router, models_router, ops_router):
+    for router in (
+        chat_router,
+        completions_router,
+        embeddings_router,
+        models_router,
+        ops_router,
+        organization_router,
+        admin_router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     return app

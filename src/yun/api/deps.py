@@ -11,8 +11,9 @@ from yun.api.services import Services
 from yun.errors import PermissionDenied
 from yun.gateway import Gateway
 from yun.tenancy import Principal
+from yun.tenancy.orgs import INFERENCE_ROLES, require_role
 
-__all__ = ["AdminDep", "GatewayDep", "PrincipalDep", "ServicesDep", "read_body"]
+__all__ = ["AdminDep", "CallerDep", "GatewayDep", "PrincipalDep", "ServicesDep", "read_body"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,6 +34,12 @@ async def _principal(request: Request) -> Principal:
     return _services(request).keys.verify(secret)
 
 
+async def _caller(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    """A key that may spend: owner, admin or member (a billing-viewer key can only read)."""
+    require_role(principal, INFERENCE_ROLES, "call models")
+    return principal
+
+
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
     if not principal.is_platform_admin:
         raise PermissionDenied("This endpoint needs a platform admin key.")
@@ -42,6 +49,7 @@ async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Princi
 ServicesDep = Annotated[Services, Depends(_services)]
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+CallerDep = Annotated[Principal, Depends(_caller)]
 AdminDep = Annotated[Principal, Depends(_admin)]
 
 

@@ -56,6 +56,7 @@ async def _keep_in_sync(services: Services) -> None:
         await asyncio.sleep(services.settings.engine.health_interval_s * 2)
         try:
             await sync_deployments(services)
+            await asyncio.to_thread(services.keys.flush_last_used)
             # A gateway that died and never came back leaves holds no request can still settle.
             await asyncio.to_thread(services.billing.recover, stale_after_s=stale_after)
         except Exception:  # noqa: BLE001 - a bad catalog row must not stop the loop that serves the rest
@@ -77,4 +78,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await syncer
         await services.cluster.stop()
+        await asyncio.to_thread(services.keys.flush_last_used)
         services.db.dispose()

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yun.billing import BillingService
+from yun.billing.statements import Statement, monthly_statement
 from yun.catalog import Catalog
 from yun.cluster import EngineTuning, LocalCluster
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
+from yun.metering.usage import UsageQueries
 from yun.settings import Settings
-from yun.store import Database, KeyRepository, ModelRepository, OrganizationRepository, upgrade
+from yun.store import Database, KeyRepository, MemberRepository, ModelRepository, OrganizationRepository, upgrade
 from yun.tenancy import KeyService
+from yun.tenancy.orgs import OrgService
 
 __all__ = ["Services", "build_services"]
 
@@ -21,12 +24,17 @@ class Services:
     settings: Settings
     db: Database
     orgs: OrganizationRepository
+    org_service: OrgService
     keys: KeyService
     catalog: Catalog
     cluster: LocalCluster
     metrics: Metrics
     billing: BillingService
+    usage: UsageQueries
     gateway: Gateway
+
+    def statements(self, org_id: str, year: int, month: int) -> Statement:
+        return monthly_statement(self.billing.money, org_id, year, month)
 
 
 def build_services(settings: Settings) -> Services:
@@ -50,10 +58,12 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         db=db,
         orgs=OrganizationRepository(db),
+        org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
         keys=KeyService(KeyRepository(db)),
         catalog=Catalog(ModelRepository(db), settings.model_cache_dir),
         cluster=cluster,
         metrics=metrics,
         billing=billing,
+        usage=UsageQueries(billing.money),
         gateway=Gateway(cluster, metrics, billing, limiter, log_prompts=settings.server.log_prompts),
     )

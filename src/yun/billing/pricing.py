@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from yun.errors import InvalidRequest
+
 __all__ = ["NANO", "Charge", "charge", "dollars", "nanodollars", "per_mtok"]
 
 NANO = 1_000_000_000
@@ -12,9 +14,15 @@ NANO = 1_000_000_000
 
 def nanodollars(usd: float | str) -> int:
     """Dollars (as typed by an operator) to integer nanodollars, rounded to the nearest."""
-    from decimal import Decimal
+    from decimal import Decimal, InvalidOperation
 
-    return int((Decimal(str(usd)) * NANO).to_integral_value())
+    try:
+        value = Decimal(str(usd))
+    except InvalidOperation as exc:
+        raise InvalidRequest(f"not an amount of dollars: {usd!r}", param="amount") from exc
+    if not value.is_finite():
+        raise InvalidRequest(f"not an amount of dollars: {usd!r}", param="amount")
+    return int((value * NANO).to_integral_value())
 
 
 def dollars(nanos: int) -> float:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from yun.billing.pricing import charge
+from yun.billing.pricing import charge, dollars, nanodollars
+from yun.errors import InvalidRequest
 from yun.store import Database
 from yun.store.money import HoldRecord, HoldRequest, MoneyRepository, PriceRecord, SettleRecord
 
@@ -21,6 +23,7 @@ __all__ = ["BillingService", "Estimate", "Outcome"]
 log = logging.getLogger("yun.billing")
 
 _CACHE_TTL_S = 2.0
+CREDIT_KINDS = ("grant", "topup", "refund", "adjustment")
 DEFAULT_ORG_ALLOWANCE = "*"
 
 
@@ -137,6 +140,55 @@ class BillingService:
             output_cost=output_cost,
         )
         return self.money.settle(hold, rec), rec.cost
+
+    # -- credits, prices, free tier (admin; off the request path) ---------------------------------
+    def credit(
+        self, org_id: str, usd: str | float, kind: str = "grant", reference: str | None = None, note: str | None = None
+    ) -> bool:
+        """Post credits (or, with a negative adjustment, a debit) to the ledger. Idempotent per reference."""
+        if kind not in CREDIT_KINDS:
+            raise InvalidRequest(f"kind must be one of {', '.join(CREDIT_KINDS)}", param="kind")
+        amount = nanodollars(usd)
+        if kind != "adjustment" and amount <= 0:
+            raise InvalidRequest("amount must be positive", param="amount")
+        if amount == 0:
+            raise InvalidRequest("amount must not be zero", param="amount")
+        return self.money.post(org_id, kind, amount, reference or f"{kind}-{uuid.uuid4().hex}", note)
+
+    def set_price(
+        self,
+        model_id: str,
+        input_usd: str | float,
+        output_usd: str | float,
+        cached_input_usd: str | float | None = None,
+    ) -> PriceRecord:
+        """Add a price version (USD per 1M tokens). Requests already held keep the version they held at."""
+        values = [nanodollars(input_usd), nanodollars(output_usd)]
+        cached = values[0] if cached_input_usd is None else nanodollars(cached_input_usd)
+        if min(*values, cached) < 0:
+            raise InvalidRequest("prices cannot be negative", param="price")
+        if cached > values[0]:
+            # Holds assume cached input never costs more than input (see Estimate); keep that true.
+            raise InvalidRequest("cached input cannot cost more than input", param="cached_input")
+        price = self.money.add_price(model_id, values[0], values[1], cached)
+        self.invalidate()
+        return price
+
+    def set_free_allowance(self, org_id: str, model_id: str, monthly_tokens: int) -> None:
+        if monthly_tokens < 0:
+            raise InvalidRequest("monthly_tokens cannot be negative", param="monthly_tokens")
+        self.money.set_free_allowance(org_id, model_id, monthly_tokens)
+        self.invalidate()
+
+    def balance(self, org_id: str) -> dict[str, float | int]:
+        balance, held = self.money.balance(org_id)
+        return {
+            "balance": dollars(balance),
+            "held": dollars(held),
+            "available": dollars(balance - held),
+            "balance_nanodollars": balance,
+            "held_nanodollars": held,
+        }
 
     # -- crash recovery ------------------------------------------------------------------------
     def recover(self, *, stale_after_s: float | None = None) -> int:

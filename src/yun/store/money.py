@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -35,7 +35,7 @@ from yun.store.orm import (
     UsageRow,
 )
 
-__all__ = ["HoldRecord", "HoldRequest", "MoneyRepository", "PriceRecord", "SettleRecord"]
+__all__ = ["HoldRecord", "HoldRequest", "MoneyRepository", "PeriodFigures", "PriceRecord", "SettleRecord"]
 
 
 def _t(row: type[Base]) -> Table:
@@ -103,6 +103,16 @@ class SettleRecord:
     @property
     def cost(self) -> int:
         return self.input_cost + self.cached_input_cost + self.output_cost
+
+
+@dataclass(frozen=True)
+class PeriodFigures:
+    usage: list[dict[str, Any]]
+    """Rollup totals per model (`model_id` plus the rollup sums), ordered by model."""
+    ledger_before: dict[str, int]
+    """Sum of ledger amounts per kind before the period (their total is the opening balance)."""
+    ledger_during: dict[str, int]
+    """Sum of ledger amounts per kind within the period (signed: charges are negative)."""
 
 
 def _now() -> datetime:
@@ -430,3 +440,67 @@ class MoneyRepository:
                 ).where(_U.c.org_id == org_id)
             ).one()
             return {"records": int(r[0]), "cost": int(r[1]), "completion_tokens": int(r[2])}
+
+    # -- reading usage and the ledger for reports (grouped in SQL, never row by row) ---------------
+    def rollup_sums(self, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
+        """Rollup totals for days in [first_day, end_day) (YYYY-MM-DD, UTC), grouped in SQL by `group_by`
+        ("model_id" or "day") and ordered by it. Reads at most one rollup row per model and day."""
+        with self._db.engine.connect() as c:
+            return _rollup_sums(c, org_id, first_day, end_day, group_by)
+
+    def period_figures(self, org_id: str, start: datetime, end: datetime) -> PeriodFigures:
+        """Usage by model and ledger sums by kind for [start, end) (UTC midnights), read in one snapshot:
+        a request settling meanwhile is in both the usage and the ledger figures, or in neither."""
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        if any((t.hour, t.minute, t.second, t.microsecond) != (0, 0, 0, 0) for t in (start, end)):
+            # Rollups are per UTC day: any other bound could not be matched against the ledger.
+            raise ValueError("period bounds must be UTC midnights")
+        with self._db.engine.connect() as c:
+            if c.dialect.name == "postgresql":
+                # One snapshot for both reads (READ COMMITTED would take one per statement). SQLite
+                # transactions are serializable already. The pool resets the level on release.
+                c.execution_options(isolation_level="REPEATABLE READ")
+            usage = _rollup_sums(c, org_id, start.date().isoformat(), end.date().isoformat(), "model_id")
+            in_period = and_(_L.c.created_at >= start, _L.c.created_at < end)
+            rows = c.execute(
+                select(
+                    _L.c.kind,
+                    func.coalesce(func.sum(case((_L.c.created_at < start, _L.c.amount), else_=0)), 0),
+                    func.coalesce(func.sum(case((in_period, _L.c.amount), else_=0)), 0),
+                )
+                .where(_L.c.org_id == org_id, _L.c.created_at < end)
+                .group_by(_L.c.kind)
+            )
+            before: dict[str, int] = {}
+            during: dict[str, int] = {}
+            for kind, b, d in rows:
+                before[kind], during[kind] = int(b), int(d)
+        return PeriodFigures(usage=usage, ledger_before=before, ledger_during=during)
+
+
+_ROLLUP_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "free_tokens",
+    "input_cost",
+    "cached_input_cost",
+    "output_cost",
+    "cost",
+)
+
+
+def _rollup_sums(c: Connection, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
+    if group_by not in ("model_id", "day"):
+        raise ValueError(f"cannot group rollups by {group_by!r}")
+    key = getattr(_RU.c, group_by)
+    # The primary key (org_id, model_id, day) bounds this to the org's rows; SUM is exact on integers
+    # (PostgreSQL returns NUMERIC for SUM(BIGINT), hence the int()).
+    rows = c.execute(
+        select(key, *(func.sum(getattr(_RU.c, k)).label(k) for k in _ROLLUP_SUMS))
+        .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day < end_day)
+        .group_by(key)
+        .order_by(key)
+    )
+    return [{group_by: r[0], **{k: int(v) for k, v in zip(_ROLLUP_SUMS, r[1:], strict=True)}} for r in rows]

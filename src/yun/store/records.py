@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["ApiKeyRecord", "ModelRecord", "OrganizationRecord"]
+__all__ = ["ApiKeyRecord", "MemberRecord", "ModelRecord", "OrganizationRecord"]
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,12 @@ class ModelRecord:
     replicas: int = 1
     card: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    user_id: str
+    org_id: str
+    email: str
+    name: str
+    role: str

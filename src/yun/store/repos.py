@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -10,10 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
-from yun.store.orm import ApiKeyRow, ModelRow, OrganizationRow
-from yun.store.records import ApiKeyRecord, ModelRecord, OrganizationRecord
+from yun.store.orm import ApiKeyRow, MembershipRow, ModelRow, OrganizationRow, UserRow
+from yun.store.records import ApiKeyRecord, MemberRecord, ModelRecord, OrganizationRecord
 
-__all__ = ["KeyRepository", "ModelRepository", "OrganizationRepository"]
+__all__ = ["KeyRepository", "MemberRepository", "ModelRepository", "OrganizationRepository"]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -214,4 +215,53 @@ class ModelRepository:
             row = s.get(ModelRow, model_id)
             if row is None:
                 raise NotFound(f"no model {model_id!r}")
+            s.delete(row)
+
+
+class MemberRepository:
+    """People and their role in an organization (owner, admin, member, billing-viewer)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, org_id: str, email: str, name: str, role: str) -> MemberRecord:
+        with self._db.session() as s, s.begin():
+            user = s.scalars(select(UserRow).where(UserRow.email == email)).first()
+            if user is None:
+                user = UserRow(
+                    id="user_" + uuid.uuid4().hex[:20],
+                    email=email,
+                    name=name,
+                    is_platform_admin=False,
+                    created_at=datetime.now(UTC),
+                )
+                s.add(user)
+                s.flush()
+            if s.get(MembershipRow, (user.id, org_id)) is not None:
+                raise InvalidRequest(f"{email} is already a member", param="email")
+            s.add(MembershipRow(user_id=user.id, org_id=org_id, role=role))
+            return MemberRecord(user.id, org_id, user.email, user.name, role)
+
+    def list(self, org_id: str) -> list[MemberRecord]:
+        with self._db.session() as s:
+            rows = s.execute(
+                select(UserRow, MembershipRow)
+                .join(MembershipRow, MembershipRow.user_id == UserRow.id)
+                .where(MembershipRow.org_id == org_id)
+                .order_by(UserRow.email)
+            )
+            return [MemberRecord(u.id, org_id, u.email, u.name, m.role) for u, m in rows]
+
+    def set_role(self, org_id: str, user_id: str, role: str) -> None:
+        with self._db.session() as s, s.begin():
+            row = s.get(MembershipRow, (user_id, org_id))
+            if row is None:
+                raise NotFound(f"no member {user_id!r}")
+            row.role = role
+
+    def remove(self, org_id: str, user_id: str) -> None:
+        with self._db.session() as s, s.begin():
+            row = s.get(MembershipRow, (user_id, org_id))
+            if row is None:
+                raise NotFound(f"no member {user_id!r}")
             s.delete(row)

@@ -17,7 +17,8 @@ __all__ = ["DEFAULT_ORG", "KEY_PREFIX", "IssuedKey", "KeyService", "Principal", 
 KEY_PREFIX = "yun-"
 DEFAULT_ORG = "org-default"
 _SECRET_LEN = 43  # token_urlsafe(32)
-_CACHE_TTL_S = 5.0
+# A revocation clears this gateway's cache at once; other gateways see it within this TTL.
+_CACHE_TTL_S = 1.0
 _NEGATIVE_CACHE_MAX = 10_000
 
 
@@ -57,6 +58,22 @@ class KeyService:
     def __init__(self, keys: KeyRepository) -> None:
         self._keys = keys
         self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
+        self._used: dict[str, datetime] = {}
+
+    @property
+    def repo(self) -> KeyRepository:
+        return self._keys
+
+    def flush_last_used(self) -> int:
+        """Write last-used times gathered since the previous flush (one batch, off the request path)."""
+        used, self._used = self._used, {}
+        if used:
+            self._keys.touch(used)
+        return len(used)
+
+    def forget_cache(self) -> None:
+        """Drop cached lookups (after a revocation or a limit change, so it takes effect at once)."""
+        self._cache.clear()
 
     def issue(
         self,
@@ -64,6 +81,10 @@ class KeyService:
         name: str,
         *,
         platform_admin: bool = False,
+        role: str = "member",
+        allowed_models: list[str] | None = None,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
         expires_at: datetime | None = None,
     ) -> IssuedKey:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -76,13 +97,17 @@ class KeyService:
             created_at=datetime.now(UTC),
             expires_at=expires_at,
             revoked_at=None,
+            role="owner" if platform_admin else role,
+            allowed_models=allowed_models,
+            rpm_limit=rpm_limit,
+            tpm_limit=tpm_limit,
         )
         self._keys.add(record, hash_secret(secret))
         return IssuedKey(record=record, secret=secret)
 
     def revoke(self, key_id: str) -> ApiKeyRecord:
         record = self._keys.revoke(key_id)
-        self._cache.clear()
+        self.forget_cache()
         return record
 
     def verify(self, secret: str | None) -> Principal:
@@ -106,8 +131,10 @@ class KeyService:
             self._cache[digest] = (now + _CACHE_TTL_S, record)
         if record.revoked_at is not None:
             raise AuthenticationFailed("This API key has been revoked.")
-        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+        now_utc = datetime.now(UTC)
+        if record.expires_at is not None and record.expires_at <= now_utc:
             raise AuthenticationFailed("This API key has expired.")
+        self._used[record.id] = now_utc
         return Principal(
             key_id=record.id,
             org_id=record.org_id,

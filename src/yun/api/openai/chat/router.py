@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from yun.api.deps import GatewayDep, PrincipalDep, read_body
+from yun.api.deps import CallerDep, GatewayDep, read_body
 from yun.api.openai.chat.protocol import ChatCompletionRequest
 from yun.api.openai.chat.service import engine_body
 from yun.api.openai.wire import log_ignored
@@ -15,7 +15,7 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+async def chat_completions(request: Request, principal: CallerDep, gateway: GatewayDep) -> Response:
     req = await read_body(request, ChatCompletionRequest)
     log_ignored(req)
     body = engine_body(req)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from yun.api.deps import GatewayDep, PrincipalDep, read_body
+from yun.api.deps import CallerDep, GatewayDep, read_body
 from yun.api.openai.completions.protocol import CompletionRequest
 from yun.api.openai.wire import log_ignored
 from yun.api.sse import sse_response
@@ -40,7 +40,7 @@ def _engine_body(req: CompletionRequest) -> JSON:
 
 
 @router.post("/v1/completions")
-async def completions(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> Response:
+async def completions(request: Request, principal: CallerDep, gateway: GatewayDep) -> Response:
     req = await read_body(request, CompletionRequest)
     log_ignored(req)
     body, prompts = _engine_body(req), _prompts(req)

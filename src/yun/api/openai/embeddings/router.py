@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from yun.api.deps import GatewayDep, PrincipalDep, read_body
+from yun.api.deps import CallerDep, GatewayDep, read_body
 from yun.api.openai.embeddings.protocol import EmbeddingRequest
 from yun.api.openai.wire import log_ignored
 from yun.errors import UnsupportedParameter
@@ -14,7 +14,7 @@ router = APIRouter()
 
 
 @router.post("/v1/embeddings")
-async def embeddings(request: Request, principal: PrincipalDep, gateway: GatewayDep) -> JSONResponse:
+async def embeddings(request: Request, principal: CallerDep, gateway: GatewayDep) -> JSONResponse:
     req = await read_body(request, EmbeddingRequest)
     log_ignored(req)
     native = gateway.deployment(req.model, "embedding", principal).spec.dimensions

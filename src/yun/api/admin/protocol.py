@@ -1,0 +1,117 @@
+"""Wire models of the admin and organization APIs: strict (unknown fields are errors)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CreditIn",
+    "FreeAllowanceIn",
+    "KeyIn",
+    "KeyOut",
+    "LimitsIn",
+    "MemberIn",
+    "OrgIn",
+    "OrgOut",
+    "PriceIn",
+    "key_out",
+]
+
+Dollars = str | float | int
+Role = Literal["owner", "admin", "member", "billing-viewer"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrgIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+
+
+class LimitsIn(Strict):
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+
+
+class OrgOut(Strict):
+    id: str
+    name: str
+    created_at: datetime
+    rpm_limit: int | None
+    tpm_limit: int | None
+
+
+class CreditIn(Strict):
+    amount: Dollars = Field(description="USD; negative only for kind=adjustment")
+    kind: Literal["grant", "topup", "refund", "adjustment"] = "grant"
+    reference: str | None = Field(
+        default=None, min_length=1, max_length=80, description="Idempotency key: the same reference is posted once"
+    )
+    note: str | None = Field(default=None, max_length=500)
+
+
+class PriceIn(Strict):
+    input: Dollars = Field(description="USD per 1M input tokens")
+    output: Dollars = Field(description="USD per 1M output tokens")
+    cached_input: Dollars | None = Field(default=None, description="USD per 1M cached input tokens")
+
+
+class FreeAllowanceIn(Strict):
+    model: str = Field(min_length=1, max_length=200)
+    monthly_tokens: int = Field(ge=0)
+    org_id: str = Field(default="*", description="'*' = every organization")
+
+
+class KeyIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    role: Role = "member"
+    allowed_models: list[str] | None = Field(default=None, max_length=256)
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+    expires_at: datetime | None = None
+
+
+class KeyOut(Strict):
+    id: str
+    org_id: str
+    name: str
+    prefix: str
+    role: str
+    allowed_models: list[str] | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    secret: str | None = Field(default=None, description="Only in the answer that created the key")
+
+
+class MemberIn(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    name: str = Field(default="", max_length=200)
+    role: Role = "member"
+
+
+def key_out(record: Any, secret: str | None = None) -> KeyOut:
+    return KeyOut(
+        id=record.id,
+        org_id=record.org_id,
+        name=record.name,
+        prefix=record.prefix,
+        role=record.role,
+        allowed_models=record.allowed_models,
+        rpm_limit=record.rpm_limit,
+        tpm_limit=record.tpm_limit,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+        last_used_at=record.last_used_at,
+        secret=secret,
+    )

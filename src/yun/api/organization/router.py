@@ -1,0 +1,144 @@
+"""The calling key's own organization: keys, members, balance, usage, statements.
+
+Every query is scoped by the caller's org id, taken from the key and never from the request, so one
+tenant cannot name another's resources: a foreign id is simply not found (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out
+from yun.api.deps import PrincipalDep, ServicesDep
+from yun.api.services import Services
+from yun.errors import InvalidRequest, NotFound
+from yun.tenancy.orgs import MANAGE_ROLES, USAGE_ROLES, require_role
+
+router = APIRouter(prefix="/v1/organization", tags=["organization"])
+
+
+async def issue_key(services: Services, org_id: str, body: KeyIn) -> KeyOut:
+    issued = await asyncio.to_thread(
+        services.keys.issue,
+        org_id,
+        body.name,
+        role=body.role,
+        allowed_models=body.allowed_models,
+        rpm_limit=body.rpm_limit,
+        tpm_limit=body.tpm_limit,
+        expires_at=body.expires_at,
+    )
+    return key_out(issued.record, issued.secret)
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyIn, principal: PrincipalDep, services: ServicesDep) -> KeyOut:
+    require_role(principal, MANAGE_ROLES, "create keys")
+    if body.role == "owner" and principal.role != "owner" and not principal.is_platform_admin:
+        raise InvalidRequest("only an owner can create owner keys", param="role")
+    return await issue_key(services, principal.org_id, body)
+
+
+@router.get("/keys")
+async def list_keys(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    require_role(principal, MANAGE_ROLES, "list keys")
+    keys = await asyncio.to_thread(services.keys.repo.list, principal.org_id)
+    return {"object": "list", "data": [key_out(k) for k in keys]}
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, principal: PrincipalDep, services: ServicesDep) -> KeyOut:
+    require_role(principal, MANAGE_ROLES, "revoke keys")
+    record = await asyncio.to_thread(services.keys.repo.get, key_id)
+    if record is None or record.org_id != principal.org_id:
+        raise NotFound(f"no API key {key_id!r}")
+    return key_out(await asyncio.to_thread(services.keys.revoke, key_id))
+
+
+@router.post("/members", status_code=201)
+async def add_member(body: MemberIn, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    require_role(principal, MANAGE_ROLES, "add members")
+    m = await asyncio.to_thread(services.org_service.add_member, principal.org_id, body.email, body.name, body.role)
+    return {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role}
+
+
+@router.get("/members")
+async def list_members(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    require_role(principal, MANAGE_ROLES, "list members")
+    members = await asyncio.to_thread(services.org_service.members.list, principal.org_id)
+    return {
+        "object": "list",
+        "data": [{"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role} for m in members],
+    }
+
+
+@router.delete("/members/{user_id}")
+async def remove_member(user_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, str]:
+    require_role(principal, MANAGE_ROLES, "remove members")
+    await asyncio.to_thread(services.org_service.members.remove, principal.org_id, user_id)
+    return {"removed": user_id}
+
+
+@router.get("/balance")
+async def balance(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    require_role(principal, USAGE_ROLES, "read the balance")
+    return {"org_id": principal.org_id, **await asyncio.to_thread(services.billing.balance, principal.org_id)}
+
+
+@router.get("/usage")
+async def usage(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    start: date | None = None,
+    end: date | None = None,
+    group_by: Literal["model", "day"] = "model",
+) -> dict[str, Any]:
+    require_role(principal, USAGE_ROLES, "read usage")
+    today = datetime.now(UTC).date()
+    end = end or today
+    start = start or end - timedelta(days=30)
+    if start > end or (end - start).days > 3660:
+        raise InvalidRequest("start must be before end, within ten years", param="start")
+    rows = await asyncio.to_thread(services.usage.summary, principal.org_id, start, end, group_by)
+    return {
+        "object": "list",
+        "org_id": principal.org_id,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "group_by": group_by,
+        "data": rows,
+    }
+
+
+@router.get("/usage/records")
+async def usage_records(
+    principal: PrincipalDep, services: ServicesDep, limit: int = Query(default=100, ge=1, le=1000)
+) -> dict[str, Any]:
+    require_role(principal, USAGE_ROLES, "read usage")
+    rows = await asyncio.to_thread(services.usage.records, principal.org_id, limit, None)
+    return {"object": "list", "data": rows}
+
+
+@router.get("/statements/{month}")
+async def statement(
+    month: str, principal: PrincipalDep, services: ServicesDep, format: Literal["json", "csv"] = "json"
+) -> Response:
+    require_role(principal, USAGE_ROLES, "read statements")
+    try:
+        year, mon = (int(x) for x in month.split("-"))
+        date(year, mon, 1)
+    except ValueError as exc:
+        raise InvalidRequest("month must look like 2026-11", param="month") from exc
+    st = await asyncio.to_thread(services.statements, principal.org_id, year, mon)
+    if format == "csv":
+        return Response(
+            st.to_csv(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="statement-{month}.csv"'},
+        )
+    return JSONResponse(st.to_json())

@@ -1,0 +1,87 @@
+"""`yun serve`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import typer
+from rich.panel import Panel
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from yun.cli._common import Database, DataDir, err, fail, out, services_for, settings_for
+from yun.errors import YunError
+from yun.settings import Settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+
+
+def serve(
+    data_dir: DataDir = None,
+    database: Database = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    no_default_models: Annotated[bool, typer.Option(help="Do not serve the bundled models.")] = False,
+) -> None:
+    """Run the gateway with the embedded defaults: SQLite, the bundled Qwen chat and MiniLM embedding models."""
+    import uvicorn
+
+    from yun.api import create_app
+    from yun.tenancy import DEFAULT_ORG
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "gguf", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = settings_for(data_dir, database, host=host, port=port)
+    if no_default_models:
+        settings = settings.model_copy(
+            update={"defaults": settings.defaults.model_copy(update={"chat": False, "embedding": False})}
+        )
+    try:
+        services = services_for(settings)
+        services.orgs.get_or_create(DEFAULT_ORG, "default")
+        if services.keys._keys.count() == 0:
+            issued = services.keys.issue(DEFAULT_ORG, "bootstrap admin", platform_admin=True)
+            out().print(
+                Panel(
+                    f"[bold]{issued.secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
+                    "its hash. Store it somewhere safe.",
+                    title="bootstrap admin key",
+                )
+            )
+        _prepare_models(services, settings)
+    except YunError as exc:
+        raise fail(exc) from exc
+    out().print(
+        f"Yun listening on http://{settings.server.host}:{settings.server.port}/v1 (data in {settings.data_dir})"
+    )
+    uvicorn.run(
+        create_app(settings, services),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _prepare_models(services: Any, settings: Settings) -> None:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err(),
+        transient=False,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = progress.add_task(what, total=total)
+            progress.update(tasks[what], completed=done, total=total)
+
+        services.catalog.ensure_bundled(
+            chat=settings.defaults.chat, embedding=settings.defaults.embedding, progress=report
+        )

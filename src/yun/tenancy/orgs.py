@@ -1,0 +1,58 @@
+"""Organizations (tenants), their people and roles.
+
+Roles, from most to least power: owner and admin manage keys and people; member calls the models;
+billing-viewer reads usage, balance and statements but cannot spend. Platform admins manage every org.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from yun.errors import InvalidRequest, NotFound, PermissionDenied
+from yun.store import MemberRecord, MemberRepository, OrganizationRecord, OrganizationRepository
+from yun.tenancy.keys import Principal
+
+__all__ = ["INFERENCE_ROLES", "MANAGE_ROLES", "ROLES", "USAGE_ROLES", "OrgService", "require_role"]
+
+ROLES = ("owner", "admin", "member", "billing-viewer")
+MANAGE_ROLES = frozenset({"owner", "admin"})
+INFERENCE_ROLES = frozenset({"owner", "admin", "member"})
+USAGE_ROLES = frozenset(ROLES)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def require_role(principal: Principal, allowed: frozenset[str], action: str) -> None:
+    if principal.is_platform_admin or principal.role in allowed:
+        return
+    raise PermissionDenied(f"A key with role '{principal.role}' cannot {action}.")
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
+    return role
+
+
+class OrgService:
+    def __init__(self, orgs: OrganizationRepository, members: MemberRepository) -> None:
+        self.orgs = orgs
+        self.members = members
+
+    def create(self, name: str, rpm_limit: int | None = None, tpm_limit: int | None = None) -> OrganizationRecord:
+        name = name.strip()
+        if not 1 <= len(name) <= 200:
+            raise InvalidRequest("name must be 1-200 characters", param="name")
+        return self.orgs.create("org-" + uuid.uuid4().hex[:20], name, rpm_limit, tpm_limit)
+
+    def get(self, org_id: str) -> OrganizationRecord:
+        org = self.orgs.get(org_id)
+        if org is None:
+            raise NotFound(f"no organization {org_id!r}")
+        return org
+
+    def add_member(self, org_id: str, email: str, name: str, role: str) -> MemberRecord:
+        if not _EMAIL.match(email):
+            raise InvalidRequest("not an email address", param="email")
+        self.get(org_id)
+        return self.members.add(org_id, email.lower(), name, check_role(role))
