@@ -156,28 +156,23 @@ def measure(name: str, base: str, key: str, args: argparse.Namespace) -> list[di
     return levels
 
 
+def show_logs(*logs: Path) -> None:
+    for log in logs:
+        if log.is_file():
+            print(f"--- tail of {log}:\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+
+
 def run_direct(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
     port = free_port()
     log = tmp / "direct.log"
-    cmd = [
-        str(VENV_BIN / "python"),
-        "-m",
-        "yun.engines.xllamacpp_worker",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--threads",
-        "2",
-        "--parallel",
-        "8",
-        "--ctx",
-        "4096",
-    ]
-    proc = start(cmd, log)
+    worker = ["-m", "yun.engines.xllamacpp_worker", "--model", str(model), "--port", str(port)]
+    proc = start([str(VENV_BIN / "python"), *worker, "--threads", "2", "--parallel", "8", "--ctx", "4096"], log)
     try:
         wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 120, yun=False)
         return measure("direct", f"http://127.0.0.1:{port}", "", args)
+    except BaseException:
+        show_logs(log)
+        raise
     finally:
         stop(proc)
 
@@ -198,6 +193,9 @@ def run_yun(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
         if not match:
             raise RuntimeError(f"no bootstrap key in {log}")
         return measure("yun", f"http://127.0.0.1:{port}", match.group(0), args)
+    except BaseException:
+        show_logs(log, *sorted((data / "logs").glob("*.log")))
+        raise
     finally:
         stop(proc)
 

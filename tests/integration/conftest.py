@@ -29,6 +29,7 @@ class Harness:
     http: httpx.AsyncClient
     client: openai.AsyncOpenAI
     key: str
+    admin_key: str
     base_url: str
     """A real uvicorn server on loopback serving the same app (for disconnects, which ASGITransport hides)."""
 
@@ -44,6 +45,7 @@ async def yun(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, minilm
     services = build_services(settings)
     services.orgs.get_or_create(DEFAULT_ORG, "default")
     key = services.keys.issue(DEFAULT_ORG, "tests").secret
+    admin_key = services.keys.issue(DEFAULT_ORG, "platform admin", platform_admin=True).secret
     services.catalog.add_local("tiny", tiny_model, "chat", license="apache-2.0")
     services.catalog.add_local("minilm", minilm_gguf, "embedding")
     app = create_app(settings, services)
@@ -58,7 +60,7 @@ async def yun(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, minilm
         client = openai.AsyncOpenAI(
             api_key=key, base_url="http://yun/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
         )
-        yield Harness(app, services, http, client, key, f"http://127.0.0.1:{port}")
+        yield Harness(app, services, http, client, key, admin_key, f"http://127.0.0.1:{port}")
         await client.close()
         await http.aclose()
         server.should_exit = True
