@@ -142,7 +142,7 @@ def monthly_statement(money: MoneyRepository, org_id: str, year: int, month: int
             free[model] = u["free_tokens"]
     during = figures.ledger_during
     credits = {kind: 0 for kind in CREDIT_KINDS} | {k: v for k, v in sorted(during.items()) if k != "charge"}
-    opening = sum(figures.ledger_before.values())
+    opening = figures.opening_balance
     statement = Statement(
         org_id=org_id,
         year=year,

@@ -23,6 +23,7 @@ def serve(
     database: Database = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    redis: Annotated[str | None, typer.Option(help="Redis URL for rate limits shared by several gateways.")] = None,
     no_default_models: Annotated[bool, typer.Option(help="Do not serve the bundled models.")] = False,
 ) -> None:
     """Run the gateway with the embedded defaults: SQLite, the bundled Qwen chat and MiniLM embedding models."""
@@ -35,6 +36,8 @@ def serve(
     for noisy in ("httpx", "httpcore", "gguf", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = settings_for(data_dir, database, host=host, port=port)
+    if redis is not None:
+        settings = settings.model_copy(update={"redis_url": redis})
     if no_default_models:
         settings = settings.model_copy(
             update={"defaults": settings.defaults.model_copy(update={"chat": False, "embedding": False})}
