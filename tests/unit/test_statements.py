@@ -19,6 +19,7 @@ from sqlalchemy import delete, insert, update
 
 from yun.billing.service import BillingService, Estimate, Outcome
 from yun.billing.statements import CSV_HEADER, LineItem, Statement, month_bounds, monthly_statement
+from yun.errors import InvalidRequest, NotFound
 from yun.metering import UsageQueries, format_usd
 from yun.store import Database, OrganizationRepository, upgrade
 from yun.store.money import HoldRecord, MoneyRepository
@@ -228,7 +229,17 @@ def test_a_charge_without_usage_does_not_reconcile(
     billing: BillingService, money: MoneyRepository, caplog: pytest.LogCaptureFixture
 ) -> None:
     request(billing, "org-a", "m-small", 100, 0, 10)
-    money.post("org-a", "charge", -500, "manual-charge")
+    with pytest.raises(InvalidRequest):
+        money.post("org-a", "charge", -500, "manual-charge")  # charges come only from settlements
+    with pytest.raises(NotFound):
+        money.post("org-nope", "grant", 500, "typo")
+    # A charge written behind the repository's back (a corrupted ledger) must show up as unreconciled.
+    with money._db.engine.begin() as c:
+        c.execute(
+            insert(LedgerRow.__table__).values(
+                org_id="org-a", kind="charge", amount=-500, reference="manual-charge", created_at=datetime.now(UTC)
+            )
+        )
     with caplog.at_level(logging.ERROR, logger="yun.billing"):
         s = monthly_statement(money, "org-a", *this_month())
     assert not s.reconciled and s.ledger_charges == s.usage_charges + 500

@@ -49,8 +49,14 @@ class Database:
             self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
+            # Reads (usage, statements) go through a second engine whose transactions begin deferred,
+            # so a long report never holds the write lock that settlements need.
+            self.reader: Engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(self.reader, "connect", _sqlite_pragmas)
+            event.listen(self.reader, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self.reader = self.engine
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> Session:
@@ -58,3 +64,4 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()

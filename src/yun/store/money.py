@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Table, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from yun.errors import InvalidRequest, QuotaExceeded
+from yun.errors import InvalidRequest, NotFound, QuotaExceeded
 from yun.store.db import Database
 from yun.store.orm import (
     BalanceRow,
@@ -29,13 +29,24 @@ from yun.store.orm import (
     FreeAllowanceRow,
     FreeUsageRow,
     LedgerRow,
+    OrganizationRow,
     PriceRow,
     ReservationRow,
     RollupRow,
     UsageRow,
 )
 
-__all__ = ["HoldRecord", "HoldRequest", "MoneyRepository", "PeriodFigures", "PriceRecord", "SettleRecord"]
+POSTING_KINDS = ("grant", "topup", "refund", "adjustment")
+
+__all__ = [
+    "POSTING_KINDS",
+    "HoldRecord",
+    "HoldRequest",
+    "MoneyRepository",
+    "PeriodFigures",
+    "PriceRecord",
+    "SettleRecord",
+]
 
 
 def _t(row: type[Base]) -> Table:
@@ -44,6 +55,7 @@ def _t(row: type[Base]) -> Table:
 
 _B, _L, _P, _R, _U, _RU = (_t(BalanceRow), _t(LedgerRow), _t(PriceRow), _t(ReservationRow), _t(UsageRow), _t(RollupRow))
 _FA, _FU = _t(FreeAllowanceRow), _t(FreeUsageRow)
+_O = _t(OrganizationRow)
 
 
 @dataclass(frozen=True)
@@ -143,7 +155,7 @@ class MoneyRepository:
 
     def prices(self) -> dict[str, PriceRecord]:
         """The current (newest) price of every model."""
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             newest = select(_P.c.model_id, func.max(_P.c.version).label("v")).group_by(_P.c.model_id).subquery()
             rows = c.execute(
                 select(_P).join(newest, and_(_P.c.model_id == newest.c.model_id, _P.c.version == newest.c.v))
@@ -156,7 +168,7 @@ class MoneyRepository:
             }
 
     def price_history(self, model_id: str) -> list[PriceRecord]:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             rows = c.execute(select(_P).where(_P.c.model_id == model_id).order_by(_P.c.version))
             return [
                 PriceRecord(
@@ -166,7 +178,7 @@ class MoneyRepository:
             ]
 
     def price(self, model_id: str, version: int) -> PriceRecord | None:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             r = c.execute(select(_P).where(_P.c.model_id == model_id, _P.c.version == version)).first()
             return (
                 None
@@ -187,11 +199,11 @@ class MoneyRepository:
             )
 
     def free_allowances(self) -> dict[tuple[str, str], int]:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             return {(r.org_id, r.model_id): r.monthly_tokens for r in c.execute(select(_FA))}
 
     def free_used(self, org_id: str, model_id: str, month: str) -> tuple[int, int]:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             r = c.execute(
                 select(_FU.c.used, _FU.c.held).where(
                     _FU.c.org_id == org_id, _FU.c.model_id == model_id, _FU.c.month == month
@@ -203,8 +215,13 @@ class MoneyRepository:
     def post(self, org_id: str, kind: str, amount: int, reference: str, note: str | None = None) -> bool:
         """Append a ledger entry and move the balance with it. Returns False if `reference` was already
         posted for this kind (idempotent retries). A debit may not take the balance below what is held."""
+        if kind not in POSTING_KINDS:
+            # Charges are written only by settle(), next to their usage record, so statements reconcile.
+            raise InvalidRequest(f"kind must be one of {', '.join(POSTING_KINDS)}", param="kind")
         try:
             with self._db.engine.begin() as c:
+                if c.execute(select(_O.c.id).where(_O.c.id == org_id)).first() is None:
+                    raise NotFound(f"no organization {org_id!r}")
                 self._ensure_balance(c, org_id)
                 guard = _B.c.balance - _B.c.held + amount >= 0
                 moved = c.execute(
@@ -226,18 +243,18 @@ class MoneyRepository:
 
     def balance(self, org_id: str) -> tuple[int, int]:
         """(balance, held) in nanodollars."""
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             r = c.execute(select(_B.c.balance, _B.c.held).where(_B.c.org_id == org_id)).first()
             return (0, 0) if r is None else (int(r.balance), int(r.held))
 
     def ledger_sum(self, org_id: str) -> int:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             return int(
                 c.execute(select(func.coalesce(func.sum(_L.c.amount), 0)).where(_L.c.org_id == org_id)).scalar() or 0
             )
 
     def ledger(self, org_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             rows = c.execute(
                 select(_L)
                 .where(_L.c.org_id == org_id, _L.c.created_at >= start, _L.c.created_at < end)
@@ -388,7 +405,7 @@ class MoneyRepository:
         )
 
     def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             q = select(_R).where(_R.c.settled_at.is_(None))
             if gateway_id is not None:
                 q = q.where(_R.c.gateway_id == gateway_id)
@@ -413,7 +430,7 @@ class MoneyRepository:
     # -- reading usage -------------------------------------------------------------------------
     def rollups(self, org_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
         """Per model and day, inclusive range of YYYY-MM-DD days."""
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             rows = c.execute(
                 select(_RU)
                 .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day <= last_day)
@@ -422,7 +439,7 @@ class MoneyRepository:
             return [dict(r._mapping) for r in rows]
 
     def usage_records(self, org_id: str, limit: int = 100, before: datetime | None = None) -> list[dict[str, Any]]:
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             q = select(_U).where(_U.c.org_id == org_id)
             if before is not None:
                 q = q.where(_U.c.created_at < before)
@@ -431,7 +448,7 @@ class MoneyRepository:
 
     def usage_totals(self, org_id: str) -> dict[str, int]:
         """Sum over every usage record (for reconciliation and tests, not the request path)."""
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             r = c.execute(
                 select(
                     func.count(),
@@ -445,7 +462,7 @@ class MoneyRepository:
     def rollup_sums(self, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
         """Rollup totals for days in [first_day, end_day) (YYYY-MM-DD, UTC), grouped in SQL by `group_by`
         ("model_id" or "day") and ordered by it. Reads at most one rollup row per model and day."""
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             return _rollup_sums(c, org_id, first_day, end_day, group_by)
 
     def period_figures(self, org_id: str, start: datetime, end: datetime) -> PeriodFigures:
@@ -455,7 +472,7 @@ class MoneyRepository:
         if any((t.hour, t.minute, t.second, t.microsecond) != (0, 0, 0, 0) for t in (start, end)):
             # Rollups are per UTC day: any other bound could not be matched against the ledger.
             raise ValueError("period bounds must be UTC midnights")
-        with self._db.engine.connect() as c:
+        with self._db.reader.connect() as c:
             if c.dialect.name == "postgresql":
                 # One snapshot for the three reads (READ COMMITTED would take one per statement). SQLite
                 # transactions are serializable already. The pool resets the level on release.

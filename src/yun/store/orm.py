@@ -127,7 +127,10 @@ class LedgerRow(Base):
     """Append-only. `reference` makes each posting idempotent per kind (a request is charged once)."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (UniqueConstraint("org_id", "kind", "reference"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "kind", "reference"),
+        Index("ix_ledger_org_created", "org_id", "created_at", "kind", "amount"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
