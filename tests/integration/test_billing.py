@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -52,9 +53,13 @@ async def org_get(yun: Harness, key: str, path: str) -> Any:
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def priced(yun: Harness) -> None:
+async def priced(yun: Harness) -> AsyncIterator[None]:
     r = await yun.http.put("/admin/prices/tiny", json=PRICE, headers=admin(yun))
     assert r.status_code == 200, r.text
+    yield
+    # Later modules share this server and expect the model to be free (a newer zero price version).
+    await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
+    yun.services.billing.invalidate()
 
 
 def expected_cost(prompt: int, cached: int, completion: int) -> int:
