@@ -193,6 +193,9 @@ class Gateway:
         usage.latency_s = time.perf_counter() - call.started
         used = usage.prompt_tokens + usage.completion_tokens
         self._adjust_later(call.scopes, used - call.estimated_tokens)  # TPM counts what was really used
+        if self.billing.inline:
+            self._settle_sync(call)  # no await: nothing can interrupt it
+            return
         job = asyncio.ensure_future(asyncio.to_thread(self._settle_sync, call))
         try:
             await asyncio.shield(job)

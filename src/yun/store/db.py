@@ -44,6 +44,8 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.embedded = url.startswith("sqlite")
+        """True for an in-process database (SQLite), whose short transactions need no worker thread."""
         if url.startswith("sqlite"):
             ensure_sqlite_dir(url)
             self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False})
