@@ -18,20 +18,24 @@ __all__ = ["AdminDep", "CallerDep", "GatewayDep", "PrincipalDep", "ServicesDep",
 M = TypeVar("M", bound=BaseModel)
 
 
-def _services(request: Request) -> Services:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool,
+# and two thread hops per request cost more than everything they do.
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def _gateway(request: Request) -> Gateway:
-    return _services(request).gateway
+async def _gateway(request: Request) -> Gateway:
+    services: Services = request.app.state.services
+    return services.gateway
 
 
 async def _principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     secret = token.strip() if scheme.lower() == "bearer" else None
-    return _services(request).keys.verify(secret)
+    services: Services = request.app.state.services
+    return services.keys.verify(secret)
 
 
 async def _caller(principal: Annotated[Principal, Depends(_principal)]) -> Principal:

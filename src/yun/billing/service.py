@@ -58,6 +58,7 @@ class BillingService:
         self.gateway_id = gateway_id
         self._prices: dict[str, PriceRecord] = {}
         self._allowances: dict[tuple[str, str], int] = {}
+        self._versions: dict[tuple[str, int], PriceRecord] = {}
         self._loaded_at = -1e9
 
     # -- cached reference data (refreshed every couple of seconds: prices are versioned, so a request
@@ -76,6 +77,16 @@ class BillingService:
         self._refresh()
         own = self._allowances.get((org_id, model_id))
         return own if own is not None else self._allowances.get((DEFAULT_ORG_ALLOWANCE, model_id), 0)
+
+    def _price_version(self, model_id: str, version: int) -> PriceRecord | None:
+        # A price version never changes once written, so it is cached for good.
+        key = (model_id, version)
+        if key not in self._versions:
+            found = self.money.price(model_id, version)
+            if found is None:
+                return None
+            self._versions[key] = found
+        return self._versions[key]
 
     def price(self, model_id: str) -> PriceRecord | None:
         self._refresh()
@@ -119,7 +130,7 @@ class BillingService:
 
     def settle_now(self, hold: HoldRecord, out: Outcome) -> tuple[bool, int]:
         """Settle once; returns (settled by this call, cost in nanodollars)."""
-        price = None if hold.price_version is None else self.money.price(hold.model_id, hold.price_version)
+        price = None if hold.price_version is None else self._price_version(hold.model_id, hold.price_version)
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
         c = charge(triple, out.prompt_tokens, out.cached_tokens, out.completion_tokens, hold.free_tokens)
         input_cost, cached_cost, output_cost = c.input_cost, c.cached_input_cost, c.output_cost
