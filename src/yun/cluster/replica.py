@@ -17,6 +17,9 @@ __all__ = ["Replica"]
 
 log = logging.getLogger("yun.cluster")
 
+_FAILURES_TO_UNHEALTHY = 3
+_LOCAL_CONNECTIONS = 64
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -46,6 +49,7 @@ class Replica:
         self.state = "stopped"
         self._retry_at = 0.0
         self._stopped = False
+        self.failures = 0
 
     async def start(self) -> None:
         """Start (or restart) the replica and wait until it answers its health probe."""
@@ -86,7 +90,11 @@ class Replica:
                 *args, stdout=log_file, stderr=log_file, stdin=asyncio.subprocess.DEVNULL
             )
         engine = OpenAIHTTPEngine(
-            self.name, f"http://127.0.0.1:{port}", llamacpp=True, timeout_s=self.tuning.request_timeout_s
+            self.name,
+            f"http://127.0.0.1:{port}",
+            llamacpp=True,
+            timeout_s=self.tuning.request_timeout_s,
+            max_connections=_LOCAL_CONNECTIONS,  # the rest wait in the gateway, below the worker's HTTP threads
         )
         deadline = started + self.tuning.start_timeout_s
         while time.monotonic() < deadline:
@@ -127,7 +135,15 @@ class Replica:
         if self.engine is None:
             self.healthy = False
             return False
-        self.healthy = await self.engine.healthy()
+        if await self.engine.healthy():
+            self.failures = 0
+            self.healthy = True
+        else:
+            # One slow probe under load is not an outage: only consecutive failures take a live replica
+            # out of rotation (a dead process is caught above, at once).
+            self.failures += 1
+            if self.failures >= _FAILURES_TO_UNHEALTHY:
+                self.healthy = False
         if self.spec.external:
             self.state = "ready" if self.healthy else "unreachable"
         return self.healthy

@@ -31,6 +31,9 @@ def _build_params(args: argparse.Namespace) -> object:
     p.warmup = False
     p.use_jinja = True
     p.endpoint_metrics = True
+    # One HTTP thread per open connection: keep more threads than the gateway's connection cap so a
+    # health probe is always answered, even when every slot is busy and requests are queueing.
+    p.n_threads_http = args.http_threads
     if args.embedding:
         p.embedding = True
         p.n_batch = args.ctx
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--ctx", type=int, default=4096, help="context per slot")
+    parser.add_argument("--http-threads", type=int, default=80)
     parser.add_argument("--embedding", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
