@@ -1,0 +1,309 @@
+"""Reliability tier: real `yun serve` processes on 127.0.0.1, pushed hard, killed with SIGKILL, and audited.
+
+`YunServer` runs `python -m yun serve` over one data dir and port (it can be killed and started again on
+both, with the same gateway id, so crash recovery settles what the dead process left open).
+`audit_ledger` opens the SQLite file directly and checks the money invariants of ARCHITECTURE.md
+exactly, to the nanodollar, across every organization in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.tiny_model import tiny_model_path
+
+KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
+GATEWAY_ID = "reliability-gw"
+MODEL = "tiny"
+NANO = 1_000_000_000
+# USD per 1M tokens: an input token costs $0.001 (1e6 nanodollars), an output token $0.002. Cached input is
+# priced like input (no cached_input given), so a charge does not depend on the engine's prompt cache.
+PRICE = {"input": "1000", "output": "2000"}
+INPUT_NANO, OUTPUT_NANO = 1_000_000, 2_000_000
+START_TIMEOUT_S = 240.0  # replica load on a busy 2-core machine; only a bound, never a measured time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def usd(nanodollars: int) -> str:
+    """Nanodollars as the exact decimal USD string the admin API takes."""
+    return f"{nanodollars // NANO}.{nanodollars % NANO:09d}"
+
+
+def expected_cost(prompt_tokens: int, completion_tokens: int) -> int:
+    return prompt_tokens * INPUT_NANO + completion_tokens * OUTPUT_NANO
+
+
+class YunServer:
+    """One `yun serve` subprocess (in its own process group, with its replica children) over a data dir."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.db_path = self.data_dir / "yun.db"
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_key: str | None = None
+        self.starts = 0
+        self.stderr_path: Path | None = None
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
+        self._env.update(
+            HF_HUB_OFFLINE="1",
+            COLUMNS="200",  # the bootstrap key panel must not wrap the key
+            YUN_ENGINE__PARALLEL="4",
+            YUN_ENGINE__CONTEXT_PER_SLOT="512",
+            YUN_SERVER__GATEWAY_ID=GATEWAY_ID,
+        )
+
+    # -- process lifecycle ---------------------------------------------------------------------
+    def register_model(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "yun", "models", "add", MODEL, "--file", str(tiny_model_path())]
+            + ["--data-dir", str(self.data_dir)],
+            env=self._env,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+
+    def start(self) -> None:
+        assert self.proc is None, "already running"
+        self.starts += 1
+        out = self.root / f"serve-{self.starts}.out"
+        self.stderr_path = self.root / f"serve-{self.starts}.err"
+        with out.open("wb") as out_f, self.stderr_path.open("wb") as err_f:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "yun", "serve", "--data-dir", str(self.data_dir)]
+                + ["--port", str(self.port), "--no-default-models"],
+                stdout=out_f,
+                stderr=err_f,
+                env=self._env,
+                cwd=self.root,
+                start_new_session=True,  # its own process group: SIGKILL reaches the replicas too
+            )
+        self._wait_healthy()
+        keys = KEY_RE.findall(out.read_text(errors="replace"))
+        if self.admin_key is None:
+            assert len(keys) == 1, f"expected the bootstrap key on the first start, got {len(keys)}"
+            self.admin_key = keys[0]
+        else:
+            assert keys == [], "a restart must not print a new bootstrap key"
+
+    def _wait_healthy(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"yun serve exited with {self.proc.returncode}: {self.stderr_tail()}")
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    health = client.get(self.url + "/health").json()
+                    model = health.get("models", {}).get(MODEL, {})
+                    if health.get("status") == "ok" and model.get("healthy_replicas") == 1:
+                        return
+                time.sleep(0.2)
+        self.kill9()
+        raise AssertionError(f"yun serve did not become healthy in {START_TIMEOUT_S}s: {self.stderr_tail()}")
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        return "" if self.stderr_path is None else self.stderr_path.read_text(errors="replace")[-chars:]
+
+    def kill9(self) -> None:
+        """SIGKILL the gateway and its replica processes at once (the whole process group) and reap it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        # The replicas were in the group; wait (bounded) until none of them is left.
+        for _ in range(100):
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGINT, as Ctrl-C): the lifespan stops the replicas and disposes the database."""
+        proc = self.proc
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            self.proc = None
+        self.kill9()  # no-op if it exited; also reaps any replica it left behind
+
+    # -- APIs ----------------------------------------------------------------------------------
+    def admin(self) -> httpx.Client:
+        assert self.admin_key is not None
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"}, trust_env=False, timeout=60
+        )
+
+    def set_price(self) -> None:
+        with self.admin() as c:
+            r = c.put(f"/admin/prices/{MODEL}", json=PRICE)
+        assert r.status_code == 200, r.text
+
+    def new_org(self, name: str, credit_usd: str | None) -> str:
+        with self.admin() as c:
+            r = c.post("/admin/orgs", json={"name": name})
+            assert r.status_code == 201, r.text
+            org_id: str = r.json()["id"]
+            if credit_usd is not None:
+                r = c.post(f"/admin/orgs/{org_id}/credits", json={"amount": credit_usd})
+                assert r.status_code == 201, r.text
+        return org_id
+
+    def new_key(self, org_id: str, name: str = "k") -> str:
+        with self.admin() as c:
+            r = c.post(f"/admin/orgs/{org_id}/keys", json={"name": name, "role": "member"})
+        assert r.status_code == 201, r.text
+        secret: str = r.json()["secret"]
+        return secret
+
+    def org_get(self, key: str, path: str) -> Any:
+        r = httpx.get(
+            f"{self.url}/v1/organization/{path}",
+            headers={"Authorization": f"Bearer {key}"},
+            trust_env=False,
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def engine_url(self) -> str:
+        """The current replica's own llama.cpp HTTP server (the worker logs `listening <url>` at start)."""
+        log = (self.data_dir / "logs" / f"{MODEL}-0.log").read_text(errors="replace")
+        found = re.findall(r"^listening (http://127\.0\.0\.1:\d+)", log, re.M)
+        assert found, "the replica log names no listening address"
+        return str(found[-1])
+
+
+@pytest.fixture
+def yun_server(tmp_path: Path) -> Iterator[YunServer]:
+    """A fresh, priced `yun serve` with the tiny model, stopped (and reaped) after the test."""
+    server = YunServer(tmp_path)
+    server.register_model()
+    try:
+        server.start()
+        server.set_price()
+        yield server
+    finally:
+        server.stop()
+
+
+# -- the ledger audit ----------------------------------------------------------------------------
+@dataclass
+class Audit:
+    """One consistent snapshot of the money tables (all amounts in nanodollars)."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """usage_records by request_id"""
+    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    balances: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """org_id -> (balance, held)"""
+    credits: dict[str, int] = field(default_factory=dict)
+    """org_id -> sum of every non-charge ledger entry (grants, top-ups, ...)"""
+
+    def of_org(self, org_id: str) -> dict[str, dict[str, Any]]:
+        return {rid: r for rid, r in self.records.items() if r["org_id"] == org_id}
+
+
+def _rows(c: sqlite3.Connection, sql: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in c.execute(sql)]
+
+
+def audit_ledger(db_path: Path) -> Audit:
+    """Read the money tables in one snapshot and assert every invariant that must hold when Yun is idle."""
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30, isolation_level=None)) as c:
+        c.row_factory = sqlite3.Row
+        c.execute("BEGIN")  # one read snapshot (WAL) for every query below
+        records = _rows(c, "SELECT * FROM usage_records")
+        reservations = _rows(c, "SELECT * FROM reservations")
+        balances = _rows(c, "SELECT org_id, balance, held FROM balances")
+        ledger = _rows(c, "SELECT org_id, kind, amount, reference FROM ledger_entries")
+        rollups = _rows(
+            c,
+            "SELECT org_id, SUM(requests) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS t, "
+            "SUM(cost) AS cost FROM usage_rollups GROUP BY org_id",
+        )
+        c.execute("COMMIT")
+
+    audit = Audit(
+        records={r["request_id"]: r for r in records},
+        reservations={r["request_id"]: r for r in reservations},
+        balances={b["org_id"]: (b["balance"], b["held"]) for b in balances},
+    )
+    # Exactly one settled usage record per reservation, nothing open, no request id twice.
+    assert len(audit.records) == len(records) and len(audit.reservations) == len(reservations)
+    open_holds = [rid for rid, r in audit.reservations.items() if r["settled_at"] is None]
+    assert open_holds == [], f"{len(open_holds)} reservation(s) never settled: {open_holds[:5]}"
+    assert audit.records.keys() == audit.reservations.keys(), (
+        f"reservations without a usage record: {sorted(audit.reservations.keys() - audit.records.keys())[:5]}; "
+        f"usage records without a reservation: {sorted(audit.records.keys() - audit.reservations.keys())[:5]}"
+    )
+
+    charges: dict[str, int] = {}
+    ledger_sum: dict[str, int] = {}
+    for e in ledger:
+        ledger_sum[e["org_id"]] = ledger_sum.get(e["org_id"], 0) + e["amount"]
+        if e["kind"] == "charge":
+            assert e["reference"] not in charges, f"request {e['reference']} charged twice"
+            assert e["amount"] < 0
+            charges[e["reference"]] = -e["amount"]
+        else:
+            audit.credits[e["org_id"]] = audit.credits.get(e["org_id"], 0) + e["amount"]
+
+    for rid, r in audit.records.items():
+        hold = audit.reservations[rid]
+        assert r["org_id"] == hold["org_id"] and r["key_id"] == hold["key_id"]
+        assert r["cost"] == expected_cost(r["prompt_tokens"], r["completion_tokens"]), f"{rid} mispriced: {r}"
+        assert 0 <= r["cost"] <= hold["amount"], f"{rid} cost {r['cost']} exceeds its hold {hold['amount']}"
+        assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge {charges.get(rid)} != usage cost {r['cost']}"
+        if r["status"] == "interrupted":  # settled by crash recovery: nobody got an answer, nothing billed
+            assert (r["prompt_tokens"], r["completion_tokens"], r["cost"]) == (0, 0, 0), r
+    assert charges.keys() <= audit.records.keys(), "a charge without a usage record"
+
+    for org_id, (balance, held) in audit.balances.items():
+        costs = sum(r["cost"] for r in audit.records.values() if r["org_id"] == org_id)
+        assert held == 0, f"org {org_id} still holds {held} nanodollars while idle"
+        assert balance >= 0, f"org {org_id} overdrawn: {balance}"
+        assert balance == ledger_sum.get(org_id, 0), f"org {org_id}: balance {balance} != ledger {ledger_sum}"
+        assert balance == audit.credits.get(org_id, 0) - costs, f"org {org_id}: balance != credits - usage costs"
+
+    assert {r["org_id"] for r in rollups} == {r["org_id"] for r in audit.records.values()}
+    for roll in rollups:
+        mine = [r for r in audit.records.values() if r["org_id"] == roll["org_id"]]
+        assert (roll["n"], roll["p"], roll["t"], roll["cost"]) == (
+            len(mine),
+            sum(r["prompt_tokens"] for r in mine),
+            sum(r["completion_tokens"] for r in mine),
+            sum(r["cost"] for r in mine),
+        ), f"usage rollups of {roll['org_id']} disagree with its usage records"
+    return audit
