@@ -90,7 +90,11 @@ class OpenAIHTTPEngine:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections),
+                # Idle connections are dropped before the server would drop them (llama.cpp and most servers
+                # close after 5 s); reusing one the server is closing fails a request with no retry.
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, limit_per_host=self._max_connections, keepalive_timeout=2.0
+                ),
                 json_serialize=lambda obj: json.dumps(obj, separators=(",", ":"), ensure_ascii=False),
                 trust_env=False,
             )
