@@ -60,9 +60,14 @@ class Database:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.reader = self.engine
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
 
     def session(self) -> Session:
         return self._sessions()
+
+    def read_session(self) -> Session:
+        """For lookups that write nothing: on SQLite they then never take (or wait for) the write lock."""
+        return self._read_sessions()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -89,12 +89,12 @@ class OrganizationRepository:
             raise InvalidRequest(f"an organization named {name!r} already exists", param="name") from exc
 
     def get(self, org_id: str) -> OrganizationRecord | None:
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             row = s.get(OrganizationRow, org_id)
             return None if row is None else _org(row)
 
     def list(self) -> list[OrganizationRecord]:
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             return [_org(r) for r in s.scalars(select(OrganizationRow).order_by(OrganizationRow.created_at))]
 
     def set_limits(self, org_id: str, rpm_limit: int | None, tpm_limit: int | None) -> OrganizationRecord:
@@ -119,13 +119,13 @@ class KeyRepository:
 
     def by_hash(self, secret_hash: str) -> ApiKeyRecord | None:
         """The key and its organization's limits, in one query (this runs on cache misses of auth)."""
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             q = select(ApiKeyRow, OrganizationRow).join(OrganizationRow, OrganizationRow.id == ApiKeyRow.org_id)
             found = s.execute(q.where(ApiKeyRow.secret_hash == secret_hash)).first()
             return None if found is None else _key(found[0], found[1])
 
     def get(self, key_id: str) -> ApiKeyRecord | None:
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             row = s.get(ApiKeyRow, key_id)
             return None if row is None else _key(row)
 
@@ -150,7 +150,7 @@ class KeyRepository:
                     row.last_used_at = when
 
     def list(self, org_id: str | None = None) -> list[ApiKeyRecord]:
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             q = select(ApiKeyRow).order_by(ApiKeyRow.created_at)
             if org_id is not None:
                 q = q.where(ApiKeyRow.org_id == org_id)
@@ -174,11 +174,11 @@ class ModelRepository:
         self._db = db
 
     def list(self) -> list[ModelRecord]:
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             return [_model(r) for r in s.scalars(select(ModelRow).order_by(ModelRow.created_at))]
 
     def get(self, model_id: str) -> ModelRecord | None:
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             row = s.get(ModelRow, model_id)
             return None if row is None else _model(row)
 
@@ -243,7 +243,7 @@ class MemberRepository:
             return MemberRecord(user.id, org_id, user.email, user.name, role)
 
     def list(self, org_id: str) -> list[MemberRecord]:
-        with self._db.session() as s:
+        with self._db.read_session() as s:
             rows = s.execute(
                 select(UserRow, MembershipRow)
                 .join(MembershipRow, MembershipRow.user_id == UserRow.id)
