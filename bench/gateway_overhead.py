@@ -116,6 +116,13 @@ def tree_cpu_seconds(pid: int) -> float:
     return total / TICK
 
 
+def core1_busy_seconds() -> float:
+    """Non-idle CPU time of core 1 (with the busy loop running, that is all of it)."""
+    line = next(x for x in Path("/proc/stat").read_text().splitlines() if x.startswith("cpu1 "))
+    user, nice, system, idle, iowait, irq, softirq = (int(x) for x in line.split()[1:8])
+    return (user + nice + system + irq + softirq) / TICK
+
+
 def wait_until(check: object, what: str, timeout: float = 60.0) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -180,23 +187,27 @@ def run_wrk(script: Path, url: str, key: str, stream: bool, conc: int, seconds: 
     return result
 
 
-def measure(args: argparse.Namespace, script: Path, direct: str, yun_url: str, key: str, yun_pid: int) -> list[dict]:
+def measure(args: argparse.Namespace, script: Path, direct: str, yun_url: str, key: str, pids: tuple[int, int]):
+    """`pids`: yun serve and core 1's busy loop. Core 1 time used by neither is other people's load."""
     rows = []
+    yun_pid, busy_pid = pids
     for stream in (False, True):
         # Warm both paths (connection pools, lazy imports, caches) before anything is recorded.
         run_wrk(script, direct, "", stream, 16, 2)
         run_wrk(script, yun_url, key, stream, 16, 2)
         for conc in args.concurrency:
             d = run_wrk(script, direct, "", stream, conc, args.duration)
-            cpu0 = tree_cpu_seconds(yun_pid)
+            cpu0, busy0, core0 = tree_cpu_seconds(yun_pid), tree_cpu_seconds(busy_pid), core1_busy_seconds()
             y = run_wrk(script, yun_url, key, stream, conc, args.duration)
             cpu = tree_cpu_seconds(yun_pid) - cpu0
+            others = core1_busy_seconds() - core0 - (tree_cpu_seconds(busy_pid) - busy0) - cpu
             row = {
                 "mode": "stream" if stream else "non-stream",
                 "concurrency": conc,
                 "direct": d,
                 "yun": y,
                 "yun_cpu_ms_per_request": 1000 * cpu / max(1, y["requests"]),
+                "core1_others_pct": max(0.0, 100 * others / (y["duration_us"] / 1e6)),
             }
             for p in (50, 95, 99):
                 row[f"added_p{p}_ms"] = (y[f"p{p}_us"] - d[f"p{p}_us"]) / 1000
@@ -206,11 +217,12 @@ def measure(args: argparse.Namespace, script: Path, direct: str, yun_url: str, k
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\nlatency in ms; added = yun - direct at the same percentile; CPU = yun serve + children")
+    print("\nlatency in ms; added = yun - direct at the same percentile; CPU = yun serve + children;")
+    print("core 1 others = share of Yun's core used by processes not started here (>5%: a busy machine, re-run)")
     print(
         f"{'mode':<11}{'conc':>4} | {'req/s direct':>12} {'yun':>7} | {'p50 direct':>10} {'yun':>6} {'added':>6} "
         f"| {'p95 direct':>10} {'yun':>6} {'added':>6} | {'p99 direct':>10} {'yun':>6} {'added':>6} | "
-        f"{'yun CPU ms/req':>14}"
+        f"{'yun CPU ms/req':>14} | {'core 1 others':>13}"
     )
     for r in rows:
         d, y = r["direct"], r["yun"]
@@ -220,7 +232,7 @@ def print_table(rows: list[dict]) -> None:
         )
         print(
             f"{r['mode']:<11}{r['concurrency']:>4} | {d['rps']:12.0f} {y['rps']:7.0f} | {cells} | "
-            f"{r['yun_cpu_ms_per_request']:14.3f}"
+            f"{r['yun_cpu_ms_per_request']:14.3f} | {r['core1_others_pct']:12.0f}%"
         )
         for name, res in (("direct", d), ("yun", y)):
             if res["socket_errors"] or res["status_errors"]:
@@ -241,12 +253,12 @@ def main() -> None:
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 cores (0: upstream + wrk, 1: yun)")
+    load = [os.getloadavg()[0]]
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="yun-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            for cpu in (0, 1):
-                procs.start(cpu, [PY, "-c", BUSY])
+            busy = [procs.start(cpu, [PY, "-c", BUSY]) for cpu in (0, 1)]
             up_port, yun_port = free_port(), free_port()
             procs.start(0, [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port)], tmp / "upstream.log")
             upstream = f"http://127.0.0.1:{up_port}"
@@ -262,16 +274,18 @@ def main() -> None:
                 f"{upstream}/v1/chat/completions",
                 f"http://127.0.0.1:{yun_port}/v1/chat/completions",
                 key,
-                yun.pid,
+                (yun.pid, busy[1].pid),
             )
         finally:
             procs.stop_all()
+    load.append(os.getloadavg()[0])
     print_table(rows)
+    print(f"1-minute load average at start/end: {load[0]:.2f}/{load[1]:.2f} (this run itself adds about 3-4)")
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = results / f"gateway_overhead-{stamp}.json"
-    meta = {"duration_s": args.duration, "cpus": os.cpu_count(), "python": sys.version.split()[0], "when": stamp}
+    meta = {"duration_s": args.duration, "cpus": os.cpu_count(), "when": stamp, "loadavg": load}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {path}")
 
