@@ -150,13 +150,9 @@ class YunServer:
         if proc is None:
             return
         proc.send_signal(signal.SIGINT)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
-        else:
-            self.proc = None
-        self.kill9()  # no-op if it exited; also reaps any replica it left behind
+        self.kill9()  # whatever is left of the group (a stuck gateway, a replica it failed to stop)
 
     # -- APIs ----------------------------------------------------------------------------------
     def admin(self) -> httpx.Client:
