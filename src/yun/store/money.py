@@ -531,19 +531,6 @@ class MoneyRepository:
         return PeriodFigures(usage=usage, opening_balance=int(opening or 0), ledger_during=during)
 
 
-_ROLLUP_SUMS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "free_tokens",
-    "input_cost",
-    "cached_input_cost",
-    "output_cost",
-    "cost",
-)
-
-
 def _rollup_sums(c: Connection, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
     if group_by not in ("model_id", "day"):
         raise ValueError(f"cannot group rollups by {group_by!r}")
