@@ -58,6 +58,7 @@ async def _keep_in_sync(services: Services) -> None:
         try:
             await sync_deployments(services)
             await asyncio.to_thread(services.keys.flush_last_used)
+            await asyncio.to_thread(services.db.checkpoint)
             # A gateway that died and never came back leaves holds no request can still settle.
             await asyncio.to_thread(services.billing.recover, stale_after_s=stale_after)
         except Exception:  # noqa: BLE001 - a bad catalog row must not stop the loop that serves the rest
