@@ -15,9 +15,9 @@ Only one of them runs at a time: they would compete for the 2 cores.
 At each concurrency N, N httpx streaming clients each send `--rounds` requests back to back (at least 8
 requests per level: a single stream sends 8), with a fixed prompt, temperature 0, max_tokens and
 stream_options.include_usage. tokens/s = completion tokens (usage chunk) / wall time of the level.
-Also shown: median time to first token, and the share of the machine's CPU used by processes this program did
-not start (from /proc/stat minus its own process trees): llama.cpp
-runs 2 threads on 2 cores, so any other load stalls it. JSON goes to bench/results/.
+Also shown: median time to first token, and the share of the machine's CPU used by processes this
+program did not start (/proc/stat minus its own process trees): llama.cpp runs 2 threads on 2 cores,
+so any other load stalls it. JSON goes to bench/results/.
 """
 
 from __future__ import annotations
