@@ -62,7 +62,7 @@ def ceil_cost(tokens: int, per_mtok: int) -> int:
 
 
 def request(billing: BillingService, org: str, model: str, prompt: int, cached: int, completion: int) -> int:
-    hold = billing._reserve(f"req-{uuid.uuid4().hex}", org, "key-1", model, "chat", Estimate(prompt, completion))
+    hold = billing.reserve_now(f"req-{uuid.uuid4().hex}", org, "key-1", model, "chat", Estimate(prompt, completion))
     return settle(billing, hold, prompt, cached, completion)
 
 
@@ -129,7 +129,7 @@ def test_statement_has_exact_line_items_credits_and_balances(billing: BillingSer
 def test_price_change_mid_month_keeps_each_request_at_its_version(
     billing: BillingService, money: MoneyRepository
 ) -> None:
-    held_at_v1 = billing._reserve("req-old", "org-a", "key-1", "m-small", "chat", Estimate(1000, 500))
+    held_at_v1 = billing.reserve_now("req-old", "org-a", "key-1", "m-small", "chat", Estimate(1000, 500))
     v2 = money.add_price("m-small", 300_000_001, 900_000_000, 100_000_000)
     billing.invalidate()  # what the 2 s price cache does by itself in production
     request(billing, "org-a", "m-small", 1000, 100, 500)  # held and settled at v2

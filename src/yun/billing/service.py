@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +26,11 @@ log = logging.getLogger("yun.billing")
 _CACHE_TTL_S = 2.0
 CREDIT_KINDS = ("grant", "topup", "refund", "adjustment")
 DEFAULT_ORG_ALLOWANCE = "*"
+
+
+def _log_failed_write(done: Future[bool]) -> None:
+    if done.exception() is not None:
+        log.error("releasing an unused hold failed (stale-hold recovery will)", exc_info=done.exception())
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,6 @@ class Outcome:
 class BillingService:
     def __init__(self, db: Database, gateway_id: str) -> None:
         self.money = MoneyRepository(db)
-        # An embedded SQLite transaction (WAL, no fsync per commit) takes a fraction of a millisecond:
-        # running it on the event loop costs less than handing it to a thread and back. A networked
-        # database (PostgreSQL) would block the loop for a round trip, so it goes to worker threads.
-        self.inline = db.embedded
         self.gateway_id = gateway_id
         self._prices: dict[str, PriceRecord] = {}
         self._allowances: dict[tuple[str, str], int] = {}
@@ -93,43 +95,56 @@ class BillingService:
         return self._prices.get(model_id)
 
     # -- the request path ----------------------------------------------------------------------
-    def _reserve(
+    def _hold_request(
         self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
-    ) -> HoldRecord:
+    ) -> HoldRequest:
         price = self.price(model_id)
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
-        total = est.prompt_tokens + est.max_output_tokens
 
         def amount_for(free: int) -> int:
             # No cached tokens assumed: cached input is never dearer than input, so this is an upper bound.
             return charge(triple, est.prompt_tokens, 0, est.max_output_tokens, free).total
 
-        return self.money.reserve(
-            HoldRequest(
-                request_id=request_id,
-                org_id=org_id,
-                key_id=key_id,
-                model_id=model_id,
-                endpoint=endpoint,
-                gateway_id=self.gateway_id,
-                price_version=None if price is None else price.version,
-                free_tokens_wanted=total,
-                free_allowance=self.allowance(org_id, model_id),
-                month=datetime.now(UTC).strftime("%Y-%m"),
-                amount_for=amount_for,
-            )
+        return HoldRequest(
+            request_id=request_id,
+            org_id=org_id,
+            key_id=key_id,
+            model_id=model_id,
+            endpoint=endpoint,
+            gateway_id=self.gateway_id,
+            price_version=None if price is None else price.version,
+            free_tokens_wanted=est.prompt_tokens + est.max_output_tokens,
+            free_allowance=self.allowance(org_id, model_id),
+            month=datetime.now(UTC).strftime("%Y-%m"),
+            amount_for=amount_for,
         )
 
     async def reserve(
         self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
     ) -> HoldRecord:
         """Hold the request's maximum cost or raise QuotaExceeded, before any compute is spent."""
-        if self.inline:
-            return self._reserve(request_id, org_id, key_id, model_id, endpoint, est)
-        return await asyncio.to_thread(self._reserve, request_id, org_id, key_id, model_id, endpoint, est)
+        written = self.money.writer.reserve(self._hold_request(request_id, org_id, key_id, model_id, endpoint, est))
+        try:
+            return await asyncio.shield(asyncio.wrap_future(written))
+        except asyncio.CancelledError:
+            # The caller left (client gone) while the hold was being written: nobody will use it, so
+            # release it as soon as it lands instead of leaving it to stale-hold recovery.
+            written.add_done_callback(self._release_unused)
+            raise
 
-    def settle_now(self, hold: HoldRecord, out: Outcome) -> tuple[bool, int]:
-        """Settle once; returns (settled by this call, cost in nanodollars)."""
+    def reserve_now(
+        self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
+    ) -> HoldRecord:
+        """`reserve`, blocking (outside an event loop: tools, tests)."""
+        return self.money.reserve(self._hold_request(request_id, org_id, key_id, model_id, endpoint, est))
+
+    def _release_unused(self, written: Future[HoldRecord]) -> None:
+        if written.exception() is None:
+            _, done = self.settle(written.result(), Outcome("", 0, 0, 0, "aborted", 0.0, None))
+            done.add_done_callback(_log_failed_write)
+
+    def settlement(self, hold: HoldRecord, out: Outcome) -> SettleRecord:
+        """The charge for what happened, at the price version the request was held at."""
         price = None if hold.price_version is None else self._price_version(hold.model_id, hold.price_version)
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
         c = charge(triple, out.prompt_tokens, out.cached_tokens, out.completion_tokens, hold.free_tokens)
@@ -143,7 +158,7 @@ class BillingService:
             scale = hold.amount / c.total
             input_cost, cached_cost = int(input_cost * scale), int(cached_cost * scale)
             output_cost = hold.amount - input_cost - cached_cost
-        rec = SettleRecord(
+        return SettleRecord(
             replica=out.replica,
             prompt_tokens=out.prompt_tokens,
             completion_tokens=out.completion_tokens,
@@ -156,7 +171,18 @@ class BillingService:
             cached_input_cost=cached_cost,
             output_cost=output_cost,
         )
-        return self.money.settle(hold, rec), rec.cost
+
+    def settle(self, hold: HoldRecord, out: Outcome) -> tuple[int, Future[bool]]:
+        """Queue the settlement; returns its cost (nanodollars) and a future that completes once it is
+        committed (True) or found already settled (False). Once queued it is written whatever the
+        caller does next."""
+        rec = self.settlement(hold, out)
+        return rec.cost, self.money.writer.settle(hold, rec)
+
+    def settle_now(self, hold: HoldRecord, out: Outcome) -> tuple[bool, int]:
+        """Settle once, blocking; returns (settled by this call, cost in nanodollars)."""
+        cost, done = self.settle(hold, out)
+        return done.result(), cost
 
     # -- credits, prices, free tier (admin; off the request path) ---------------------------------
     def credit(

@@ -179,9 +179,9 @@ class Gateway:
     async def _close(self, call: _Call, status: str | None = None) -> None:
         """Settle once. Usage is the engine's own count; an error before any output bills nothing.
 
-        The settlement and the usage sinks run together in a worker thread that no cancellation can
-        stop: when a client goes away, the server cancels this coroutine (repeatedly, with anyio), but
-        the hold still gets settled and the metrics still see the request.
+        The settlement is queued to the money writer before the first await, so no cancellation can
+        stop it: when a client goes away, the server cancels this coroutine (repeatedly, with anyio),
+        but the hold still gets settled and the usage sinks (metrics) still see the request.
         """
         if call.settled:
             return
@@ -193,19 +193,7 @@ class Gateway:
         usage.latency_s = time.perf_counter() - call.started
         used = usage.prompt_tokens + usage.completion_tokens
         self._adjust_later(call.scopes, used - call.estimated_tokens)  # TPM counts what was really used
-        if self.billing.inline:
-            self._settle_sync(call)  # no await: nothing can interrupt it
-            return
-        job = asyncio.ensure_future(asyncio.to_thread(self._settle_sync, call))
-        try:
-            await asyncio.shield(job)
-        except asyncio.CancelledError:
-            job.add_done_callback(_log_failure)
-            raise
-
-    def _settle_sync(self, call: _Call) -> None:
-        usage = call.usage
-        _, usage.cost = self.billing.settle_now(
+        cost, written = self.billing.settle(
             call.hold,
             Outcome(
                 replica=usage.replica,
@@ -217,6 +205,14 @@ class Gateway:
                 ttft_s=usage.ttft_s,
             ),
         )
+        usage.cost = cost
+        done = asyncio.wrap_future(written)
+        done.add_done_callback(lambda d: self._settled(usage, d))
+        await asyncio.shield(done)  # if this coroutine is cancelled, the write still completes
+
+    def _settled(self, usage: Usage, done: asyncio.Future[bool]) -> None:
+        if done.exception() is not None:
+            log.error("settling %s failed (recovery settles its hold)", usage.request_id, exc_info=done.exception())
         for sink in self.sinks:
             try:
                 sink(usage)

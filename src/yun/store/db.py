@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from yun.store.money_path import MoneyWriter
+
 __all__ = ["Database", "ensure_sqlite_dir"]
 
 
@@ -67,8 +69,16 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.reader = self.engine
+        self._writer: MoneyWriter | None = None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
+
+    @property
+    def money_writer(self) -> MoneyWriter:
+        """The one group-committing writer of holds and settlements for this database (per process)."""
+        if self._writer is None:
+            self._writer = MoneyWriter(self)
+        return self._writer
 
     def session(self) -> Session:
         return self._sessions()
@@ -87,5 +97,7 @@ class Database:
                 raw.close()
 
     def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # what is queued is written before the connections go
         self.engine.dispose()
         self.reader.dispose()

@@ -1,6 +1,9 @@
 """Prices, credits, reservations and usage: the money tables, each change in one transaction.
 
-Invariants kept here (ARCHITECTURE.md, "Money invariants"):
+The request path's own writes (holds and settlements) are in `money_path.py`, group-committed by one
+writer thread; everything else (admin postings, prices, reports) is here.
+
+Invariants kept here and there (ARCHITECTURE.md, "Money invariants"):
 - `balances.balance` always equals the sum of the org's ledger entries: both change in one transaction.
 - `balance - held` never goes below zero: a hold is taken with a guarded UPDATE (`... WHERE balance - held
   >= :amount`), which is atomic on SQLite (one writer) and on PostgreSQL (row lock, re-checked after wait).
@@ -12,17 +15,17 @@ Row locks are always taken in the same order (free_usage, then balances) so Post
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, DateTime, Table, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Table, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from yun.errors import InvalidRequest, NotFound, QuotaExceeded
+from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
+from yun.store.money_path import ROLLUP_SUMS, HoldRecord, HoldRequest, SettleRecord
 from yun.store.orm import (
     BalanceRow,
     Base,
@@ -58,59 +61,6 @@ _FA, _FU = _t(FreeAllowanceRow), _t(FreeUsageRow)
 _O = _t(OrganizationRow)
 
 
-# -- the request path's statements, built once ----------------------------------------------------
-# Building SQLAlchemy expressions per request (and the `excluded` alias of an upsert) cost more CPU
-# than the database work itself; these plain statements run unchanged on SQLite and PostgreSQL
-# (both speak INSERT ... ON CONFLICT), and typed binds store timestamps exactly as the ORM does.
-_TS = DateTime(timezone=True)
-_SQL_ENSURE_BALANCE = text(
-    "INSERT INTO balances (org_id, balance, held) VALUES (:org, 0, 0) ON CONFLICT (org_id) DO NOTHING"
-)
-_SQL_HOLD = text("UPDATE balances SET held = held + :amount WHERE org_id = :org AND balance - held >= :amount")
-_SQL_RESERVE = text(
-    "INSERT INTO reservations (request_id, org_id, key_id, model_id, endpoint, amount, free_tokens, free_month,"
-    " price_version, gateway_id, created_at) VALUES (:request_id, :org, :key_id, :model_id, :endpoint, :amount,"
-    " :free_tokens, :free_month, :price_version, :gateway_id, :now)"
-).bindparams(bindparam("now", type_=_TS))
-_SQL_FLIP = text(
-    "UPDATE reservations SET settled_at = :now WHERE request_id = :request_id AND settled_at IS NULL"
-).bindparams(bindparam("now", type_=_TS))
-_SQL_FREE_SETTLE = text(
-    "UPDATE free_usage SET held = held - :held, used = used + :used"
-    " WHERE org_id = :org AND model_id = :model_id AND month = :month"
-)
-_SQL_CHARGE_BALANCE = text("UPDATE balances SET balance = balance - :cost, held = held - :amount WHERE org_id = :org")
-_SQL_CHARGE = text(
-    "INSERT INTO ledger_entries (org_id, kind, amount, reference, note, created_at)"
-    " VALUES (:org, 'charge', :amount, :request_id, :model_id, :now)"
-).bindparams(bindparam("now", type_=_TS))
-_SQL_USAGE = text(
-    "INSERT INTO usage_records (request_id, org_id, key_id, model_id, endpoint, replica, prompt_tokens,"
-    " completion_tokens, cached_tokens, free_tokens, status, latency_ms, ttft_ms, price_version, cost, created_at)"
-    " VALUES (:request_id, :org, :key_id, :model_id, :endpoint, :replica, :prompt_tokens, :completion_tokens,"
-    " :cached_tokens, :free_tokens, :status, :latency_ms, :ttft_ms, :price_version, :cost, :now)"
-).bindparams(bindparam("now", type_=_TS))
-_ROLLUP_SUMS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "free_tokens",
-    "input_cost",
-    "cached_input_cost",
-    "output_cost",
-    "cost",
-)
-# Built from the constant column names above, never from input.
-_SQL_ROLLUP = text(
-    "INSERT INTO usage_rollups (org_id, model_id, day, " + ", ".join(_ROLLUP_SUMS) + ") VALUES (:org, :model_id,"  # noqa: S608
-    " :day, "
-    + ", ".join(f":{k}" for k in _ROLLUP_SUMS)
-    + ") ON CONFLICT (org_id, model_id, day) DO UPDATE SET "
-    + ", ".join(f"{k} = usage_rollups.{k} + excluded.{k}" for k in _ROLLUP_SUMS)
-)
-
-
 @dataclass(frozen=True)
 class PriceRecord:
     model_id: str
@@ -119,55 +69,6 @@ class PriceRecord:
     output_per_mtok: int
     cached_input_per_mtok: int
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class HoldRequest:
-    request_id: str
-    org_id: str
-    key_id: str
-    model_id: str
-    endpoint: str
-    gateway_id: str
-    price_version: int | None
-    free_tokens_wanted: int
-    free_allowance: int
-    month: str
-    amount_for: Callable[[int], int]
-    """Money to hold given how many free tokens were granted."""
-
-
-@dataclass(frozen=True)
-class HoldRecord:
-    request_id: str
-    org_id: str
-    key_id: str
-    model_id: str
-    endpoint: str
-    amount: int
-    free_tokens: int
-    month: str | None
-    price_version: int | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class SettleRecord:
-    replica: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    free_tokens: int
-    status: str
-    latency_ms: int
-    ttft_ms: int | None
-    input_cost: int
-    cached_input_cost: int
-    output_cost: int
-
-    @property
-    def cost(self) -> int:
-        return self.input_cost + self.cached_input_cost + self.output_cost
 
 
 @dataclass(frozen=True)
@@ -191,6 +92,7 @@ def _upsert(conn: Connection) -> Any:
 class MoneyRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.writer = db.money_writer
 
     # -- prices --------------------------------------------------------------------------------
     def add_price(self, model_id: str, input_per_mtok: int, output_per_mtok: int, cached: int) -> PriceRecord:
@@ -315,131 +217,14 @@ class MoneyRepository:
             )
             return [dict(r._mapping) for r in rows]
 
-    # -- reservations --------------------------------------------------------------------------
+    # -- reservations (written by the group-committing writer in money_path.py) --------------------
     def reserve(self, req: HoldRequest) -> HoldRecord:
-        """Hold free tokens and money for one request, durably, or raise QuotaExceeded."""
-        now = _now()
-        with self._db.engine.begin() as c:
-            free = self._hold_free(c, req) if req.free_tokens_wanted > 0 and req.free_allowance > 0 else 0
-            amount = req.amount_for(free)
-            if amount > 0:
-                c.execute(_SQL_ENSURE_BALANCE, {"org": req.org_id})
-                if c.execute(_SQL_HOLD, {"amount": amount, "org": req.org_id}).rowcount != 1:
-                    # Leaving the `with` by exception rolls the free-token hold back too.
-                    raise QuotaExceeded(
-                        "You exceeded your current quota: the organization's credit balance does not cover this "
-                        "request's maximum cost. Add credits or lower max_tokens."
-                    )
-            c.execute(
-                _SQL_RESERVE,
-                {
-                    "request_id": req.request_id,
-                    "org": req.org_id,
-                    "key_id": req.key_id,
-                    "model_id": req.model_id,
-                    "endpoint": req.endpoint,
-                    "amount": amount,
-                    "free_tokens": free,
-                    "free_month": req.month if free else None,
-                    "price_version": req.price_version,
-                    "gateway_id": req.gateway_id,
-                    "now": now,
-                },
-            )
-        return HoldRecord(
-            req.request_id,
-            req.org_id,
-            req.key_id,
-            req.model_id,
-            req.endpoint,
-            amount,
-            free,
-            req.month if free else None,
-            req.price_version,
-            now,
-        )
-
-    def _hold_free(self, c: Connection, req: HoldRequest) -> int:
-        key = dict(org_id=req.org_id, model_id=req.model_id, month=req.month)
-        c.execute(_upsert(c)(_FU).values(**key, used=0, held=0).on_conflict_do_nothing())
-        where = and_(_FU.c.org_id == req.org_id, _FU.c.model_id == req.model_id, _FU.c.month == req.month)
-        row = c.execute(select(_FU.c.used, _FU.c.held).where(where)).one()
-        grant = max(0, min(req.free_tokens_wanted, req.free_allowance - int(row.used) - int(row.held)))
-        if grant == 0:
-            return 0
-        ok = c.execute(
-            update(_FU)
-            .where(where, _FU.c.used + _FU.c.held + grant <= req.free_allowance)
-            .values(held=_FU.c.held + grant)
-        ).rowcount
-        return grant if ok == 1 else 0
+        """Hold free tokens and money for one request, durably, or raise QuotaExceeded (blocking)."""
+        return self.writer.reserve(req).result()
 
     def settle(self, hold: HoldRecord, rec: SettleRecord) -> bool:
-        """Write the usage record and the charge and release the hold, once. Returns False if the
-        reservation was already settled (a retry, or recovery racing the request)."""
-        now = _now()
-        cost = rec.cost
-        with self._db.engine.begin() as c:
-            if c.execute(_SQL_FLIP, {"now": now, "request_id": hold.request_id}).rowcount != 1:
-                return False
-            org, model = hold.org_id, hold.model_id
-            if hold.free_tokens:
-                c.execute(
-                    _SQL_FREE_SETTLE,
-                    {
-                        "held": hold.free_tokens,
-                        "used": rec.free_tokens,
-                        "org": org,
-                        "model_id": model,
-                        "month": hold.month,
-                    },
-                )
-            if hold.amount or cost:
-                c.execute(_SQL_CHARGE_BALANCE, {"cost": cost, "amount": hold.amount, "org": org})
-            if cost:
-                c.execute(
-                    _SQL_CHARGE,
-                    {"org": org, "amount": -cost, "request_id": hold.request_id, "model_id": model, "now": now},
-                )
-            c.execute(
-                _SQL_USAGE,
-                {
-                    "request_id": hold.request_id,
-                    "org": org,
-                    "key_id": hold.key_id,
-                    "model_id": model,
-                    "endpoint": hold.endpoint,
-                    "replica": rec.replica[:240],
-                    "prompt_tokens": rec.prompt_tokens,
-                    "completion_tokens": rec.completion_tokens,
-                    "cached_tokens": rec.cached_tokens,
-                    "free_tokens": rec.free_tokens,
-                    "status": rec.status,
-                    "latency_ms": rec.latency_ms,
-                    "ttft_ms": rec.ttft_ms,
-                    "price_version": hold.price_version,
-                    "cost": cost,
-                    "now": now,
-                },
-            )
-            c.execute(
-                _SQL_ROLLUP,
-                {
-                    "org": org,
-                    "model_id": model,
-                    "day": now.strftime("%Y-%m-%d"),
-                    "requests": 1,
-                    "prompt_tokens": rec.prompt_tokens,
-                    "completion_tokens": rec.completion_tokens,
-                    "cached_tokens": rec.cached_tokens,
-                    "free_tokens": rec.free_tokens,
-                    "input_cost": rec.input_cost,
-                    "cached_input_cost": rec.cached_input_cost,
-                    "output_cost": rec.output_cost,
-                    "cost": cost,
-                },
-            )
-        return True
+        """Settle once (blocking); False if the reservation was already settled."""
+        return self.writer.settle(hold, rec).result()
 
     def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
         with self._db.reader.connect() as c:
@@ -538,9 +323,9 @@ def _rollup_sums(c: Connection, org_id: str, first_day: str, end_day: str, group
     # The primary key (org_id, model_id, day) bounds this to the org's rows; SUM is exact on integers
     # (PostgreSQL returns NUMERIC for SUM(BIGINT), hence the int()).
     rows = c.execute(
-        select(key, *(func.sum(getattr(_RU.c, k)).label(k) for k in _ROLLUP_SUMS))
+        select(key, *(func.sum(getattr(_RU.c, k)).label(k) for k in ROLLUP_SUMS))
         .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day < end_day)
         .group_by(key)
         .order_by(key)
     )
-    return [{group_by: r[0], **{k: int(v) for k, v in zip(_ROLLUP_SUMS, r[1:], strict=True)}} for r in rows]
+    return [{group_by: r[0], **{k: int(v) for k, v in zip(ROLLUP_SUMS, r[1:], strict=True)}} for r in rows]
