@@ -70,6 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     # Reservations this gateway left open when it last died are settled before it takes new work.
     await asyncio.to_thread(services.billing.recover)
+    # Holds and settlements of an embedded database are group-committed on this loop (see money_path).
+    services.db.money_writer.bind_loop(asyncio.get_running_loop())
     await sync_deployments(services)
     services.cluster.start_supervisor()
     syncer = asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")
