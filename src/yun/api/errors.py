@@ -28,7 +28,7 @@ from yun.errors import (
     YunError,
 )
 
-__all__ = ["error_response", "install_error_handlers", "validation_message"]
+__all__ = ["error_body", "error_response", "install_error_handlers", "validation_message", "validation_response"]
 
 log = logging.getLogger("yun.api")
 
@@ -60,6 +60,8 @@ def error_response(exc: YunError) -> JSONResponse:
             status, type_ = s, t
             break
     headers = {"Retry-After": "1"} if status == 503 else None
+    if status == 413:
+        headers = {"Connection": "close"}  # the rest of the body was never read
     if isinstance(exc, RateLimited):
         headers = dict(exc.headers)
         if math.isfinite(exc.retry_after_s):
@@ -82,6 +84,11 @@ def validation_message(errors: list[Any]) -> tuple[str, str | None]:
     return f"Invalid value for {where}{msg}{more}", param
 
 
+def validation_response(errors: list[Any]) -> JSONResponse:
+    message, param = validation_message(errors)
+    return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_yun(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, YunError)
@@ -89,8 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors() if isinstance(exc, RequestValidationError | ValidationError) else []
-        message, param = validation_message(list(errors))
-        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+        return validation_response(list(errors))
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi.responses import StreamingResponse
+from starlette.responses import StreamingResponse
 
 from yun.api.errors import error_body
 from yun.engines import JSON

@@ -1,20 +1,19 @@
-"""POST /v1/completions."""
+"""POST /v1/completions (served by the inference lane, see api/lane.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
-from yun.api.deps import CallerDep, GatewayDep, read_body
+from yun.api.lane import Call, parse
 from yun.api.openai.completions.protocol import CompletionRequest
 from yun.api.openai.wire import log_ignored
 from yun.api.sse import sse_response
 from yun.engines import JSON
 from yun.errors import UnsupportedParameter
 
-router = APIRouter()
+__all__ = ["completions"]
 
 
 def _prompts(req: CompletionRequest) -> list[Any]:
@@ -39,9 +38,9 @@ def _engine_body(req: CompletionRequest) -> JSON:
     return body
 
 
-@router.post("/v1/completions")
-async def completions(request: Request, principal: CallerDep, gateway: GatewayDep) -> Response:
-    req = await read_body(request, CompletionRequest)
+async def completions(call: Call) -> Response:
+    req = parse(call, CompletionRequest)
+    gateway, principal = call.gateway, call.principal
     log_ignored(req)
     body, prompts = _engine_body(req), _prompts(req)
     headers: dict[str, str] = {}

@@ -1,21 +1,20 @@
-"""POST /v1/embeddings."""
+"""POST /v1/embeddings (served by the inference lane, see api/lane.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from starlette.responses import JSONResponse
 
-from yun.api.deps import CallerDep, GatewayDep, read_body
+from yun.api.lane import Call, parse
 from yun.api.openai.embeddings.protocol import EmbeddingRequest
 from yun.api.openai.wire import log_ignored
 from yun.errors import UnsupportedParameter
 
-router = APIRouter()
+__all__ = ["embeddings"]
 
 
-@router.post("/v1/embeddings")
-async def embeddings(request: Request, principal: CallerDep, gateway: GatewayDep) -> JSONResponse:
-    req = await read_body(request, EmbeddingRequest)
+async def embeddings(call: Call) -> JSONResponse:
+    req = parse(call, EmbeddingRequest)
+    gateway, principal = call.gateway, call.principal
     log_ignored(req)
     native = gateway.deployment(req.model, "embedding", principal).spec.dimensions
     body: dict[str, object] = {"input": req.input}
