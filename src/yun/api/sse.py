@@ -1,43 +1,92 @@
-"""Server-sent events for streamed completions."""
+"""Responses of the inference lane: JSON bodies and server-sent events for streamed completions."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
-from starlette.responses import StreamingResponse
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from yun.api.errors import error_body
 from yun.engines import JSON
 from yun.errors import YunError
 
-__all__ = ["sse_response"]
+__all__ = ["EventStream", "FastJSONResponse", "sse_response"]
 
 log = logging.getLogger("yun.api")
 
 
+class FastJSONResponse(Response):
+    """A JSON response rendered by orjson (compact, UTF-8; several times cheaper than the json module)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _event(data: JSON) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-async def sse_response(chunks: AsyncIterator[JSON], headers: dict[str, str] | None = None) -> StreamingResponse:
+class EventStream(Response):
+    """`text/event-stream` of completion chunks, ending with `data: [DONE]`.
+
+    While it streams, a watcher waits for the client to disconnect and then cancels the stream, so the
+    engine request is closed (llama.cpp stops generating) and the gateway bills what was generated.
+    An error after the stream has started is sent as an error event (the status is already 200).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, first: JSON | None, chunks: AsyncIterator[JSON], headers: Mapping[str, str]) -> None:
+        self._first = first
+        self._chunks = chunks
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", **headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            me.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            try:
+                if self._first is not None:
+                    await send({"type": "http.response.body", "body": _event(self._first), "more_body": True})
+                async for chunk in self._chunks:
+                    await send({"type": "http.response.body", "body": _event(chunk), "more_body": True})
+            except YunError as exc:
+                error = _event(error_body(exc.message, "server_error", exc.param, exc.code))
+                await send({"type": "http.response.body", "body": error, "more_body": True})
+            # After the last body message the server reports "disconnect" to receive(): stop watching first.
+            watcher.cancel()
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        except asyncio.CancelledError:
+            if gone and me.uncancel() == 0:
+                return  # the client left; the gateway settled what the engine generated
+            raise
+        finally:
+            watcher.cancel()
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def sse_response(chunks: AsyncIterator[JSON], headers: dict[str, str] | None = None) -> EventStream:
     """Start streaming only after the first chunk arrived, so that errors before any output (unknown
     model, prompt too long, no healthy replica) still get a proper HTTP status instead of a 200 stream."""
     first = await anext(chunks, None)
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            if first is not None:
-                yield _event(first)
-            async for chunk in chunks:
-                yield _event(chunk)
-        except YunError as exc:
-            yield _event(error_body(exc.message, "server_error", exc.param, exc.code))
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **(headers or {})}
-    )
+    return EventStream(first, chunks, headers or {})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from yun.api.lane import Call, parse
 from yun.api.openai.chat.protocol import ChatCompletionRequest
 from yun.api.openai.chat.service import engine_body
 from yun.api.openai.wire import log_ignored
-from yun.api.sse import sse_response
+from yun.api.sse import FastJSONResponse, sse_response
 
 __all__ = ["chat_completions"]
 
@@ -21,4 +21,4 @@ async def chat_completions(call: Call) -> Response:
     if req.stream:
         chunks = await call.gateway.chat_stream(call.principal, req.model, body, req.include_usage, headers)
         return await sse_response(chunks, headers)
-    return JSONResponse(await call.gateway.chat(call.principal, req.model, body, headers), headers=headers)
+    return FastJSONResponse(await call.gateway.chat(call.principal, req.model, body, headers), headers=headers)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from yun.api.lane import Call, parse
 from yun.api.openai.completions.protocol import CompletionRequest
 from yun.api.openai.wire import log_ignored
-from yun.api.sse import sse_response
+from yun.api.sse import FastJSONResponse, sse_response
 from yun.engines import JSON
 from yun.errors import UnsupportedParameter
 
@@ -47,4 +47,4 @@ async def completions(call: Call) -> Response:
     if req.stream:
         chunks = await gateway.completions_stream(principal, req.model, body, prompts, req.include_usage, headers)
         return await sse_response(chunks, headers)
-    return JSONResponse(await gateway.completions(principal, req.model, body, prompts, headers), headers=headers)
+    return FastJSONResponse(await gateway.completions(principal, req.model, body, prompts, headers), headers=headers)

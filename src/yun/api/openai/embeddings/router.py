@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
-
 from yun.api.lane import Call, parse
 from yun.api.openai.embeddings.protocol import EmbeddingRequest
 from yun.api.openai.wire import log_ignored
+from yun.api.sse import FastJSONResponse
 from yun.errors import UnsupportedParameter
 
 __all__ = ["embeddings"]
 
 
-async def embeddings(call: Call) -> JSONResponse:
+async def embeddings(call: Call) -> FastJSONResponse:
     req = parse(call, EmbeddingRequest)
     gateway, principal = call.gateway, call.principal
     log_ignored(req)
@@ -27,4 +26,4 @@ async def embeddings(call: Call) -> JSONResponse:
         )
     headers: dict[str, str] = {}
     data = await gateway.embeddings(principal, req.model, body, req.encoding_format, headers)
-    return JSONResponse(data, headers=headers)
+    return FastJSONResponse(data, headers=headers)
