@@ -5,7 +5,9 @@ Run (about 2.5 minutes; needs `wrk`: apt-get install -y wrk):
 
 What it does, following /work/shared/BENCH.md:
 - core 0: bench/fake_upstream.py and the load generator `wrk` (Lua script for POST bodies);
-  core 1: `yun serve --no-default-models` (fresh temp data dir, model "fake" -> the fake upstream).
+  core 1: `yun serve --no-default-models` (fresh temp data dir, model "fake" -> the fake upstream),
+  called with an organization key that has RPM/TPM limits, credits and a price for "fake": every
+  request takes the full path (auth, rate limits, credit hold, metering, charge).
 - Both cores are kept awake by SCHED_IDLE busy loops, so wake-up latency does not hide small overheads.
 - For stream and non-stream, at each concurrency (`wrk -t1 -cN`), the upstream is measured directly and
   then through Yun, back to back in the same run.
@@ -160,6 +162,23 @@ def start_yun(procs: Processes, tmp: Path, upstream: str, port: int) -> tuple[su
     return yun, match.group(0)
 
 
+def yun_org_key(base: str, admin_key: str) -> tuple[str, str]:
+    """An organization with credits, a price for "fake" and a key with RPM/TPM limits: (org id, key secret)."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10) as c:
+
+        def call(method: str, path: str, body: dict) -> dict:
+            r = c.request(method, path, json=body)
+            if r.status_code >= 300:
+                raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
+            return r.json()
+
+        org = call("POST", "/admin/orgs", {"name": "bench"})["id"]
+        call("POST", f"/admin/orgs/{org}/credits", {"amount": "1000000"})
+        call("PUT", "/admin/prices/fake", {"input": "0.1", "output": "0.2"})
+        key = call("POST", f"/admin/orgs/{org}/keys", {"name": "bench", "rpm_limit": 10_000_000, "tpm_limit": 10**9})
+        return org, key["secret"]
+
+
 def sanity_check(base: str, key: str) -> None:
     """One request of each kind through Yun, so a broken path fails loudly instead of timing errors."""
     headers = {"Authorization": f"Bearer {key}"}
@@ -263,7 +282,10 @@ def main() -> None:
             procs.start(0, [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port)], tmp / "upstream.log")
             upstream = f"http://127.0.0.1:{up_port}"
             wait_until(lambda: httpx.get(f"{upstream}/health", timeout=2).status_code == 200, "fake upstream")
-            yun, key = start_yun(procs, tmp, upstream, yun_port)
+            yun, admin_key = start_yun(procs, tmp, upstream, yun_port)
+            # The full request path: an organization key with RPM/TPM limits, credits and a price, so every
+            # request is authenticated, rate-limited, holds credit, and is metered and charged.
+            _, key = yun_org_key(f"http://127.0.0.1:{yun_port}", admin_key)
             sanity_check(f"http://127.0.0.1:{yun_port}", key)
             script = tmp / "post.lua"
             script.write_text(WRK_LUA)

@@ -49,6 +49,7 @@ from gateway_overhead import (
     start_yun,
     tree_cpu_seconds,
     wait_until,
+    yun_org_key,
 )
 
 LITELLM_VENV = BENCH / ".venv-litellm"
@@ -115,23 +116,6 @@ def start_litellm(procs: Processes, exe: Path, tmp: Path, upstream: str, port: i
 
     wait_until(ready, "litellm /health/liveliness", timeout=180)
     return proc, master_key
-
-
-def yun_org_key(base: str, admin_key: str) -> tuple[str, str]:
-    """An organization with credits, a price for "fake" and a key with RPM/TPM limits: (org id, key secret)."""
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10) as c:
-
-        def call(method: str, path: str, body: dict) -> dict:
-            r = c.request(method, path, json=body)
-            if r.status_code >= 300:
-                raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
-            return r.json()
-
-        org = call("POST", "/admin/orgs", {"name": "bench"})["id"]
-        call("POST", f"/admin/orgs/{org}/credits", {"amount": "1000000"})
-        call("PUT", "/admin/prices/fake", {"input": "0.1", "output": "0.2"})
-        key = call("POST", f"/admin/orgs/{org}/keys", {"name": "bench", "rpm_limit": 10_000_000, "tpm_limit": 10**9})
-        return org, key["secret"]
 
 
 def yun_balance(base: str, admin_key: str, org: str) -> float:

@@ -19,6 +19,8 @@ __all__ = ["lifespan", "spec_for", "sync_deployments"]
 
 log = logging.getLogger("yun")
 
+_CHECKPOINT_EVERY_S = 0.25
+
 
 def spec_for(m: ModelRecord, context_per_slot: int) -> ReplicaSpec:
     kind: Literal["chat", "embedding"] = "embedding" if m.kind == "embedding" else "chat"
@@ -58,11 +60,21 @@ async def _keep_in_sync(services: Services) -> None:
         try:
             await sync_deployments(services)
             await asyncio.to_thread(services.keys.flush_last_used)
-            await asyncio.to_thread(services.db.checkpoint)
             # A gateway that died and never came back leaves holds no request can still settle.
             await asyncio.to_thread(services.billing.recover, stale_after_s=stale_after)
         except Exception:  # noqa: BLE001 - a bad catalog row must not stop the loop that serves the rest
             log.exception("catalog sync failed")
+
+
+async def _checkpoint(services: Services) -> None:
+    """Small, frequent WAL checkpoints in a worker thread: each copies a fraction of a second's pages.
+    Rare big ones ran on the gateway's core for a few hundred ms and stalled requests meanwhile."""
+    while True:
+        await asyncio.sleep(_CHECKPOINT_EVERY_S)
+        try:
+            await asyncio.to_thread(services.db.checkpoint)
+        except Exception:  # noqa: BLE001 - the next run tries again; the WAL keeps the data meanwhile
+            log.exception("WAL checkpoint failed")
 
 
 @contextlib.asynccontextmanager
@@ -74,7 +86,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.db.money_writer.bind_loop(asyncio.get_running_loop())
     await sync_deployments(services)
     services.cluster.start_supervisor()
-    syncer = asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")
+    tasks = [asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")]
+    if services.db.embedded:
+        tasks.append(asyncio.create_task(_checkpoint(services), name="yun-wal-checkpoint"))
     # Everything built so far (libraries, app, services) lives for the whole process: move it out of
     # the cyclic collector's reach, so full collections scan only per-request garbage. Without this,
     # gen-2 collections over the start-up heap showed up as tens-of-ms stalls in the latency tail.
@@ -83,9 +97,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        syncer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await syncer
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await services.cluster.stop()
         await asyncio.to_thread(services.keys.flush_last_used)
         services.db.dispose()

@@ -21,6 +21,13 @@ def ensure_sqlite_dir(url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _sqlite_begin_immediate(conn: Any) -> None:
     # Take the write lock at BEGIN: a deferred transaction that reads and then writes fails with
     # "database is locked" (no busy wait) when another writer got in between, which under load
@@ -87,14 +94,26 @@ class Database:
         """For lookups that write nothing: on SQLite they then never take (or wait for) the write lock."""
         return self._read_sessions()
 
-    def checkpoint(self) -> None:
-        """Fold the SQLite WAL back into the database (PASSIVE: never blocks writers). No-op elsewhere."""
-        if self.embedded:
-            raw = self.reader.raw_connection()  # outside any transaction, so it can reach the WAL's end
-            try:
-                raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                raw.close()
+    def checkpoint(self, wal_limit_bytes: int = 64 << 20) -> None:
+        """Fold the SQLite WAL back into the database. No-op elsewhere. Called often (every fraction of a
+        second) from a background thread, so each run copies only the pages changed since the last one.
+
+        PASSIVE never blocks the writer, but under constant load it never catches up with it either, and
+        SQLite only rewinds the WAL after a checkpoint that did: the file would grow without end. So once
+        it is over `wal_limit_bytes`, one TRUNCATE checkpoint (which waits for, then briefly holds, the
+        write lock) copies the few frames left and empties it.
+        """
+        if not self.embedded:
+            return
+        raw = self.reader.raw_connection()  # outside any transaction, so it can reach the WAL's end
+        try:
+            cur = raw.cursor()
+            cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:" and _size(Path(path + "-wal")) > wal_limit_bytes:
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
 
     def dispose(self) -> None:
         if self._writer is not None:

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -133,18 +145,28 @@ class LedgerRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     kind: Mapped[str] = mapped_column(String(20))  # grant | topup | charge | refund | adjustment
     amount: Mapped[int] = mapped_column(BigInteger)
     reference: Mapped[str] = mapped_column(String(80))
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ReservationRow(Base):
     """The durable hold written before the engine runs; settled exactly once (by the request or at recovery)."""
 
     __tablename__ = "reservations"
+    # Recovery reads open holds only: a partial index stays small however many requests were settled.
+    __table_args__ = (
+        Index(
+            "ix_reservations_open",
+            "gateway_id",
+            "created_at",
+            sqlite_where=text("settled_at IS NULL"),
+            postgresql_where=text("settled_at IS NULL"),
+        ),
+    )
 
     request_id: Mapped[str] = mapped_column(String(80), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
@@ -155,9 +177,9 @@ class ReservationRow(Base):
     free_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     free_month: Mapped[str | None] = mapped_column(String(7), nullable=True)
     price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    gateway_id: Mapped[str] = mapped_column(String(200), index=True)
+    gateway_id: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UsageRow(Base):
