@@ -183,6 +183,36 @@ def test_tool_calls(client: openai.OpenAI, stream: bool) -> None:
     assert "21" in (follow.choices[0].message.content or "")
 
 
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "description": "Get the current time", "parameters": {"type": "object"}},
+}
+
+
+@pytest.mark.parametrize(
+    "choice",
+    ["required", {"type": "function", "function": {"name": "get_weather"}}],
+    ids=["required", "named"],
+)
+def test_tool_choice_forces_a_call(client: openai.OpenAI, choice: object) -> None:
+    """A prompt that needs no tool still gets a parsed tool call when tool_choice demands one."""
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Say hello to me, in Paris."}],
+        tools=[TIME_TOOL, WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice=choice,  # type: ignore[arg-type]
+        max_tokens=60,
+        temperature=0,
+    )
+    choice_ = r.choices[0]
+    assert choice_.finish_reason == "tool_calls", choice_
+    calls = choice_.message.tool_calls or []
+    assert calls and calls[0].function is not None
+    names = {"get_weather"} if isinstance(choice, dict) else {"get_weather", "get_time"}
+    assert calls[0].function.name in names
+    assert isinstance(json.loads(calls[0].function.arguments or "{}"), dict)
+
+
 def test_json_mode(client: openai.OpenAI) -> None:
     schema = {"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]}
     r = client.chat.completions.create(

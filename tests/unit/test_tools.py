@@ -76,3 +76,23 @@ def test_stream_buffer_waits_on_a_partial_opener() -> None:
     assert buf.feed("_call>") == ""
     assert buf.feed('{"name": "search", "arguments": {"q": "x"}}</tool_call>') == ""
     assert buf.finish()[1] is not None
+
+
+def test_forced_tool_choice_becomes_a_schema_of_one_permitted_call() -> None:
+    from yun.engines.forced_tools import force_tool_call
+
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    clock = {"type": "function", "function": {"name": "get_time"}}
+    body = {"messages": [], "tools": [weather, clock]}
+    assert force_tool_call({**body, "tool_choice": "auto"}) == {**body, "tool_choice": "auto"}
+    assert force_tool_call(body) == body
+
+    required = force_tool_call({**body, "tool_choice": "required"})
+    assert required["tool_choice"] == "auto" and required["tools"] == [weather, clock]
+    options = required["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert [o["properties"]["name"]["const"] for o in options] == ["get_weather", "get_time"]
+    assert options[1]["properties"]["arguments"] == {"type": "object"}  # no parameters: any object
+
+    named = force_tool_call({**body, "tool_choice": {"type": "function", "function": {"name": "get_time"}}})
+    schema = named["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["name"] == {"const": "get_time"} and schema["additionalProperties"] is False

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from yun.engines.base import JSON
+from yun.engines.forced_tools import force_tool_call
 from yun.errors import (
     ContextLengthExceeded,
     EngineFailure,
@@ -95,7 +97,7 @@ class OpenAIHTTPEngine:
                 connector=aiohttp.TCPConnector(
                     limit=self._max_connections, limit_per_host=self._max_connections, keepalive_timeout=2.0
                 ),
-                json_serialize=lambda obj: json.dumps(obj, separators=(",", ":"), ensure_ascii=False),
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
                 trust_env=False,
             )
         return self._session
@@ -105,7 +107,8 @@ class OpenAIHTTPEngine:
             return body
         if body.get("tools"):
             # llama.cpp's own tool-call parser drops characters of Qwen2.5's calls; the gateway parses them.
-            body = {**body, "parse_tool_calls": False}
+            # Without it llama.cpp does not force a call for tool_choice "required"/named: a schema does.
+            body = {**force_tool_call(body), "parse_tool_calls": False}
         if stream:
             # Every chunk then carries the engine's running token counts, so a stream cut short by the
             # client is billed by the engine's own count of what it generated.
@@ -126,7 +129,7 @@ class OpenAIHTTPEngine:
             raise EngineFailure(f"engine {self.name} dropped the request") from exc
         _raise_for(status, raw, self.name)
         try:
-            data: JSON = json.loads(raw)
+            data: JSON = orjson.loads(raw)
         except ValueError as exc:
             raise EngineFailure(f"engine {self.name} returned invalid JSON") from exc
         return data
@@ -144,7 +147,7 @@ class OpenAIHTTPEngine:
                     if payload == b"[DONE]":
                         return
                     try:
-                        event = json.loads(payload)
+                        event = orjson.loads(payload)
                     except ValueError as exc:
                         raise EngineFailure(f"engine {self.name} sent a malformed event") from exc
                     if isinstance(event, dict) and "error" in event and "choices" not in event:
