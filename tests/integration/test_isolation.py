@@ -34,6 +34,12 @@ async def test_foreign_keys_cannot_reach_another_tenant(yun: Harness) -> None:
     assert {k["org_id"] for k in b_keys} == {org_b} and a_key_id not in {k["id"] for k in b_keys}
     records = (await yun.http.get("/v1/organization/usage/records", headers=hb)).json()["data"]
     assert a_request not in {r["request_id"] for r in records} and records == []
+    # Another tenant's request id is no paging cursor: refused, and nothing of A's leaks through it.
+    r = await yun.http.get(f"/v1/organization/usage/records?after={a_request}", headers=hb)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "after"
+    page = (await yun.http.get("/v1/organization/usage/records?limit=1", headers=ha)).json()
+    assert [x["request_id"] for x in page["data"]] == [a_request] and page["last_id"] == a_request
+    assert page["has_more"] is False
     usage = (await yun.http.get("/v1/organization/usage", headers=hb)).json()
     assert usage["org_id"] == org_b and usage["data"] == []
     balance = (await yun.http.get("/v1/organization/balance", headers=hb)).json()

@@ -145,7 +145,7 @@ def test_price_change_mid_month_keeps_each_request_at_its_version(
         ("m-small", "output_tokens"): (1000, v1_out + v2_out),
     }
     assert s.reconciled
-    by_request = {r["request_id"]: r for r in UsageQueries(money).records("org-a")}
+    by_request = {r["request_id"]: r for r in UsageQueries(money).records("org-a")[0]}
     assert by_request["req-old"]["price_version"] == v2.version - 1
     assert by_request["req-old"]["cost_nanodollars"] == v1_in + v1_cached + v1_out
     new = next(r for k, r in by_request.items() if k != "req-old")
@@ -291,15 +291,37 @@ def test_usage_records_page_newest_first(billing: BillingService, money: MoneyRe
     request(billing, "org-b", "m-small", 7, 0, 7)
     usage = UsageQueries(money)
 
-    first = usage.records("org-a", limit=2)
-    assert [r["prompt_tokens"] for r in first] == [300, 200]
+    first, more = usage.records("org-a", limit=2)
+    assert [r["prompt_tokens"] for r in first] == [300, 200] and more
     assert [r["cost_nanodollars"] for r in first] == [costs[2], costs[1]]
     assert first[0]["cost_usd"] == format_usd(costs[2]) and "replica" not in first[0]
-    created = datetime.fromisoformat(first[-1]["created_at"])
-    assert created.utcoffset() == timedelta(0)
-    rest = usage.records("org-a", limit=2, before=created)
-    assert [r["prompt_tokens"] for r in rest] == [100]
-    assert [r["prompt_tokens"] for r in usage.records("org-b")] == [7]
+    assert datetime.fromisoformat(first[-1]["created_at"]).utcoffset() == timedelta(0)
+    rest, more = usage.records("org-a", limit=2, after=first[-1]["request_id"])
+    assert [r["prompt_tokens"] for r in rest] == [100] and not more
+    assert [r["prompt_tokens"] for r in usage.records("org-b")[0]] == [7]
+    with pytest.raises(NotFound):  # another org's record is no cursor here
+        usage.records("org-a", after=usage.records("org-b")[0][0]["request_id"])
+
+
+def test_usage_records_sharing_a_timestamp_page_without_gaps(
+    db: Database, billing: BillingService, money: MoneyRepository
+) -> None:
+    """Keyset paging on (created_at, request_id): a page boundary inside a run of equal timestamps
+    neither skips nor repeats a record."""
+    for i in range(7):
+        request(billing, "org-a", "m-small", 10 + i, 0, 1)
+    with db.engine.begin() as c:
+        c.execute(update(UsageRow.__table__).values(created_at=datetime(2026, 11, 2, tzinfo=UTC)))
+    usage = UsageQueries(money)
+    seen: list[str] = []
+    after = None
+    while True:
+        page, more = usage.records("org-a", limit=3, after=after)
+        seen += [r["request_id"] for r in page]
+        if not more:
+            break
+        after = page[-1]["request_id"]
+    assert len(seen) == len(set(seen)) == 7
 
 
 @pytest.mark.parametrize(
@@ -309,7 +331,6 @@ def test_usage_records_page_newest_first(billing: BillingService, money: MoneyRe
         lambda u: u.summary("org-a", datetime.now(UTC).date(), datetime.now(UTC).date() - timedelta(days=1)),
         lambda u: u.summary("org-a", datetime.now(UTC).date(), datetime.now(UTC).date(), "week"),
         lambda u: u.records("org-a", limit=0),
-        lambda u: u.records("org-a", before=datetime(2026, 1, 1)),  # noqa: DTZ001 - naive on purpose
     ],
 )
 def test_usage_queries_refuse_bad_arguments(money: MoneyRepository, call: Callable[[UsageQueries], object]) -> None:

@@ -113,16 +113,12 @@ class UsageQueries:
             for r in rows
         ]
 
-    def records(self, org_id: str, limit: int = 100, before: datetime | None = None) -> list[dict[str, Any]]:
-        """One page of the org's usage records, newest first. For the next page pass the last record's
-        `created_at` as `before`. Records settled in the same microsecond as a page boundary can fall
-        between two pages: the store pages on the timestamp alone."""
+    def records(self, org_id: str, limit: int = 100, after: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the org's usage records, newest first, and whether more follow. For the next page
+        pass the last record's `request_id` as `after` (NotFound if it is not one of the org's records)."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
-        if before is not None:
-            if before.tzinfo is None:
-                raise ValueError("before must be timezone-aware")
-            before = before.astimezone(UTC)
+        rows = self._money.usage_records(org_id, limit=limit + 1, after=after)
         return [
             {
                 **{k: r[k] for k in _RECORD_FIELDS},
@@ -130,5 +126,5 @@ class UsageQueries:
                 "cost_usd": format_usd(int(r["cost"])),
                 "created_at": _utc(r["created_at"]).isoformat(),
             }
-            for r in self._money.usage_records(org_id, limit=limit, before=before)
-        ]
+            for r in rows[:limit]
+        ], len(rows) > limit

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -260,12 +260,21 @@ class MoneyRepository:
             )
             return [dict(r._mapping) for r in rows]
 
-    def usage_records(self, org_id: str, limit: int = 100, before: datetime | None = None) -> list[dict[str, Any]]:
+    def usage_records(self, org_id: str, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+        """Newest first, ordered by (created_at, request_id) so that records settled in the same instant
+        have an order too; `after` is the request id of the previous page's last record (keyset paging:
+        no record is skipped or repeated, however many share a timestamp). Raises NotFound if `after`
+        is not one of this org's records."""
         with self._db.reader.connect() as c:
             q = select(_U).where(_U.c.org_id == org_id)
-            if before is not None:
-                q = q.where(_U.c.created_at < before)
-            rows = c.execute(q.order_by(_U.c.created_at.desc()).limit(limit))
+            if after is not None:
+                mark = c.execute(
+                    select(_U.c.created_at).where(_U.c.org_id == org_id, _U.c.request_id == after)
+                ).scalar()
+                if mark is None:
+                    raise NotFound(f"no usage record {after!r} to page after")
+                q = q.where(tuple_(_U.c.created_at, _U.c.request_id) < tuple_(mark, after))
+            rows = c.execute(q.order_by(_U.c.created_at.desc(), _U.c.request_id.desc()).limit(limit))
             return [dict(r._mapping) for r in rows]
 
     def usage_totals(self, org_id: str) -> dict[str, int]:

@@ -117,11 +117,24 @@ async def usage(
 
 @router.get("/usage/records")
 async def usage_records(
-    principal: PrincipalDep, services: ServicesDep, limit: int = Query(default=100, ge=1, le=1000)
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: int = Query(default=100, ge=1, le=1000),
+    after: str | None = Query(default=None, max_length=80),
 ) -> dict[str, Any]:
+    """Newest first; pass `last_id` as `after` for the next page while `has_more` is true."""
     require_role(principal, USAGE_ROLES, "read usage")
-    rows = await asyncio.to_thread(services.usage.records, principal.org_id, limit, None)
-    return {"object": "list", "data": rows}
+    try:
+        page, more = await asyncio.to_thread(services.usage.records, principal.org_id, limit, after)
+    except NotFound as exc:  # a foreign or unknown record id is not a cursor (and reveals nothing)
+        raise InvalidRequest(exc.message, param="after") from exc
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["request_id"] if page else None,
+        "last_id": page[-1]["request_id"] if page else None,
+        "has_more": more,
+    }
 
 
 @router.get("/statements/{month}")
