@@ -33,8 +33,15 @@ def _event(data: JSON) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
+def _events(batch: list[JSON]) -> bytes:
+    if len(batch) == 1:
+        return b"data: " + orjson.dumps(batch[0]) + b"\n\n"
+    return b"".join([b"data: " + orjson.dumps(data) + b"\n\n" for data in batch])
+
+
 class EventStream(Response):
-    """`text/event-stream` of completion chunks, ending with `data: [DONE]`.
+    """`text/event-stream` of completion chunks, ending with `data: [DONE]`. Chunks come in batches (the
+    engine's, see `Engine.stream`); each batch goes out in one write, as soon as it is there.
 
     While it streams, a watcher waits for the client to disconnect and then cancels the stream, so the
     engine request is closed (llama.cpp stops generating) and the gateway bills what was generated.
@@ -43,7 +50,7 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, first: JSON | None, chunks: AsyncIterator[JSON], headers: Mapping[str, str]) -> None:
+    def __init__(self, first: list[JSON] | None, chunks: AsyncIterator[list[JSON]], headers: Mapping[str, str]) -> None:
         self._first = first
         self._chunks = chunks
         self.status_code = 200
@@ -67,9 +74,9 @@ class EventStream(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
                 if self._first is not None:
-                    await send({"type": "http.response.body", "body": _event(self._first), "more_body": True})
-                async for chunk in self._chunks:
-                    await send({"type": "http.response.body", "body": _event(chunk), "more_body": True})
+                    await send({"type": "http.response.body", "body": _events(self._first), "more_body": True})
+                async for batch in self._chunks:
+                    await send({"type": "http.response.body", "body": _events(batch), "more_body": True})
             except YunError as exc:
                 error = _event(error_body(exc.message, "server_error", exc.param, exc.code))
                 await send({"type": "http.response.body", "body": error, "more_body": True})
@@ -85,7 +92,7 @@ class EventStream(Response):
             await self._chunks.aclose()  # type: ignore[attr-defined]
 
 
-async def sse_response(chunks: AsyncIterator[JSON], headers: dict[str, str] | None = None) -> EventStream:
+async def sse_response(chunks: AsyncIterator[list[JSON]], headers: dict[str, str] | None = None) -> EventStream:
     """Start streaming only after the first chunk arrived, so that errors before any output (unknown
     model, prompt too long, no healthy replica) still get a proper HTTP status instead of a 200 stream."""
     first = await anext(chunks, None)

@@ -30,8 +30,11 @@ class Engine(Protocol):
         """POST `body` to `path` (for example `/v1/chat/completions`) and return the JSON answer."""
         ...
 
-    def stream(self, path: str, body: JSON) -> AsyncIterator[JSON]:
-        """POST a streaming request and yield each server-sent event's JSON payload until `[DONE]`.
+    def stream(self, path: str, body: JSON) -> AsyncIterator[list[JSON]]:
+        """POST a streaming request and yield the server-sent events' JSON payloads until `[DONE]`, in
+        batches: each batch holds the events that had arrived when the previous one was taken, in order,
+        and is never empty. An engine producing tokens one at a time gives batches of one, as soon as each
+        arrives; a burst (a fast upstream, a slow client) is relayed with one write instead of one per event.
 
         Closing the iterator early (client went away) must cancel the engine's work.
         """

@@ -134,25 +134,26 @@ class OpenAIHTTPEngine:
             raise EngineFailure(f"engine {self.name} returned invalid JSON") from exc
         return data
 
-    async def stream(self, path: str, body: JSON) -> AsyncIterator[JSON]:
+    async def stream(self, path: str, body: JSON) -> AsyncIterator[list[JSON]]:
         body = self._adapt(body, stream=True)
         try:
             async with self._client().post(self.base_url + path, json=body) as response:
                 if response.status >= 400:
                     _raise_for(response.status, await response.read(), self.name)
-                async for line in response.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
+                rest = b""
+                # Whatever bytes have arrived, at once: a batch per read, not an await per line.
+                async for data in response.content.iter_any():
+                    lines = (rest + data).split(b"\n") if rest else data.split(b"\n")
+                    rest = lines.pop()  # the part after the last newline: an unfinished line, or b""
+                    batch, done = self._events(lines)
+                    if batch:
+                        yield batch
+                    if done:
                         return
-                    try:
-                        event = orjson.loads(payload)
-                    except ValueError as exc:
-                        raise EngineFailure(f"engine {self.name} sent a malformed event") from exc
-                    if isinstance(event, dict) and "error" in event and "choices" not in event:
-                        raise EngineFailure(f"engine {self.name} failed mid-stream: {event['error']}")
-                    yield event
+                if rest:  # the body ended without a final newline
+                    batch, _ = self._events([rest])
+                    if batch:
+                        yield batch
         # Leaving the `async with` early closes the connection, which is how llama.cpp learns to stop.
         except TimeoutError as exc:
             raise EngineFailure(f"engine {self.name} timed out") from exc
@@ -160,6 +161,24 @@ class OpenAIHTTPEngine:
             raise EngineUnavailable(f"engine {self.name} is unreachable") from exc
         except aiohttp.ClientError as exc:
             raise EngineFailure(f"engine {self.name} dropped the stream") from exc
+
+    def _events(self, lines: list[bytes]) -> tuple[list[JSON], bool]:
+        """The `data:` payloads among complete SSE lines, and whether `[DONE]` was among them."""
+        events: list[JSON] = []
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, `event:` lines
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return events, True
+            try:
+                event = orjson.loads(payload)
+            except ValueError as exc:
+                raise EngineFailure(f"engine {self.name} sent a malformed event") from exc
+            if isinstance(event, dict) and "error" in event and "choices" not in event:
+                raise EngineFailure(f"engine {self.name} failed mid-stream: {event['error']}")
+            events.append(event)
+        return events, False
 
     async def healthy(self) -> bool:
         path = "/health" if self._llamacpp else "/v1/models"

@@ -284,32 +284,35 @@ class Gateway:
 
     async def chat_stream(
         self, principal: Principal, model_id: str, body: JSON, include_usage: bool, headers: dict[str, str]
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[list[JSON]]:
         deployment, body, est = self._chat_call(principal, model_id, body)
         call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers)
         return self._stream(call, "/v1/chat/completions", [body], include_usage, _tool_names(body))
 
     async def _stream(
         self, call: _Call, path: str, bodies: list[JSON], include_usage: bool, tool_names: list[str]
-    ) -> AsyncIterator[JSON]:
-        """Relay one or more engine streams as one; settle before the final usage chunk goes out."""
+    ) -> AsyncIterator[list[JSON]]:
+        """Relay one or more engine streams as one, in the engine's batches (see `Engine.stream`); settle
+        before the final usage chunk goes out."""
         created = int(time.time())
         status = "aborted"
         try:
             for index, body in enumerate(bodies):
-                async for chunk in self._relay(call, path, body, tool_names, index, created):
-                    yield chunk
+                async for batch in self._relay(call, path, body, tool_names, index, created):
+                    yield batch
             status = "ok"
             await self._close(call, status)
             if include_usage:
-                yield {
-                    "id": call.usage.request_id,
-                    "object": chunk_object(path),
-                    "created": created,
-                    "model": call.usage.model_id,
-                    "choices": [],
-                    "usage": call.usage.as_openai(),
-                }
+                yield [
+                    {
+                        "id": call.usage.request_id,
+                        "object": chunk_object(path),
+                        "created": created,
+                        "model": call.usage.model_id,
+                        "choices": [],
+                        "usage": call.usage.as_openai(),
+                    }
+                ]
         except BaseException as exc:
             # A client that went away (cancellation, generator closed) is billed what the engine generated;
             # an engine that failed is billed what it generated before failing (nothing, if nothing).
@@ -320,7 +323,7 @@ class Gateway:
 
     async def _relay(
         self, call: _Call, path: str, body: JSON, tool_names: list[str], index: int, created: int
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[list[JSON]]:
         upstream = self._prepare(call.deployment, body)
         upstream["stream"] = True
         # Always ask the engine for its own count: billing never depends on the client's choice.
@@ -329,24 +332,28 @@ class Gateway:
         usage = call.usage
         async with call.deployment.lease() as engine:
             usage.replica = engine.name
-            async for chunk in engine.stream(path, upstream):
-                usage.see_timings(chunk.pop("timings", None))
-                chunk["id"] = usage.request_id
-                chunk["model"] = usage.model_id
-                chunk.setdefault("created", created)
-                engine_usage = usage_from(chunk)
-                if engine_usage is not None:
-                    usage.add(engine_usage)
-                    del chunk["usage"]
-                    if not chunk.get("choices"):
-                        continue
-                choices = chunk.get("choices") or []
-                if any(has_output(c) for c in choices):
-                    if usage.ttft_s is None:
-                        usage.ttft_s = time.perf_counter() - call.started
-                    if not engine.speaks_llamacpp:
-                        usage.live_completion += 1  # no running count from this engine: count chunks
-                for out in rewrite(chunk, buffer, index):
+            counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
+            async for batch in engine.stream(path, upstream):
+                out: list[JSON] = []
+                for chunk in batch:
+                    usage.see_timings(chunk.pop("timings", None))
+                    chunk["id"] = usage.request_id
+                    chunk["model"] = usage.model_id
+                    chunk.setdefault("created", created)
+                    engine_usage = usage_from(chunk)
+                    if engine_usage is not None:
+                        usage.add(engine_usage)
+                        del chunk["usage"]
+                        if not chunk.get("choices"):
+                            continue
+                    choices = chunk.get("choices") or []
+                    if any(has_output(c) for c in choices):
+                        if usage.ttft_s is None:
+                            usage.ttft_s = time.perf_counter() - call.started
+                        if counts_chunks:
+                            usage.live_completion += 1
+                    out.extend(rewrite(chunk, buffer, index))
+                if out:
                     yield out
 
     # -- completions ---------------------------------------------------------------------------
@@ -390,7 +397,7 @@ class Gateway:
         prompts: list[Any],
         include_usage: bool,
         headers: dict[str, str],
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[list[JSON]]:
         deployment, body, est = self._completion_call(principal, model_id, body, prompts)
         call = await self._open(principal, deployment, "completions", "cmpl-", est, headers)
         return self._stream(call, "/v1/completions", [{**body, "prompt": p} for p in prompts], include_usage, [])
