@@ -80,7 +80,7 @@ def test_concurrent_holds_never_overdraw_and_batch(db: Database) -> None:
         go.wait()
         before = money.writer.commits
         mine = [money.writer.reserve(hold_request()) for _ in range(200)]
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in mine), return_exceptions=True)
+        await asyncio.gather(*(money.writer.wait(f) for f in mine), return_exceptions=True)
         money.writer.bind_loop(None)
         with lock:
             futures.extend(mine)
@@ -100,6 +100,32 @@ def test_concurrent_holds_never_overdraw_and_batch(db: Database) -> None:
     assert money.balance("org-a") == (50 * HOLD, 50 * HOLD)
     assert count(db, ReservationRow) == 50  # a refused hold writes no reservation
     assert loop_commits < 200 - 100, "holds queued together must share commits"
+
+
+def test_wait_hands_results_and_refusals_to_the_loop(db: Database) -> None:
+    """`wait` gives each write's outcome on the loop, whether the writer completes it there (SQLite bound
+    to the loop) or in its thread (PostgreSQL); a waiter cancelled meanwhile does not break the write."""
+    money = MoneyRepository(db)
+    money.post("org-a", "grant", HOLD, "g1")
+
+    async def run() -> tuple[object, object, int]:
+        money.writer.bind_loop(asyncio.get_running_loop())
+        try:
+            abandoned = money.writer.reserve(hold_request(HOLD // 2))
+            money.writer.wait(abandoned).cancel()
+            ok = await money.writer.wait(money.writer.reserve(hold_request(HOLD // 2)))
+            refused = await asyncio.gather(
+                money.writer.wait(money.writer.reserve(hold_request())), return_exceptions=True
+            )
+            await asyncio.wrap_future(abandoned)
+            return ok, refused[0], money.balance("org-a")[1]
+        finally:
+            money.writer.bind_loop(None)
+
+    ok, refused, held = asyncio.run(run())
+    assert isinstance(ok, HoldRecord) and ok.amount == HOLD // 2
+    assert isinstance(refused, QuotaExceeded)
+    assert held == HOLD  # the abandoned waiter's hold was written all the same
 
 
 def test_refused_hold_in_a_batch_releases_only_its_free_tokens(db: Database) -> None:

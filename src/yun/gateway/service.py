@@ -216,7 +216,7 @@ class Gateway:
             ),
         )
         usage.cost = cost
-        done = asyncio.wrap_future(written)
+        done = self.billing.written(written)
         done.add_done_callback(lambda d: self._settled(usage, d))
         await asyncio.shield(done)  # if this coroutine is cancelled, the write still completes
 

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["HoldRecord", "HoldRequest", "MoneyWriter", "ROLLUP_SUMS", "SettleRecord"]
 
 log = logging.getLogger("yun.store")
+
+T = TypeVar("T")
 
 ROLLUP_SUMS = (
     "requests",
@@ -329,6 +332,21 @@ class MoneyWriter:
         False if the reservation was already settled."""
         return self._submit((hold, rec))
 
+    def wait(self, future: Future[T]) -> asyncio.Future[T]:
+        """An asyncio future for one of this writer's futures, to await on the running loop.
+
+        Where this writer completes its futures on that very loop (an embedded database bound to it),
+        the result is handed over directly. `asyncio.wrap_future` would deliver it through
+        `call_soon_threadsafe`, which wakes the loop through its self-pipe: a system call and one more
+        loop turn per write, twice per request.
+        """
+        loop = self._loop
+        if loop is None or threading.get_ident() != self._loop_thread:
+            return asyncio.wrap_future(future)
+        waiter: asyncio.Future[T] = loop.create_future()
+        future.add_done_callback(partial(_hand_over, waiter))
+        return waiter
+
     def bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Write an embedded database's batches on `loop` (call from the loop's thread; None unbinds)."""
         if self._db.embedded:
@@ -457,3 +475,14 @@ def _complete(future: Future[Any], result: object) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+def _hand_over(waiter: asyncio.Future[T], future: Future[T]) -> None:
+    # Runs where the future completed: on the waiter's loop thread (see `MoneyWriter.wait`).
+    if waiter.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(future.result())
