@@ -29,6 +29,9 @@ class FastJSONResponse(Response):
         return orjson.dumps(content)
 
 
+_DONE = b"data: [DONE]\n\n"
+
+
 def _event(data: JSON) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
@@ -70,19 +73,25 @@ class EventStream(Response):
             me.cancel()
 
         watcher = asyncio.ensure_future(watch())
+        tail = _DONE
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
-                if self._first is not None:
-                    await send({"type": "http.response.body", "body": _events(self._first), "more_body": True})
-                async for batch in self._chunks:
+                batch = self._first
+                if batch is None:
+                    batch = await anext(self._chunks, None)
+                while batch is not None:
+                    if batch and "usage" in batch[-1] and not batch[-1].get("choices"):
+                        # OpenAI's usage chunk is a stream's last: it goes out in one write with [DONE].
+                        tail = _events(batch) + _DONE
+                        break
                     await send({"type": "http.response.body", "body": _events(batch), "more_body": True})
+                    batch = await anext(self._chunks, None)
             except YunError as exc:
-                error = _event(error_body(exc.message, "server_error", exc.param, exc.code))
-                await send({"type": "http.response.body", "body": error, "more_body": True})
+                tail = _event(error_body(exc.message, "server_error", exc.param, exc.code)) + _DONE
             # After the last body message the server reports "disconnect" to receive(): stop watching first.
             watcher.cancel()
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
         except asyncio.CancelledError:
             if gone and me.uncancel() == 0:
                 return  # the client left; the gateway settled what the engine generated

@@ -303,6 +303,7 @@ class Gateway:
             status = "ok"
             await self._close(call, status)
             if include_usage:
+                # The last thing yielded: the SSE writer sends it with [DONE] and reads no further.
                 yield [
                     {
                         "id": call.usage.request_id,
@@ -333,26 +334,34 @@ class Gateway:
         async with call.deployment.lease() as engine:
             usage.replica = engine.name
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
+            as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
+            request_id, model_id = usage.request_id, usage.model_id
             async for batch in engine.stream(path, upstream):
                 out: list[JSON] = []
                 for chunk in batch:
-                    usage.see_timings(chunk.pop("timings", None))
-                    chunk["id"] = usage.request_id
-                    chunk["model"] = usage.model_id
-                    chunk.setdefault("created", created)
-                    engine_usage = usage_from(chunk)
-                    if engine_usage is not None:
-                        usage.add(engine_usage)
-                        del chunk["usage"]
+                    timings = chunk.pop("timings", None)
+                    if timings is not None:
+                        usage.see_timings(timings)
+                    chunk["id"] = request_id
+                    chunk["model"] = model_id
+                    if "created" not in chunk:
+                        chunk["created"] = created
+                    if "usage" in chunk:
+                        usage.add(chunk.pop("usage"))
                         if not chunk.get("choices"):
                             continue
-                    choices = chunk.get("choices") or []
-                    if any(has_output(c) for c in choices):
+                    # Only the first output (time to first token) matters, unless chunks are the count.
+                    if (counts_chunks or usage.ttft_s is None) and any(
+                        has_output(c) for c in chunk.get("choices") or ()
+                    ):
                         if usage.ttft_s is None:
                             usage.ttft_s = time.perf_counter() - call.started
                         if counts_chunks:
                             usage.live_completion += 1
-                    out.extend(rewrite(chunk, buffer, index))
+                    if as_is:
+                        out.append(chunk)
+                    else:
+                        out.extend(rewrite(chunk, buffer, index))
                 if out:
                     yield out
 
