@@ -8,11 +8,16 @@ HTTP parser costs a fraction of httpx's CPU per request (measured with bench/gat
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.tracing import Trace
 
 from yun.engines.base import JSON
 from yun.engines.forced_tools import force_tool_call
@@ -24,6 +29,19 @@ from yun.errors import (
 )
 
 __all__ = ["OpenAIHTTPEngine"]
+
+log = logging.getLogger("yun.engines")
+
+# How many times the current task started opening an engine connection. A request that failed while
+# this stayed put ran on a pooled, kept-alive connection. A ContextVar because aiohttp opens the
+# connection inside the awaiting task, and the per-task count needs no lock and no per-request object.
+_opening_attempts: ContextVar[int] = ContextVar("yun_engine_opening_attempts", default=0)
+
+# What a kept-alive connection the engine already closed fails with before any response arrives: EOF
+# (ServerDisconnectedError), a reset (ClientOSError), or a write to a closing transport (ConnectionResetError;
+# aiohttp >= 3.10.6 raises its ClientConnectionResetError subclass). Connect errors are ClientOSErrors too;
+# they never qualify because opening a connection moves `_opening_attempts`.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError)
 
 _CONTEXT_MARKERS = (
     "exceed_context_size",
@@ -58,11 +76,27 @@ def _raise_for(status: int, raw: bytes, name: str) -> None:
     raise EngineFailure(f"engine {name} failed with HTTP {status}: {message[:200]}")
 
 
+class _CountingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that counts, per task, the connections it starts to open.
+
+    `_create_connection` is BaseConnector's hook for subclasses and runs only for new connections,
+    so a request on a pooled connection costs nothing extra. Counted before opening: a connect error
+    must never look like a pooled connection.
+    """
+
+    async def _create_connection(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> ResponseHandler:
+        _opening_attempts.set(_opening_attempts.get() + 1)
+        return await super()._create_connection(req, traces, timeout)
+
+
 class OpenAIHTTPEngine:
     """One replica reached over HTTP. `base_url` is the part before `/v1/...`.
 
     The session is created lazily inside the running event loop and reused for every request
-    (keep-alive connections); `aclose()` releases it.
+    (keep-alive connections); `aclose()` releases it. A second session without keep-alive is made on
+    first need, for the one retry of a request whose pooled connection the engine had closed.
     """
 
     def __init__(
@@ -82,6 +116,7 @@ class OpenAIHTTPEngine:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=5.0)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None
 
     @property
     def speaks_llamacpp(self) -> bool:
@@ -89,18 +124,33 @@ class OpenAIHTTPEngine:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=self._timeout,
-                # Idle connections are dropped before the server would drop them (llama.cpp and most servers
-                # close after 5 s); reusing one the server is closing fails a request with no retry.
-                connector=aiohttp.TCPConnector(
+            # Idle connections are dropped before the server would drop them (llama.cpp and most servers
+            # close after 5 s); a connection the server closes anyway is retried once by `_post`.
+            self._session = self._new_session(
+                _CountingConnector(
                     limit=self._max_connections, limit_per_host=self._max_connections, keepalive_timeout=2.0
-                ),
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-                trust_env=False,
+                )
             )
         return self._session
+
+    def _fresh_client(self) -> aiohttp.ClientSession:
+        if self._fresh_session is None or self._fresh_session.closed:
+            # force_close: every request opens its own connection, so a retry never meets a pooled one.
+            self._fresh_session = self._new_session(
+                aiohttp.TCPConnector(
+                    limit=self._max_connections, limit_per_host=self._max_connections, force_close=True
+                )
+            )
+        return self._fresh_session
+
+    def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            headers=self._headers,
+            timeout=self._timeout,
+            connector=connector,
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            trust_env=False,
+        )
 
     def _adapt(self, body: JSON, stream: bool = False) -> JSON:
         if not self._llamacpp:
@@ -115,10 +165,31 @@ class OpenAIHTTPEngine:
             body = {**body, "timings_per_token": True}
         return body
 
+    async def _post(self, path: str, body: JSON) -> aiohttp.ClientResponse:
+        """POST `body` and return once the engine's status line and headers have arrived.
+
+        Retried once, on a new connection, only when a pooled connection fails before any response:
+        the engine closed it while it sat idle (llama.cpp sometimes does right after a stream), so it
+        never answered this request and nothing it did for it can be billed; billing counts only usage
+        the engine reports back. Never after headers (a broken stream may have generated tokens), never
+        on a timeout, never when this attempt opened the connection itself (the engine took the request
+        and dropped it: doing that twice only doubles the harm).
+        """
+        url = self.base_url + path
+        attempts = _opening_attempts.get()
+        try:
+            return await self._client().post(url, json=body)
+        except _STALE_CONNECTION:
+            if _opening_attempts.get() != attempts:
+                raise
+        # The prompt is a tenant's data: the log names the engine only.
+        log.info("engine %s closed a kept-alive connection before answering; retrying once", self.name)
+        return await self._fresh_client().post(url, json=body)
+
     async def request(self, path: str, body: JSON) -> JSON:
         body = self._adapt(body)
         try:
-            async with self._client().post(self.base_url + path, json=body) as response:
+            async with await self._post(path, body) as response:
                 raw = await response.read()
                 status = response.status
         except TimeoutError as exc:
@@ -137,7 +208,7 @@ class OpenAIHTTPEngine:
     async def stream(self, path: str, body: JSON) -> AsyncIterator[list[JSON]]:
         body = self._adapt(body, stream=True)
         try:
-            async with self._client().post(self.base_url + path, json=body) as response:
+            async with await self._post(path, body) as response:
                 if response.status >= 400:
                     _raise_for(response.status, await response.read(), self.name)
                 rest = b""
@@ -190,5 +261,6 @@ class OpenAIHTTPEngine:
             return False
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        for session in (self._session, self._fresh_session):
+            if session is not None and not session.closed:
+                await session.close()
