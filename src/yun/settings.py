@@ -51,6 +51,8 @@ class EngineSettings(BaseModel):
     """How often the supervisor checks each replica."""
     request_timeout_s: float = Field(default=600.0, gt=0)
     """Upper bound on one engine request (a long generation on CPU is slow, not dead)."""
+    queue_timeout_s: float = Field(default=300.0, gt=0)
+    """How long a request may wait for a free slot of a busy model (tenants take turns) before a 503."""
 
 
 class ModelDefaults(BaseModel):

@@ -20,6 +20,7 @@ async def health(services: ServicesDep) -> JSONResponse:
     for d in services.cluster.deployments():
         models[d.spec.model_id] = {
             "healthy_replicas": sum(r.healthy for r in d.replicas),
+            "queued": len(d.queue),  # a total only: this endpoint is public, per-tenant counts are not
             "replicas": [
                 {
                     "name": r.name,
@@ -39,6 +40,7 @@ async def health(services: ServicesDep) -> JSONResponse:
 async def metrics(services: ServicesDep) -> Response:
     m = services.metrics
     for d in services.cluster.deployments():
+        m.queued.labels(d.spec.model_id).set(len(d.queue))
         for r in d.replicas:
             m.replica_healthy.labels(d.spec.model_id, r.name).set(1 if r.healthy else 0)
             m.replica_outstanding.labels(d.spec.model_id, r.name).set(r.outstanding)

@@ -49,6 +49,7 @@ def build_services(settings: Settings) -> Services:
         context_per_slot=e.context_per_slot,
         start_timeout_s=e.start_timeout_s,
         request_timeout_s=e.request_timeout_s,
+        queue_timeout_s=e.queue_timeout_s,
     )
     cluster = LocalCluster(tuning, settings.data_dir / "logs", health_interval_s=e.health_interval_s)
     metrics = Metrics()

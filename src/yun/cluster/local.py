@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
+from yun.cluster.fair import FairQueue
 from yun.cluster.replica import Replica
 from yun.cluster.spec import EngineTuning, ReplicaSpec
 from yun.engines import Engine
@@ -19,25 +20,74 @@ log = logging.getLogger("yun.cluster")
 
 
 class Deployment:
-    """All replicas of one model."""
+    """All replicas of one model, and the requests waiting for one of their slots."""
 
-    def __init__(self, spec: ReplicaSpec, replicas: list[Replica]) -> None:
+    def __init__(self, spec: ReplicaSpec, replicas: list[Replica], queue_timeout_s: float = 300.0) -> None:
         self.spec = spec
         self.replicas = replicas
+        self.queue_timeout_s = queue_timeout_s
+        self.queue: FairQueue[Replica] = FairQueue()
+
+    def _free_replica(self) -> Replica | None:
+        """The healthy replica with the least work in flight, if it has a free slot; raises if none is healthy."""
+        best: Replica | None = None
+        for r in self.replicas:
+            if r.healthy and r.engine is not None and (best is None or r.outstanding < best.outstanding):
+                best = r
+        if best is None:
+            raise EngineUnavailable(f"no healthy replica of {self.spec.model_id!r} right now; retry shortly")
+        return best if best.slots is None or best.outstanding < best.slots else None
 
     @contextlib.asynccontextmanager
-    async def lease(self) -> AsyncIterator[Engine]:
-        """Borrow the healthy replica with the least work in flight for one request."""
-        candidates = [r for r in self.replicas if r.healthy and r.engine is not None]
-        if not candidates:
-            raise EngineUnavailable(f"no healthy replica of {self.spec.model_id!r} right now; retry shortly")
-        replica = min(candidates, key=lambda r: r.outstanding)
-        assert replica.engine is not None
-        replica.outstanding += 1
+    async def lease(self, tenant: str = "") -> AsyncIterator[Engine]:
+        """Borrow a replica slot for one request: at once if one is free and nobody waits, else in the
+        tenant's turn (see fair.py)."""
+        replica = self._free_replica()  # raises at once when no replica is healthy: nothing to wait for
+        if replica is None or len(self.queue):
+            replica = await self._wait(tenant)
+        else:
+            replica.outstanding += 1
         try:
+            assert replica.engine is not None
             yield replica.engine
         finally:
             replica.outstanding -= 1
+            self.dispatch()
+
+    async def _wait(self, tenant: str) -> Replica:
+        future = self.queue.push(tenant)
+        self.dispatch()  # a slot may be free already (the queue was not empty only because of us)
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                return await future
+        except BaseException as exc:
+            self.queue.discard(tenant, future)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Granted a slot in the same moment the wait ended (client gone, timeout): hand it on.
+                future.result().outstanding -= 1
+                self.dispatch()
+            if isinstance(exc, TimeoutError):
+                raise EngineUnavailable(
+                    f"every replica of {self.spec.model_id!r} stayed busy for {self.queue_timeout_s:g}s; retry later"
+                ) from None
+            raise
+
+    def dispatch(self) -> None:
+        """Give free slots to waiting requests, one tenant after another."""
+        while len(self.queue):
+            try:
+                replica = self._free_replica()
+            except EngineUnavailable:
+                return  # none healthy: they wait for the supervisor to bring one back (or time out)
+            if replica is None:
+                return
+            replica.outstanding += 1  # on behalf of the waiter, so the slot is not given twice
+            if not self.queue.grant(replica):
+                replica.outstanding -= 1
+                return
+
+    def close(self) -> None:
+        self.queue.fail_all(EngineUnavailable(f"the model {self.spec.model_id!r} was removed"))
 
 
 class LocalCluster:
@@ -64,7 +114,7 @@ class LocalCluster:
         if spec.model_id in self._deployments:
             await self.undeploy(spec.model_id)
         replicas = [Replica(spec, i, self.tuning, self.log_dir) for i in range(max(1, spec.replicas))]
-        deployment = Deployment(spec, replicas)
+        deployment = Deployment(spec, replicas, self.tuning.queue_timeout_s)
         self._deployments[spec.model_id] = deployment
         results = await asyncio.gather(*(r.start() for r in replicas), return_exceptions=True)
         for replica, result in zip(replicas, results, strict=True):
@@ -75,6 +125,7 @@ class LocalCluster:
     async def undeploy(self, model_id: str) -> None:
         deployment = self._deployments.pop(model_id, None)
         if deployment is not None:
+            deployment.close()
             await asyncio.gather(*(r.stop() for r in deployment.replicas))
 
     def start_supervisor(self) -> None:
@@ -88,6 +139,7 @@ class LocalCluster:
                 for replica in deployment.replicas:
                     if replica.state != "loading":
                         await replica.check()
+                deployment.dispatch()  # a replica back in rotation takes the requests waiting for it
 
     async def stop(self) -> None:
         if self._supervisor is not None:

@@ -19,6 +19,7 @@ log = logging.getLogger("yun.cluster")
 
 _FAILURES_TO_UNHEALTHY = 3
 _LOCAL_CONNECTIONS = 64
+_EMBEDDING_SLOTS = 2
 
 
 def _free_port() -> int:
@@ -51,6 +52,14 @@ class Replica:
         self._stopped = False
         self.failures = 0
 
+    @property
+    def slots(self) -> int | None:
+        """Requests the engine runs at once (llama.cpp's slots); None for an external server, whose
+        capacity Yun does not know (it queues or refuses by itself)."""
+        if self.spec.external:
+            return None
+        return _EMBEDDING_SLOTS if self.spec.kind == "embedding" else self.tuning.parallel
+
     async def start(self) -> None:
         """Start (or restart) the replica and wait until it answers its health probe."""
         if self.spec.external:
@@ -78,7 +87,7 @@ class Replica:
             str(self.tuning.threads),
         ]
         if self.spec.kind == "embedding":
-            args += ["--embedding", "--parallel", "2", "--ctx", "512"]
+            args += ["--embedding", "--parallel", str(_EMBEDDING_SLOTS), "--ctx", "512"]
         else:
             args += ["--parallel", str(self.tuning.parallel), "--ctx", str(self.tuning.context_per_slot)]
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ class EngineTuning:
     context_per_slot: int = 4096
     start_timeout_s: float = 120.0
     request_timeout_s: float = 600.0
+    queue_timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,12 @@ class Metrics:
             ["model", "replica"],
             registry=self.registry,
         )
+        self.queued = Gauge(
+            "yun_queued_requests",
+            "Requests waiting for a free slot of the model's replicas",
+            ["model"],
+            registry=self.registry,
+        )
         self.replica_restarts = Gauge(
             "yun_replica_restarts",
             "Times the supervisor restarted the replica",

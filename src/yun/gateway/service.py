@@ -264,7 +264,7 @@ class Gateway:
         deployment, body, est = self._chat_call(principal, model_id, body)
         call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers)
         try:
-            async with deployment.lease() as engine:
+            async with deployment.lease(call.hold.org_id) as engine:
                 call.usage.replica = engine.name
                 data = await engine.request("/v1/chat/completions", self._prepare(deployment, body))
             call.usage.add(usage_from(data))
@@ -331,7 +331,7 @@ class Gateway:
         upstream["stream_options"] = {"include_usage": True}
         buffer = ToolStreamBuffer(tool_names) if tool_names else None
         usage = call.usage
-        async with call.deployment.lease() as engine:
+        async with call.deployment.lease(call.hold.org_id) as engine:
             usage.replica = engine.name
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
             as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
@@ -383,7 +383,7 @@ class Gateway:
         call = await self._open(principal, deployment, "completions", "cmpl-", est, headers)
         choices: list[JSON] = []
         try:
-            async with deployment.lease() as engine:
+            async with deployment.lease(call.hold.org_id) as engine:
                 call.usage.replica = engine.name
                 for i, prompt in enumerate(prompts):
                     upstream = self._prepare(deployment, {**body, "prompt": prompt})
@@ -421,7 +421,7 @@ class Gateway:
         est = Estimate(sum(input_bound(i) for i in items), 0)
         call = await self._open(principal, deployment, "embeddings", "embd-", est, headers)
         try:
-            async with deployment.lease() as engine:
+            async with deployment.lease(call.hold.org_id) as engine:
                 call.usage.replica = engine.name
                 upstream = self._prepare(deployment, body)
                 upstream["encoding_format"] = "float"

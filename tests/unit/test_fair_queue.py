@@ -1,0 +1,179 @@
+"""Replica slots and the tenant-fair queue (cluster/fair.py): who gets a busy model's next free slot."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from yun.cluster import Deployment, ReplicaSpec
+from yun.cluster.replica import Replica
+from yun.cluster.spec import EngineTuning
+from yun.errors import EngineUnavailable
+
+
+class _Engine:
+    """Stands in for a replica's engine: the queue never calls it, it only hands it out."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _deployment(tmp_path: Path, slots: int = 2, replicas: int = 1, queue_timeout_s: float = 30.0) -> Deployment:
+    spec = ReplicaSpec(model_id="m", kind="chat", path="/models/m.gguf", replicas=replicas)
+    tuning = EngineTuning(parallel=slots)
+    rs = []
+    for i in range(replicas):
+        r = Replica(spec, i, tuning, tmp_path)
+        r.healthy, r.engine = True, _Engine(r.name)  # type: ignore[assignment]
+        rs.append(r)
+    return Deployment(spec, rs, queue_timeout_s)
+
+
+class _Runner:
+    """Requests that hold their slot until released, recording the order in which they got one."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.order: list[str] = []
+        self.release: dict[str, asyncio.Event] = {}
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+
+    def start(self, tenant: str, name: str) -> None:
+        self.release[name] = asyncio.Event()
+
+        async def run() -> str:
+            async with self.deployment.lease(tenant) as engine:
+                self.order.append(name)
+                await self.release[name].wait()
+                return engine.name
+
+        self.tasks[name] = asyncio.create_task(run())
+
+    async def finish(self, name: str) -> None:
+        self.release[name].set()
+        await self.tasks[name]
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_tenant_with_one_request_does_not_wait_behind_another_tenants_burst(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, slots=2)
+    run = _Runner(d)
+    for i in range(8):
+        run.start("flood", f"f{i}")
+    await _settle()
+    run.start("small", "s0")
+    await _settle()
+    assert run.order == ["f0", "f1"], "only as many requests run as the replica has slots"
+    assert d.queue.waiting() == {"flood": 6, "small": 1}
+    await run.finish("f0")
+    await _settle()
+    await run.finish("f1")
+    await _settle()
+    # The flood queued first, but the freed slots alternate: flood's oldest, then the small tenant's.
+    assert run.order[2:] == ["f2", "s0"]
+    for name in [f"f{i}" for i in range(2, 8)] + ["s0"]:
+        run.release[name].set()
+    await asyncio.gather(*run.tasks.values())
+    assert run.order[4:] == [f"f{i}" for i in range(3, 8)]
+    assert len(d.queue) == 0 and d.replicas[0].outstanding == 0
+
+
+async def test_round_robin_across_three_tenants_and_least_loaded_replica(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, slots=1, replicas=2)
+    run = _Runner(d)
+    run.start("a", "a0")
+    run.start("a", "a1")
+    await _settle()
+    assert {r.outstanding for r in d.replicas} == {1}, "the second request goes to the idle replica"
+    for tenant, n in (("a", 3), ("b", 2), ("c", 1)):
+        for i in range(n):
+            run.start(tenant, f"{tenant}q{i}")
+    await _settle()
+    for name in ["a0", "a1", "aq0", "bq0", "cq0", "aq1", "bq0"]:
+        if not run.tasks[name].done():
+            await run.finish(name)
+            await _settle()
+    assert run.order == ["a0", "a1", "aq0", "bq0", "cq0", "aq1", "bq1", "aq2"]
+    for name in run.tasks:
+        run.release[name].set()
+    await asyncio.gather(*run.tasks.values())
+
+
+async def test_a_waiter_that_leaves_gives_its_turn_away_and_nothing_leaks(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, slots=1)
+    run = _Runner(d)
+    run.start("a", "a0")
+    run.start("b", "b0")
+    run.start("c", "c0")
+    await _settle()
+    run.tasks["b0"].cancel()  # the client went away while queued
+    await _settle()
+    assert d.queue.waiting() == {"c": 1}
+    await run.finish("a0")
+    await _settle()
+    assert run.order == ["a0", "c0"]
+    await run.finish("c0")
+    with pytest.raises(asyncio.CancelledError):
+        await run.tasks["b0"]
+    assert d.replicas[0].outstanding == 0 and len(d.queue) == 0
+
+
+async def test_a_slot_granted_to_a_waiter_cancelled_in_the_same_turn_is_handed_on(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, slots=1)
+    run = _Runner(d)
+    run.start("a", "a0")
+    run.start("b", "b0")
+    run.start("c", "c0")
+    await _settle()
+    run.release["a0"].set()
+    await asyncio.sleep(0)  # a0 leaves its lease: b0 is granted the slot but has not run yet
+    run.tasks["b0"].cancel()
+    await _settle()
+    assert run.order == ["a0", "c0"], "the slot b0 never used went to the next waiter"
+    await run.finish("c0")
+    assert d.replicas[0].outstanding == 0
+
+
+async def test_waiting_too_long_is_a_503_and_removing_the_model_wakes_waiters(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, slots=1, queue_timeout_s=0.05)
+    run = _Runner(d)
+    run.start("a", "a0")
+    await _settle()
+    with pytest.raises(EngineUnavailable, match="stayed busy"):
+        async with d.lease("b"):
+            pass
+    d.queue_timeout_s = 30
+    waiter = asyncio.ensure_future(d.lease("b").__aenter__())
+    await _settle()
+    d.close()
+    with pytest.raises(EngineUnavailable, match="removed"):
+        await waiter
+    await run.finish("a0")
+    assert d.replicas[0].outstanding == 0 and len(d.queue) == 0
+
+
+async def test_no_healthy_replica_is_refused_at_once_and_external_servers_are_not_queued(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, slots=1)
+    d.replicas[0].healthy = False
+    with pytest.raises(EngineUnavailable, match="no healthy replica"):
+        async with d.lease("a"):
+            pass
+    spec = ReplicaSpec(model_id="ext", kind="chat", url="http://127.0.0.1:9")
+    r = Replica(spec, 0, EngineTuning(parallel=1), tmp_path)
+    r.healthy, r.engine = True, _Engine("ext/0")  # type: ignore[assignment]
+    ext = Deployment(spec, [r])
+    run = _Runner(ext)
+    for i in range(5):
+        run.start("a", f"a{i}")
+    await _settle()
+    assert len(run.order) == 5 and len(ext.queue) == 0  # its capacity is the server's business
+    for name in run.tasks:
+        run.release[name].set()
+    await asyncio.gather(*run.tasks.values())
