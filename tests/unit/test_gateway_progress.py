@@ -24,6 +24,7 @@ from yun.cluster.replica import Replica
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore
 from yun.store import Database, OrganizationRepository, upgrade
+from yun.store.money import MoneyRepository
 from yun.tenancy import Principal
 
 MODEL = "fake"
@@ -120,15 +121,14 @@ async def consume(gateway: Gateway, max_tokens: int) -> tuple[str, dict[str, Any
     return request_id, usage
 
 
-def stored(gateway: Gateway, request_id: str) -> tuple[tuple[int, int], dict[str, Any] | None]:
+def stored(db: Database, request_id: str) -> tuple[tuple[int, int], dict[str, Any] | None]:
     """(progress recorded on the reservation, usage record or None) as the database has them."""
-    money = gateway.billing.money
-    with money._db.reader.connect() as c:  # noqa: SLF001 - reading the row the writer wrote
+    with db.reader.connect() as c:
         row = c.execute(
             text("SELECT progress_prompt_tokens, progress_completion_tokens FROM reservations WHERE request_id = :rid"),
             {"rid": request_id},
         ).one()
-    found = [r for r in money.usage_records("org-a", limit=1000) if r["request_id"] == request_id]
+    found = [r for r in MoneyRepository(db).usage_records("org-a", limit=1000) if r["request_id"] == request_id]
     return (int(row[0]), int(row[1])), (found[0] if found else None)
 
 
@@ -140,7 +140,7 @@ async def bound(db: Database) -> AsyncIterator[None]:
     db.money_writer.bind_loop(None)
 
 
-async def test_a_short_stream_writes_no_progress(gateway: Gateway, bound: None) -> None:
+async def test_a_short_stream_writes_no_progress(gateway: Gateway, db: Database, bound: None) -> None:
     writer = gateway.billing.money.writer
     before = writer.progress_writes
     started = time.perf_counter()
@@ -148,14 +148,14 @@ async def test_a_short_stream_writes_no_progress(gateway: Gateway, bound: None) 
     elapsed = time.perf_counter() - started
     assert elapsed < INTERVAL_S, "the stream was meant to end within one interval"
     assert writer.progress_writes == before
-    progress, record = stored(gateway, request_id)
+    progress, record = stored(db, request_id)
     assert progress == (0, 0)
     assert record is not None and (record["status"], record["completion_tokens"]) == ("ok", SHORT)
     assert usage["completion_tokens"] == SHORT
 
 
 async def test_a_long_stream_records_progress_at_most_once_an_interval(
-    gateway: Gateway, engine: FakeLlama, bound: None
+    gateway: Gateway, engine: FakeLlama, db: Database, bound: None
 ) -> None:
     engine.gap_s = GAP_S
     writer = gateway.billing.money.writer
@@ -170,7 +170,7 @@ async def test_a_long_stream_records_progress_at_most_once_an_interval(
     # the stream's start and of the record before; the next chunk writes it.
     per = math.ceil(INTERVAL_S / GAP_S)
     assert records >= 1 + (LONG - per) // per, (records, elapsed)
-    (prompt, completion), record = stored(gateway, request_id)
+    (prompt, completion), record = stored(db, request_id)
     assert prompt == PROMPT and 0 < completion <= LONG  # the last record: the engine's running count then
     # The settlement is untouched by the records: the engine's final count, priced as always.
     assert record is not None and (record["status"], record["completion_tokens"]) == ("ok", LONG)
@@ -196,7 +196,7 @@ async def test_recovery_after_a_crash_mid_stream_bills_the_recorded_progress(
     request_id = seen[0]
     # The stream ran at least (LONG / 2) * GAP_S = 0.9 s > INTERVAL_S: a record is written or on its way.
     for _ in range(300):
-        progress, _ = stored(gateway, request_id)
+        progress, _ = stored(db, request_id)
         if progress != (0, 0):
             break
         await asyncio.sleep(0.01)
@@ -205,7 +205,7 @@ async def test_recovery_after_a_crash_mid_stream_bills_the_recorded_progress(
     gateway.billing.money.add_price(MODEL, 10**10, 10**10, 10**10)  # dearer; the hold keeps version 1
     restarted = BillingService(db, "gw-1")
     assert await asyncio.to_thread(restarted.recover) == 1
-    _, record = stored(gateway, request_id)
+    _, record = stored(db, request_id)
     assert record is not None and record["status"] == "interrupted"
     assert (record["prompt_tokens"], record["completion_tokens"]) == progress
     assert record["cost"] == PROMPT * 1 + progress[1] * 4

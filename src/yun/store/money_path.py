@@ -1,12 +1,12 @@
 """The request path's writes: reservations, progress and settlements, group-committed on one connection.
 
-Every accepted request writes twice: a hold before the engine runs, a settlement after. A stream that
-runs longer than the progress interval also records, now and then, the tokens generated so far onto its
-hold, so that crash recovery can bill them. Done one
+Every accepted request writes twice: a hold before the engine runs, a settlement after. Done one
 transaction at a time through SQLAlchemy, those two commits cost more CPU than the rest of the gateway
 together. Here one raw DB-API connection writes whatever has queued up since its last commit in a
 single transaction (a "group commit"): under load dozens of holds and settlements share one commit;
-with one request in flight, each still commits alone and at once.
+with one request in flight, each still commits alone and at once. A stream that outlasts the progress
+interval also records, now and then, the tokens generated so far on its hold, so that crash recovery
+can bill them; those records join the same batches.
 
 Invariants (ARCHITECTURE.md, "Money invariants") are those of `money.py`, statement by statement:
 - a hold is a guarded `UPDATE ... WHERE balance - held >= :amount` (atomic on SQLite and PostgreSQL);
