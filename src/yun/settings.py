@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
+__all__ = ["BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
 
 
 def _default_data_dir() -> Path:
@@ -55,6 +55,15 @@ class EngineSettings(BaseModel):
     """How long a request may wait for a free slot of a busy model (tenants take turns) before a 503."""
 
 
+class BillingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    progress_interval_s: float = Field(default=1.0, gt=0)
+    """While a stream is relayed, the tokens generated so far are written onto its reservation at most
+    this often (never for a stream that ends within one interval). A crash bills the last such record,
+    so at most this much generation per cut stream goes unbilled; shorter means more writes."""
+
+
 class ModelDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -79,6 +88,7 @@ class Settings(BaseSettings):
     """Redis for rate limits shared by several gateways; default keeps them in this process."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
 
     @model_validator(mode="after")

@@ -36,6 +36,10 @@ NANO = 1_000_000_000
 PRICE = {"input": "1000", "output": "2000"}
 INPUT_NANO, OUTPUT_NANO = 1_000_000, 2_000_000
 START_TIMEOUT_S = 240.0  # replica load on a busy 2-core machine; only a bound, never a measured time
+PROGRESS_INTERVAL_S = 0.5
+"""How often the servers record a running stream's progress on its hold. Half the 1 s after which the
+SIGKILL test expects a cut stream to be billed something, so that a client reading late (its loop is
+blocked while it kills the server) cannot make a stream look longer than the gateway streamed it."""
 
 
 def free_port() -> int:
@@ -73,6 +77,7 @@ class YunServer:
             YUN_ENGINE__PARALLEL="4",
             YUN_ENGINE__CONTEXT_PER_SLOT="512",
             YUN_SERVER__GATEWAY_ID=GATEWAY_ID,
+            YUN_BILLING__PROGRESS_INTERVAL_S=str(PROGRESS_INTERVAL_S),
         )
 
     # -- process lifecycle ---------------------------------------------------------------------
@@ -282,8 +287,13 @@ def audit_ledger(db_path: Path) -> Audit:
         assert r["cost"] == expected_cost(r["prompt_tokens"], r["completion_tokens"]), f"{rid} mispriced: {r}"
         assert 0 <= r["cost"] <= hold["amount"], f"{rid} cost {r['cost']} exceeds its hold {hold['amount']}"
         assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge {charges.get(rid)} != usage cost {r['cost']}"
-        if r["status"] == "interrupted":  # settled by crash recovery: nobody got an answer, nothing billed
-            assert (r["prompt_tokens"], r["completion_tokens"], r["cost"]) == (0, 0, 0), r
+        recorded = (hold["progress_prompt_tokens"], hold["progress_completion_tokens"])
+        if r["status"] == "interrupted":
+            # Settled by crash recovery: at exactly the progress the gateway last recorded on the hold.
+            assert (r["prompt_tokens"], r["completion_tokens"]) == recorded, (r, hold)
+        else:
+            # Settled by the request itself: a progress record never runs ahead of the engine's final count.
+            assert recorded[0] <= r["prompt_tokens"] and recorded[1] <= r["completion_tokens"], (r, hold)
     assert charges.keys() <= audit.records.keys(), "a charge without a usage record"
 
     for org_id, (balance, held) in audit.balances.items():

@@ -4,7 +4,8 @@
    accepted request is billed exactly once.
 2. SIGKILL of the whole server (gateway + replicas) during streaming load, ten times over one data dir:
    what a client saw finish is billed exactly as it saw it; what the kill cut off is settled by crash
-   recovery at the next start; the ledger stays exact.
+   recovery at the next start, at the progress the gateway last recorded on its hold (so a stream cut
+   after a second of output is billed for some of it); the ledger stays exact.
 3. A client that disconnects mid-stream is billed what the engine generated, by the engine's own count.
 
 No assertion depends on wall-clock speed: the machine is small and shared, so every wait is a bounded
@@ -20,7 +21,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import pytest
 from tests.reliability.conftest import (
     MODEL,
     NANO,
+    PROGRESS_INTERVAL_S,
     YunServer,
     audit_ledger,
     expected_cost,
@@ -184,6 +186,10 @@ STREAMS = 8
 LONG_MAX_TOKENS = 200
 SHORT_MAX_TOKENS = (8, 32)
 REQUESTS_PER_STREAM = 40  # bound on each worker's loop; the kill always comes first
+BILLED_AFTER_S = 1.0
+"""A stream the client saw output of for this long before the kill has a progress record (one is due
+every PROGRESS_INTERVAL_S of stream time, which is shorter), so recovery bills it something."""
+assert PROGRESS_INTERVAL_S < BILLED_AFTER_S
 
 
 @dataclass
@@ -196,6 +202,17 @@ class StreamResult:
     usage: dict[str, Any] | None = None
     """The final usage chunk, if the client received it."""
     error: str | None = None
+    content_at: list[float] = field(default_factory=list)
+    """When (client's monotonic clock) each content chunk arrived."""
+    killed_at: float | None = None
+    """When the test started killing the server, for streams of a round that ended with a kill."""
+
+    def streamed_s(self) -> float:
+        """How long the client saw content arrive before the kill started. Chunks read after that were
+        sent earlier and read late (the client's loop was blocked by the kill), so they do not count."""
+        cutoff = self.killed_at if self.killed_at is not None else float("inf")
+        before = [t for t in self.content_at if t < cutoff]
+        return before[-1] - before[0] if before else 0.0
 
 
 async def _stream_once(
@@ -228,6 +245,7 @@ async def _stream_once(
                 for choice in event.get("choices") or []:
                     if (choice.get("delta") or {}).get("content"):
                         result.content_chunks += 1
+                        result.content_at.append(time.monotonic())
     except httpx.TransportError as exc:
         result.error = repr(exc)
     return result
@@ -257,8 +275,11 @@ async def _stream_load_then_kill(server: YunServer, key: str, round_: int, rng: 
         await asyncio.wait_for(completed.wait(), 120)
         await asyncio.sleep(rng.uniform(0.3, 1.5))
         killed.set()
+        killed_at = time.monotonic()
         server.kill9()
         await asyncio.wait_for(asyncio.gather(*short, *long), 120)
+    for res in results:
+        res.killed_at = killed_at
     return results
 
 
@@ -293,12 +314,18 @@ def _check_clients_against_ledger(results: list[StreamResult], records: dict[str
             assert rec["prompt_tokens"] == res.usage["prompt_tokens"], (res, rec)
             assert rec["cost"] == round(res.usage["cost"] * NANO), (res, rec)
         else:
-            # Cut off by the kill: settled by recovery at zero, unless it was settled (ok, complete)
-            # just before the kill and only the final chunk was lost.
+            # Cut off by the kill: settled by recovery at the progress last recorded on its hold, unless
+            # it was settled (ok, complete) just before the kill and only the final chunk was lost.
             assert res.error is not None, res
             assert rec["status"] in ("interrupted", "ok"), (res, rec)
             if rec["status"] == "ok":
                 assert rec["completion_tokens"] == res.max_tokens >= res.content_chunks, (res, rec)
+            else:
+                # Never more than the engine could generate under the hold's max_tokens; something, once
+                # the client had seen output for longer than a progress interval.
+                assert 0 <= rec["completion_tokens"] <= res.max_tokens, (res, rec)
+                if res.streamed_s() >= BILLED_AFTER_S:
+                    assert rec["completion_tokens"] > 0 and rec["prompt_tokens"] > 0, (res, res.streamed_s(), rec)
 
 
 def test_sigkill_during_streaming_loses_nothing_and_bills_nothing_twice(tmp_path: Path) -> None:
@@ -313,7 +340,7 @@ def test_sigkill_during_streaming_loses_nothing_and_bills_nothing_twice(tmp_path
         server.set_price()
         org = server.new_org("crash", "1000")
         key = server.new_key(org)
-        interrupted_before = 0
+        interrupted_before = long_enough = 0
         for round_ in range(1, KILL_ROUNDS + 1):
             results = asyncio.run(_stream_load_then_kill(server, key, round_, rng))
             all_results += results
@@ -334,12 +361,16 @@ def test_sigkill_during_streaming_loses_nothing_and_bills_nothing_twice(tmp_path
 
             completed = sum(1 for x in results if x.usage is not None)
             cut = [x for x in results if x.usage is None and x.request_id is not None]
-            unbilled = sum(x.content_chunks for x in cut if records[x.request_id or ""]["status"] == "interrupted")
+            cut_recovered = [x for x in cut if records[x.request_id or ""]["status"] == "interrupted"]
+            recovered = [records[x.request_id or ""] for x in cut_recovered]
+            long_enough += sum(1 for x in cut_recovered if x.streamed_s() >= BILLED_AFTER_S)
             rounds.append(
                 f"round {round_}: {len(results)} streams, {completed} completed (usage chunk seen), "
                 f"{len(cut)} cut mid-stream, {sum(1 for x in results if x.request_id is None)} cut before "
-                f"any byte; recovery settled {interrupted - interrupted_before} as interrupted "
-                f"({unbilled} content chunks delivered but unbilled)"
+                f"any byte; recovery settled {interrupted - interrupted_before} as interrupted, "
+                f"billing {sum(rec['completion_tokens'] for rec in recovered)} completion tokens for "
+                f"{sum(x.content_chunks for x in cut_recovered)} content chunks delivered; "
+                f"{long_enough} cut streams so far had shown output for {BILLED_AFTER_S} s or more"
             )
             interrupted_before = interrupted
 
@@ -347,6 +378,9 @@ def test_sigkill_during_streaming_loses_nothing_and_bills_nothing_twice(tmp_path
         assert any(x.usage is not None for x in all_results), "no stream ever completed"
         assert any(x.usage is None and x.request_id is not None for x in all_results), "no stream cut mid-way"
         assert interrupted_before > 0, "crash recovery never had anything to settle"
+        # ... and some stream was cut after showing output for BILLED_AFTER_S, so the check that
+        # recovery billed it something was not vacuous.
+        assert long_enough > 0, "no stream was cut late enough to need a progress record"
     finally:
         server.stop()
         print(f"\nsigkill rounds (seed {seed}):\n" + "\n".join(rounds))

@@ -75,21 +75,20 @@ def test_concurrent_holds_never_overdraw_and_batch(db: Database) -> None:
             with lock:
                 futures.append(f)
 
-    async def from_loop() -> int:
+    async def from_loop() -> None:
         money.writer.bind_loop(asyncio.get_running_loop())
         go.wait()
-        before = money.writer.commits
         mine = [money.writer.reserve(hold_request()) for _ in range(200)]
         await asyncio.gather(*(money.writer.wait(f) for f in mine), return_exceptions=True)
         money.writer.bind_loop(None)
         with lock:
             futures.extend(mine)
-        return money.writer.commits - before
 
     threads = [threading.Thread(target=from_thread) for _ in range(4)]
+    before = money.writer.commits
     for t in threads:
         t.start()
-    loop_commits = asyncio.run(from_loop())
+    asyncio.run(from_loop())
     for t in threads:
         t.join()
     outcomes = [f.exception(timeout=30) for f in futures]
@@ -99,7 +98,9 @@ def test_concurrent_holds_never_overdraw_and_batch(db: Database) -> None:
     assert len(outcomes) - len(refused) == 50
     assert money.balance("org-a") == (50 * HOLD, 50 * HOLD)
     assert count(db, ReservationRow) == 50  # a refused hold writes no reservation
-    assert loop_commits < 200 - 100, "holds queued together must share commits"
+    # On SQLite the other threads' 100 holds commit one by one, beside the loop's batches; on PostgreSQL
+    # all 300 queue for the writer thread. Either way, written one per commit they would take 300.
+    assert money.writer.commits - before < 300 - 100, "holds queued together must share commits"
 
 
 def test_wait_hands_results_and_refusals_to_the_loop(db: Database) -> None:

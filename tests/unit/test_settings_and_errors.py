@@ -29,6 +29,14 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert s.server.log_prompts is False
 
 
+def test_progress_interval_defaults_to_a_second_and_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().billing.progress_interval_s == 1.0
+    monkeypatch.setenv("YUN_BILLING__PROGRESS_INTERVAL_S", "0.25")
+    assert Settings().billing.progress_interval_s == 0.25
+    with pytest.raises(ValidationError, match="progress_interval_s"):
+        Settings(billing={"progress_interval_s": 0})
+
+
 def test_production_refuses_insecure_choices() -> None:
     with pytest.raises(ValidationError, match="log_prompts"):
         Settings(environment="production", database_url="postgresql://x/y", server={"log_prompts": True})

@@ -66,5 +66,12 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         billing=billing,
         usage=UsageQueries(billing.money),
-        gateway=Gateway(cluster, metrics, billing, limiter, log_prompts=settings.server.log_prompts),
+        gateway=Gateway(
+            cluster,
+            metrics,
+            billing,
+            limiter,
+            log_prompts=settings.server.log_prompts,
+            progress_interval_s=settings.billing.progress_interval_s,
+        ),
     )

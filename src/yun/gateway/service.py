@@ -10,10 +10,12 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import random
 import time
 from array import array
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,11 @@ _DEFAULT_MAX_OUTPUT = 4096  # when neither the client nor the model card bounds 
 def _log_failure(job: asyncio.Future[None]) -> None:
     if not job.cancelled() and job.exception() is not None:
         log.error("background bookkeeping failed (open holds are settled by recovery)", exc_info=job.exception())
+
+
+def _log_failed_progress(written: Future[bool]) -> None:
+    if written.exception() is not None:
+        log.warning("recording stream progress failed (a crash bills the record before)", exc_info=written.exception())
 
 
 def request_id(prefix: str) -> str:
@@ -76,6 +83,10 @@ class _Call:
     estimated_tokens: int
     started: float = field(default_factory=time.perf_counter)
     settled: bool = False
+    progress_at: float = math.inf
+    """When (`perf_counter`) the next progress record is due; set for streams only."""
+    progress: tuple[int, int] = (0, 0)
+    """(prompt, completion) tokens last recorded on the hold."""
 
 
 class Gateway:
@@ -87,6 +98,7 @@ class Gateway:
         limiter: RateLimitStore,
         *,
         log_prompts: bool = False,
+        progress_interval_s: float = 1.0,
     ) -> None:
         self.cluster = cluster
         self.metrics = metrics
@@ -95,6 +107,8 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         # Prompts are tenants' data: logged only when an operator turns this on (never in production).
         self.log_prompts = log_prompts
+        # How often a running stream's tokens so far are written onto its hold (for crash recovery).
+        self.progress_interval_s = progress_interval_s
         self.sinks: list[UsageSink] = [self._observe]
 
     # -- routing and admission -----------------------------------------------------------------
@@ -296,6 +310,9 @@ class Gateway:
         before the final usage chunk goes out."""
         created = int(time.time())
         status = "aborted"
+        # The first progress record is due one interval into the stream, so a stream that ends sooner (the
+        # common short request) writes only its hold and its settlement.
+        call.progress_at = call.started + self.progress_interval_s
         try:
             for index, body in enumerate(bodies):
                 async for batch in self._relay(call, path, body, tool_names, index, created):
@@ -335,35 +352,68 @@ class Gateway:
             usage.replica = engine.name
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
             as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
-            request_id, model_id = usage.request_id, usage.model_id
             async for batch in engine.stream(path, upstream):
-                out: list[JSON] = []
-                for chunk in batch:
-                    timings = chunk.pop("timings", None)
-                    if timings is not None:
-                        usage.see_timings(timings)
-                    chunk["id"] = request_id
-                    chunk["model"] = model_id
-                    if "created" not in chunk:
-                        chunk["created"] = created
-                    if "usage" in chunk:
-                        usage.add(chunk.pop("usage"))
-                        if not chunk.get("choices"):
-                            continue
-                    # Only the first output (time to first token) matters, unless chunks are the count.
-                    if (counts_chunks or usage.ttft_s is None) and any(
-                        has_output(c) for c in chunk.get("choices") or ()
-                    ):
-                        if usage.ttft_s is None:
-                            usage.ttft_s = time.perf_counter() - call.started
-                        if counts_chunks:
-                            usage.live_completion += 1
-                    if as_is:
-                        out.append(chunk)
-                    else:
-                        out.extend(rewrite(chunk, buffer, index))
+                out = self._relay_batch(call, batch, buffer, index, created, counts_chunks, as_is)
+                # Once per batch: a clock read is all a stream pays until a record is due.
+                if time.perf_counter() >= call.progress_at:
+                    self._record_progress(call)
                 if out:
                     yield out
+
+    @staticmethod
+    def _relay_batch(
+        call: _Call,
+        batch: list[JSON],
+        buffer: ToolStreamBuffer | None,
+        index: int,
+        created: int,
+        counts_chunks: bool,
+        as_is: bool,
+    ) -> list[JSON]:
+        """Count one batch of engine chunks and make them the client's (ids, model, tool calls)."""
+        usage = call.usage
+        request_id, model_id = usage.request_id, usage.model_id
+        out: list[JSON] = []
+        for chunk in batch:
+            timings = chunk.pop("timings", None)
+            if timings is not None:
+                usage.see_timings(timings)
+            chunk["id"] = request_id
+            chunk["model"] = model_id
+            if "created" not in chunk:
+                chunk["created"] = created
+            if "usage" in chunk:
+                usage.add(chunk.pop("usage"))
+                if not chunk.get("choices"):
+                    continue
+            # Only the first output (time to first token) matters, unless chunks are the count.
+            if (counts_chunks or usage.ttft_s is None) and any(has_output(c) for c in chunk.get("choices") or ()):
+                if usage.ttft_s is None:
+                    usage.ttft_s = time.perf_counter() - call.started
+                if counts_chunks:
+                    usage.live_completion += 1
+            if as_is:
+                out.append(chunk)
+            else:
+                out.extend(rewrite(chunk, buffer, index))
+        return out
+
+    def _record_progress(self, call: _Call) -> None:
+        """Write the tokens generated so far onto the hold, so that a crash of this process before the
+        settlement still bills them (BillingService.recover). Fire and forget: the relay never waits for
+        the write, and a failed one costs only this record (the next one or the settlement supersedes it)."""
+        call.progress_at = time.perf_counter() + self.progress_interval_s
+        usage = call.usage
+        counts = (usage.prompt_tokens + usage.live_prompt, usage.completion_tokens + usage.live_completion)
+        if counts == call.progress:
+            return  # nothing new since the last record: a stalled engine costs no writes
+        try:
+            written = self.billing.record_progress(call.hold, *counts)
+        except Exception:  # noqa: BLE001 - a progress record must never break the stream it describes
+            log.warning("recording progress of %s failed", usage.request_id, exc_info=True)
+            return
+        call.progress = counts
+        written.add_done_callback(_log_failed_progress)
 
     # -- completions ---------------------------------------------------------------------------
     def _completion_call(

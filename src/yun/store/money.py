@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
-from yun.store.money_path import ROLLUP_SUMS, HoldRecord, HoldRequest, SettleRecord
+from yun.store.money_path import ROLLUP_SUMS, HoldRecord, HoldRequest, ProgressRecord, SettleRecord
 from yun.store.orm import (
     BalanceRow,
     Base,
@@ -48,6 +48,7 @@ __all__ = [
     "MoneyRepository",
     "PeriodFigures",
     "PriceRecord",
+    "ProgressRecord",
     "SettleRecord",
 ]
 
@@ -227,6 +228,7 @@ class MoneyRepository:
         return self.writer.settle(hold, rec).result()
 
     def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
+        """Unsettled holds, with the progress last recorded on each (what recovery bills)."""
         with self._db.reader.connect() as c:
             q = select(_R).where(_R.c.settled_at.is_(None))
             if gateway_id is not None:
@@ -245,6 +247,8 @@ class MoneyRepository:
                     r.free_month,
                     r.price_version,
                     r.created_at,
+                    int(r.progress_prompt_tokens),
+                    int(r.progress_completion_tokens),
                 )
                 for r in c.execute(q)
             ]

@@ -1,10 +1,12 @@
-"""The request path's writes: reservations and settlements, group-committed on one connection.
+"""The request path's writes: reservations, progress and settlements, group-committed on one connection.
 
 Every accepted request writes twice: a hold before the engine runs, a settlement after. Done one
 transaction at a time through SQLAlchemy, those two commits cost more CPU than the rest of the gateway
 together. Here one raw DB-API connection writes whatever has queued up since its last commit in a
 single transaction (a "group commit"): under load dozens of holds and settlements share one commit;
-with one request in flight, each still commits alone and at once.
+with one request in flight, each still commits alone and at once. A stream that outlasts the progress
+interval also records, now and then, the tokens generated so far on its hold, so that crash recovery
+can bill them; those records join the same batches.
 
 Invariants (ARCHITECTURE.md, "Money invariants") are those of `money.py`, statement by statement:
 - a hold is a guarded `UPDATE ... WHERE balance - held >= :amount` (atomic on SQLite and PostgreSQL);
@@ -12,6 +14,8 @@ Invariants (ARCHITECTURE.md, "Money invariants") are those of `money.py`, statem
   batch are unaffected;
 - a settlement starts by flipping `settled_at` from NULL: only the transaction that flipped it writes
   the usage record, the charge and the rollup;
+- a progress record touches only the open hold's own counts (`... AND settled_at IS NULL`): it moves
+  no money, and one that lands after the settlement changes nothing;
 - no caller hears "done" before the transaction holding its write has committed; if a batch fails,
   it is rolled back and each operation is retried alone, so one bad operation fails only itself.
 """
@@ -37,7 +41,7 @@ from yun.errors import QuotaExceeded
 if TYPE_CHECKING:
     from yun.store.db import Database
 
-__all__ = ["HoldRecord", "HoldRequest", "MoneyWriter", "ROLLUP_SUMS", "SettleRecord"]
+__all__ = ["HoldRecord", "HoldRequest", "MoneyWriter", "ProgressRecord", "ROLLUP_SUMS", "SettleRecord"]
 
 log = logging.getLogger("yun.store")
 
@@ -80,6 +84,10 @@ _SQL = {
         "UPDATE free_usage SET held = held - :grant WHERE org_id = :org AND model_id = :model_id AND month = :month"
     ),
     "flip": "UPDATE reservations SET settled_at = :now WHERE request_id = :request_id AND settled_at IS NULL",
+    "progress": (
+        "UPDATE reservations SET progress_prompt_tokens = :prompt_tokens, progress_completion_tokens ="
+        " :completion_tokens WHERE request_id = :request_id AND settled_at IS NULL"
+    ),
     "free_settle": (
         "UPDATE free_usage SET held = held - :held, used = used + :used"
         " WHERE org_id = :org AND model_id = :model_id AND month = :month"
@@ -140,6 +148,18 @@ class HoldRecord:
     month: str | None
     price_version: int | None
     created_at: datetime
+    progress_prompt_tokens: int = 0
+    progress_completion_tokens: int = 0
+    """The last progress recorded while the request ran (0 if none): what crash recovery bills."""
+
+
+@dataclass(frozen=True)
+class ProgressRecord:
+    """Tokens an open request has generated so far, by the engine's own running count."""
+
+    request_id: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 @dataclass(frozen=True)
@@ -290,13 +310,18 @@ def _settle(s: _Statements, cur: _Cursor, hold: HoldRecord, rec: SettleRecord) -
     return True
 
 
-_Op = tuple[HoldRequest, None] | tuple[HoldRecord, SettleRecord]
+def _progress(s: _Statements, cur: _Cursor, rec: ProgressRecord) -> bool:
+    params = {"prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens}
+    return s.run(cur, "progress", {"request_id": rec.request_id, **params}) == 1
+
+
+_Op = tuple[HoldRequest, None] | tuple[HoldRecord, SettleRecord] | tuple[ProgressRecord, None]
 _Item = tuple[_Op, "Future[Any]"]
 
 
 class MoneyWriter:
-    """One connection, group commits. `reserve`/`settle` return futures that complete once the write
-    is committed (or failed).
+    """One connection, group commits. `reserve`/`settle`/`progress` return futures that complete once
+    the write is committed (or failed).
 
     Where the writes run:
     - PostgreSQL: a writer thread (started on first use) drains a queue, so the event loop never waits
@@ -322,6 +347,8 @@ class MoneyWriter:
         self._statements = _Statements(db)
         self.commits = 0
         """Transactions committed (for tests and benchmarks: operations / commits = batching achieved)."""
+        self.progress_writes = 0
+        """Progress records submitted (for tests and benchmarks: the writes streams add to the request path)."""
 
     def reserve(self, req: HoldRequest) -> Future[HoldRecord]:
         """Hold free tokens and money for one request, durably; the future fails with QuotaExceeded."""
@@ -346,6 +373,12 @@ class MoneyWriter:
         waiter: asyncio.Future[T] = loop.create_future()
         future.add_done_callback(partial(_hand_over, waiter))
         return waiter
+
+    def progress(self, rec: ProgressRecord) -> Future[bool]:
+        """Record an open request's tokens so far on its hold. The future's result is False if the hold
+        was settled already (the record is then dropped: the settlement has the final counts)."""
+        self.progress_writes += 1
+        return self._submit((rec, None))
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Write an embedded database's batches on `loop` (call from the loop's thread; None unbinds)."""
@@ -434,12 +467,14 @@ class MoneyWriter:
                 cur.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade from a read lock to fail later
             results: list[object] = []
             for first, second in ops:
-                if second is None:
-                    assert isinstance(first, HoldRequest)
-                    results.append(_reserve(s, cur, first))
-                else:
+                if second is not None:
                     assert isinstance(first, HoldRecord)
                     results.append(_settle(s, cur, first, second))
+                elif isinstance(first, HoldRequest):
+                    results.append(_reserve(s, cur, first))
+                else:
+                    assert isinstance(first, ProgressRecord)
+                    results.append(_progress(s, cur, first))
             if self._db.embedded:
                 cur.execute("COMMIT")
             else:

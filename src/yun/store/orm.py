@@ -180,6 +180,11 @@ class ReservationRow(Base):
     gateway_id: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Tokens generated so far by a stream still running, recorded now and then by the gateway: what crash
+    # recovery bills if the gateway dies before settling. The server default fills them for the hold's own
+    # INSERT, which does not name them.
+    progress_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    progress_completion_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class UsageRow(Base):
