@@ -129,6 +129,20 @@ def test_recovery_bills_the_last_progress_at_the_holds_price_version(db: Databas
     assert billing.money.balance("org-a")[0] == grant - cost_of(V1, 43, 27) - cost_of(V1, 40, 12)
 
 
+def test_recovery_prices_recorded_cached_tokens_as_cached_input(db: Database, billing: BillingService) -> None:
+    """llama.cpp's running count says how much of the prompt came from its cache; a crash-cut stream is
+    priced as its settlement would have been, not as if the whole prompt were new input."""
+    billing.money.post("org-a", "grant", USD, "g1")
+    h = hold(billing)
+    assert billing.record_progress(h, 48, 20, cached_tokens=32).result(timeout=30) is True
+    assert restart(db).recover() == 1
+    rec = records(billing.money)[h.request_id]
+    assert (rec["prompt_tokens"], rec["completion_tokens"], rec["cached_tokens"]) == (48, 20, 32)
+    cached_cost = math.ceil(Fraction(32 * V1[2], 1_000_000))
+    assert rec["cost"] == cost_of(V1, 16, 20) + cached_cost < cost_of(V1, 48, 20)
+    assert_books_balance(billing.money, USD)
+
+
 def test_recovery_uses_free_tokens_first(db: Database, billing: BillingService) -> None:
     billing.money.post("org-a", "grant", USD, "g1")
     billing.set_free_allowance("org-a", MODEL, 30)

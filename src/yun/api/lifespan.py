@@ -69,8 +69,15 @@ async def _keep_in_sync(services: Services) -> None:
 async def _checkpoint(services: Services) -> None:
     """Small, frequent WAL checkpoints in a worker thread: each copies a fraction of a second's pages.
     Rare big ones ran on the gateway's core for a few hundred ms and stalled requests meanwhile."""
+    writer, seen = services.db.money_writer, -1
     while True:
         await asyncio.sleep(_CHECKPOINT_EVERY_S)
+        if writer.commits == seen:
+            # Nothing written on the request path since the last run. Left alone, an idle gateway woke a
+            # thread and SQLite four times a second, and every such wake-up on a 2-core machine takes a
+            # core from the engine's threads. What others wrote (admin, CLI) waits for the next request.
+            continue
+        seen = writer.commits
         try:
             await asyncio.to_thread(services.db.checkpoint)
         except Exception:  # noqa: BLE001 - the next run tries again; the WAL keeps the data meanwhile

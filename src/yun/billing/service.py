@@ -148,10 +148,13 @@ class BillingService:
             _, done = self.settle(written.result(), Outcome("", 0, 0, 0, "aborted", 0.0, None))
             done.add_done_callback(_log_failed_write)
 
-    def record_progress(self, hold: HoldRecord, prompt_tokens: int, completion_tokens: int) -> Future[bool]:
+    def record_progress(
+        self, hold: HoldRecord, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> Future[bool]:
         """Queue a record of the tokens a running request has used so far, in the engine's counts; it
         moves no money, and is dropped if the request has been settled meanwhile."""
-        return self.money.writer.progress(ProgressRecord(hold.request_id, prompt_tokens, completion_tokens))
+        record = ProgressRecord(hold.request_id, prompt_tokens, completion_tokens, cached_tokens)
+        return self.money.writer.progress(record)
 
     def settlement(self, hold: HoldRecord, out: Outcome) -> SettleRecord:
         """The charge for what happened, at the price version the request was held at."""
@@ -257,8 +260,8 @@ class BillingService:
         before the crash. It is priced as any settlement is: at the hold's own price version, free tokens
         first, capped at the hold (which the engine was bound to anyway, so a balance never goes below
         zero). What was generated after the last record died with the process and is not billed: we
-        bill only counts that were written down. The record holds no cached-token count, so recorded
-        prompt tokens are priced as uncached input, as the hold assumed. A hold with nothing recorded
+        bill only counts that were written down. Cached prompt tokens are priced as cached input, as a
+        normal settlement prices them. A hold with nothing recorded
         (a stream cut within its first progress interval, a request that was not streamed) settles at zero."""
         if stale_after_s is None:
             holds = self.money.open_holds(gateway_id=self.gateway_id)
@@ -267,7 +270,8 @@ class BillingService:
         settled = 0
         for hold in holds:
             prompt, completion = hold.progress_prompt_tokens, hold.progress_completion_tokens
-            done, _ = self.settle_now(hold, Outcome("", prompt, completion, 0, "interrupted", 0.0, None))
+            cached = hold.progress_cached_tokens
+            done, _ = self.settle_now(hold, Outcome("", prompt, completion, cached, "interrupted", 0.0, None))
             settled += done
         if settled:
             log.warning("settled %d reservation(s) left open by an interrupted gateway", settled)

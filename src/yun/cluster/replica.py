@@ -104,6 +104,11 @@ class Replica:
             llamacpp=True,
             timeout_s=self.tuning.request_timeout_s,
             max_connections=_LOCAL_CONNECTIONS,  # the rest wait in the gateway, below the worker's HTTP threads
+            # No idle keep-alive connections to our own workers: llama.cpp's HTTP server polls each one
+            # every 10 ms (strace: ~96 polls/s per idle connection), and each wake-up takes a core from
+            # its compute threads on a 2-core machine. A loopback connect per request costs far less
+            # than that next to a generation of tens of milliseconds or more.
+            keep_alive=False,
         )
         deadline = started + self.tuning.start_timeout_s
         while time.monotonic() < deadline:

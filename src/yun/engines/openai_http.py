@@ -108,8 +108,10 @@ class OpenAIHTTPEngine:
         llamacpp: bool = False,
         timeout_s: float = 600.0,
         max_connections: int = 256,
+        keep_alive: bool = True,
     ) -> None:
         self.name = name
+        self._keep_alive = keep_alive
         self.base_url = base_url.rstrip("/")
         self._llamacpp = llamacpp
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -126,11 +128,13 @@ class OpenAIHTTPEngine:
         if self._session is None or self._session.closed:
             # Idle connections are dropped before the server would drop them (llama.cpp and most servers
             # close after 5 s); a connection the server closes anyway is retried once by `_post`.
-            self._session = self._new_session(
-                _CountingConnector(
-                    limit=self._max_connections, limit_per_host=self._max_connections, keepalive_timeout=2.0
-                )
+            n = self._max_connections
+            connector = (
+                _CountingConnector(limit=n, limit_per_host=n, keepalive_timeout=2.0)
+                if self._keep_alive
+                else _CountingConnector(limit=n, limit_per_host=n, force_close=True)
             )
+            self._session = self._new_session(connector)
         return self._session
 
     def _fresh_client(self) -> aiohttp.ClientSession:

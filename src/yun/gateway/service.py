@@ -85,7 +85,7 @@ class _Call:
     settled: bool = False
     progress_at: float = math.inf
     """When (`perf_counter`) the next progress record is due; set for streams only."""
-    progress: tuple[int, int] = (0, 0)
+    progress: tuple[int, int, int] = (0, 0, 0)
     """(prompt, completion) tokens last recorded on the hold."""
 
 
@@ -404,7 +404,11 @@ class Gateway:
         the write, and a failed one costs only this record (the next one or the settlement supersedes it)."""
         call.progress_at = time.perf_counter() + self.progress_interval_s
         usage = call.usage
-        counts = (usage.prompt_tokens + usage.live_prompt, usage.completion_tokens + usage.live_completion)
+        counts = (
+            usage.prompt_tokens + usage.live_prompt,
+            usage.completion_tokens + usage.live_completion,
+            usage.cached_tokens + usage.live_cached,
+        )
         if counts == call.progress:
             return  # nothing new since the last record: a stalled engine costs no writes
         try:

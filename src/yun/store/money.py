@@ -249,6 +249,7 @@ class MoneyRepository:
                     r.created_at,
                     int(r.progress_prompt_tokens),
                     int(r.progress_completion_tokens),
+                    int(r.progress_cached_tokens),
                 )
                 for r in c.execute(q)
             ]

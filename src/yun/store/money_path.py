@@ -85,8 +85,8 @@ _SQL = {
     ),
     "flip": "UPDATE reservations SET settled_at = :now WHERE request_id = :request_id AND settled_at IS NULL",
     "progress": (
-        "UPDATE reservations SET progress_prompt_tokens = :prompt_tokens, progress_completion_tokens ="
-        " :completion_tokens WHERE request_id = :request_id AND settled_at IS NULL"
+        "UPDATE reservations SET progress_prompt_tokens = :prompt_tokens, progress_cached_tokens = :cached_tokens,"
+        " progress_completion_tokens = :completion_tokens WHERE request_id = :request_id AND settled_at IS NULL"
     ),
     "free_settle": (
         "UPDATE free_usage SET held = held - :held, used = used + :used"
@@ -150,6 +150,7 @@ class HoldRecord:
     created_at: datetime
     progress_prompt_tokens: int = 0
     progress_completion_tokens: int = 0
+    progress_cached_tokens: int = 0
     """The last progress recorded while the request ran (0 if none): what crash recovery bills."""
 
 
@@ -160,6 +161,8 @@ class ProgressRecord:
     request_id: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+    """Of `prompt_tokens`, those the engine served from its prompt cache (priced as cached input)."""
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,11 @@ def _settle(s: _Statements, cur: _Cursor, hold: HoldRecord, rec: SettleRecord) -
 
 
 def _progress(s: _Statements, cur: _Cursor, rec: ProgressRecord) -> bool:
-    params = {"prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens}
+    params = {
+        "prompt_tokens": rec.prompt_tokens,
+        "cached_tokens": min(rec.cached_tokens, rec.prompt_tokens),
+        "completion_tokens": rec.completion_tokens,
+    }
     return s.run(cur, "progress", {"request_id": rec.request_id, **params}) == 1
 
 

@@ -185,6 +185,7 @@ class ReservationRow(Base):
     # INSERT, which does not name them.
     progress_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     progress_completion_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    progress_cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class UsageRow(Base):

@@ -22,7 +22,7 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = ("progress_prompt_tokens", "progress_completion_tokens")
+_COLUMNS = ("progress_prompt_tokens", "progress_completion_tokens", "progress_cached_tokens")
 
 
 def upgrade() -> None:
