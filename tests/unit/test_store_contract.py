@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import text
 
 from yun.errors import AuthenticationFailed, InvalidRequest, NotFound
 from yun.store import Database, KeyRepository, ModelRecord, ModelRepository, OrganizationRepository, upgrade
+from yun.store.money import HoldRequest, MoneyRepository
 from yun.tenancy import DEFAULT_ORG, KeyService
 
 
@@ -108,3 +110,28 @@ def test_new_sqlite_files_use_small_pages_and_the_wal_stays_bounded(tmp_path) ->
     assert wal.stat().st_size == 0
     assert len(KeyRepository(database).list(DEFAULT_ORG)) == 50
     database.dispose()
+
+
+def test_background_checkpoints_run_only_after_money_writes(tmp_path, monkeypatch) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    upgrade(url)
+    database = Database(url)
+    OrganizationRepository(database).get_or_create(DEFAULT_ORG, "default")
+    runs: list[int] = []
+    monkeypatch.setattr(database, "checkpoint", lambda: runs.append(database.money_writer.commits))
+    database.start_checkpoints(every_s=0.01)
+    time.sleep(0.2)
+    idle = len(runs)
+    money = MoneyRepository(database)
+    money.post(DEFAULT_ORG, "grant", 10_000, "g1")
+    hold = money.reserve(
+        HoldRequest("req-1", DEFAULT_ORG, "k", "m", "chat.completions", "gw", None, 0, 0, "2026-12", lambda _: 100)
+    )
+    deadline = time.monotonic() + 10
+    while len(runs) == idle and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    database.dispose()  # stops the thread
+    assert idle <= 1, "an idle database is not checkpointed over and over"
+    assert len(runs) == idle + 1 and runs[-1] >= 1, "one checkpoint after the write, none after"
+    assert hold.amount == 100

@@ -66,24 +66,6 @@ async def _keep_in_sync(services: Services) -> None:
             log.exception("catalog sync failed")
 
 
-async def _checkpoint(services: Services) -> None:
-    """Small, frequent WAL checkpoints in a worker thread: each copies a fraction of a second's pages.
-    Rare big ones ran on the gateway's core for a few hundred ms and stalled requests meanwhile."""
-    writer, seen = services.db.money_writer, -1
-    while True:
-        await asyncio.sleep(_CHECKPOINT_EVERY_S)
-        if writer.commits == seen:
-            # Nothing written on the request path since the last run. Left alone, an idle gateway woke a
-            # thread and SQLite four times a second, and every such wake-up on a 2-core machine takes a
-            # core from the engine's threads. What others wrote (admin, CLI) waits for the next request.
-            continue
-        seen = writer.commits
-        try:
-            await asyncio.to_thread(services.db.checkpoint)
-        except Exception:  # noqa: BLE001 - the next run tries again; the WAL keeps the data meanwhile
-            log.exception("WAL checkpoint failed")
-
-
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
@@ -94,8 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await sync_deployments(services)
     services.cluster.start_supervisor()
     tasks = [asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")]
-    if services.db.embedded:
-        tasks.append(asyncio.create_task(_checkpoint(services), name="yun-wal-checkpoint"))
+    services.db.start_checkpoints(_CHECKPOINT_EVERY_S)
     # Everything built so far (libraries, app, services) lives for the whole process: move it out of
     # the cyclic collector's reach, so full collections scan only per-request garbage. Without this,
     # gen-2 collections over the start-up heap showed up as tens-of-ms stalls in the latency tail.

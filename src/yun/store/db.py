@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from yun.store.money_path import MoneyWriter
 
 __all__ = ["Database", "ensure_sqlite_dir"]
+
+log = logging.getLogger("yun.store")
 
 
 def ensure_sqlite_dir(url: str) -> None:
@@ -77,6 +82,8 @@ class Database:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.reader = self.engine
         self._writer: MoneyWriter | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
 
@@ -115,7 +122,45 @@ class Database:
         finally:
             raw.close()
 
+    def start_checkpoints(self, every_s: float = 0.25) -> None:
+        """Run `checkpoint()` every `every_s` from a thread of its own, at the lowest CPU priority,
+        whenever the money writer committed something since the last run (no-op for PostgreSQL).
+
+        Small and frequent, so each copies a fraction of a second's pages (rare big ones stalled requests
+        for hundreds of ms). Its own thread at nice 19, because on a gateway pinned to one core the copy
+        competed with the event loop for that core: the scheduler now runs it when the loop waits.
+        Skipped when nothing was written: an idle gateway wakes nothing, and every wake-up on a 2-core
+        machine takes a core from the engine's threads. What others wrote (admin, CLI) waits for the
+        next request's checkpoint.
+        """
+        if not self.embedded or self._checkpointer is not None:
+            return
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, args=(every_s,), name="yun-wal-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, every_s: float) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only (Linux)
+        except OSError:
+            log.debug("could not lower the checkpoint thread's priority", exc_info=True)
+        seen = -1
+        while not self._stop_checkpoints.wait(every_s):
+            commits = self.money_writer.commits
+            if commits == seen:
+                continue
+            seen = commits
+            try:
+                self.checkpoint()
+            except Exception:  # noqa: BLE001 - the next run tries again; the WAL keeps the data meanwhile
+                log.exception("WAL checkpoint failed")
+
     def dispose(self) -> None:
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
         if self._writer is not None:
             self._writer.close()  # what is queued is written before the connections go
         self.engine.dispose()
