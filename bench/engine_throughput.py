@@ -1,20 +1,20 @@
 """Output tokens/s through Yun vs the same xllamacpp engine called directly (target: Yun >= 95% of direct).
 
-Run (about 4 minutes on an otherwise idle machine):
-    .venv/bin/python bench/engine_throughput.py [--concurrency 1 4 8] [--rounds 2] [--max-tokens 128] [--no-recheck]
+Run (about 7 minutes on an otherwise idle machine):
+    .venv/bin/python bench/engine_throughput.py [--concurrency 1 4 8] [--pairs 5] [--rounds 1] [--max-tokens 128]
 
 What it does:
-1. Starts Yun's replica worker alone (`python -m yun.engines.xllamacpp_worker`, default Qwen2.5-Coder-0.5B
-   GGUF, 2 threads, 8 slots, 4096 context per slot) and measures it; stops it.
-2. Starts `yun serve` (fresh temp data dir, default models, YUN_ENGINE__PARALLEL=8, so its chat replica
-   is the same worker with the same settings) and measures through Yun's /v1/chat/completions.
-3. Measures the direct worker again (A-B-A), so drift from other load on a shared machine shows up as a
-   before/after difference instead of silently skewing the ratio; the ratio uses their mean.
-Only one of them runs at a time: they would compete for the 2 cores.
-
-At each concurrency N, N httpx streaming clients each send `--rounds` requests back to back (at least 8
-requests per level: a single stream sends 8), with a fixed prompt, temperature 0, max_tokens and
-stream_options.include_usage. tokens/s = completion tokens (usage chunk) / wall time of the level.
+- Starts Yun's replica worker alone (`python -m yun.engines.xllamacpp_worker`, default Qwen2.5-Coder-0.5B
+  GGUF, 2 threads, 8 slots, 4096 context per slot) and `yun serve` (fresh temp data dir, default models,
+  YUN_ENGINE__PARALLEL=8, so its chat replica is the same worker with the same settings). Both stay up;
+  the idle one costs next to nothing (idle yun serve: ~4.5 ms of CPU per second, its workers ~0).
+- At each concurrency N, `--pairs` pairs of runs: one run against the worker directly, one through Yun's
+  /v1/chat/completions, alternating which goes first. A run is N httpx streaming clients each sending
+  `--rounds` requests (fixed prompt, temperature 0, max_tokens, stream_options.include_usage), each on a
+  fresh connection. tokens/s = completion tokens (usage chunk) / wall time of the run.
+- The ratio is taken within each pair and the median over pairs is the figure: on these shared 2-core
+  machines tokens/s drifts by +-10% between runs minutes apart, which an A-B-A sequence of one long run
+  each (this program's first version) could not tell from Yun's own cost.
 Also shown: median time to first token, and the share of the machine's CPU used by processes this
 program did not start (/proc/stat minus its own process trees): llama.cpp runs 2 threads on 2 cores,
 so any other load stalls it. JSON goes to bench/results/.
@@ -168,24 +168,14 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / TICK
 
 
-def measure(name: str, base: str, key: str, server_pid: int, args: argparse.Namespace) -> list[dict]:
-    asyncio.run(run_level(base, key, 1, 1, 8))  # warm-up: first-request costs stay out of the numbers
-    levels = []
-    for conc in args.concurrency:
-        busy0, server0, me0 = busy_seconds(), tree_cpu_seconds(server_pid), time.process_time()
-        rounds = max(args.rounds, -(-8 // conc))  # at least 8 requests per level: 1 stream is the noisiest
-        level = asyncio.run(run_level(base, key, conc, rounds, args.max_tokens))
-        ours = tree_cpu_seconds(server_pid) - server0 + time.process_time() - me0
-        others = busy_seconds() - busy0 - ours  # CPU used by processes this program did not start
-        level["others_pct"] = max(0.0, 100 * others / (level["wall_s"] * (os.cpu_count() or 1)))
-        print(
-            f"  {name} c={conc}: {level['tokens_per_s']:.1f} tok/s ({level['completion_tokens']} tokens "
-            f"in {level['wall_s']:.1f}s; others used {level['others_pct']:.0f}% of the machine)",
-            file=sys.stderr,
-            flush=True,
-        )
-        levels.append(level)
-    return levels
+def measure(base: str, key: str, pids: list[int], conc: int, args: argparse.Namespace) -> dict:
+    """One level against one target; `pids` are the process trees this program started (both targets)."""
+    busy0, ours0 = busy_seconds(), sum(tree_cpu_seconds(p) for p in pids) + time.process_time()
+    level = asyncio.run(run_level(base, key, conc, args.rounds, args.max_tokens))
+    ours = sum(tree_cpu_seconds(p) for p in pids) + time.process_time() - ours0
+    others = busy_seconds() - busy0 - ours  # CPU used by processes this program did not start
+    level["others_pct"] = max(0.0, 100 * others / (level["wall_s"] * (os.cpu_count() or 1)))
+    return level
 
 
 def show_logs(*logs: Path) -> None:
@@ -194,22 +184,16 @@ def show_logs(*logs: Path) -> None:
             print(f"--- tail of {log}:\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
 
 
-def run_direct(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
+def start_direct(model: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     log = tmp / "direct.log"
     worker = ["-m", "yun.engines.xllamacpp_worker", "--model", str(model), "--port", str(port)]
     proc = start([str(VENV_BIN / "python"), *worker, "--threads", "2", "--parallel", "8", "--ctx", "4096"], log)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 120, yun=False)
-        return measure("direct", f"http://127.0.0.1:{port}", "", proc.pid, args)
-    except BaseException:
-        show_logs(log)
-        raise
-    finally:
-        stop(proc)
+    wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 120, yun=False)
+    return proc, f"http://127.0.0.1:{port}", log
 
 
-def run_yun(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
+def start_yun(model: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str, str, Path]:
     data = tmp / "data"
     # Reuse the joined GGUF (Yun's ensure_joined accepts a file of the right size) instead of a 470 MB copy.
     (data / "models").mkdir(parents=True)
@@ -219,66 +203,104 @@ def run_yun(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
     env = {**os.environ, "YUN_ENGINE__PARALLEL": "8", "YUN_ENGINE__THREADS": "2"}
     env["YUN_ENGINE__CONTEXT_PER_SLOT"] = "4096"
     proc = start([str(VENV_BIN / "yun"), "serve", "--data-dir", str(data), "--port", str(port)], log, env)
+    wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 240, yun=True)
+    match = KEY_RE.search(log.read_text())
+    if not match:
+        raise RuntimeError(f"no bootstrap key in {log}")
+    return proc, f"http://127.0.0.1:{port}", match.group(0), log
+
+
+def run_pairs(model: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
+    """Both targets up at once (the idle one costs next to nothing); at each level, `--pairs` runs of each,
+    alternating which goes first, so drift of the machine (seen here: +-10% between runs minutes apart)
+    hits both sides of every pair alike."""
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 240, yun=True)
-        match = KEY_RE.search(log.read_text())
-        if not match:
-            raise RuntimeError(f"no bootstrap key in {log}")
-        return measure("yun", f"http://127.0.0.1:{port}", match.group(0), proc.pid, args)
+        direct, direct_url, log = start_direct(model, tmp)
+        procs.append(direct)
+        logs.append(log)
+        yun, yun_url, key, log = start_yun(model, tmp)
+        procs.append(yun)
+        logs.append(log)
+        pids = [p.pid for p in procs]
+        targets = {"direct": (direct_url, ""), "yun": (yun_url, key)}
+        for url, k in targets.values():  # warm-up: first-request costs stay out of the numbers
+            asyncio.run(run_level(url, k, 1, 1, 8))
+        levels = []
+        for conc in args.concurrency:
+            pairs = []
+            for i in range(args.pairs):
+                order = ("direct", "yun") if i % 2 == 0 else ("yun", "direct")
+                pair = {name: measure(*targets[name], pids, conc, args) for name in order}
+                pair["ratio"] = pair["yun"]["tokens_per_s"] / pair["direct"]["tokens_per_s"]
+                print(
+                    f"  c={conc} pair {i + 1}: direct {pair['direct']['tokens_per_s']:.1f}, "
+                    f"yun {pair['yun']['tokens_per_s']:.1f} tok/s (ratio {pair['ratio']:.3f}; others "
+                    f"{max(pair['direct']['others_pct'], pair['yun']['others_pct']):.0f}%)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                pairs.append(pair)
+            levels.append({"concurrency": conc, "pairs": pairs})
+        return levels
     except BaseException:
-        show_logs(log, *sorted((data / "logs").glob("*.log")))
+        show_logs(*logs)
         raise
     finally:
-        stop(proc)
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--rounds", type=int, default=2, help="requests per client (at least 8 in all per level)")
+    parser.add_argument("--pairs", type=int, default=5, help="direct/Yun run pairs per level")
+    parser.add_argument("--rounds", type=int, default=1, help="requests per client per run")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--no-recheck", dest="recheck", action="store_false", help="skip the second direct run")
     args = parser.parse_args()
     model = ensure_joined(QWEN_CODER_05B, Path.home() / ".cache" / "yun-bench")
     with tempfile.TemporaryDirectory(prefix="yun-engine-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        before = run_direct(model, tmp, args)
-        yun = run_yun(model, tmp, args)
-        after = run_direct(model, tmp, args) if args.recheck else before
+        levels = run_pairs(model, Path(tmp_name), args)
 
-    print(f"\n{MODEL} via xllamacpp, 2 threads, 8 slots; max_tokens={args.max_tokens}, >= 8 requests per level")
-    print("direct = mean of the runs before and after Yun's; others = CPU share used by processes not started here")
+    print(f"\n{MODEL} via xllamacpp, 2 threads, 8 slots; max_tokens={args.max_tokens}; {args.pairs} pairs per level")
+    print("ratio = Yun / direct tok/s within each pair (median, min-max); others = max CPU share of processes")
+    print("not started here during the level (> 10%: a busy machine, the level is left out of the verdict)")
     print(
-        f"{'concurrency':>11} | {'direct tok/s':>12} | {'before/after':>13} | {'yun tok/s':>9} | {'ratio':>6} | "
+        f"{'concurrency':>11} | {'direct tok/s':>12} | {'yun tok/s':>9} | {'ratio median':>12} | {'min-max':>11} | "
         f"{'TTFT p50 ms d/y':>15} | {'others max':>10}"
     )
     rows = []
-    for b, a, y in zip(before, after, yun, strict=True):
-        direct = (b["tokens_per_s"] + a["tokens_per_s"]) / 2
-        ratio = y["tokens_per_s"] / direct
-        others = max(x["others_pct"] for x in (b, y, a))
-        noisy = abs(b["tokens_per_s"] / a["tokens_per_s"] - 1) > 0.1 or others > 10
-        ttft = "/".join("-" if x["ttft_p50_s"] is None else f"{1000 * x['ttft_p50_s']:.0f}" for x in (b, y))
-        ba = f"{b['tokens_per_s']:.1f}/{a['tokens_per_s']:.1f}" + ("*" if noisy else " ")
+    for level in levels:
+        pairs = level["pairs"]
+        ratios = sorted(p["ratio"] for p in pairs)
+        direct = statistics.mean(p["direct"]["tokens_per_s"] for p in pairs)
+        yun = statistics.mean(p["yun"]["tokens_per_s"] for p in pairs)
+        others = max(max(p["direct"]["others_pct"], p["yun"]["others_pct"]) for p in pairs)
+        ttft = [
+            statistics.median([p[n]["ttft_p50_s"] for p in pairs if p[n]["ttft_p50_s"] is not None] or [0.0])
+            for n in ("direct", "yun")
+        ]
+        median = statistics.median(ratios)
         print(
-            f"{b['concurrency']:>11} | {direct:12.1f} | {ba:>13} | {y['tokens_per_s']:9.1f} | {ratio:6.3f} | "
-            f"{ttft:>15} | {others:9.0f}%"
+            f"{level['concurrency']:>11} | {direct:12.1f} | {yun:9.1f} | {median:12.3f} | "
+            f"{ratios[0]:.3f}-{ratios[-1]:.3f} | {_ms(ttft[0]) + '/' + _ms(ttft[1]):>15} | {others:9.0f}%"
         )
-        row = {"concurrency": b["concurrency"], "direct_before": b, "direct_after": a, "yun": y, "ratio": ratio}
-        rows.append({**row, "noisy": noisy})
-    if not all(x["all_counted_by_usage"] for x in before + after + yun):
+        rows.append({**level, "ratio_median": median, "noisy": others > 10})
+    every = [x for level in levels for p in level["pairs"] for x in (p["direct"], p["yun"])]
+    if not all(x["all_counted_by_usage"] for x in every):
         print("note: some streams had no usage chunk; their tokens were counted as content chunks")
-    tokens = {x["completion_tokens"] for x in before + after + yun if x["concurrency"] == 1}
-    if len(tokens) > 1:
-        print(f"note: direct and Yun generated different token counts at c=1: {sorted(tokens)}")
     clean = [r for r in rows if not r["noisy"]]
-    if any(r["noisy"] for r in rows):
-        print("* other load: direct before/after differ by > 10% or others used > 10% of the machine in one of")
-        print("  the three runs; that ratio is left out of the verdict")
     if clean:
-        worst = min(r["ratio"] for r in clean)
+        worst = min(r["ratio_median"] for r in clean)
         verdict = "MET" if worst >= 0.95 else "MISSED"
-        print(f"target yun >= 0.95 x direct: worst ratio {worst:.3f} over {len(clean)} clean level(s): {verdict}")
+        print(
+            f"target yun >= 0.95 x direct: worst median ratio {worst:.3f} over {len(clean)} clean level(s): {verdict}"
+        )
     else:
         print("target yun >= 0.95 x direct: INCONCLUSIVE (every level was disturbed; re-run on a quiet machine)")
     results = BENCH / "results"
