@@ -129,6 +129,40 @@ def test_wait_hands_results_and_refusals_to_the_loop(db: Database) -> None:
     assert held == HOLD  # the abandoned waiter's hold was written all the same
 
 
+def test_a_batch_mixing_organizations_answers_each_operation_its_own_result(db: Database) -> None:
+    """Batches may run their operations grouped by organization (PostgreSQL lock order): whatever the
+    order, each caller gets its own operation's outcome. Org a can pay for 3 holds, org b for none."""
+    OrganizationRepository(db).get_or_create("org-b", "b")
+    money = MoneyRepository(db)
+    money.post("org-a", "grant", 3 * HOLD, "g1")
+    first = [money.reserve(hold_request()) for _ in range(2)]
+
+    async def batch() -> list[object]:
+        money.writer.bind_loop(asyncio.get_running_loop())  # SQLite: one batch on the loop
+        try:
+            ops = [
+                money.writer.reserve(hold_request(org="org-b")),
+                money.writer.settle(first[0], settled(100)),
+                money.writer.reserve(hold_request()),
+                money.writer.reserve(hold_request(org="org-b")),
+                money.writer.settle(first[1], settled(200)),
+                money.writer.reserve(hold_request()),
+            ]
+            return await asyncio.gather(*(money.writer.wait(f) for f in ops), return_exceptions=True)
+        finally:
+            money.writer.bind_loop(None)
+
+    b1, s1, a3, b2, s2, a4 = asyncio.run(batch())
+    assert isinstance(b1, QuotaExceeded) and isinstance(b2, QuotaExceeded)
+    assert s1 is True and s2 is True
+    assert isinstance(a3, HoldRecord) and a3.org_id == "org-a"
+    # a's 3rd and 4th holds fit only because the settlements submitted before each of them ran first
+    # (with the 4th ahead of the 2nd settlement, it would be refused): one org's order is kept.
+    assert isinstance(a4, HoldRecord), a4
+    assert money.balance("org-a") == (3 * HOLD - 300, 2 * HOLD)
+    assert money.balance("org-b")[1] == 0
+
+
 def test_refused_hold_in_a_batch_releases_only_its_free_tokens(db: Database) -> None:
     money = MoneyRepository(db)
     money.post("org-a", "grant", HOLD, "g1")
