@@ -138,15 +138,18 @@ def wait_until(check: object, what: str, timeout: float = 60.0) -> object:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def start_yun(procs: Processes, tmp: Path, upstream: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_yun(
+    procs: Processes, tmp: Path, upstream: str, port: int, bin_dir: Path = VENV_BIN
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`yun serve` from `bin_dir` (this checkout's venv unless told), model "fake" -> `upstream`, on core 1."""
     data = tmp / "data"
-    add = [str(VENV_BIN / "yun"), "models", "add", "fake", "--url", upstream, "--upstream-model", "fake"]
+    add = [str(bin_dir / "yun"), "models", "add", "fake", "--url", upstream, "--upstream-model", "fake"]
     done = subprocess.run([*add, "--data-dir", str(data)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"yun models add failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
     log = tmp / "yun.log"
     yun = procs.start(
-        1, [str(VENV_BIN / "yun"), "serve", "--data-dir", str(data), "--port", str(port), "--no-default-models"], log
+        1, [str(bin_dir / "yun"), "serve", "--data-dir", str(data), "--port", str(port), "--no-default-models"], log
     )
 
     def ready() -> bool:
