@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from yun.cluster import Deployment, EngineTuning, ReplicaSpec
 from yun.cluster.replica import Replica
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore
-from yun.store import Database, OrganizationRepository, upgrade
+from yun.store import Database
 from yun.store.money import MoneyRepository
 from yun.tenancy import Principal
 
@@ -88,12 +88,8 @@ class OneModel:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    upgrade(database_url)
-    database = Database(database_url)
-    OrganizationRepository(database).get_or_create("org-a", "a")
-    yield database
-    database.dispose()
+def db(org_db: Database) -> Database:
+    return org_db
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import Future
 
 import pytest
 from sqlalchemy import func, select, text
 
 from yun.errors import QuotaExceeded
-from yun.store import Database, OrganizationRepository, upgrade
+from yun.store import Database, OrganizationRepository
 from yun.store.money import MoneyRepository
 from yun.store.money_path import HoldRecord, HoldRequest, SettleRecord
 from yun.store.orm import LedgerRow, ReservationRow, UsageRow
@@ -21,12 +20,8 @@ HOLD = 1_000
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    upgrade(database_url)
-    database = Database(database_url)
-    OrganizationRepository(database).get_or_create("org-a", "a")
-    yield database
-    database.dispose()
+def db(org_db: Database) -> Database:
+    return org_db
 
 
 def hold_request(amount: int = HOLD, *, free_wanted: int = 0, allowance: int = 0, org: str = "org-a") -> HoldRequest:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from fractions import Fraction
 
@@ -18,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from yun.billing.service import BillingService, Estimate, Outcome
-from yun.store import Database, OrganizationRepository, upgrade
+from yun.store import Database
 from yun.store.money import HoldRecord, MoneyRepository, ProgressRecord
 from yun.store.orm import ReservationRow
 
@@ -31,12 +30,8 @@ V2 = (25_000_000_000, 90_000_000_000, 12_000_000_000)
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    upgrade(database_url)
-    database = Database(database_url)
-    OrganizationRepository(database).get_or_create("org-a", "a")
-    yield database
-    database.dispose()
+def db(org_db: Database) -> Database:
+    return org_db
 
 
 @pytest.fixture
@@ -210,9 +205,9 @@ def test_progress_and_settlement_in_one_group_commit(db: Database, billing: Bill
     writer = billing.money.writer
     before = writer.progress_writes
     futures = [
-        writer.progress(ProgressRecord(h.request_id, 40, 3)),
+        writer.progress(ProgressRecord(h.request_id, h.org_id, 40, 3)),
         billing.settle(h, Outcome("r0", 40, 8, 0, "ok", 0.5, 0.1))[1],
-        writer.progress(ProgressRecord(h.request_id, 40, 60)),
+        writer.progress(ProgressRecord(h.request_id, h.org_id, 40, 60)),
     ]
     assert [f.result(timeout=30) for f in futures] == [True, True, False]
     assert writer.progress_writes - before == 2

@@ -153,7 +153,7 @@ class BillingService:
     ) -> Future[bool]:
         """Queue a record of the tokens a running request has used so far, in the engine's counts; it
         moves no money, and is dropped if the request has been settled meanwhile."""
-        record = ProgressRecord(hold.request_id, prompt_tokens, completion_tokens, cached_tokens)
+        record = ProgressRecord(hold.request_id, hold.org_id, prompt_tokens, completion_tokens, cached_tokens)
         return self.money.writer.progress(record)
 
     def settlement(self, hold: HoldRecord, out: Outcome) -> SettleRecord:

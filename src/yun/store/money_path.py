@@ -159,6 +159,8 @@ class ProgressRecord:
     """Tokens an open request has generated so far, by the engine's own running count."""
 
     request_id: str
+    org_id: str
+    """The hold's organization: batches run in organization order (see `MoneyWriter._lock_order`)."""
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
@@ -506,7 +508,7 @@ class MoneyWriter:
         the order they were submitted in. SQLite has one write lock for the whole database: no need."""
         if self._db.embedded or len(ops) < 2:
             return range(len(ops))
-        return sorted(range(len(ops)), key=lambda i: getattr(ops[i][0], "org_id", ""))
+        return sorted(range(len(ops)), key=lambda i: ops[i][0].org_id)
 
     def _connection(self) -> Any:
         if self._raw is None:
