@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationFailed",
+    "ClientDisconnected",
     "ContextLengthExceeded",
     "EngineFailure",
     "EngineUnavailable",
@@ -99,6 +100,12 @@ class EngineUnavailable(YunError):
     """No healthy replica can take the request right now."""
 
     code = "engine_unavailable"
+
+
+class ClientDisconnected(YunError):
+    """The client closed its connection before the request could run (it waited for a busy model)."""
+
+    code = "client_closed_request"
 
 
 class EngineFailure(YunError):

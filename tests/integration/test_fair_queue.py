@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Harness
-from tests.integration.test_billing import new_org
+from tests.integration.test_billing import new_org, org_get
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 BURST = 8
@@ -42,3 +42,40 @@ async def test_a_small_tenant_is_served_between_a_big_tenants_queued_requests(yu
     after_small = len(finished) - 1 - finished.index("small")
     assert after_small >= 3, finished
     assert (await yun.http.get("/health")).json()["models"]["tiny"]["queued"] == 0
+
+
+async def test_a_request_whose_client_leaves_while_queued_never_runs_and_costs_nothing(yun: Harness) -> None:
+    _, big = await new_org(yun, None)
+    _, small = await new_org(yun, "1")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 64, "temperature": 0}
+
+    async with httpx.AsyncClient(base_url=yun.base_url, timeout=120) as http:
+
+        async def ask(key: str) -> httpx.Response:
+            return await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+
+        async def queued() -> int:
+            return int((await http.get("/health")).json()["models"]["tiny"]["queued"])
+
+        burst = [asyncio.create_task(ask(big)) for _ in range(BURST)]
+        for _ in range(500):
+            if await queued() >= BURST - 4:
+                break
+            await asyncio.sleep(0.01)
+        before = await queued()
+        leaving = asyncio.create_task(ask(small))  # its own connection (the pool has no idle one)
+        for _ in range(500):
+            if await queued() > before or all(t.done() for t in burst):
+                break
+            await asyncio.sleep(0.005)
+        leaving.cancel()  # the client hangs up while its request waits for a slot
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert all(r.status_code == 200 for r in await asyncio.gather(*burst))
+
+    records = (await org_get(yun, small, "usage/records"))["data"]
+    assert len(records) == 1, records
+    rec = records[0]
+    assert rec["status"] == "aborted" and rec["completion_tokens"] == 0 and rec["cost_nanodollars"] == 0, rec
+    balance = await org_get(yun, small, "balance")
+    assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 1_000_000_000

@@ -11,7 +11,7 @@ import pytest
 from yun.cluster import Deployment, ReplicaSpec
 from yun.cluster.replica import Replica
 from yun.cluster.spec import EngineTuning
-from yun.errors import EngineUnavailable
+from yun.errors import ClientDisconnected, EngineUnavailable
 
 
 class _Engine:
@@ -177,3 +177,35 @@ async def test_no_healthy_replica_is_refused_at_once_and_external_servers_are_no
     for name in run.tasks:
         run.release[name].set()
     await asyncio.gather(*run.tasks.values())
+
+
+async def test_a_waiter_whose_client_disconnects_leaves_the_queue_and_never_runs(tmp_path: Path) -> None:
+    d = _deployment(tmp_path, slots=1)
+    run = _Runner(d)
+    run.start("a", "a0")
+    await _settle()
+    gone = asyncio.Event()
+    ran: list[str] = []
+
+    async def queued(client: asyncio.Event) -> None:
+        async with d.lease("b", client.wait):
+            ran.append("b")
+
+    waiter = asyncio.create_task(queued(gone))
+    await _settle()
+    assert d.queue.waiting() == {"b": 1}
+    gone.set()  # the client hung up while its request waited
+    with pytest.raises(ClientDisconnected):
+        await waiter
+    assert len(d.queue) == 0 and ran == []
+    await run.finish("a0")
+    assert d.replicas[0].outstanding == 0
+
+    # A client that stays is served, and its watcher is cancelled once it has its slot.
+    run.start("a", "a1")
+    await _settle()
+    waiter = asyncio.create_task(queued(asyncio.Event()))
+    await _settle()
+    await run.finish("a1")
+    await waiter
+    assert ran == ["b"] and d.replicas[0].outstanding == 0

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from yun.errors import (
     AuthenticationFailed,
+    ClientDisconnected,
     ContextLengthExceeded,
     EngineFailure,
     EngineUnavailable,
@@ -44,6 +45,7 @@ _STATUS: list[tuple[type[YunError], int, str]] = [
     (RateLimited, 429, "rate_limit_exceeded"),
     (ModelSourceMissing, 400, "invalid_request_error"),
     (EngineUnavailable, 503, "server_error"),
+    (ClientDisconnected, 499, "invalid_request_error"),  # nginx's "client closed request"; nobody reads it
     (EngineFailure, 502, "server_error"),
     (ModelIntegrityError, 500, "server_error"),
 ]

@@ -36,12 +36,18 @@ M = TypeVar("M", bound=BaseModel)
 class Call:
     """What a handler gets: the raw body, the authenticated caller, the gateway."""
 
-    __slots__ = ("body", "gateway", "principal")
+    __slots__ = ("_receive", "body", "gateway", "principal")
 
-    def __init__(self, body: bytes, principal: Principal, gateway: Gateway) -> None:
+    def __init__(self, body: bytes, principal: Principal, gateway: Gateway, receive: Receive) -> None:
         self.body = body
         self.principal = principal
         self.gateway = gateway
+        self._receive = receive
+
+    async def client_gone(self) -> None:
+        """Returns once the client has disconnected (the body has been read: nothing else can arrive)."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -83,7 +89,7 @@ class InferenceLane:
                 body = await self._body(scope, receive)
                 principal = self.services.keys.verify(_bearer(scope))
                 require_role(principal, INFERENCE_ROLES, "call models")
-                response = await handler(Call(body, principal, self.services.gateway))
+                response = await handler(Call(body, principal, self.services.gateway, receive))
         except YunError as exc:
             response = error_response(exc)
         except ValidationError as exc:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 from yun.cluster.fair import FairQueue
 from yun.cluster.replica import Replica
 from yun.cluster.spec import EngineTuning, ReplicaSpec
 from yun.engines import Engine
-from yun.errors import EngineUnavailable, ModelNotFound
+from yun.errors import ClientDisconnected, EngineUnavailable, ModelNotFound
 
-__all__ = ["Deployment", "LocalCluster"]
+__all__ = ["ClientGone", "Deployment", "LocalCluster"]
+
+ClientGone = Callable[[], Awaitable[None]]
+"""Returns (or its awaitable completes) once the client of a request has disconnected."""
 
 log = logging.getLogger("yun.cluster")
 
@@ -39,12 +42,13 @@ class Deployment:
         return best if best.slots is None or best.outstanding < best.slots else None
 
     @contextlib.asynccontextmanager
-    async def lease(self, tenant: str = "") -> AsyncIterator[Engine]:
+    async def lease(self, tenant: str = "", client_gone: ClientGone | None = None) -> AsyncIterator[Engine]:
         """Borrow a replica slot for one request: at once if one is free and nobody waits, else in the
-        tenant's turn (see fair.py)."""
+        tenant's turn (see fair.py). `client_gone` returns when the client disconnects: a request still
+        waiting then leaves the queue (ClientDisconnected) instead of running for nobody."""
         replica = self._free_replica()  # raises at once when no replica is healthy: nothing to wait for
         if replica is None or len(self.queue):
-            replica = await self._wait(tenant)
+            replica = await self._wait(tenant, client_gone)
         else:
             replica.outstanding += 1
         try:
@@ -54,12 +58,19 @@ class Deployment:
             replica.outstanding -= 1
             self.dispatch()
 
-    async def _wait(self, tenant: str) -> Replica:
+    async def _wait(self, tenant: str, client_gone: ClientGone | None) -> Replica:
         future = self.queue.push(tenant)
         self.dispatch()  # a slot may be free already (the queue was not empty only because of us)
+        # Only a request that really waits watches its client: the hot path pays nothing for this.
+        watcher = None if client_gone is None or future.done() else asyncio.ensure_future(client_gone())
         try:
             async with asyncio.timeout(self.queue_timeout_s):
-                return await future
+                if watcher is None:
+                    return await future
+                await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
+                if not future.done():
+                    raise ClientDisconnected("the client closed the connection while the request waited")
+                return future.result()
         except BaseException as exc:
             self.queue.discard(tenant, future)
             if future.done() and not future.cancelled() and future.exception() is None:
@@ -71,6 +82,9 @@ class Deployment:
                     f"every replica of {self.spec.model_id!r} stayed busy for {self.queue_timeout_s:g}s; retry later"
                 ) from None
             raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     def dispatch(self) -> None:
         """Give free slots to waiting requests, one tenant after another."""

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yun.billing import BillingService, Estimate, Hold, Outcome
-from yun.cluster import Deployment, LocalCluster
+from yun.cluster import ClientGone, Deployment, LocalCluster
 from yun.engines import JSON
-from yun.errors import EngineFailure, InvalidRequest, PermissionDenied, RateLimited
+from yun.errors import ClientDisconnected, EngineFailure, InvalidRequest, PermissionDenied, RateLimited
 from yun.gateway.estimate import chat_prompt_bound, input_bound
 from yun.gateway.metrics import Metrics
 from yun.gateway.ratelimit import Limits, RateLimitBackendError, RateLimitStore
@@ -39,6 +39,13 @@ UsageSink = Callable[[Usage], None]
 """Receives one `Usage` per finished request (after it is settled)."""
 
 _DEFAULT_MAX_OUTPUT = 4096  # when neither the client nor the model card bounds the output
+
+
+def _failed(exc: BaseException) -> str:
+    """The usage status of a request that ended with `exc`: a client that left (cancellation, closed
+    generator, disconnected while queued) is `aborted` and billed what the engine generated; anything
+    else is an `error`, billed what the engine generated before failing (nothing, if nothing)."""
+    return "aborted" if not isinstance(exc, Exception) or isinstance(exc, ClientDisconnected) else "error"
 
 
 def _log_failure(job: asyncio.Future[None]) -> None:
@@ -83,6 +90,8 @@ class _Call:
     estimated_tokens: int
     started: float = field(default_factory=time.perf_counter)
     settled: bool = False
+    client_gone: ClientGone | None = None
+    """Returns once the client disconnected; a request still queued for a replica then leaves."""
     progress_at: float = math.inf
     """When (`perf_counter`) the next progress record is due; set for streams only."""
     progress: tuple[int, int, int] = (0, 0, 0)
@@ -178,6 +187,7 @@ class Gateway:
         prefix: str,
         est: Estimate,
         headers: dict[str, str],
+        client_gone: ClientGone | None = None,
     ) -> _Call:
         usage = Usage(request_id(prefix), endpoint, deployment.spec.model_id)
         scopes = self._scopes(principal)
@@ -190,7 +200,7 @@ class Gateway:
         except BaseException:
             self._adjust_later(scopes, -tokens)  # refused before any compute: give the tokens back
             raise
-        return _Call(deployment, usage, hold, scopes, tokens)
+        return _Call(deployment, usage, hold, scopes, tokens, client_gone=client_gone)
 
     def _adjust_later(self, scopes: list[tuple[str, Limits]], delta: int) -> None:
         if not scopes or delta == 0:
@@ -274,11 +284,18 @@ class Gateway:
         max_out = self.max_output(deployment, body.get("max_tokens"), prompt)
         return deployment, {**body, "max_tokens": max_out}, Estimate(prompt, max_out)
 
-    async def chat(self, principal: Principal, model_id: str, body: JSON, headers: dict[str, str]) -> JSON:
+    async def chat(
+        self,
+        principal: Principal,
+        model_id: str,
+        body: JSON,
+        headers: dict[str, str],
+        client_gone: ClientGone | None = None,
+    ) -> JSON:
         deployment, body, est = self._chat_call(principal, model_id, body)
-        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers)
+        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers, client_gone)
         try:
-            async with deployment.lease(call.hold.org_id) as engine:
+            async with deployment.lease(call.hold.org_id, call.client_gone) as engine:
                 call.usage.replica = engine.name
                 data = await engine.request("/v1/chat/completions", self._prepare(deployment, body))
             call.usage.add(usage_from(data))
@@ -293,14 +310,21 @@ class Gateway:
                         choice["finish_reason"] = "tool_calls"
             await self._close(call)
             return self._finish(data, call.usage, "chat.completion")
-        finally:
-            await self._close(call, "error")
+        except BaseException as exc:
+            await self._close(call, _failed(exc))
+            raise
 
     async def chat_stream(
-        self, principal: Principal, model_id: str, body: JSON, include_usage: bool, headers: dict[str, str]
+        self,
+        principal: Principal,
+        model_id: str,
+        body: JSON,
+        include_usage: bool,
+        headers: dict[str, str],
+        client_gone: ClientGone | None = None,
     ) -> AsyncIterator[list[JSON]]:
         deployment, body, est = self._chat_call(principal, model_id, body)
-        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers)
+        call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers, client_gone)
         return self._stream(call, "/v1/chat/completions", [body], include_usage, _tool_names(body))
 
     async def _stream(
@@ -334,7 +358,7 @@ class Gateway:
         except BaseException as exc:
             # A client that went away (cancellation, generator closed) is billed what the engine generated;
             # an engine that failed is billed what it generated before failing (nothing, if nothing).
-            status = "aborted" if not isinstance(exc, Exception) else "error"
+            status = _failed(exc)
             raise
         finally:
             await self._close(call, status)
@@ -348,7 +372,7 @@ class Gateway:
         upstream["stream_options"] = {"include_usage": True}
         buffer = ToolStreamBuffer(tool_names) if tool_names else None
         usage = call.usage
-        async with call.deployment.lease(call.hold.org_id) as engine:
+        async with call.deployment.lease(call.hold.org_id, call.client_gone) as engine:
             usage.replica = engine.name
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
             as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
@@ -430,14 +454,20 @@ class Gateway:
         return deployment, {**body, "max_tokens": max_out}, est
 
     async def completions(
-        self, principal: Principal, model_id: str, body: JSON, prompts: list[Any], headers: dict[str, str]
+        self,
+        principal: Principal,
+        model_id: str,
+        body: JSON,
+        prompts: list[Any],
+        headers: dict[str, str],
+        client_gone: ClientGone | None = None,
     ) -> JSON:
         """One engine call per prompt: llama.cpp's own batch answer under-counts usage for lists."""
         deployment, body, est = self._completion_call(principal, model_id, body, prompts)
-        call = await self._open(principal, deployment, "completions", "cmpl-", est, headers)
+        call = await self._open(principal, deployment, "completions", "cmpl-", est, headers, client_gone)
         choices: list[JSON] = []
         try:
-            async with deployment.lease(call.hold.org_id) as engine:
+            async with deployment.lease(call.hold.org_id, call.client_gone) as engine:
                 call.usage.replica = engine.name
                 for i, prompt in enumerate(prompts):
                     upstream = self._prepare(deployment, {**body, "prompt": prompt})
@@ -449,8 +479,9 @@ class Gateway:
             await self._close(call)
             result: JSON = {"created": int(time.time()), "choices": choices, "system_fingerprint": None}
             return self._finish(result, call.usage, "text_completion")
-        finally:
-            await self._close(call, "error")
+        except BaseException as exc:
+            await self._close(call, _failed(exc))
+            raise
 
     async def completions_stream(
         self,
@@ -460,22 +491,29 @@ class Gateway:
         prompts: list[Any],
         include_usage: bool,
         headers: dict[str, str],
+        client_gone: ClientGone | None = None,
     ) -> AsyncIterator[list[JSON]]:
         deployment, body, est = self._completion_call(principal, model_id, body, prompts)
-        call = await self._open(principal, deployment, "completions", "cmpl-", est, headers)
+        call = await self._open(principal, deployment, "completions", "cmpl-", est, headers, client_gone)
         return self._stream(call, "/v1/completions", [{**body, "prompt": p} for p in prompts], include_usage, [])
 
     # -- embeddings ----------------------------------------------------------------------------
     async def embeddings(
-        self, principal: Principal, model_id: str, body: JSON, encoding: str, headers: dict[str, str]
+        self,
+        principal: Principal,
+        model_id: str,
+        body: JSON,
+        encoding: str,
+        headers: dict[str, str],
+        client_gone: ClientGone | None = None,
     ) -> JSON:
         deployment = self.deployment(model_id, "embedding", principal)
         inputs = body["input"]
         items = inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
         est = Estimate(sum(input_bound(i) for i in items), 0)
-        call = await self._open(principal, deployment, "embeddings", "embd-", est, headers)
+        call = await self._open(principal, deployment, "embeddings", "embd-", est, headers, client_gone)
         try:
-            async with deployment.lease(call.hold.org_id) as engine:
+            async with deployment.lease(call.hold.org_id, call.client_gone) as engine:
                 call.usage.replica = engine.name
                 upstream = self._prepare(deployment, body)
                 upstream["encoding_format"] = "float"
@@ -502,5 +540,6 @@ class Gateway:
                     "cost": usage["cost"],
                 },
             }
-        finally:
-            await self._close(call, "error")
+        except BaseException as exc:
+            await self._close(call, _failed(exc))
+            raise

@@ -19,6 +19,9 @@ async def chat_completions(call: Call) -> Response:
     body = engine_body(req)
     headers: dict[str, str] = {}
     if req.stream:
-        chunks = await call.gateway.chat_stream(call.principal, req.model, body, req.include_usage, headers)
+        chunks = await call.gateway.chat_stream(
+            call.principal, req.model, body, req.include_usage, headers, call.client_gone
+        )
         return await sse_response(chunks, headers)
-    return FastJSONResponse(await call.gateway.chat(call.principal, req.model, body, headers), headers=headers)
+    answer = await call.gateway.chat(call.principal, req.model, body, headers, call.client_gone)
+    return FastJSONResponse(answer, headers=headers)

@@ -45,6 +45,9 @@ async def completions(call: Call) -> Response:
     body, prompts = _engine_body(req), _prompts(req)
     headers: dict[str, str] = {}
     if req.stream:
-        chunks = await gateway.completions_stream(principal, req.model, body, prompts, req.include_usage, headers)
+        chunks = await gateway.completions_stream(
+            principal, req.model, body, prompts, req.include_usage, headers, call.client_gone
+        )
         return await sse_response(chunks, headers)
-    return FastJSONResponse(await gateway.completions(principal, req.model, body, prompts, headers), headers=headers)
+    answer = await gateway.completions(principal, req.model, body, prompts, headers, call.client_gone)
+    return FastJSONResponse(answer, headers=headers)

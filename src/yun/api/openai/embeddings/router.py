@@ -25,5 +25,5 @@ async def embeddings(call: Call) -> FastJSONResponse:
             param="dimensions",
         )
     headers: dict[str, str] = {}
-    data = await gateway.embeddings(principal, req.model, body, req.encoding_format, headers)
+    data = await gateway.embeddings(principal, req.model, body, req.encoding_format, headers, call.client_gone)
     return FastJSONResponse(data, headers=headers)
