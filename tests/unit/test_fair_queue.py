@@ -56,6 +56,11 @@ class _Runner:
         self.release[name].set()
         await self.tasks[name]
 
+    async def finish_all(self) -> None:
+        for release in self.release.values():
+            release.set()
+        await asyncio.gather(*self.tasks.values())
+
 
 async def _settle() -> None:
     for _ in range(5):
@@ -78,9 +83,7 @@ async def test_a_tenant_with_one_request_does_not_wait_behind_another_tenants_bu
     await _settle()
     # The flood queued first, but the freed slots alternate: flood's oldest, then the small tenant's.
     assert run.order[2:] == ["f2", "s0"]
-    for name in [f"f{i}" for i in range(2, 8)] + ["s0"]:
-        run.release[name].set()
-    await asyncio.gather(*run.tasks.values())
+    await run.finish_all()
     assert run.order[4:] == [f"f{i}" for i in range(3, 8)]
     assert len(d.queue) == 0 and d.replicas[0].outstanding == 0
 
@@ -101,9 +104,7 @@ async def test_round_robin_across_three_tenants_and_least_loaded_replica(tmp_pat
             await run.finish(name)
             await _settle()
     assert run.order == ["a0", "a1", "aq0", "bq0", "cq0", "aq1", "bq1", "aq2"]
-    for name in run.tasks:
-        run.release[name].set()
-    await asyncio.gather(*run.tasks.values())
+    await run.finish_all()
 
 
 async def test_a_waiter_that_leaves_gives_its_turn_away_and_nothing_leaks(tmp_path: Path) -> None:
@@ -174,9 +175,7 @@ async def test_no_healthy_replica_is_refused_at_once_and_external_servers_are_no
         run.start("a", f"a{i}")
     await _settle()
     assert len(run.order) == 5 and len(ext.queue) == 0  # its capacity is the server's business
-    for name in run.tasks:
-        run.release[name].set()
-    await asyncio.gather(*run.tasks.values())
+    await run.finish_all()
 
 
 async def test_a_waiter_whose_client_disconnects_leaves_the_queue_and_never_runs(tmp_path: Path) -> None:

@@ -37,9 +37,7 @@ def _event(data: JSON) -> bytes:
 
 
 def _events(batch: list[JSON]) -> bytes:
-    if len(batch) == 1:
-        return b"data: " + orjson.dumps(batch[0]) + b"\n\n"
-    return b"".join([b"data: " + orjson.dumps(data) + b"\n\n" for data in batch])
+    return _event(batch[0]) if len(batch) == 1 else b"".join([_event(data) for data in batch])
 
 
 class EventStream(Response):

@@ -128,30 +128,22 @@ class OpenAIHTTPEngine:
         if self._session is None or self._session.closed:
             # Idle connections are dropped before the server would drop them (llama.cpp and most servers
             # close after 5 s); a connection the server closes anyway is retried once by `_post`.
-            n = self._max_connections
-            connector = (
-                _CountingConnector(limit=n, limit_per_host=n, keepalive_timeout=2.0)
-                if self._keep_alive
-                else _CountingConnector(limit=n, limit_per_host=n, force_close=True)
-            )
-            self._session = self._new_session(connector)
+            reuse: dict[str, Any] = {"keepalive_timeout": 2.0} if self._keep_alive else {"force_close": True}
+            self._session = self._new_session(_CountingConnector, **reuse)
         return self._session
 
     def _fresh_client(self) -> aiohttp.ClientSession:
         if self._fresh_session is None or self._fresh_session.closed:
             # force_close: every request opens its own connection, so a retry never meets a pooled one.
-            self._fresh_session = self._new_session(
-                aiohttp.TCPConnector(
-                    limit=self._max_connections, limit_per_host=self._max_connections, force_close=True
-                )
-            )
+            self._fresh_session = self._new_session(aiohttp.TCPConnector, force_close=True)
         return self._fresh_session
 
-    def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    def _new_session(self, connector: type[aiohttp.TCPConnector], **reuse: Any) -> aiohttp.ClientSession:
+        n = self._max_connections
         return aiohttp.ClientSession(
             headers=self._headers,
             timeout=self._timeout,
-            connector=connector,
+            connector=connector(limit=n, limit_per_host=n, **reuse),
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
             trust_env=False,
         )

@@ -356,8 +356,6 @@ class Gateway:
                     }
                 ]
         except BaseException as exc:
-            # A client that went away (cancellation, generator closed) is billed what the engine generated;
-            # an engine that failed is billed what it generated before failing (nothing, if nothing).
             status = _failed(exc)
             raise
         finally:
