@@ -187,3 +187,13 @@ def test_status(cli: Cli, live_server: LiveServer) -> None:
     assert live_server.url in out
     data = json.loads(cli.run("status", "--json"))
     assert data["health"]["status"] in ("ok", "degraded") and data["url"] == live_server.url
+
+
+def test_hub_source_fails_cleanly_offline(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub path is real code (run by the server); with the hub unreachable it says so, not crash."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    line = cli.fail("models", "add", "h", "--hub", "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "--hub-file", "x.gguf")
+    assert "could not fetch Qwen/Qwen2.5-0.5B-Instruct-GGUF/x.gguf from the hub" in line and "(HTTP 400)" in line
