@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from yun.api.admin._bounds import FutureInstant
+from yun.api.admin._bounds import FutureInstant, RateLimit
 
 __all__ = [
     "AdminKeyIn",
@@ -126,6 +126,8 @@ class AdminKeyIn(KeyIn):
     """A key minted by a platform admin for any organization."""
 
     platform_admin: bool = Field(default=False, description="A platform-admin key (manages every org)")
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
     expires_at: FutureInstant | None = None
 
 

@@ -1,0 +1,101 @@
+"""The /admin API the CLI stands on: every route needs a platform-admin key, and any org is named by id
+or by name, on the live server of this package."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from tests.cli.conftest import LiveServer
+from yun.api import create_app
+
+
+def _admin_routes() -> list[tuple[str, str]]:
+    """Every documented /admin operation, with its path parameters filled in."""
+    from yun.settings import Settings
+
+    app = create_app(Settings(defaults={"chat": False, "embedding": False}), services=object())  # type: ignore[arg-type]
+    found = []
+    for path, operations in app.openapi()["paths"].items():
+        if path.startswith("/admin"):
+            concrete = re.sub(r"\{(\w+)\}", lambda m: "2026-11" if m[1] == "month" else "x", path)
+            found += [(method.upper(), concrete) for method in operations]
+    assert len(found) > 20
+    return sorted(found)
+
+
+@pytest.fixture
+def admin(live_server: LiveServer) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {live_server.admin_key}"}
+    with httpx.Client(base_url=live_server.url, headers=headers, trust_env=False, timeout=30) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("method", "path"), _admin_routes())
+def test_every_admin_route_needs_a_platform_admin_key(live_server: LiveServer, method: str, path: str) -> None:
+    with httpx.Client(base_url=live_server.url, trust_env=False, timeout=30) as c:
+        assert c.request(method, path, json={}).status_code == 401
+        tenant = {"Authorization": f"Bearer {live_server.tenant_key}"}
+        assert c.request(method, path, json={}, headers=tenant).status_code == 403
+
+
+def test_orgs_by_id_or_name_on_every_org_route(admin: httpx.Client) -> None:
+    org = admin.post("/admin/orgs", json={"name": "api-by-name"}).json()
+    for ref in (org["id"], "api-by-name"):
+        assert admin.get(f"/admin/orgs/{ref}").json()["id"] == org["id"]
+        assert admin.get(f"/admin/orgs/{ref}/balance").json()["org_id"] == org["id"]
+        assert admin.get(f"/admin/orgs/{ref}/usage").json()["org_id"] == org["id"]
+        assert admin.get(f"/admin/orgs/{ref}/ledger").json()["org_id"] == org["id"]
+        assert admin.get(f"/admin/orgs/{ref}/statements/2026-11").json()["org_id"] == org["id"]
+        assert admin.get(f"/admin/orgs/{ref}/members").status_code == 200
+        assert admin.get("/admin/keys", params={"org": ref}).status_code == 200
+    r = admin.post("/admin/orgs/api-by-name/credits", json={"amount": "1"})
+    assert r.status_code == 201 and r.json()["org_id"] == org["id"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/orgs/nope",
+        "/admin/orgs/nope/balance",
+        "/admin/orgs/nope/usage",
+        "/admin/orgs/nope/ledger",
+        "/admin/orgs/nope/statements/2026-11",
+        "/admin/orgs/nope/members",
+        "/admin/orgs/nope/keys",
+        "/admin/keys?org=nope",
+        "/admin/prices/nope",
+        "/admin/models/nope",
+    ],
+)
+def test_unknown_names_are_404_not_zeros(admin: httpx.Client, path: str) -> None:
+    r = admin.get(path)
+    assert r.status_code == 404, r.text
+    assert "nope" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"name": "k", "rpm_limit": -5}, "rpm_limit"),
+        ({"name": "k", "tpm_limit": 2**31}, "tpm_limit"),
+        ({"name": "k", "expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
+        ({"name": "k", "expires_at": "2999-01-01T00:00:00Z"}, "expires_at"),
+    ],
+)
+def test_key_bounds_name_the_field(admin: httpx.Client, body: dict[str, object], param: str) -> None:
+    r = admin.post("/admin/orgs/org-default/keys", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_usage_days_are_inclusive_and_bounded(admin: httpx.Client) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    r = admin.get("/admin/orgs/org-default/usage", params={"start": today, "end": today})
+    assert r.status_code == 200 and (r.json()["start"], r.json()["end"]) == (today, today)
+    assert admin.get("/admin/orgs/org-default/usage", params={"end": "0001-01-01"}).status_code == 400
+    assert admin.get("/admin/orgs/org-default/usage", params={"start": today, "end": "2000-01-01"}).status_code == 400
+    assert admin.get("/admin/orgs/org-default/statements/9999-12").status_code == 400
