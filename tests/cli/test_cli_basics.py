@@ -108,3 +108,24 @@ def test_a_conversion_shows_a_percentage_not_bytes() -> None:
 
 def test_login_file_under_xdg_config_home(cli_env: Path) -> None:
     assert Settings().config_dir == cli_env
+
+
+def test_migrate_never_creates_a_database(bare_cli: Cli, tmp_path: Path) -> None:
+    typo = tmp_path / "typo"
+    line = bare_cli.fail("migrate", "--data-dir", str(typo))
+    assert f"no Yun database at {typo / 'yun.db'}" in line and "yun serve --data-dir" in line
+    assert not typo.exists()
+    from yun.store import upgrade
+
+    upgrade(f"sqlite:///{tmp_path / 'real' / 'yun.db'}")
+    assert "newest schema" in bare_cli.run("migrate", "--data-dir", str(tmp_path / "real"))
+
+
+def test_migrate_an_existing_database(bare_cli: Cli, database_url: str) -> None:
+    """PostgreSQL: the database exists (empty); SQLite: a file Yun made before."""
+    if database_url.startswith("sqlite"):
+        bare_cli.fail("migrate", "--database", database_url)  # not there yet: refused, not created
+        from yun.store import upgrade
+
+        upgrade(database_url)
+    assert "newest schema" in bare_cli.run("migrate", "--database", database_url)

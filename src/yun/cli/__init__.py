@@ -1,6 +1,7 @@
 """The `yun` command line.
 
-`yun serve` runs the server and is the only command that opens the database. Every other command is
+`yun serve` runs the server and, with `yun migrate`, is the only command that opens the database
+(neither touches one that is not Yun's; only a first `yun serve` creates one). Every other command is
 a client of the server's HTTP admin API (`/admin/...`): log in once with `yun login URL`, or set
 YUN_URL and YUN_API_KEY.
 """
@@ -14,6 +15,7 @@ import typer
 
 from yun.cli._common import YunGroup
 from yun.cli.billing import register as register_billing
+from yun.cli.database import register as register_database
 from yun.cli.keys import keys_app
 from yun.cli.models import models_app
 from yun.cli.orgs import members_app, orgs_app
@@ -47,6 +49,7 @@ def _root(
 
 
 register_serve(app)
+register_database(app)
 register_session(app)
 app.add_typer(models_app, name="models")
 app.add_typer(orgs_app, name="orgs")
