@@ -139,9 +139,11 @@ def test_models_add_list_show_remove(cli: Cli, tiny_model: Path) -> None:
     cli.run("models", "add", "remote", "--url", "http://u:secret@127.0.0.1:9/", "--upstream-model", "x")
     listing = cli.run("models", "list")
     assert "my-tiny" in listing and "qwen2" in listing and "remote" in listing
-    shown = json.loads(cli.run("models", "show", "my-tiny"))
+    shown = json.loads(cli.run("models", "show", "my-tiny", "--json"))
     assert shown["card"]["context_length"] == 4096 and shown["card"]["license"] == "apache-2.0"
-    remote = json.loads(cli.run("models", "show", "remote"))
+    readable = cli.run("models", "show", "my-tiny")
+    assert re.search(r"^context_length\s+4096$", readable, re.M) and str(tiny_model) in readable
+    remote = json.loads(cli.run("models", "show", "remote", "--json"))
     assert "secret" not in json.dumps(remote) and remote["url"] == "http://u:***@127.0.0.1:9"
     assert {m["id"] for m in json.loads(cli.run("models", "list", "--json"))["data"]} >= {"my-tiny", "remote"}
     cli.run("models", "remove", "remote")

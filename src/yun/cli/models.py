@@ -39,10 +39,24 @@ def models_list(json: Json = False) -> None:
 
 
 @models_app.command("show")
-def models_show(model_id: ModelId) -> None:
-    """One model: its card, source and replicas, as JSON."""
+def models_show(model_id: ModelId, json: Json = False) -> None:
+    """One model: where it comes from, whether it is served, and its card."""
     with connect() as client:
-        print_json(client.get(path("admin", "models", model_id)))
+        m = client.get(path("admin", "models", model_id))
+    if json:
+        print_json(m)
+        return
+    where = m["path"] or m["url"] or ""
+    lines = [
+        ("id", m["id"]),
+        ("kind", m["kind"]),
+        ("source", f"{m['source']} {where}".strip()),
+        ("status", f"{m['status']} ({m['healthy_replicas']}/{m['replicas']} replicas healthy)"),
+    ]
+    lines += [(k, v) for k, v in m["card"].items() if v not in (None, "") and k not in ("kind", "source")]
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        say(f"{k.ljust(width)}  {v}")
 
 
 @models_app.command("add")
