@@ -99,3 +99,30 @@ def test_usage_days_are_inclusive_and_bounded(admin: httpx.Client) -> None:
     assert admin.get("/admin/orgs/org-default/usage", params={"end": "0001-01-01"}).status_code == 400
     assert admin.get("/admin/orgs/org-default/usage", params={"start": today, "end": "2000-01-01"}).status_code == 400
     assert admin.get("/admin/orgs/org-default/statements/9999-12").status_code == 400
+
+
+def test_usage_range_is_inclusive_at_both_ends(admin: httpx.Client, live_server: LiveServer) -> None:
+    """A rollup on day D shows in start=end=D and in no range that ends the day before or starts the day after."""
+    import sqlite3
+    from datetime import date, timedelta
+
+    org = admin.post("/admin/orgs", json={"name": "api-days"}).json()["id"]
+    day = date(2026, 3, 15)
+    with sqlite3.connect(live_server.data_dir / "yun.db") as c:  # test data: one rollup row, written as settling does
+        c.execute(
+            "INSERT INTO usage_rollups (org_id, model_id, day, requests, prompt_tokens, completion_tokens, "
+            "cached_tokens, free_tokens, input_cost, cached_input_cost, output_cost, cost) "
+            "VALUES (?, 'm', ?, 1, 10, 5, 0, 0, 100, 0, 50, 150)",
+            (org, day.isoformat()),
+        )
+
+    def requests(start: date, end: date) -> int:
+        r = admin.get(f"/admin/orgs/{org}/usage", params={"start": start.isoformat(), "end": end.isoformat()})
+        assert r.status_code == 200, r.text
+        return sum(row["requests"] for row in r.json()["data"])
+
+    one = timedelta(days=1)
+    assert requests(day, day) == 1
+    assert requests(day - 5 * one, day) == 1 and requests(day, day + 5 * one) == 1
+    assert requests(day - 5 * one, day - one) == 0
+    assert requests(day + one, day + 5 * one) == 0
