@@ -18,7 +18,7 @@ from yun.cli.billing import register as register_billing
 from yun.cli.database import register as register_database
 from yun.cli.keys import keys_app
 from yun.cli.models import models_app
-from yun.cli.orgs import members_app, orgs_app
+from yun.cli.orgs import members_app, orgs_app, users_app
 from yun.cli.serve import register as register_serve
 from yun.cli.session import register as register_session
 
@@ -54,6 +54,7 @@ register_session(app)
 app.add_typer(models_app, name="models")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(members_app, name="members")
+app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 register_billing(app)
 

@@ -109,3 +109,18 @@ async def add_member(org: OrgDep, body: MemberIn, services: ServicesDep) -> dict
 async def remove_member(org: OrgDep, user_id: str, services: ServicesDep) -> dict[str, str]:
     await asyncio.to_thread(services.org_service.members.remove, org.id, user_id)
     return {"removed": user_id}
+
+
+@router.get("/users")
+async def list_users(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Every person with a membership, and the organizations they belong to (with their role in each)."""
+
+    def people() -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for org in services.orgs.list():
+            for m in services.org_service.members.list(org.id):
+                person = found.setdefault(m.user_id, {"user_id": m.user_id, "email": m.email, "memberships": []})
+                person["memberships"].append({"org_id": org.id, "org_name": org.name, "name": m.name, "role": m.role})
+        return sorted(found.values(), key=lambda p: str(p["email"]))
+
+    return {"object": "list", "data": await asyncio.to_thread(people)}
