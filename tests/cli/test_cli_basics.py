@@ -129,3 +129,16 @@ def test_migrate_an_existing_database(bare_cli: Cli, database_url: str) -> None:
 
         upgrade(database_url)
     assert "newest schema" in bare_cli.run("migrate", "--database", database_url)
+
+
+def test_admin_commands_do_not_load_the_store() -> None:
+    """Every admin command is an HTTP client: importing the CLI must not pull in SQLAlchemy (0.2 s a command)."""
+    import subprocess
+    import sys
+
+    code = "import sys, yun.cli, yun.cli.keys as k, yun.tenancy as t; "
+    code += "assert k.DEFAULT_ORG == t.DEFAULT_ORG"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    probe = "import sys, yun.cli; print('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"
