@@ -50,7 +50,9 @@ async def sync_deployments(services: Services) -> None:
         await services.cluster.undeploy(model_id)
     for model_id in wanted.keys() - current:
         log.info("deploying %s", model_id)
-        await services.cluster.deploy(spec_for(wanted[model_id], services.settings.engine.context_per_slot))
+        spec = spec_for(wanted[model_id], services.settings.engine.context_per_slot)
+        services.gateway.prompts.prepare(spec)  # its tokenizer loads while the replicas start
+        await services.cluster.deploy(spec)
 
 
 async def _keep_in_sync(services: Services) -> None:
