@@ -199,3 +199,23 @@ async def test_too_long_is_a_400_before_any_rate_limit(
     async with client_for(yun, key) as client:
         with pytest.raises(openai.BadRequestError):  # the SDK raises at once, it does not retry a 400
             await client.with_options(max_retries=2).completions.create(model="tiny", prompt=LONG)
+
+
+async def test_insufficient_quota_says_what_was_needed_and_how_to_need_less(yun: Harness) -> None:
+    """Issue 10 item 7: the refusal states the balance available, the hold needed and how to lower it."""
+    messages = [{"role": "user", "content": "word " * 20}]
+    prompt, _ = await gateway_count(yun, {"messages": messages})
+    _, key = await new_org(yun, "0.0068")
+    async with client_for(yun, key) as client:
+        with pytest.raises(openai.RateLimitError) as info:
+            await client.chat.completions.create(model="tiny", messages=messages, max_tokens=100)  # type: ignore[arg-type]
+    err = info.value
+    assert err.status_code == 429 and err.code == "insufficient_quota" and err.type == "insufficient_quota"
+    needed = cost(prompt, 100)
+    message = err.message
+    assert f"needs a hold of ${needed / NANO:g}" in message  # $0.2x: prompt + 100 output tokens
+    assert f"{prompt} prompt tokens + max_tokens 100" in message
+    assert "$0.0068 available" in message
+    assert "smaller max_tokens" in message and "shorten the prompt" in message
+    bal = await org_get(yun, key, "balance")
+    assert bal["held_nanodollars"] == 0
