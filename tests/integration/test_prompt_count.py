@@ -162,6 +162,18 @@ async def test_tpm_limit_judges_the_real_count(yun: Harness) -> None:
     assert r.usage is not None and r.usage.prompt_tokens + 5 <= 400
 
 
+async def test_a_request_larger_than_the_tpm_limit_is_not_retried(yun: Harness) -> None:
+    """Refused with the real count, and with `x-should-retry: false`, which the OpenAI SDKs obey."""
+    _, key = await new_org(yun, "10", tpm_limit=100)
+    messages = [{"role": "user", "content": "word " * 90}]
+    prompt, _ = await gateway_count(yun, {"messages": messages})
+    body = {"model": "tiny", "messages": messages, "max_tokens": 20}
+    r = await yun.http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 429, r.text
+    assert r.headers["x-should-retry"] == "false" and "retry-after" not in r.headers
+    assert f"it may use up to {prompt + 20} tokens" in r.json()["error"]["message"]
+
+
 LONG = "hello " * 600  # ~600 tokens: longer than the 512-token slot
 
 
