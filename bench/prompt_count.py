@@ -56,24 +56,42 @@ def chat(text: str, **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}], **extra}
 
 
-SHAPES: list[tuple[str, str, Any]] = [
-    ("chat 10 B (gateway_overhead's body)", "chat", chat("Say hello.")),
-    ("chat 1 KB", "chat", chat(PARAGRAPH * 13)),
-    ("chat 4 KB", "chat", chat(PARAGRAPH * 52)),
-    ("chat 300 B + tools", "chat", {**chat(PARAGRAPH * 4), "tools": TOOLS}),
-    ("chat 16 KB (on a thread)", "chat", chat(PARAGRAPH * 210)),
-    ("completion 1 KB", "text", [PARAGRAPH * 13]),
-    ("completion 40k words (on a thread)", "text", ["word " * 40_000]),
+HISTORY = [
+    {"role": "system", "content": PARAGRAPH * 6},
+    {"role": "user", "content": PARAGRAPH * 20},
+    {"role": "assistant", "content": PARAGRAPH * 20},
+]
+
+# (name, kind, body for call i). "new" texts differ on every call (nothing remembered helps); a "resent"
+# history is what a chat client sends on each turn: the same earlier messages plus a new one.
+SHAPES: list[tuple[str, str, Callable[[int], Any]]] = [
+    ("chat 10 B (gateway_overhead's body)", "chat", lambda i: chat("Say hello.")),
+    ("chat 1 KB, new", "chat", lambda i: chat(f"{i} " + PARAGRAPH * 13)),
+    ("chat 4 KB, new (on a thread)", "chat", lambda i: chat(f"{i} " + PARAGRAPH * 52)),
+    ("chat 300 B + tools, new", "chat", lambda i: {**chat(f"{i} " + PARAGRAPH * 4), "tools": TOOLS}),
+    (
+        "chat 3.6 KB history resent + new 80 B",
+        "chat",
+        lambda i: {"messages": [*HISTORY, *chat(f"{i} {PARAGRAPH}")["messages"]]},
+    ),
+    ("chat 16 KB, new (on a thread)", "chat", lambda i: chat(f"{i} " + PARAGRAPH * 210)),
+    ("completion 1 KB, new", "text", lambda i: [f"{i} " + PARAGRAPH * 13]),
+    ("completion 40k words, new (on a thread)", "text", lambda i: [f"{i} " + "word " * 40_000]),
 ]
 
 
-async def timed(fn: Callable[[], Awaitable[Any]], calls: int) -> tuple[list[float], float]:
-    """Per-call wall times (s) and CPU seconds per call."""
+CALL = iter(range(1 << 62))  # a new number for every call of every side: "new" texts are never seen twice
+
+
+async def timed(
+    fn: Callable[[Any], Awaitable[Any]], make: Callable[[int], Any], calls: int
+) -> tuple[list[float], float]:
+    """Per-call wall times (s) and CPU seconds per call (building the body included, the same on every side)."""
     walls = []
     cpu0 = time.process_time()
     for _ in range(calls):
         t0 = time.perf_counter()
-        await fn()
+        await fn(make(next(CALL)))
         walls.append(time.perf_counter() - t0)
     return walls, (time.process_time() - cpu0) / calls
 
@@ -132,19 +150,19 @@ async def main() -> None:
     results: dict[str, dict[str, list[float]]] = {}
     try:
         for _ in range(args.rounds):
-            for name, kind, body in SHAPES:
+            for name, kind, make in SHAPES:
                 calls = max(20, args.calls // (20 if "thread" in name else 1))
-                sides: dict[str, Callable[[], Awaitable[Any]]] = {}
+                sides: dict[str, Callable[[Any], Awaitable[Any]]] = {}
                 if kind == "chat":
-                    sides["bound"] = lambda b=body: _sync(chat_prompt_bound, b)
-                    sides["count"] = lambda b=body: counts.chat(spec, b)
+                    sides["bound"] = lambda b: _sync(chat_prompt_bound, b)
+                    sides["count"] = lambda b: counts.chat(spec, b)
                 else:
-                    sides["bound"] = lambda b=body: _sync(lambda items: [input_bound(i) for i in items], b)
-                    sides["count"] = lambda b=body: counts.inputs(spec, b)
+                    sides["bound"] = lambda b: _sync(lambda items: [input_bound(i) for i in items], b)
+                    sides["count"] = lambda b: counts.inputs(spec, b)
                 if session is not None:
-                    sides["replica"] = lambda k=kind, b=body: ask_replica(k, b)
+                    sides["replica"] = lambda b, k=kind: ask_replica(k, b)
                 for side, fn in sides.items():
-                    walls, cpu = await timed(fn, calls if side != "replica" else max(20, calls // 4))
+                    walls, cpu = await timed(fn, make, calls if side != "replica" else max(20, calls // 4))
                     r = results.setdefault(name, {})
                     r.setdefault(f"{side}_p50", []).append(statistics.median(walls))
                     r.setdefault(f"{side}_p99", []).append(sorted(walls)[int(len(walls) * 0.99) - 1])
@@ -157,16 +175,17 @@ async def main() -> None:
             replica.wait()
 
     tokens = {
-        name: (await (counts.chat(spec, b) if k == "chat" else _first(counts.inputs(spec, b)))) for name, k, b in SHAPES
+        name: await (counts.chat(spec, make(0)) if k == "chat" else _first(counts.inputs(spec, make(0))))
+        for name, k, make in SHAPES
     }
     us = 1e6
     print(f"counter load (vocabulary + merges + template from the GGUF): {load_s:.2f} s, once per model\n")
-    head = f"{'shape':38} {'tokens':>7} {'bound p50':>9} {'count p50':>9} {'count p99':>9} {'count CPU':>9}"
+    head = f"{'shape':40} {'tokens':>7} {'bound p50':>9} {'count p50':>9} {'count p99':>9} {'count CPU':>9}"
     head += f" {'added p50':>9}" + (f" {'replica p50':>11} {'replica CPU':>11}" if session is not None else "")
     print(head + "   (µs per request, medians over rounds)")
     for name, _, _ in SHAPES:
         r = {k: statistics.median(v) * us for k, v in results[name].items()}
-        line = f"{name:38} {tokens[name].tokens:>7} {r['bound_p50']:>9.1f} {r['count_p50']:>9.1f}"
+        line = f"{name:40} {tokens[name].tokens:>7} {r['bound_p50']:>9.1f} {r['count_p50']:>9.1f}"
         line += f" {r['count_p99']:>9.1f} {r['count_cpu']:>9.1f} {r['count_p50'] - r['bound_p50']:>9.1f}"
         if session is not None:
             line += f" {r['replica_p50']:>11.1f} {r['replica_cpu']:>11.1f}"

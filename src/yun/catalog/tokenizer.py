@@ -15,9 +15,13 @@ Supported: byte-level BPE vocabularies (`tokenizer.ggml.model` "gpt2") whose pre
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,15 +108,59 @@ def _raise(message: str) -> None:
     raise ValueError(message)
 
 
+class _Counts:
+    """Token counts of long texts seen recently, keyed by a digest (the text itself is not kept: it is a
+    tenant's data). Chats resend their whole history and a shared system prompt on every turn; with
+    this, only the new text is tokenized. Used from the event loop and from worker threads."""
+
+    def __init__(self, entries: int = 65_536) -> None:
+        self._entries = entries
+        self._counts: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
+
+    def known(self, text: str) -> bool:
+        return self._key(text) in self._counts
+
+    def get(self, text: str, count: Callable[[str], int]) -> int:
+        key = self._key(text)
+        with self._lock:
+            n = self._counts.get(key)
+            if n is not None:
+                self._counts.move_to_end(key)
+                return n
+        n = count(text)
+        with self._lock:
+            self._counts[key] = n
+            if len(self._counts) > self._entries:
+                self._counts.popitem(last=False)
+        return n
+
+
+# Message contents at least this long are counted apart (and remembered); shorter ones are rendered in
+# place, where the count is exactly the engine's.
+_APART_CHARS = 256
+
+
 @dataclass
 class PromptCounter:
     """Counts the tokens the engine will see for a request to one model.
 
     `chat` renders the model's chat template the way llama.cpp does (jinja, `add_generation_prompt`) and
-    tokenizes the whole rendered prompt, special tokens included: the count the engine reports as
+    tokenizes the rendered prompt, special tokens included: the count the engine reports as
     `prompt_tokens`, checked against the real engine in tests/integration/test_prompt_count.py. Where the
     render cannot be trusted (a template our jinja cannot run) it returns None and the caller keeps
     the byte bound.
+
+    Long message contents are counted apart: the template is rendered with a one-token placeholder (a
+    control token) in their place, and each content's own count replaces the placeholder's one. This is
+    an upper bound on the whole prompt's count, never below it: a content's tokens are the same or fewer
+    in place, because pre-tokenization splits at control tokens, and the template text around a content
+    can only merge with it into fewer pieces, not more (Qwen's split: a content follows "role\n" and
+    precedes <|im_end|>; checked equal to the engine's count in the tests).
     """
 
     tokenizer: Any
@@ -121,17 +169,28 @@ class PromptCounter:
     eos: str | None
     add_bos: bool
     add_eos: bool
+    placeholder: str | None = None
+    """A control token that encodes as exactly one token; None: contents are always rendered in place."""
+    counts: _Counts = field(default_factory=_Counts)
+
+    def _encode(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def text(self, text: str) -> int:
         """Tokens of a completion prompt or an embedding input, with the BOS/EOS (CLS/SEP) the engine adds."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False)) + self.add_bos + self.add_eos
+        n = self._encode(text) if len(text) < _APART_CHARS else self.counts.get(text, self._encode)
+        return n + self.add_bos + self.add_eos
 
     def chat(self, body: dict[str, Any]) -> int | None:
         if self.template is None:
             return None
+        apart: list[str] = []
+        messages = body.get("messages") or []
+        if self.placeholder is not None:
+            messages = [self._set_apart(m, apart) for m in messages]
         try:
             prompt = self.template.render(
-                messages=body.get("messages") or [],
+                messages=messages,
                 tools=body.get("tools") or None,
                 add_generation_prompt=True,
                 bos_token=self.bos or "",
@@ -140,9 +199,28 @@ class PromptCounter:
         except Exception:  # noqa: BLE001 - a template jinja cannot run: the caller falls back to the byte bound
             log.debug("chat template render failed; using the byte bound", exc_info=True)
             return None
-        n = len(self.tokenizer.encode(prompt, add_special_tokens=False))
+        n = self._encode(prompt) - len(apart) + sum(self.counts.get(c, self._encode) for c in apart)
         # llama.cpp adds BOS unless the rendered text already starts with it.
         return n + (self.add_bos and not (self.bos and prompt.startswith(self.bos)))
+
+    def new_chars(self, messages: list[Any]) -> int:
+        """Characters of string contents that a count would tokenize anew (not remembered): what decides
+        whether to count on the event loop or on a thread."""
+        total = 0
+        for m in messages:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str) and (
+                self.placeholder is None or len(content) < _APART_CHARS or not self.counts.known(content)
+            ):
+                total += len(content)
+        return total
+
+    def _set_apart(self, message: Any, apart: list[str]) -> Any:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str) or len(content) < _APART_CHARS:
+            return message
+        apart.append(content)
+        return {**message, "content": self.placeholder}
 
 
 def _template(source: str | None) -> Any:
@@ -184,6 +262,9 @@ def load_counter(path: Path) -> PromptCounter | None:
 
     add_bos = meta.get("tokenizer.ggml.add_bos_token")
     add_eos = meta.get("tokenizer.ggml.add_eos_token")
+    types: list[int] = meta.get("tokenizer.ggml.token_type") or []
+    control = [t for t, kind in zip(tokens, types, strict=False) if kind == _CONTROL]
+    placeholder = next((t for t in control if len(tokenizer.encode(t, add_special_tokens=False)) == 1), None)
     return PromptCounter(
         tokenizer=tokenizer,
         template=_template(meta.get("tokenizer.chat_template")),
@@ -191,4 +272,5 @@ def load_counter(path: Path) -> PromptCounter | None:
         eos=token("eos"),
         add_bos=add_bos_default if add_bos is None else bool(add_bos),
         add_eos=add_eos_default if add_eos is None else bool(add_eos),
+        placeholder=placeholder if kind == "gpt2" else None,
     )

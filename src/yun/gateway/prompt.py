@@ -129,7 +129,7 @@ class PromptCounts:
             messages, structured = _as_engine_renders(body.get("messages") or [])
             rendered = {"messages": messages, "tools": body.get("tools")}
             structured = structured or bool(body.get("tools"))
-            if _text_size(rendered) <= _INLINE_CHARS:
+            if counter.new_chars(messages) + _text_size(body.get("tools")) <= _INLINE_CHARS:
                 n = counter.chat(rendered)
             else:
                 n = await asyncio.to_thread(counter.chat, rendered)
