@@ -181,14 +181,16 @@ async def main() -> None:
     us = 1e6
     print(f"counter load (vocabulary + merges + template from the GGUF): {load_s:.2f} s, once per model\n")
     head = f"{'shape':40} {'tokens':>7} {'bound p50':>9} {'count p50':>9} {'count p99':>9} {'count CPU':>9}"
-    head += f" {'added p50':>9}" + (f" {'replica p50':>11} {'replica CPU':>11}" if session is not None else "")
+    head += f" {'added p50':>9}"
+    if session is not None:
+        head += f" {'replica p50':>11} {'replica CPU':>11} {'count/replica p50':>17}"
     print(head + "   (µs per request, medians over rounds)")
     for name, _, _ in SHAPES:
         r = {k: statistics.median(v) * us for k, v in results[name].items()}
         line = f"{name:40} {tokens[name].tokens:>7} {r['bound_p50']:>9.1f} {r['count_p50']:>9.1f}"
         line += f" {r['count_p99']:>9.1f} {r['count_cpu']:>9.1f} {r['count_p50'] - r['bound_p50']:>9.1f}"
         if session is not None:
-            line += f" {r['replica_p50']:>11.1f} {r['replica_cpu']:>11.1f}"
+            line += f" {r['replica_p50']:>11.1f} {r['replica_cpu']:>11.1f} {r['count_p50'] / r['replica_p50']:>17.2f}"
         print(line)
     out = BENCH / "results" / f"prompt_count-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(exist_ok=True)
