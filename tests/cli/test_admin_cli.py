@@ -140,9 +140,16 @@ def test_models_add_list_show_remove(cli: Cli, tiny_model: Path) -> None:
     listing = cli.run("models", "list")
     assert "my-tiny" in listing and "qwen2" in listing and "remote" in listing
     shown = json.loads(cli.run("models", "show", "my-tiny", "--json"))
-    assert shown["card"]["context_length"] == 4096 and shown["card"]["license"] == "apache-2.0"
+    # The served context (the server's engine.context_per_slot, 512 here), and the file's own.
+    assert shown["card"]["context_length"] == 512 and shown["card"]["trained_context_length"] == 4096
+    assert shown["card"]["license"] == "apache-2.0"
     readable = cli.run("models", "show", "my-tiny")
-    assert re.search(r"^context_length\s+4096$", readable, re.M) and str(tiny_model) in readable
+    assert re.search(r"^context_length\s+512$", readable, re.M) and str(tiny_model) in readable
+    cli.run("models", "add", "tiny-2k", "--file", str(tiny_model), "--context", "2048")
+    assert json.loads(cli.run("models", "show", "tiny-2k", "--json"))["card"]["context_length"] == 2048
+    assert re.search(r"tiny-2k .*2048", cli.run("models", "list"))
+    assert "context must be between" in cli.fail("models", "add", "x", "--url", "http://h", "--context", "0")
+    cli.run("models", "remove", "tiny-2k")
     remote = json.loads(cli.run("models", "show", "remote", "--json"))
     assert "secret" not in json.dumps(remote) and remote["url"] == "http://u:***@127.0.0.1:9"
     assert {m["id"] for m in json.loads(cli.run("models", "list", "--json"))["data"]} >= {"my-tiny", "remote"}

@@ -81,6 +81,12 @@ def models_add(
     ] = None,
     kind: Annotated[str, typer.Option("--kind", help="chat or embedding.")] = "chat",
     license: Annotated[str | None, typer.Option("--license", help="License to show on the card.")] = None,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context", help="Tokens per request (prompt + output) for this model [default: engine.context_per_slot]."
+        ),
+    ] = None,
 ) -> None:
     """Register a model; the running server deploys it within seconds."""
     if sum(x is not None for x in (file, hub, url)) != 1:
@@ -95,6 +101,7 @@ def models_add(
         "upstream_model": upstream_model,
         "api_key": api_key,
         "license": license,
+        "context": context,
     }
     with connect() as client:
         m = client.post("/admin/models", {k: v for k, v in body.items() if v is not None}, timeout=_ADD_TIMEOUT_S)

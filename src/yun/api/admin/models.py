@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from yun.api.admin.protocol import ModelIn
 from yun.api.deps import AdminDep, ServicesDep
 from yun.api.services import Services
+from yun.catalog import served_card
 from yun.errors import InvalidRequest
 from yun.store import ModelRecord
 
@@ -37,7 +38,8 @@ def _status(services: Services, model_id: str) -> dict[str, Any]:
 
 
 def _model_out(services: Services, m: ModelRecord) -> dict[str, Any]:
-    card = {k: _redact(v) if isinstance(v, str) else v for k, v in m.card.items()}
+    served = served_card(m, services.settings.engine.context_per_slot)
+    card = {k: _redact(v) if isinstance(v, str) else v for k, v in served.items()}
     return {
         "id": m.id,
         "object": "model",
@@ -73,11 +75,13 @@ async def add_model(body: ModelIn, _: AdminDep, services: ServicesDep) -> dict[s
         raise InvalidRequest("give exactly one of file, hub (with hub_file) or url", param="file")
     catalog = services.catalog
     if body.file is not None:
-        m = await asyncio.to_thread(catalog.add_local, body.id, Path(body.file), body.kind, license=body.license)
+        m = await asyncio.to_thread(
+            catalog.add_local, body.id, Path(body.file), body.kind, license=body.license, context=body.context
+        )
     elif body.hub is not None:
         if body.hub_file is None:
             raise InvalidRequest("hub needs hub_file (the GGUF file name inside the repo)", param="hub_file")
-        m = await asyncio.to_thread(catalog.add_hub, body.id, body.hub, body.hub_file, body.kind)
+        m = await asyncio.to_thread(catalog.add_hub, body.id, body.hub, body.hub_file, body.kind, body.context)
     else:
         assert body.url is not None
         m = await asyncio.to_thread(
@@ -87,6 +91,7 @@ async def add_model(body: ModelIn, _: AdminDep, services: ServicesDep) -> dict[s
             upstream_model=body.upstream_model,
             api_key=body.api_key,
             kind=body.kind,
+            context_length=body.context,
         )
     return _model_out(services, m)
 

@@ -147,3 +147,6 @@ class ModelIn(Strict):
     upstream_model: str | None = Field(default=None, min_length=1, max_length=200)
     api_key: str | None = Field(default=None, min_length=1, max_length=4096, description="Stored, never shown")
     license: str | None = Field(default=None, max_length=200)
+    context: int | None = Field(
+        default=None, description="Tokens per request (prompt + output) for this model; default engine.context_per_slot"
+    )
