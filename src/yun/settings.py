@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
+__all__ = ["DEFAULT_URL", "BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
 
 
 def _default_data_dir() -> Path:
