@@ -76,7 +76,9 @@ def validation_message(errors: list[Any]) -> tuple[str, str | None]:
     if not errors:
         return "Invalid request body.", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # where the value was is clear from the request; `param` names the field
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request. (The body must be valid JSON.)", None
     param = ".".join(loc) or None

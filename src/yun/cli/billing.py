@@ -112,8 +112,8 @@ def usage(
     if by not in ("model", "day"):
         raise typer.BadParameter("--by is model or day")
     services = services_for(settings_for(data_dir, database))
-    end = datetime.now(UTC).date() + timedelta(days=1)
-    rows = services.usage.summary(org_id, end - timedelta(days=days), end, by)
+    today = datetime.now(UTC).date()
+    rows = services.usage.summary(org_id, today - timedelta(days=days - 1), today, by)
     table = Table(by, "requests", "input", "cached", "output", "free", "cost $")
     for r in rows:
         table.add_row(

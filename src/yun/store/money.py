@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, func, insert, select, tuple_, update
@@ -295,11 +295,11 @@ class MoneyRepository:
             return {"records": int(r[0]), "cost": int(r[1]), "completion_tokens": int(r[2])}
 
     # -- reading usage and the ledger for reports (grouped in SQL, never row by row) ---------------
-    def rollup_sums(self, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
-        """Rollup totals for days in [first_day, end_day) (YYYY-MM-DD, UTC), grouped in SQL by `group_by`
-        ("model_id" or "day") and ordered by it. Reads at most one rollup row per model and day."""
+    def rollup_sums(self, org_id: str, first_day: str, last_day: str, group_by: str) -> list[dict[str, Any]]:
+        """Rollup totals for the days first_day..last_day, both included (YYYY-MM-DD, UTC), grouped in SQL
+        by `group_by` ("model_id" or "day") and ordered by it. Reads at most one rollup row per model and day."""
         with self._db.reader.connect() as c:
-            return _rollup_sums(c, org_id, first_day, end_day, group_by)
+            return _rollup_sums(c, org_id, first_day, last_day, group_by)
 
     def period_figures(self, org_id: str, start: datetime, end: datetime) -> PeriodFigures:
         """Usage by model and ledger sums by kind for [start, end) (UTC midnights), read in one snapshot:
@@ -313,7 +313,8 @@ class MoneyRepository:
                 # One snapshot for the three reads (READ COMMITTED would take one per statement). SQLite
                 # transactions are serializable already. The pool resets the level on release.
                 c.execution_options(isolation_level="REPEATABLE READ")
-            usage = _rollup_sums(c, org_id, start.date().isoformat(), end.date().isoformat(), "model_id")
+            last_day = (end - timedelta(days=1)).date().isoformat()  # `end` is the next period's first midnight
+            usage = _rollup_sums(c, org_id, start.date().isoformat(), last_day, "model_id")
             # Two range reads on (org_id, created_at) rather than one GROUP BY over the org's history: with
             # an index on (org_id, created_at, kind, amount) each reads only its own index entries. Without
             # it (separate org_id and created_at indexes today) both visit every ledger row of the org.
@@ -330,7 +331,7 @@ class MoneyRepository:
         return PeriodFigures(usage=usage, opening_balance=int(opening or 0), ledger_during=during)
 
 
-def _rollup_sums(c: Connection, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
+def _rollup_sums(c: Connection, org_id: str, first_day: str, last_day: str, group_by: str) -> list[dict[str, Any]]:
     if group_by not in ("model_id", "day"):
         raise ValueError(f"cannot group rollups by {group_by!r}")
     key = getattr(_RU.c, group_by)
@@ -338,7 +339,7 @@ def _rollup_sums(c: Connection, org_id: str, first_day: str, end_day: str, group
     # (PostgreSQL returns NUMERIC for SUM(BIGINT), hence the int()).
     rows = c.execute(
         select(key, *(func.sum(getattr(_RU.c, k)).label(k) for k in ROLLUP_SUMS))
-        .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day < end_day)
+        .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day <= last_day)
         .group_by(key)
         .order_by(key)
     )

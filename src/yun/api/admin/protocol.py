@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from yun.api.bounds import CreditUSD, Email, FreeTokens, Identifier, Instant, Name, Note, PriceUSD, Rpm, Text, Tpm
+
 __all__ = [
     "CreditIn",
     "FreeAllowanceIn",
@@ -20,7 +22,6 @@ __all__ = [
     "key_out",
 ]
 
-Dollars = str | float | int
 Role = Literal["owner", "admin", "member", "billing-viewer"]
 
 
@@ -29,14 +30,14 @@ class Strict(BaseModel):
 
 
 class OrgIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    name: Name
+    rpm_limit: Rpm | None = None
+    tpm_limit: Tpm | None = None
 
 
 class LimitsIn(Strict):
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: Rpm | None = None
+    tpm_limit: Tpm | None = None
 
 
 class OrgOut(Strict):
@@ -48,33 +49,33 @@ class OrgOut(Strict):
 
 
 class CreditIn(Strict):
-    amount: Dollars = Field(description="USD; negative only for kind=adjustment")
+    amount: CreditUSD = Field(description="USD; negative only for kind=adjustment")
     kind: Literal["grant", "topup", "refund", "adjustment"] = "grant"
-    reference: str | None = Field(
+    reference: Text | None = Field(
         default=None, min_length=1, max_length=80, description="Idempotency key: the same reference is posted once"
     )
-    note: str | None = Field(default=None, max_length=500)
+    note: Note | None = None
 
 
 class PriceIn(Strict):
-    input: Dollars = Field(description="USD per 1M input tokens")
-    output: Dollars = Field(description="USD per 1M output tokens")
-    cached_input: Dollars | None = Field(default=None, description="USD per 1M cached input tokens")
+    input: PriceUSD = Field(description="USD per 1M input tokens")
+    output: PriceUSD = Field(description="USD per 1M output tokens")
+    cached_input: PriceUSD | None = Field(default=None, description="USD per 1M cached input tokens")
 
 
 class FreeAllowanceIn(Strict):
-    model: str = Field(min_length=1, max_length=200)
-    monthly_tokens: int = Field(ge=0)
-    org_id: str = Field(default="*", description="'*' = every organization")
+    model: Identifier
+    monthly_tokens: FreeTokens
+    org_id: Identifier = Field(default="*", description="'*' = every organization")
 
 
 class KeyIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     role: Role = "member"
-    allowed_models: list[str] | None = Field(default=None, max_length=256)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
-    expires_at: datetime | None = None
+    allowed_models: list[Identifier] | None = Field(default=None, max_length=256)
+    rpm_limit: Rpm | None = None
+    tpm_limit: Tpm | None = None
+    expires_at: Instant | None = None
 
 
 class KeyOut(Strict):
@@ -94,8 +95,8 @@ class KeyOut(Strict):
 
 
 class MemberIn(Strict):
-    email: str = Field(min_length=3, max_length=320)
-    name: str = Field(default="", max_length=200)
+    email: Email
+    name: Text = Field(default="", max_length=200)
     role: Role = "member"
 
 

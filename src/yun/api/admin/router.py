@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from yun.api.admin.protocol import CreditIn, FreeAllowanceIn, KeyIn, KeyOut, LimitsIn, OrgIn, OrgOut, PriceIn
+from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
 from yun.api.organization.router import issue_key
 
@@ -30,40 +31,48 @@ async def list_orgs(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/orgs/{org_id}")
-async def get_org(org_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def get_org(org_id: Identifier, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     org = await asyncio.to_thread(services.org_service.get, org_id)
     return {**_org_out(org).model_dump(mode="json"), "balance": services.billing.balance(org_id)}
 
 
 @router.put("/orgs/{org_id}/limits")
-async def set_org_limits(org_id: str, body: LimitsIn, _: AdminDep, services: ServicesDep) -> OrgOut:
+async def set_org_limits(org_id: Identifier, body: LimitsIn, _: AdminDep, services: ServicesDep) -> OrgOut:
     org = await asyncio.to_thread(services.orgs.set_limits, org_id, body.rpm_limit, body.tpm_limit)
     services.keys.forget_cache()
     return _org_out(org)
 
 
 @router.post("/orgs/{org_id}/keys", status_code=201)
-async def create_org_key(org_id: str, body: KeyIn, _: AdminDep, services: ServicesDep) -> KeyOut:
+async def create_org_key(org_id: Identifier, body: KeyIn, _: AdminDep, services: ServicesDep) -> KeyOut:
     await asyncio.to_thread(services.org_service.get, org_id)
     return await issue_key(services, org_id, body)
 
 
 @router.post("/orgs/{org_id}/credits", status_code=201)
-async def credit(org_id: str, body: CreditIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def credit(org_id: Identifier, body: CreditIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     await asyncio.to_thread(services.org_service.get, org_id)
-    posted = await asyncio.to_thread(services.billing.credit, org_id, body.amount, body.kind, body.reference, body.note)
+    posted = await asyncio.to_thread(
+        services.billing.credit, org_id, str(body.amount), body.kind, body.reference, body.note
+    )
     return {"posted": posted, "balance": services.billing.balance(org_id)}
 
 
 @router.put("/prices/{model_id:path}")
-async def set_price(model_id: str, body: PriceIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def set_price(model_id: Identifier, body: PriceIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     await asyncio.to_thread(services.catalog.get, model_id)
-    price = await asyncio.to_thread(services.billing.set_price, model_id, body.input, body.output, body.cached_input)
+    price = await asyncio.to_thread(
+        services.billing.set_price,
+        model_id,
+        str(body.input),
+        str(body.output),
+        None if body.cached_input is None else str(body.cached_input),
+    )
     return _price_out(price)
 
 
 @router.get("/prices/{model_id:path}")
-async def price_history(model_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def price_history(model_id: Identifier, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     history = await asyncio.to_thread(services.billing.money.price_history, model_id)
     return {"object": "list", "data": [_price_out(p) for p in history]}
 
