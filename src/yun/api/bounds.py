@@ -16,6 +16,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from yun.billing.pricing import NANO
+from yun.store.money import MAX_FREE_TOKENS, MAX_PRICE_PER_MTOK
+
 __all__ = [
     "DAY_MAX",
     "DAY_MIN",
@@ -48,10 +51,8 @@ MAX_TPM = INT32_MAX
 """Tokens per minute of one key or org (stored as a 32-bit INTEGER)."""
 MAX_CREDIT_USD = Decimal(1_000_000_000)
 """Largest single credit or debit, in USD ($1e9 = 1e18 nanodollars; a balance holds at most ~$9.2e9)."""
-MAX_PRICE_USD = Decimal(1_000_000)
-"""Largest price per 1M tokens, in USD."""
-MAX_FREE_TOKENS = 10**12
-"""Largest monthly free-token allowance per model."""
+MAX_PRICE_USD = Decimal(MAX_PRICE_PER_MTOK) / NANO
+"""Largest price per 1M tokens, in USD (the money store's own limit)."""
 DAY_MIN = date(2000, 1, 1)
 """Earliest day a usage query or statement may name (before Yun existed: simply empty)."""
 DAY_MAX = date(2199, 12, 31)

@@ -41,7 +41,18 @@ from yun.store.orm import (
 
 POSTING_KINDS = ("grant", "topup", "refund", "adjustment")
 
+INT64_MAX = 2**63 - 1
+"""The largest amount a money column (BIGINT) holds, in nanodollars (~$9.2e9). A balance never passes
+it: on SQLite an integer past it silently becomes a float, no longer equal to the ledger's sum."""
+MAX_PRICE_PER_MTOK = 10**15
+"""Highest price per 1M tokens, in nanodollars ($1M): a hold of a billion tokens still fits in BIGINT."""
+MAX_FREE_TOKENS = 10**12
+"""Largest monthly free-token allowance per model: used + held + grant never overflows BIGINT."""
+
 __all__ = [
+    "INT64_MAX",
+    "MAX_FREE_TOKENS",
+    "MAX_PRICE_PER_MTOK",
     "POSTING_KINDS",
     "HoldRecord",
     "HoldRequest",
@@ -98,6 +109,9 @@ class MoneyRepository:
     # -- prices --------------------------------------------------------------------------------
     def add_price(self, model_id: str, input_per_mtok: int, output_per_mtok: int, cached: int) -> PriceRecord:
         """Append a new price version; earlier versions (and the charges that used them) are untouched."""
+        for param, value in (("input", input_per_mtok), ("output", output_per_mtok), ("cached_input", cached)):
+            if not 0 <= value <= MAX_PRICE_PER_MTOK:
+                raise InvalidRequest(f"{param} must be between 0 and $1,000,000 per 1M tokens", param=param)
         for _ in range(5):
             try:
                 with self._db.engine.begin() as c:
@@ -146,6 +160,8 @@ class MoneyRepository:
 
     # -- free tier -----------------------------------------------------------------------------
     def set_free_allowance(self, org_id: str, model_id: str, monthly_tokens: int) -> None:
+        if not 0 <= monthly_tokens <= MAX_FREE_TOKENS:
+            raise InvalidRequest(f"monthly_tokens must be between 0 and {MAX_FREE_TOKENS}", param="monthly_tokens")
         with self._db.engine.begin() as c:
             stmt = _upsert(c)(_FA).values(org_id=org_id, model_id=model_id, monthly_tokens=monthly_tokens)
             c.execute(
@@ -170,21 +186,29 @@ class MoneyRepository:
     # -- ledger --------------------------------------------------------------------------------
     def post(self, org_id: str, kind: str, amount: int, reference: str, note: str | None = None) -> bool:
         """Append a ledger entry and move the balance with it. Returns False if `reference` was already
-        posted for this kind (idempotent retries). A debit may not take the balance below what is held."""
+        posted for this kind (idempotent retries). A debit may not take the balance below what is held,
+        and a credit may not take it past INT64_MAX: either is refused, and nothing is written."""
         if kind not in POSTING_KINDS:
             # Charges are written only by settle(), next to their usage record, so statements reconcile.
             raise InvalidRequest(f"kind must be one of {', '.join(POSTING_KINDS)}", param="kind")
+        if not -INT64_MAX <= amount <= INT64_MAX:
+            raise InvalidRequest("amount is larger than any balance can hold", param="amount")
         try:
             with self._db.engine.begin() as c:
                 if c.execute(select(_O.c.id).where(_O.c.id == org_id)).first() is None:
                     raise NotFound(f"no organization {org_id!r}")
                 self._ensure_balance(c, org_id)
-                guard = _B.c.balance - _B.c.held + amount >= 0
+                # The guard is part of the UPDATE (atomic on both backends), and its arithmetic stays in
+                # range: `INT64_MAX - amount` is computed here, never `balance + amount` in SQL first.
+                if amount < 0:
+                    guard, refusal = _B.c.balance - _B.c.held + amount >= 0, "below zero"
+                else:
+                    guard, refusal = _B.c.balance <= INT64_MAX - amount, "past the largest amount it can hold"
                 moved = c.execute(
                     update(_B).where(_B.c.org_id == org_id, guard).values(balance=_B.c.balance + amount)
                 ).rowcount
                 if moved != 1:
-                    raise InvalidRequest("that debit would take the balance below zero", param="amount")
+                    raise InvalidRequest(f"that posting would take the balance {refusal}", param="amount")
                 c.execute(
                     insert(_L).values(
                         org_id=org_id, kind=kind, amount=amount, reference=reference, note=note, created_at=_now()
