@@ -12,11 +12,13 @@ from yun.catalog.gguf_info import read_gguf_card
 from yun.errors import InvalidRequest, ModelNotFound, ModelSourceMissing
 from yun.store import ModelRecord, ModelRepository
 
-__all__ = ["DEFAULT_CHAT_MODEL", "DEFAULT_EMBEDDING_MODEL", "Catalog", "ModelKind"]
+__all__ = ["DEFAULT_CHAT_MODEL", "DEFAULT_EMBEDDING_MODEL", "EXTERNAL_SOURCE", "Catalog", "ModelKind"]
 
 ModelKind = Literal["chat", "embedding"]
 DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+EXTERNAL_SOURCE = "external OpenAI-compatible server"
+"""What a model card says of an external model's origin: never its address."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 Progress = Callable[[str, int, int], None]
@@ -102,7 +104,8 @@ class Catalog:
         card: dict[str, Any] = {
             "name": upstream_model or model_id,
             "kind": kind,
-            "source": f"external OpenAI-compatible server {url}",
+            # The card is public: the address (and any credentials in it) stays in `url`, for operators.
+            "source": EXTERNAL_SOURCE,
             "context_length": context_length,
             "format": "remote",
         }
