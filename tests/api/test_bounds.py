@@ -141,7 +141,7 @@ async def test_nul_characters_are_refused_everywhere(api: Api) -> None:
     )
     await _refused(api, "GET", "/admin/orgs/a%00b", "org_id")
     await _refused(api, "DELETE", "/v1/organization/keys/a%00b", "key_id", key=key)
-    await _refused(api, "DELETE", "/v1/organization/members/a%00b", "user_id", key=key)
+    await _refused(api, "DELETE", "/v1/organization/members/a%00b", "member_id", key=key)
     await _refused(api, "GET", "/v1/organization/usage/records", "after", key=key, params={"after": nul})
     await _refused(api, "PUT", "/admin/prices/a%00b", "model_id", json={"input": 1, "output": 1})
     await _refused(api, "GET", "/admin/prices/a%00b", "model_id")

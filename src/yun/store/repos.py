@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
@@ -219,49 +220,62 @@ class ModelRepository:
 
 
 class MemberRepository:
-    """People and their role in an organization (owner, admin, member, billing-viewer)."""
+    """People and their role in an organization (owner, admin, member, billing-viewer).
+
+    A person is one `users` row per email (so one person can be in several organizations), but all an
+    organization stores or reads about them is on its own membership: its name for them and the member
+    id it names them by. Nothing here returns a user id or another organization's data.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def add(self, org_id: str, email: str, name: str, role: str) -> MemberRecord:
-        with self._db.session() as s, s.begin():
-            user = s.scalars(select(UserRow).where(UserRow.email == email)).first()
-            if user is None:
-                user = UserRow(
-                    id="user_" + uuid.uuid4().hex[:20],
-                    email=email,
-                    name=name,
-                    is_platform_admin=False,
-                    created_at=datetime.now(UTC),
+        try:
+            with self._db.session() as s, s.begin():
+                user = s.scalars(select(UserRow).where(UserRow.email == email)).first()
+                if user is None:
+                    user = UserRow(
+                        id="user_" + uuid.uuid4().hex[:20],
+                        email=email,
+                        name="",
+                        is_platform_admin=False,
+                        created_at=datetime.now(UTC),
+                    )
+                    s.add(user)
+                    s.flush()
+                if s.get(MembershipRow, (user.id, org_id)) is not None:
+                    raise InvalidRequest(f"{email} is already a member", param="email")
+                member = MembershipRow(
+                    user_id=user.id, org_id=org_id, role=role, id="mem_" + uuid.uuid4().hex[:20], name=name
                 )
-                s.add(user)
-                s.flush()
-            if s.get(MembershipRow, (user.id, org_id)) is not None:
-                raise InvalidRequest(f"{email} is already a member", param="email")
-            s.add(MembershipRow(user_id=user.id, org_id=org_id, role=role))
-            return MemberRecord(user.id, org_id, user.email, user.name, role)
+                s.add(member)
+                return MemberRecord(member.id, org_id, email, name, role)
+        except IntegrityError as exc:  # the same email added twice at once
+            raise InvalidRequest(f"{email} is already a member", param="email") from exc
 
     def list(self, org_id: str) -> list[MemberRecord]:
         with self._db.read_session() as s:
             rows = s.execute(
-                select(UserRow, MembershipRow)
+                select(UserRow.email, MembershipRow)
                 .join(MembershipRow, MembershipRow.user_id == UserRow.id)
                 .where(MembershipRow.org_id == org_id)
                 .order_by(UserRow.email)
             )
-            return [MemberRecord(u.id, org_id, u.email, u.name, m.role) for u, m in rows]
+            return [MemberRecord(m.id, org_id, email, m.name, m.role) for email, m in rows]
 
-    def set_role(self, org_id: str, user_id: str, role: str) -> None:
-        with self._db.session() as s, s.begin():
-            row = s.get(MembershipRow, (user_id, org_id))
-            if row is None:
-                raise NotFound(f"no member {user_id!r}")
-            row.role = role
+    def _membership(self, s: Session, org_id: str, member_id: str) -> MembershipRow:
+        row = s.scalars(
+            select(MembershipRow).where(MembershipRow.org_id == org_id, MembershipRow.id == member_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no member {member_id!r}")
+        return row
 
-    def remove(self, org_id: str, user_id: str) -> None:
+    def set_role(self, org_id: str, member_id: str, role: str) -> None:
         with self._db.session() as s, s.begin():
-            row = s.get(MembershipRow, (user_id, org_id))
-            if row is None:
-                raise NotFound(f"no member {user_id!r}")
-            s.delete(row)
+            self._membership(s, org_id, member_id).role = role
+
+    def remove(self, org_id: str, member_id: str) -> None:
+        with self._db.session() as s, s.begin():
+            s.delete(self._membership(s, org_id, member_id))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from yun.api.bounds import CreditUSD, Email, FreeTokens, Identifier, Instant, Name, Note, PriceUSD, Rpm, Text, Tpm
+from yun.store import MemberRecord
 
 __all__ = [
     "CreditIn",
@@ -20,6 +21,7 @@ __all__ = [
     "OrgOut",
     "PriceIn",
     "key_out",
+    "member_out",
 ]
 
 Role = Literal["owner", "admin", "member", "billing-viewer"]
@@ -116,3 +118,9 @@ def key_out(record: Any, secret: str | None = None) -> KeyOut:
         last_used_at=record.last_used_at,
         secret=secret,
     )
+
+
+def member_out(m: MemberRecord) -> dict[str, Any]:
+    """A member as the calling organization knows them: its own member id and name, never the person's
+    global user id (which would let organizations tell they share a person)."""
+    return {"id": m.id, "object": "organization.member", "email": m.email, "name": m.name, "role": m.role}

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out
+from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out, member_out
 from yun.api.bounds import DAY_MIN, Day, Identifier, Month, Text
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.services import Services
@@ -65,7 +65,7 @@ async def revoke_key(key_id: Identifier, principal: PrincipalDep, services: Serv
 async def add_member(body: MemberIn, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     require_role(principal, MANAGE_ROLES, "add members")
     m = await asyncio.to_thread(services.org_service.add_member, principal.org_id, body.email, body.name, body.role)
-    return {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role}
+    return member_out(m)
 
 
 @router.get("/members")
@@ -74,15 +74,15 @@ async def list_members(principal: PrincipalDep, services: ServicesDep) -> dict[s
     members = await asyncio.to_thread(services.org_service.members.list, principal.org_id)
     return {
         "object": "list",
-        "data": [{"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role} for m in members],
+        "data": [member_out(m) for m in members],
     }
 
 
-@router.delete("/members/{user_id}")
-async def remove_member(user_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> dict[str, str]:
+@router.delete("/members/{member_id}")
+async def remove_member(member_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> dict[str, str]:
     require_role(principal, MANAGE_ROLES, "remove members")
-    await asyncio.to_thread(services.org_service.members.remove, principal.org_id, user_id)
-    return {"removed": user_id}
+    await asyncio.to_thread(services.org_service.members.remove, principal.org_id, member_id)
+    return {"removed": member_id}
 
 
 @router.get("/balance")
