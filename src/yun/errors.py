@@ -17,6 +17,7 @@ __all__ = [
     "PermissionDenied",
     "QuotaExceeded",
     "RateLimited",
+    "SecretKeyError",
     "UnsupportedParameter",
     "YunError",
 ]
@@ -124,3 +125,10 @@ class ModelIntegrityError(YunError):
     """A model file does not match the hash it must have; it is never loaded."""
 
     code = "model_integrity_error"
+
+
+class SecretKeyError(YunError):
+    """The key that encrypts secrets at rest is missing, malformed, unreadable or not the one they were
+    encrypted with."""
+
+    code = "secret_key_error"

@@ -10,10 +10,10 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
+__all__ = ["BillingSettings", "EngineSettings", "ModelDefaults", "SecretsSettings", "ServerSettings", "Settings"]
 
 
 def _default_data_dir() -> Path:
@@ -64,6 +64,15 @@ class BillingSettings(BaseModel):
     so at most this much generation per cut stream goes unbilled; shorter means more writes."""
 
 
+class SecretsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr | None = None
+    """Key that encrypts secrets at rest (upstream API keys): a Fernet key, 32 bytes in URL-safe base64.
+    Unset, Yun uses `secrets.key` in the data dir, created with mode 0600 at first use. Gateways that
+    share a PostgreSQL database need the same key: set it here (`YUN_SECRETS__KEY`) on each."""
+
+
 class ModelDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,6 +99,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:
@@ -102,6 +112,10 @@ class Settings(BaseSettings):
     @property
     def gateway_id(self) -> str:
         return self.server.gateway_id or f"{socket.gethostname()}:{self.server.port}"
+
+    @property
+    def secrets_key_file(self) -> Path:
+        return self.data_dir / "secrets.key"
 
     @property
     def model_cache_dir(self) -> Path:

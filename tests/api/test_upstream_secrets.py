@@ -15,6 +15,7 @@ from tests.api.conftest import Api
 from yun.api.lifespan import spec_for, sync_deployments
 from yun.engines import redact_url
 from yun.store import ModelRepository
+from yun.store.secrets import load_key
 
 SECRETS = ("s3cret-pass", "upstream-user", "sk-upstream-key")
 
@@ -97,7 +98,8 @@ async def test_models_errors_and_logs_carry_no_upstream_secret(
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_cards_written_with_an_address_are_cleaned_when_read(api: Api) -> None:
     record = api.services.catalog.add_external("old", "http://a:b@10.0.0.1:8000/v1", kind="chat")
-    ModelRepository(api.services.db).upsert(
+    settings = api.services.settings
+    ModelRepository(api.services.db, load_key(None, settings.secrets_key_file)).upsert(
         dataclasses.replace(record, card={**record.card, "source": "external server http://a:s3cret-pass@10.0.0.1"})
     )
     _, key = await api.new_org()

@@ -13,6 +13,7 @@ from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRat
 from yun.metering.usage import UsageQueries
 from yun.settings import Settings
 from yun.store import Database, KeyRepository, MemberRepository, ModelRepository, OrganizationRepository, upgrade
+from yun.store.secrets import load_key
 from yun.tenancy import KeyService
 from yun.tenancy.orgs import OrgService
 
@@ -39,9 +40,18 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Open the database (migrating it) and wire the services together."""
+    # The data dir holds the database, the secrets key and replica logs: this user's alone.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = settings.resolved_database_url
     upgrade(url)
     db = Database(url)
+    key = settings.secrets.key
+    try:
+        models = ModelRepository(db, load_key(key.get_secret_value() if key else None, settings.secrets_key_file))
+        models.seal_plaintext()  # secrets written before encryption; fails here, clearly, on a wrong key
+    except BaseException:
+        db.dispose()
+        raise
     e = settings.engine
     tuning = EngineTuning(
         threads=e.threads,
@@ -61,7 +71,7 @@ def build_services(settings: Settings) -> Services:
         orgs=OrganizationRepository(db),
         org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
         keys=KeyService(KeyRepository(db)),
-        catalog=Catalog(ModelRepository(db), settings.model_cache_dir),
+        catalog=Catalog(models, settings.model_cache_dir),
         cluster=cluster,
         metrics=metrics,
         billing=billing,

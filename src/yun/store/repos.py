@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
 from yun.store.orm import ApiKeyRow, MembershipRow, ModelRow, OrganizationRow, UserRow
 from yun.store.records import ApiKeyRecord, MemberRecord, ModelRecord, OrganizationRecord
+from yun.store.secrets import SecretBox, is_sealed
 
 __all__ = ["KeyRepository", "MemberRepository", "ModelRepository", "OrganizationRepository"]
 
@@ -49,15 +51,15 @@ def _org(row: OrganizationRow) -> OrganizationRecord:
     return OrganizationRecord(row.id, row.name, _utc(row.created_at) or row.created_at, row.rpm_limit, row.tpm_limit)
 
 
-def _model(row: ModelRow) -> ModelRecord:
+def _model(row: ModelRow, box: SecretBox) -> ModelRecord:
     return ModelRecord(
         id=row.id,
         kind=row.kind,
         source=row.source,
         path=row.path,
-        url=row.url,
+        url=box.open(row.url),
         upstream_model=row.upstream_model,
-        upstream_key=row.upstream_key,
+        upstream_key=box.open(row.upstream_key),
         replicas=row.replicas,
         card=dict(row.card or {}),
         created_at=_utc(row.created_at),
@@ -170,46 +172,74 @@ class KeyRepository:
             return _key(row)
 
 
+def _carries_secret(url: str) -> bool:
+    if is_sealed(url):
+        return True
+    parts = urlsplit(url)
+    return parts.username is not None or parts.password is not None or bool(parts.query)
+
+
 class ModelRepository:
-    def __init__(self, db: Database) -> None:
+    """Models, with their upstream secrets sealed at rest: `upstream_key` always, and `url` when it
+    carries credentials (`user:password@` or a query string). Records going up hold them in clear."""
+
+    def __init__(self, db: Database, secrets: SecretBox) -> None:
         self._db = db
+        self._box = secrets
+
+    def _sealed(self, record: ModelRecord) -> dict[str, object]:
+        data = dataclasses.asdict(record)
+        data["upstream_key"] = self._box.seal(record.upstream_key)
+        if record.url is not None and _carries_secret(record.url):
+            data["url"] = self._box.seal(record.url)
+        return data
 
     def list(self) -> list[ModelRecord]:
         with self._db.read_session() as s:
-            return [_model(r) for r in s.scalars(select(ModelRow).order_by(ModelRow.created_at))]
+            return [_model(r, self._box) for r in s.scalars(select(ModelRow).order_by(ModelRow.created_at))]
 
     def get(self, model_id: str) -> ModelRecord | None:
         with self._db.read_session() as s:
             row = s.get(ModelRow, model_id)
-            return None if row is None else _model(row)
+            return None if row is None else _model(row, self._box)
 
     def add(self, record: ModelRecord) -> ModelRecord:
-        data = dataclasses.asdict(record)
-        data["created_at"] = record.created_at or datetime.now(UTC)
+        created = record.created_at or datetime.now(UTC)
         try:
             with self._db.session() as s, s.begin():
-                s.add(ModelRow(**data))
+                s.add(ModelRow(**{**self._sealed(record), "created_at": created}))
         except IntegrityError as exc:
             raise InvalidRequest(f"a model named {record.id!r} already exists", param="id") from exc
-        return dataclasses.replace(record, created_at=data["created_at"])
+        return dataclasses.replace(record, created_at=created)
 
     def upsert(self, record: ModelRecord) -> ModelRecord:
         """Insert or refresh a model Yun itself provides (bundled ones are re-registered at each start)."""
+        data = self._sealed(record)
         with self._db.session() as s, s.begin():
             row = s.get(ModelRow, record.id)
             if row is None:
-                return self._insert(s, record)
-            for name in ("kind", "source", "path", "url", "upstream_model", "upstream_key", "card"):
-                setattr(row, name, getattr(record, name))
-            return _model(row)
+                row = ModelRow(**{**data, "created_at": record.created_at or datetime.now(UTC)})
+                s.add(row)
+            else:
+                for name in ("kind", "source", "path", "url", "upstream_model", "upstream_key", "card"):
+                    setattr(row, name, data[name])
+            s.flush()
+            return _model(row, self._box)
 
-    @staticmethod
-    def _insert(s: object, record: ModelRecord) -> ModelRecord:
-        data = dataclasses.asdict(record)
-        data["created_at"] = record.created_at or datetime.now(UTC)
-        row = ModelRow(**data)
-        s.add(row)  # type: ignore[attr-defined]
-        return _model(row)
+    def seal_plaintext(self) -> int:
+        """Encrypt secrets written before encryption existed (run at start); returns the rows rewritten.
+        Also opens every sealed secret once, so a wrong key fails here, at start, with a clear error."""
+        rewritten = 0
+        with self._db.session() as s, s.begin():
+            for row in s.scalars(
+                select(ModelRow).where(ModelRow.upstream_key.is_not(None) | ModelRow.url.is_not(None))
+            ):
+                record = _model(row, self._box)  # raises SecretKeyError for a wrong key
+                data = self._sealed(record)
+                if (data["url"], data["upstream_key"]) != (row.url, row.upstream_key):
+                    row.url, row.upstream_key = data["url"], data["upstream_key"]  # type: ignore[assignment]
+                    rewritten += 1
+        return rewritten
 
     def remove(self, model_id: str) -> None:
         with self._db.session() as s, s.begin():
