@@ -71,7 +71,9 @@ Text = Annotated[str, AfterValidator(no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
 """An id in a path or query (org, key, user, model); longer ones exist nowhere."""
-Email = Annotated[str, Field(min_length=3, max_length=320), AfterValidator(no_nul)]
+Email = Annotated[
+    str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), AfterValidator(no_nul)
+]
 Note = Annotated[str, Field(max_length=500), AfterValidator(no_nul)]
 Rpm = Annotated[int, Field(ge=1, le=MAX_RPM)]
 Tpm = Annotated[int, Field(ge=1, le=MAX_TPM)]

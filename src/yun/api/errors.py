@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from yun.api.openapi import document_errors
 from yun.errors import (
     AuthenticationFailed,
     ClientDisconnected,
@@ -118,6 +119,7 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("The server had an error while processing your request.", "server_error"), status_code=500
         )
 
+    document_errors(app)
     app.add_exception_handler(YunError, on_yun)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ValidationError, on_validation)

@@ -10,9 +10,10 @@ from fastapi import APIRouter
 from yun.api.admin.protocol import CreditIn, FreeAllowanceIn, KeyIn, KeyOut, LimitsIn, OrgIn, OrgOut, PriceIn
 from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
+from yun.api.openapi import error_responses
 from yun.api.organization.router import issue_key
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(400, 401, 403, 404, 413))
 
 
 def _org_out(org: Any) -> OrgOut:

@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse, Response
 from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out, member_out
 from yun.api.bounds import DAY_MIN, Day, Identifier, Month, Text
 from yun.api.deps import PrincipalDep, ServicesDep
+from yun.api.openapi import error_responses
 from yun.api.services import Services
 from yun.errors import InvalidRequest, NotFound
 from yun.tenancy.orgs import MANAGE_ROLES, USAGE_ROLES, require_role
 
-router = APIRouter(prefix="/v1/organization", tags=["organization"])
+router = APIRouter(prefix="/v1/organization", tags=["organization"], responses=error_responses(400, 401, 403, 404, 413))
 
 
 async def issue_key(services: Services, org_id: str, body: KeyIn) -> KeyOut:

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from yun.api.bounds import Identifier
 from yun.api.deps import PrincipalDep, ServicesDep
+from yun.api.openapi import error_responses
 from yun.api.services import Services
 from yun.catalog.registry import EXTERNAL_SOURCE
 from yun.engines import redact_url
@@ -20,7 +21,7 @@ from yun.errors import ModelNotFound
 from yun.store import ModelRecord
 from yun.tenancy import Principal
 
-router = APIRouter()
+router = APIRouter(tags=["models"], responses=error_responses(400, 401, 404))
 
 _PRIVATE_CARD_FIELDS = {"file_size"}
 
