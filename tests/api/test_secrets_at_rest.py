@@ -38,14 +38,10 @@ def test_secrets_are_sealed_in_the_file_and_round_trip(tmp_path: Path) -> None:
     assert got.upstream_key == UPSTREAM_KEY and got_url.url == f"http://user:{URL_PASSWORD}@127.0.0.1:9/v1"
     raw = _raw_db_bytes(data_dir)
     assert UPSTREAM_KEY.encode() not in raw and URL_PASSWORD.encode() not in raw and b"fernet:" in raw
-    services.db.dispose()
-
     assert _mode(data_dir) == 0o700
-    for name in ("yun.db", "secrets.key"):
+    for name in ("yun.db", "yun.db-wal", "yun.db-shm", "secrets.key"):  # WAL and SHM exist while open
         assert _mode(data_dir / name) == 0o600, name
-    for name in ("yun.db-wal", "yun.db-shm"):
-        if (data_dir / name).exists():
-            assert _mode(data_dir / name) == 0o600, name
+    services.db.dispose()
 
     # A restart reads them back with the key file it created the first time.
     again = build_services(api_settings(data_dir))
@@ -53,12 +49,18 @@ def test_secrets_are_sealed_in_the_file_and_round_trip(tmp_path: Path) -> None:
     again.db.dispose()
 
 
-def test_an_existing_database_file_is_made_private(tmp_path: Path) -> None:
+def test_an_existing_data_dir_and_database_file_are_made_private(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     build_services(api_settings(data_dir)).db.dispose()
     os.chmod(data_dir / "yun.db", 0o644)
+    os.chmod(data_dir, 0o755)
     build_services(api_settings(data_dir)).db.dispose()
-    assert _mode(data_dir / "yun.db") == 0o600
+    assert _mode(data_dir / "yun.db") == 0o600 and _mode(data_dir) == 0o700
+    # A directory that is not Yun's own (no database, no key yet) keeps its mode.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    build_services(api_settings(shared, "sqlite:///" + str(tmp_path / "elsewhere" / "y.db"))).db.dispose()
+    assert _mode(shared) == 0o755 and _mode(tmp_path / "elsewhere") == 0o700
 
 
 def test_plaintext_rows_are_sealed_at_start(database_url: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from yun.billing import BillingService
 from yun.billing.statements import Statement, monthly_statement
@@ -38,10 +39,18 @@ class Services:
         return monthly_statement(self.billing.money, org_id, year, month)
 
 
+def _private_data_dir(data_dir: Path) -> None:
+    """The data dir holds the database, the secrets key and replica logs: this user's alone. It is created
+    0700; one that already holds Yun's files (made by an older Yun, 0755) is tightened too, but a
+    directory that is not Yun's own is left as it is."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if any((data_dir / name).exists() for name in ("yun.db", "secrets.key")):
+        data_dir.chmod(0o700)
+
+
 def build_services(settings: Settings) -> Services:
     """Open the database (migrating it) and wire the services together."""
-    # The data dir holds the database, the secrets key and replica logs: this user's alone.
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private_data_dir(settings.data_dir)
     url = settings.resolved_database_url
     upgrade(url)
     db = Database(url)
