@@ -15,6 +15,7 @@ from yun.api.bounds import Identifier
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.openapi import error_responses
 from yun.api.services import Services
+from yun.catalog import served_card
 from yun.catalog.registry import EXTERNAL_SOURCE
 from yun.engines import redact_url
 from yun.errors import ModelNotFound
@@ -40,7 +41,8 @@ def _may_use(principal: Principal, model_id: str) -> bool:
 
 
 def public_model(services: Services, m: ModelRecord, principal: Principal) -> dict[str, Any]:
-    card = {k: v for k, v in m.card.items() if k not in _PRIVATE_CARD_FIELDS}
+    served = served_card(m, services.settings.engine.context_per_slot)
+    card = {k: v for k, v in served.items() if k not in _PRIVATE_CARD_FIELDS}
     if m.source == "external":
         # Cards written before addresses were kept out of them said "... server http://user:pass@host".
         card["source"] = EXTERNAL_SOURCE
