@@ -122,3 +122,18 @@ def test_two_processes_creating_the_key_file_agree(tmp_path: Path) -> None:
     sealed = first.seal("x")
     assert sealed is not None and second.open(sealed) == "x"
     assert _mode(path) == 0o600 and not [p for p in path.parent.iterdir() if p.name != "secrets.key"]
+
+
+def test_the_cli_says_what_is_wrong_with_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from yun.cli import app
+
+    data_dir = tmp_path / "d"
+    services = build_services(api_settings(data_dir))
+    services.catalog.add_external("ext", "http://127.0.0.1:9/v1", api_key=UPSTREAM_KEY)
+    services.db.dispose()
+    monkeypatch.setenv("YUN_SECRETS__KEY", Fernet.generate_key().decode())
+    result = CliRunner().invoke(app, ["orgs", "list", "--data-dir", str(data_dir)])
+    assert result.exit_code == 2 and result.exception is not None
+    assert "not the key they were encrypted with" in result.output and "Traceback" not in result.output

@@ -42,7 +42,10 @@ def settings_for(data_dir: Path | None, database: str | None, **server: Any) -> 
 def services_for(settings: Settings) -> Any:
     from yun.api import build_services
 
-    return build_services(settings)
+    try:
+        return build_services(settings)
+    except YunError as exc:  # e.g. a secrets key that cannot open the stored secrets: a message, not a traceback
+        raise fail(exc) from exc
 
 
 def fail(exc: YunError) -> typer.Exit:
