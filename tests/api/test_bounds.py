@@ -145,3 +145,10 @@ async def test_nul_characters_are_refused_everywhere(api: Api) -> None:
     await _refused(api, "GET", "/v1/organization/usage/records", "after", key=key, params={"after": nul})
     await _refused(api, "PUT", "/admin/prices/a%00b", "model_id", json={"input": 1, "output": 1})
     await _refused(api, "GET", "/admin/prices/a%00b", "model_id")
+
+
+async def test_page_bounds(api: Api) -> None:
+    _, key = await api.new_org()
+    for params, param in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"limit": 10**30}, "limit")):
+        await _refused(api, "GET", "/v1/organization/usage/records", param, key=key, params=params)
+    await _refused(api, "GET", "/v1/organization/usage/records", "after", key=key, params={"after": "x" * 81})

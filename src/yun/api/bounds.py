@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from yun.billing.pricing import NANO
+from yun.metering.usage import MAX_PAGE
 from yun.store.money import MAX_FREE_TOKENS, MAX_PRICE_PER_MTOK
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "MAX_PRICE_USD",
     "MAX_RPM",
     "MAX_TPM",
+    "MAX_PAGE",
     "CreditUSD",
+    "Cursor",
     "Day",
     "Email",
     "FreeTokens",
@@ -36,6 +39,7 @@ __all__ = [
     "Month",
     "Name",
     "Note",
+    "PageLimit",
     "PriceUSD",
     "Rpm",
     "Text",
@@ -84,6 +88,10 @@ CreditUSD = Annotated[
 PriceUSD = Annotated[
     Decimal, Field(ge=0, le=MAX_PRICE_USD, allow_inf_nan=False, description="USD per 1M tokens, number or string")
 ]
+PageLimit = Annotated[int, Field(ge=1, le=MAX_PAGE)]
+"""How many items one page of a list holds."""
+Cursor = Annotated[str, Field(min_length=1, max_length=80), AfterValidator(no_nul)]
+"""The id of the last item of the previous page (`after=`)."""
 Day = Annotated[date, Field(ge=DAY_MIN, le=DAY_MAX)]
 """A UTC day (YYYY-MM-DD)."""
 

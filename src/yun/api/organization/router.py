@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out, member_out
-from yun.api.bounds import DAY_MIN, Day, Identifier, Month, Text
+from yun.api.bounds import DAY_MIN, Cursor, Day, Identifier, Month, PageLimit
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.openapi import error_responses
 from yun.api.services import Services
@@ -123,8 +123,8 @@ async def usage(
 async def usage_records(
     principal: PrincipalDep,
     services: ServicesDep,
-    limit: int = Query(default=100, ge=1, le=1000),
-    after: Annotated[Text | None, Query(max_length=80)] = None,
+    limit: PageLimit = 100,
+    after: Cursor | None = None,
 ) -> dict[str, Any]:
     """Newest first; pass `last_id` as `after` for the next page while `has_more` is true."""
     require_role(principal, USAGE_ROLES, "read usage")
