@@ -15,7 +15,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_URL", "BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
+__all__ = [
+    "DEFAULT_URL",
+    "BillingSettings",
+    "EngineSettings",
+    "ModelDefaults",
+    "SecretsSettings",
+    "ServerSettings",
+    "Settings",
+]
 
 
 def _default_data_dir() -> Path:
@@ -84,6 +92,15 @@ class BillingSettings(BaseModel):
     so at most this much generation per cut stream goes unbilled; shorter means more writes."""
 
 
+class SecretsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr | None = None
+    """Key that encrypts secrets at rest (upstream API keys): a Fernet key, 32 bytes in URL-safe base64.
+    Unset, Yun uses `secrets.key` in the data dir, created with mode 0600 at first use. Gateways that
+    share a PostgreSQL database need the same key: set it here (`YUN_SECRETS__KEY`) on each."""
+
+
 class ModelDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +128,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     url: str | None = None
     """The Yun server the `yun` CLI talks to (YUN_URL). Unset: the one `yun login` stored, else
     http://127.0.0.1:8000."""
@@ -152,6 +170,10 @@ class Settings(BaseSettings):
     @property
     def gateway_id(self) -> str:
         return self.server.gateway_id or f"{socket.gethostname()}:{self.server.port}"
+
+    @property
+    def secrets_key_file(self) -> Path:
+        return self.data_dir / "secrets.key"
 
     @property
     def model_cache_dir(self) -> Path:

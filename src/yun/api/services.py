@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from yun.billing import BillingService
 from yun.billing.statements import Statement, monthly_statement
@@ -13,6 +14,7 @@ from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRat
 from yun.metering.usage import UsageQueries
 from yun.settings import Settings
 from yun.store import Database, KeyRepository, MemberRepository, ModelRepository, OrganizationRepository, upgrade
+from yun.store.secrets import load_key
 from yun.tenancy import KeyService
 from yun.tenancy.orgs import OrgService
 
@@ -37,11 +39,28 @@ class Services:
         return monthly_statement(self.billing.money, org_id, year, month)
 
 
+def _private_data_dir(data_dir: Path) -> None:
+    """The data dir holds the database, the secrets key and replica logs: this user's alone. It is created
+    0700; one that already holds Yun's files (made by an older Yun, 0755) is tightened too, but a
+    directory that is not Yun's own is left as it is."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if any((data_dir / name).exists() for name in ("yun.db", "secrets.key")):
+        data_dir.chmod(0o700)
+
+
 def build_services(settings: Settings) -> Services:
     """Open the database (migrating it) and wire the services together."""
+    _private_data_dir(settings.data_dir)
     url = settings.resolved_database_url
     upgrade(url)
     db = Database(url)
+    key = settings.secrets.key
+    try:
+        models = ModelRepository(db, load_key(key.get_secret_value() if key else None, settings.secrets_key_file))
+        models.seal_plaintext()  # secrets written before encryption; fails here, clearly, on a wrong key
+    except BaseException:
+        db.dispose()
+        raise
     e = settings.engine
     tuning = EngineTuning(
         threads=e.threads,
@@ -61,7 +80,7 @@ def build_services(settings: Settings) -> Services:
         orgs=OrganizationRepository(db),
         org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
         keys=KeyService(KeyRepository(db)),
-        catalog=Catalog(ModelRepository(db), settings.model_cache_dir),
+        catalog=Catalog(models, settings.model_cache_dir),
         cluster=cluster,
         metrics=metrics,
         billing=billing,

@@ -7,6 +7,7 @@ HTTP parser costs a fraction of httpx's CPU per request (measured with bench/gat
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from aiohttp.tracing import Trace
 
 from yun.engines.base import JSON
 from yun.engines.forced_tools import force_tool_call
+from yun.engines.urls import split_credentials
 from yun.errors import (
     ContextLengthExceeded,
     EngineFailure,
@@ -112,9 +114,16 @@ class OpenAIHTTPEngine:
     ) -> None:
         self.name = name
         self._keep_alive = keep_alive
-        self.base_url = base_url.rstrip("/")
+        # Credentials in the URL (`http://user:pass@host`) become a header: the address this engine
+        # keeps, and any error or log line that might print it, never carries them.
+        bare, credentials = split_credentials(base_url)
+        self.base_url = bare.rstrip("/")
         self._llamacpp = llamacpp
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if credentials is not None and not api_key:
+            user, password = credentials
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._headers = {"Authorization": f"Basic {basic}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=5.0)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None

@@ -57,17 +57,24 @@ class UserRow(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Unused since 0007 (an organization's name for a person is on its membership); left for old rows.
     name: Mapped[str] = mapped_column(String(200))
     is_platform_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class MembershipRow(Base):
+    """A person in one organization, with what that organization says about them. The API names a
+    member by `id`, never by the global user id, so two organizations cannot tell they share a person."""
+
     __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("id", name="uq_memberships_id"),)
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(20))  # owner | admin | member | billing-viewer
+    id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 class ApiKeyRow(Base):
