@@ -63,6 +63,7 @@ class BillingService:
     def __init__(self, db: Database, gateway_id: str) -> None:
         self.money = MoneyRepository(db)
         self.gateway_id = gateway_id
+        """The owner written on every hold: this process's gateway instance id (see store/instances.py)."""
         self._prices: dict[str, PriceRecord] = {}
         self._allowances: dict[tuple[str, str], int] = {}
         self._versions: dict[tuple[str, int], PriceRecord] = {}
@@ -251,9 +252,11 @@ class BillingService:
         }
 
     # -- crash recovery ------------------------------------------------------------------------
-    def recover(self, *, stale_after_s: float | None = None) -> int:
-        """Settle reservations left open by a crash of this gateway (or, with `stale_after_s`, by any
-        gateway that has been gone that long), as `interrupted`.
+    def recover(self, *, exclusive: bool = False, orphaned_after_s: float = 1200.0) -> int:
+        """Settle, as `interrupted`, the reservations left open by gateways that are dead: their lease
+        expired, or (holds whose owner has no lease, written before leases existed) they are older than
+        `orphaned_after_s`. With `exclusive`, this gateway holds the database alone (SQLite under the
+        data-dir lock), so every hold but its own was left by a dead process. Never a live gateway's.
 
         Each is billed for the tokens last recorded on it while it ran (`record_progress`): an aborted
         stream is billed for what was generated, and those tokens were generated and sent to the client
@@ -263,10 +266,19 @@ class BillingService:
         bill only counts that were written down. Cached prompt tokens are priced as cached input, as a
         normal settlement prices them. A hold with nothing recorded
         (a stream cut within its first progress interval, a request that was not streamed) settles at zero."""
-        if stale_after_s is None:
-            holds = self.money.open_holds(gateway_id=self.gateway_id)
-        else:
-            holds = self.money.open_holds(older_than=datetime.now(UTC) - timedelta(seconds=stale_after_s))
+        now = datetime.now(UTC)
+        holds = self.money.dead_holds(
+            now, now - timedelta(seconds=orphaned_after_s), exclusive_of=self.gateway_id if exclusive else None
+        )
+        return self._settle_interrupted(holds, "left open by an interrupted gateway")
+
+    def settle_own(self) -> int:
+        """At a clean shutdown: settle, at their last progress, the holds this gateway still has open (a
+        request cut by the shutdown), so that its lease can end with nothing left for recovery."""
+        own = self.money.open_holds(gateway_id=self.gateway_id)
+        return self._settle_interrupted(own, "cut by this gateway's shutdown")
+
+    def _settle_interrupted(self, holds: list[HoldRecord], by: str) -> int:
         settled = 0
         for hold in holds:
             prompt, completion = hold.progress_prompt_tokens, hold.progress_completion_tokens
@@ -274,5 +286,5 @@ class BillingService:
             done, _ = self.settle_now(hold, Outcome("", prompt, completion, cached, "interrupted", 0.0, None))
             settled += done
         if settled:
-            log.warning("settled %d reservation(s) left open by an interrupted gateway", settled)
+            log.warning("settled %d reservation(s) %s", settled, by)
         return settled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -29,8 +30,8 @@ def serve(
     """Run the gateway with the embedded defaults: SQLite, the bundled Qwen chat and MiniLM embedding models."""
     import uvicorn
 
-    from yun.api import create_app
-    from yun.tenancy import DEFAULT_ORG
+    from yun.api import bootstrap, create_app
+    from yun.cli._serving import AnnouncingServer, CannotServe, bind_socket, bound_port, lock_data_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "gguf", "alembic"):
@@ -43,33 +44,53 @@ def serve(
             update={"defaults": settings.defaults.model_copy(update={"chat": False, "embedding": False})}
         )
     try:
+        # Before anything is touched (database, holds, model processes): a start that cannot serve stops here.
+        lock = lock_data_dir(settings.data_dir)
+        sock = bind_socket(settings.server.host, settings.server.port)
+    except CannotServe as exc:
+        raise fail(exc) from exc
+    try:
         services = services_for(settings)
-        services.orgs.get_or_create(DEFAULT_ORG, "default")
-        if services.keys._keys.count() == 0:
-            issued = services.keys.issue(DEFAULT_ORG, "bootstrap admin", platform_admin=True)
+        services.exclusive = _database_in(settings)
+        secret = bootstrap(services)
+        if secret is not None:
             out().print(
                 Panel(
-                    f"[bold]{issued.secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
+                    f"[bold]{secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
                     "its hash. Store it somewhere safe.",
                     title="bootstrap admin key",
                 )
             )
         _prepare_models(services, settings)
     except YunError as exc:
+        sock.close()
+        lock.close()
         raise fail(exc) from exc
-    out().print(
-        f"Yun listening on http://{settings.server.host}:{settings.server.port}/v1 (data in {settings.data_dir})"
-    )
-    uvicorn.run(
+    url = f"http://{settings.server.host}:{bound_port(sock)}/v1"
+    config = uvicorn.Config(
         create_app(settings, services),
-        host=settings.server.host,
-        port=settings.server.port,
         log_level="warning",
         access_log=False,
         # Yun reads no client address (no IP allow-lists, no access log), so X-Forwarded-* parsing,
         # one more middleware on every request, buys nothing.
         proxy_headers=False,
     )
+    server = AnnouncingServer(config, lambda: out().print(f"Yun listening on {url} (data in {settings.data_dir})"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        lock.close()
+
+
+def _database_in(settings: Settings) -> bool:
+    """Whether the database is a SQLite file inside the locked data dir: then no other gateway can be
+    alive on it, and every hold left open there is a dead process's."""
+    url = settings.resolved_database_url
+    if not url.startswith("sqlite"):
+        return False
+    path = url.split("///", 1)[-1]
+    return bool(path) and path != ":memory:" and Path(path).resolve().parent == settings.data_dir.resolve()
 
 
 def _prepare_models(services: Any, settings: Settings) -> None:
