@@ -28,9 +28,6 @@ def serve(
     no_default_models: Annotated[bool, typer.Option(help="Do not serve the bundled models.")] = False,
 ) -> None:
     """Run the gateway with the embedded defaults: SQLite, the bundled Qwen chat and MiniLM embedding models."""
-    import uvicorn
-
-    from yun.api import bootstrap, create_app
     from yun.cli._serving import AnnouncingServer, CannotServe, bind_socket, bound_port, lock_data_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -49,6 +46,10 @@ def serve(
         sock = bind_socket(settings.server.host, settings.server.port)
     except CannotServe as exc:
         raise fail(exc) from exc
+    import uvicorn
+
+    from yun.api import bootstrap, create_app
+
     try:
         services = services_for(settings)
         services.exclusive = _database_in(settings)
