@@ -70,7 +70,8 @@ def build_services(settings: Settings) -> Services:
     cluster = LocalCluster(tuning, settings.data_dir / "logs", health_interval_s=e.health_interval_s)
     metrics = Metrics()
     instance_id = new_instance_id()
-    billing = BillingService(db, instance_id)
+    # The operator's own organization (it owns the bootstrap key) is metered, never refused for quota.
+    billing = BillingService(db, instance_id, internal_orgs=frozenset({DEFAULT_ORG}))
     limiter: RateLimitStore = RedisRateLimitStore(settings.redis_url) if settings.redis_url else MemoryRateLimitStore()
     return Services(
         settings=settings,

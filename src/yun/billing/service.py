@@ -60,10 +60,16 @@ class Outcome:
 
 
 class BillingService:
-    def __init__(self, db: Database, gateway_id: str) -> None:
+    def __init__(self, db: Database, gateway_id: str, internal_orgs: frozenset[str] = frozenset()) -> None:
         self.money = MoneyRepository(db)
         self.gateway_id = gateway_id
         """The owner written on every hold: this process's gateway instance id (see store/instances.py)."""
+        self.internal_orgs = internal_orgs
+        """The platform operator's own organizations. Their requests are metered in full (usage records
+        with the engine's tokens and the list-price cost, a `charge` in the ledger) but hold nothing and
+        are never refused for quota: each charge is covered, in the same transaction, by an `internal`
+        ledger entry of the same amount, so the balance stays what credits made it, and equal to the
+        ledger's sum, and never goes below zero."""
         self._prices: dict[str, PriceRecord] = {}
         self._allowances: dict[tuple[str, str], int] = {}
         self._versions: dict[tuple[str, int], PriceRecord] = {}
@@ -106,8 +112,11 @@ class BillingService:
     ) -> HoldRequest:
         price = self.price(model_id)
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
+        internal = org_id in self.internal_orgs
 
         def amount_for(free: int) -> int:
+            if internal:
+                return 0  # internal use holds nothing: its charge is covered at settlement
             # No cached tokens assumed: cached input is never dearer than input, so this is an upper bound.
             return charge(triple, est.prompt_tokens, 0, est.max_output_tokens, free).total
 
@@ -120,7 +129,7 @@ class BillingService:
             gateway_id=self.gateway_id,
             price_version=None if price is None else price.version,
             free_tokens_wanted=est.prompt_tokens + est.max_output_tokens,
-            free_allowance=self.allowance(org_id, model_id),
+            free_allowance=0 if internal else self.allowance(org_id, model_id),
             month=datetime.now(UTC).strftime("%Y-%m"),
             amount_for=amount_for,
         )
@@ -163,7 +172,8 @@ class BillingService:
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
         c = charge(triple, out.prompt_tokens, out.cached_tokens, out.completion_tokens, hold.free_tokens)
         input_cost, cached_cost, output_cost = c.input_cost, c.cached_input_cost, c.output_cost
-        if c.total > hold.amount:
+        internal = hold.org_id in self.internal_orgs
+        if c.total > hold.amount and not internal:
             # Cannot happen while estimates are upper bounds; if it does, the balance invariant wins and
             # the difference is logged for an operator rather than overdrawing the tenant.
             log.error(
@@ -184,6 +194,7 @@ class BillingService:
             input_cost=input_cost,
             cached_input_cost=cached_cost,
             output_cost=output_cost,
+            internal=internal,
         )
 
     def settle(self, hold: HoldRecord, out: Outcome) -> tuple[int, Future[bool]]:
