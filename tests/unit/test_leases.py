@@ -44,7 +44,7 @@ class Gateway:
 
     def stop_renewing(self) -> None:
         """What a crash does to the lease: its last renewal runs out (here: a renewal of no length)."""
-        self.instances.renew(self.id, "gw", "host", os.getpid(), 0.0)
+        assert self.instances.renew(self.id, 0.0)
         row = self.instances.get(self.id)
         assert row is not None
         expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)  # SQLite: naive UTC
@@ -89,13 +89,14 @@ def test_a_live_gateways_holds_are_never_recovered_a_dead_ones_only_after_its_le
     assert held == sum(h.amount for h in a.billing.money.open_holds(gateway_id=a.id)) > 0
 
 
-def test_a_lease_renewed_after_it_was_taken_for_dead_is_registered_again(org_db: Database, second_db: Database) -> None:
+def test_a_lease_taken_for_dead_cannot_be_renewed(org_db: Database, second_db: Database) -> None:
+    """The gateway learns it (and registers again: api/lifespan.py), rather than renewing a row it lost."""
     a, b = Gateway(org_db), Gateway(second_db)
     b.stop_renewing()
     assert a.instances.forget_dead() == 1
-    assert b.instances.renew(b.id, "gw", "host", os.getpid(), LIVE_LEASE_S) is False  # it knows, and logs it
-    assert b.instances.get(b.id) is not None
-    assert b.instances.renew(b.id, "gw", "host", os.getpid(), LIVE_LEASE_S) is True
+    assert b.instances.renew(b.id, LIVE_LEASE_S) is False
+    assert b.instances.get(b.id) is None
+    assert a.instances.renew(a.id, LIVE_LEASE_S) is True
 
 
 def test_holds_of_an_owner_without_a_lease_wait_until_no_request_can_still_run(org_db: Database) -> None:

@@ -9,6 +9,8 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Literal
 
 from fastapi import FastAPI
@@ -78,33 +80,48 @@ def _recover(services: Services, exclusive: bool) -> int:
 
 
 def _lease(services: Services, *, renew: bool) -> bool:
-    lease = (services.instance_id, services.settings.gateway_id, socket.gethostname(), os.getpid())
-    if renew:
-        return services.instances.renew(*lease, services.settings.server.lease_s)
-    services.instances.register(*lease, services.settings.server.lease_s)
-    return True
+    """Register this gateway's lease, or renew it; False if it had lapsed (it is then registered again)."""
+    if renew and services.instances.renew(services.instance_id, services.settings.server.lease_s):
+        return True
+    services.instances.register(
+        services.instance_id,
+        services.settings.gateway_id,
+        socket.gethostname(),
+        os.getpid(),
+        services.settings.server.lease_s,
+    )
+    return not renew
 
 
 async def _keep_lease(services: Services) -> None:
-    """Renew this gateway's lease three times per lease period, off the event loop."""
-    while True:
-        await asyncio.sleep(services.settings.server.lease_s / 3)
-        try:
-            if not await asyncio.to_thread(_lease, services, renew=True):
+    """Renew this gateway's lease three times per lease period, off the event loop, on a thread of its own:
+    a renewal never waits behind slow work (reports, recovery) queued on the shared thread pool."""
+    loop = asyncio.get_running_loop()
+    renewer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yun-lease")
+    try:
+        while True:
+            await asyncio.sleep(services.settings.server.lease_s / 3)
+            try:
+                renewed = await loop.run_in_executor(renewer, partial(_lease, services, renew=True))
+            except Exception:  # noqa: BLE001 - the next renewal tries again; the lease outlasts a few misses
+                log.exception("renewing the gateway lease failed")
+                continue
+            if not renewed:
                 log.warning(
                     "this gateway's lease had expired and was taken for dead; requests it had open may have "
                     "been settled as interrupted by another gateway (never twice)"
                 )
-        except Exception:  # noqa: BLE001 - the next renewal tries again; the lease outlasts a few misses
-            log.exception("renewing the gateway lease failed")
+    finally:
+        renewer.shutdown(wait=False)  # a renewal in flight finishes on its own; the loop never waits for it
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
-    # This process's lease first: every hold it takes belongs to it, and no other gateway touches them
-    # while the lease is renewed.
+    # This process's lease first, renewed from now on (a model load can outlast a short lease): every hold
+    # it takes belongs to it, and no other gateway touches them while the lease is renewed.
     await asyncio.to_thread(_lease, services, renew=False)
+    lease = asyncio.create_task(_keep_lease(services), name="yun-gateway-lease")
     # Reservations left open by gateways that died are settled before this one takes new work. Under
     # the data-dir lock of an embedded database no other gateway can be alive, so that is all of them.
     await asyncio.to_thread(_recover, services, services.exclusive)
@@ -112,10 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.db.money_writer.bind_loop(asyncio.get_running_loop())
     await sync_deployments(services)
     services.cluster.start_supervisor()
-    tasks = [
-        asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync"),
-        asyncio.create_task(_keep_lease(services), name="yun-gateway-lease"),
-    ]
+    tasks = [asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")]
     services.db.start_checkpoints(_CHECKPOINT_EVERY_S)
     # Everything built so far (libraries, app, services) lives for the whole process: move it out of
     # the cyclic collector's reach, so full collections scan only per-request garbage. Without this,
@@ -135,5 +149,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # is settled at its last progress, and only then does the lease end.
         services.db.money_writer.bind_loop(None)
         await asyncio.to_thread(services.billing.settle_own)
+        lease.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lease
         await asyncio.to_thread(services.instances.end, services.instance_id)
         services.db.dispose()

@@ -65,10 +65,10 @@ class InstanceRepository:
                 )
             )
 
-    def renew(self, instance_id: str, name: str, host: str, pid: int, lease_s: float) -> bool:
-        """Extend the lease to `lease_s` from now. Returns False if the row was gone (another gateway took
-        this one for dead and cleaned it up): it is then registered again, and the caller should know
-        that holds it had open may have been settled as interrupted meanwhile (never twice)."""
+    def renew(self, instance_id: str, lease_s: float) -> bool:
+        """Extend the lease to `lease_s` from now. False if the row is gone: another gateway took this one
+        for dead (it had not renewed in time) and forgot it; holds it had open may then have been settled
+        as interrupted meanwhile (never twice). The caller registers again."""
         now = datetime.now(UTC)
         with self._db.engine.begin() as c:
             moved = c.execute(
@@ -76,10 +76,7 @@ class InstanceRepository:
                 .where(_G.c.id == instance_id)
                 .values(heartbeat_at=now, expires_at=now + timedelta(seconds=lease_s))
             ).rowcount
-        if moved == 1:
-            return True
-        self.register(instance_id, name, host, pid, lease_s)
-        return False
+        return bool(moved == 1)
 
     def end(self, instance_id: str) -> None:
         """A clean shutdown: the instance is gone and holds nothing (its holds were settled first)."""
