@@ -1,5 +1,5 @@
-"""The README's own steps, in order, as written (issue 10, item 6): create an org and its key, set a price,
-grant credits, then run the README's Python example with the bootstrap admin key, against a real
+"""The README's own steps, in order, as written (issue 10, item 6): log in, create an org and its key, set a
+price, grant credits, then run the README's Python example with the bootstrap admin key, against a real
 `yun serve` (the tiny model registered under the README's model name). Before, the example got 429
 `insufficient_quota`: once a price was set, the operator's own organization had $0 and was refused.
 
@@ -44,23 +44,32 @@ def _money_steps() -> list[list[str]]:
     raise AssertionError("the README grants no credits")
 
 
-def _env(data_dir: Path) -> dict[str, str]:
+def _env(root: Path) -> dict[str, str]:
+    """A new user's machine: its own data dir and its own config dir (where `yun login` keeps the key)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
-    env.update(HF_HUB_OFFLINE="1", COLUMNS="400", YUN_DATA_DIR=str(data_dir), YUN_ENGINE__CONTEXT_PER_SLOT="512")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        COLUMNS="400",
+        XDG_CONFIG_HOME=str(root / "config"),
+        YUN_DATA_DIR=str(root / "data"),
+        YUN_ENGINE__CONTEXT_PER_SLOT="512",
+    )
     return env
 
 
-def _yun(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "yun", *args], env=env, capture_output=True, text=True, timeout=180)
+def _yun(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "yun", *args], env=env, input=stdin, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout
 
 
 @pytest.fixture
 def served(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """(url, bootstrap admin key, CLI environment) of a fresh `yun serve` on the tiny model."""
-    env = _env(tmp_path / "data")
-    _yun(env, "models", "add", MODEL, "--file", str(tiny_model))
+    """(url, bootstrap admin key, CLI environment) of a fresh `yun serve` serving the tiny model under the
+    README's model name."""
+    env = _env(tmp_path)
     out = tmp_path / "serve.out"
     with out.open("w") as stdout:
         proc = subprocess.Popen(
@@ -71,13 +80,15 @@ def served(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[str, str, dict[st
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        url = None
-        while url is None or not _ready(url):
+        while (found := re.search(r"listening on (http://\S+)/v1", out.read_text())) is None:
             assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
-            found = re.search(r"listening on (http://\S+)/v1", out.read_text())
-            url = found.group(1) if found else None
             time.sleep(0.1)
+        url = found.group(1)
         [key] = KEY_RE.findall(out.read_text())
+        _yun(env | {"YUN_URL": url, "YUN_API_KEY": key}, "models", "add", MODEL, "--file", str(tiny_model))
+        while not _ready(url):
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.1)
         yield url, key, env
     finally:
         proc.terminate()
@@ -98,6 +109,9 @@ def test_the_readmes_steps_in_order_leave_the_admin_able_to_use_the_models(
     url, admin_key, env = served
     org = ""
     for step in _money_steps():
+        if step[0] == "login":  # at the server's real address; the key pasted, as the README says
+            _yun(env, "login", url, stdin=admin_key + "\n")
+            continue
         said = _yun(env, *(org if word == "ORG" else word for word in step))
         if step[:2] == ["orgs", "create"]:
             [org] = ORG_RE.findall(said)

@@ -69,6 +69,7 @@ class YunServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_key: str | None = None
+        self.model_registered = False
         self.starts = 0
         self.stderr_path: Path | None = None
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
@@ -83,14 +84,19 @@ class YunServer:
 
     # -- process lifecycle ---------------------------------------------------------------------
     def register_model(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "yun", "models", "add", MODEL, "--file", str(tiny_model_path())]
-            + ["--data-dir", str(self.data_dir)],
-            env=self._env,
-            check=True,
+        """`yun models add` over HTTP, as an operator would, against the running server (which deploys it
+        within seconds): the CLI never opens the database behind a server's back."""
+        assert self.admin_key is not None
+        env = {**self._env, "YUN_URL": self.url, "YUN_API_KEY": self.admin_key}
+        done = subprocess.run(
+            [sys.executable, "-m", "yun", "models", "add", MODEL, "--file", str(tiny_model_path())],
+            env=env,
             capture_output=True,
+            text=True,
             timeout=180,
         )
+        assert done.returncode == 0, f"yun models add failed: {done.stdout}{done.stderr}"
+        self.model_registered = True
 
     def start(self) -> None:
         assert self.proc is None, "already running"
@@ -107,15 +113,19 @@ class YunServer:
                 cwd=self.root,
                 start_new_session=True,  # its own process group: SIGKILL reaches the replicas too
             )
-        self._wait_healthy()
+        self._wait_healthy(model=False)
         keys = KEY_RE.findall(out.read_text(errors="replace"))
         if self.admin_key is None:
             assert len(keys) == 1, f"expected the bootstrap key on the first start, got {len(keys)}"
             self.admin_key = keys[0]
         else:
             assert keys == [], "a restart must not print a new bootstrap key"
+        if not self.model_registered:
+            self.register_model()
+        self._wait_healthy(model=True)
 
-    def _wait_healthy(self) -> None:
+    def _wait_healthy(self, model: bool) -> None:
+        """Until /health answers (and, with `model`, the tiny model has its one healthy replica)."""
         assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         with httpx.Client(trust_env=False, timeout=2.0) as client:
@@ -124,8 +134,8 @@ class YunServer:
                     raise AssertionError(f"yun serve exited with {self.proc.returncode}: {self.stderr_tail()}")
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     health = client.get(self.url + "/health").json()
-                    model = health.get("models", {}).get(MODEL, {})
-                    if health.get("status") == "ok" and model.get("healthy_replicas") == 1:
+                    replicas = health.get("models", {}).get(MODEL, {}).get("healthy_replicas")
+                    if not model or (health.get("status") == "ok" and replicas == 1):
                         return
                 time.sleep(0.2)
         self.kill9()
@@ -211,7 +221,6 @@ class YunServer:
 def yun_server(tmp_path: Path) -> Iterator[YunServer]:
     """A fresh, priced `yun serve` with the tiny model, stopped (and reaped) after the test."""
     server = YunServer(tmp_path)
-    server.register_model()
     try:
         server.start()
         server.set_price()

@@ -43,10 +43,10 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _replica_pid(server: YunServer) -> int:
-    assert server.proc is not None
+def replica_pid(gateway_pid: int) -> int:
+    """The pid of the one model process a `yun serve` process runs."""
     workers = [
-        pid for pid in _children(server.proc.pid) if b"xllamacpp_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        pid for pid in _children(gateway_pid) if b"xllamacpp_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(workers) == 1, workers
     return workers[0]
@@ -120,7 +120,8 @@ def test_a_second_serve_is_refused_and_the_first_ones_stream_is_billed_in_full(y
     server = yun_server
     org = server.new_org("streamer", "100")
     key = server.new_key(org)
-    replica = _replica_pid(server)
+    assert server.proc is not None
+    replica = replica_pid(server.proc.pid)
     os.kill(replica, signal.SIGSTOP)  # the request below takes its hold, then waits for the engine
     try:
         stream = StreamInThread(server.url, key, MAX_TOKENS)
@@ -152,7 +153,7 @@ def test_a_second_serve_is_refused_and_the_first_ones_stream_is_billed_in_full(y
     )
     assert record["cost"] == expected_cost(usage["prompt_tokens"], MAX_TOKENS)
     # One model process, one replica log, written by the first server only.
-    assert _replica_pid(server) == replica
+    assert replica_pid(server.proc.pid) == replica
     log = (server.data_dir / "logs" / f"{MODEL}-0.log").read_text(errors="replace")
     assert len(re.findall(r"^listening ", log, re.M)) == 1
     assert sorted(p.name for p in (server.data_dir / "logs").iterdir()) == [f"{MODEL}-0.log"]

@@ -132,6 +132,8 @@ class BillingService:
             free_allowance=0 if internal else self.allowance(org_id, model_id),
             month=datetime.now(UTC).strftime("%Y-%m"),
             amount_for=amount_for,
+            prompt_tokens=est.prompt_tokens,
+            max_output_tokens=est.max_output_tokens,
         )
 
     async def reserve(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from yun.catalog import bundled
+from yun.catalog.cards import SERVED_CONTEXT_KEY
 from yun.catalog.gguf_info import read_gguf_card
 from yun.errors import InvalidRequest, ModelNotFound, ModelSourceMissing
 from yun.store import ModelRecord, ModelRepository
@@ -19,8 +19,12 @@ DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
-Progress = Callable[[str, int, int], None]
-"""Called with (what, done, total) during long preparation steps."""
+
+class Progress(Protocol):
+    """Called with (what, done, total, unit) during long preparation steps: `unit` is "bytes" for a
+    copy (a byte count means something there) and "steps" for a conversion (it does not)."""
+
+    def __call__(self, what: str, done: int, total: int, unit: str = ...) -> None: ...
 
 
 def _check_id(model_id: str) -> None:
@@ -29,6 +33,14 @@ def _check_id(model_id: str) -> None:
             "model ids are 1-128 characters of letters, digits and . _ : / -, starting with a letter or digit",
             param="id",
         )
+
+
+_MAX_CONTEXT = 1 << 20
+
+
+def _check_context(context: int | None) -> None:
+    if context is not None and not 16 <= context <= _MAX_CONTEXT:
+        raise InvalidRequest(f"context must be between 16 and {_MAX_CONTEXT:,} tokens", param="context")
 
 
 class Catalog:
@@ -57,11 +69,16 @@ class Catalog:
         source: str = "local",
         origin: str | None = None,
         replicas: int = 1,
+        context: int | None = None,
     ) -> ModelRecord:
-        """Register a GGUF file already on this machine."""
+        """Register a GGUF file already on this machine. `context`: tokens per request (slot) for this
+        model, over the global `engine.context_per_slot`."""
         _check_id(model_id)
+        _check_context(context)
         path = path.expanduser().resolve()
         card = read_gguf_card(path)
+        if context is not None:
+            card[SERVED_CONTEXT_KEY] = context
         card["license"] = license or card.get("license")
         card["source"] = origin or f"local file {path}"
         card["kind"] = kind
@@ -69,7 +86,9 @@ class Catalog:
             ModelRecord(id=model_id, kind=kind, source=source, path=str(path), replicas=replicas, card=card)
         )
 
-    def add_hub(self, model_id: str, repo_id: str, filename: str, kind: ModelKind = "chat") -> ModelRecord:
+    def add_hub(
+        self, model_id: str, repo_id: str, filename: str, kind: ModelKind = "chat", context: int | None = None
+    ) -> ModelRecord:
         """Download a GGUF from the Hugging Face hub into the model cache, then register it.
 
         Needs a network; on an offline machine the hub library fails and we say so plainly.
@@ -82,7 +101,7 @@ class Catalog:
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
             raise ModelSourceMissing(f"could not fetch {repo_id}/{filename} from the hub: {exc}") from exc
         return self.add_local(
-            model_id, Path(local), kind, source="hub", origin=f"huggingface.co/{repo_id} ({filename})"
+            model_id, Path(local), kind, source="hub", origin=f"huggingface.co/{repo_id} ({filename})", context=context
         )
 
     def add_external(
@@ -97,6 +116,7 @@ class Catalog:
     ) -> ModelRecord:
         """Route `model_id` to an OpenAI-compatible server Yun does not run (vLLM, SGLang, a provider)."""
         _check_id(model_id)
+        _check_context(context_length)
         if not re.match(r"^https?://", url):
             raise InvalidRequest("url must start with http:// or https://", param="url")
         card: dict[str, Any] = {
@@ -160,10 +180,10 @@ class Catalog:
         target = self.cache_dir / "all-minilm-l6-v2-f16.gguf"
         if not target.exists():
             if progress is not None:
-                progress("converting all-MiniLM-L6-v2 to GGUF", 0, 1)
+                progress("converting all-MiniLM-L6-v2 to GGUF", 0, 1, "steps")
             convert_bert_to_gguf(bundled.minilm_model_dir(), target)
             if progress is not None:
-                progress("converting all-MiniLM-L6-v2 to GGUF", 1, 1)
+                progress("converting all-MiniLM-L6-v2 to GGUF", 1, 1, "steps")
         existing = self._models.get(DEFAULT_EMBEDDING_MODEL)
         if existing is not None and existing.path == str(target):
             return

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
-from yun.cli._common import Database, DataDir, err, fail, out, services_for, settings_for
-from yun.errors import YunError
+from yun.cli._common import Database, DataDir, settings_for
 from yun.settings import Settings
 
 
@@ -22,52 +33,73 @@ def register(app: typer.Typer) -> None:
 def serve(
     data_dir: DataDir = None,
     database: Database = None,
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
-    redis: Annotated[str | None, typer.Option(help="Redis URL for rate limits shared by several gateways.")] = None,
-    no_default_models: Annotated[bool, typer.Option(help="Do not serve the bundled models.")] = False,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (0.0.0.0: every interface) [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port, 1-65535 [default: 8000].")] = None,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Redis URL for rate limits shared by several gateways.")
+    ] = None,
+    default_models: Annotated[
+        bool,
+        typer.Option(
+            "--default-models/--no-default-models",
+            help="Serve the bundled Qwen chat and MiniLM embedding models.",
+        ),
+    ] = True,
 ) -> None:
-    """Run the gateway with the embedded defaults: SQLite, the bundled Qwen chat and MiniLM embedding models."""
-    from yun.cli._serving import AnnouncingServer, CannotServe, bind_socket, bound_port, lock_data_dir
+    """Run Yun: the OpenAI-compatible gateway, its replicas and the admin API, on one machine.
+
+    The first start creates the database (SQLite in the data dir unless --database says otherwise)
+    and prints a platform-admin key once: give it to `yun login`."""
+    from yun.cli._serving import bind_socket, lock_data_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "gguf", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = settings_for(data_dir, database, host=host, port=port)
-    if redis is not None:
-        settings = settings.model_copy(update={"redis_url": redis})
-    if no_default_models:
-        settings = settings.model_copy(
-            update={"defaults": settings.defaults.model_copy(update={"chat": False, "embedding": False})}
-        )
+    settings = settings_for(
+        data_dir=data_dir,
+        database_url=database,
+        redis_url=redis,
+        server={"host": host, "port": port},
+        defaults=None if default_models else {"chat": False, "embedding": False},
+    )
+    # Before anything is touched (database, holds, model processes), a start that cannot serve stops here:
+    # the data dir in use by another `yun serve`, or the port taken (CannotServe: one line, exit status 1).
+    lock = lock_data_dir(settings.data_dir)
     try:
-        # Before anything is touched (database, holds, model processes): a start that cannot serve stops here.
-        lock = lock_data_dir(settings.data_dir)
         sock = bind_socket(settings.server.host, settings.server.port)
-    except CannotServe as exc:
-        raise fail(exc) from exc
-    import uvicorn
-
-    from yun.api import bootstrap, create_app
-
+    except BaseException:
+        lock.close()
+        raise
     try:
-        services = services_for(settings)
-        services.exclusive = _database_in(settings)
-        secret = bootstrap(services)
-        if secret is not None:
-            out().print(
-                Panel(
-                    f"[bold]{secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
-                    "its hash. Store it somewhere safe.",
-                    title="bootstrap admin key",
-                )
-            )
-        _prepare_models(services, settings)
-    except YunError as exc:
+        _serve(settings, sock)
+    finally:
         sock.close()
         lock.close()
-        raise fail(exc) from exc
-    url = f"http://{settings.server.host}:{bound_port(sock)}/v1"
+
+
+def _serve(settings: Settings, sock: socket.socket) -> None:
+    import uvicorn
+
+    from yun.api import bootstrap, build_services, create_app
+    from yun.cli._serving import AnnouncingServer, bound_port
+
+    port = bound_port(sock)
+
+    services = build_services(settings)
+    services.exclusive = _database_in(settings)
+    secret = bootstrap(services)
+    if secret is not None:
+        Console().print(
+            Panel(
+                f"[bold]{secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
+                f"its hash. Store it somewhere safe, then: yun login http://{_local(settings)}:{port}",
+                title="bootstrap admin key",
+            )
+        )
+    _prepare_models(services, settings)
+    url = f"http://{settings.server.host}:{port}/v1"
     config = uvicorn.Config(
         create_app(settings, services),
         log_level="warning",
@@ -76,12 +108,9 @@ def serve(
         # one more middleware on every request, buys nothing.
         proxy_headers=False,
     )
-    server = AnnouncingServer(config, lambda: out().print(f"Yun listening on {url} (data in {settings.data_dir})"))
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-        lock.close()
+    # "listening" is printed once the server accepts connections on `sock`, never before.
+    server = AnnouncingServer(config, lambda: Console().print(f"Yun listening on {url} (data in {settings.data_dir})"))
+    server.run(sockets=[sock])
 
 
 def _database_in(settings: Settings) -> bool:
@@ -94,20 +123,39 @@ def _database_in(settings: Settings) -> bool:
     return bool(path) and path != ":memory:" and Path(path).resolve().parent == settings.data_dir.resolve()
 
 
+def _local(settings: Settings) -> str:
+    host = settings.server.host
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - naming, not binding
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes for a copy ("310.2/491.4 MB"), a percentage for a conversion (its steps are no unit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+        self._percent = TaskProgressColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._bytes.render(task)
+        return self._percent.render(task)
+
+
 def _prepare_models(services: Any, settings: Settings) -> None:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        _AmountColumn(),
         TimeRemainingColumn(),
-        console=err(),
+        console=Console(stderr=True),
         transient=False,
     ) as progress:
         tasks: dict[str, Any] = {}
 
-        def report(what: str, done: int, total: int) -> None:
+        def report(what: str, done: int, total: int, unit: str = "bytes") -> None:
             if what not in tasks:
-                tasks[what] = progress.add_task(what, total=total)
+                tasks[what] = progress.add_task(what, total=total, unit=unit)
             progress.update(tasks[what], completed=done, total=total)
 
         services.catalog.ensure_bundled(

@@ -11,8 +11,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from yun.errors import DatabaseUnavailable
 from yun.store.db import ensure_sqlite_dir
 
 __all__ = ["setup_lock", "upgrade"]
@@ -87,13 +89,25 @@ def setup_lock(url: str) -> Iterator[Connection | None]:
 
 def upgrade(url: str) -> None:
     """Bring the database at `url` to the newest schema (idempotent), under the setup lock."""
-    with setup_lock(url) as connection:
-        ensure_sqlite_dir(url)
-        _new_sqlite_file(url)
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_HERE))
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
-        if connection is not None:
-            connection.commit()
+    try:
+        with setup_lock(url) as connection:
+            ensure_sqlite_dir(url)
+            _new_sqlite_file(url)
+            cfg = Config()
+            cfg.set_main_option("script_location", str(_HERE))
+            cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+            if connection is not None:
+                connection.commit()
+    except OperationalError as exc:
+        # The first thing a start does with the database: say which one failed and why, in one line.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        raise DatabaseUnavailable(f"cannot open the database {_safe(url)}: {reason}") from exc
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
