@@ -60,8 +60,13 @@ class ServerSettings(BaseModel):
     log_prompts: bool = False
     """Log prompt and completion text. Off by default: prompts are the tenants' data."""
     gateway_id: str | None = None
-    """Stable name of this gateway process (default host:port). Reservations it leaves open when it
-    crashes are settled when a gateway with the same name starts again."""
+    """Name of this gateway in its lease (default host:port), for operators. The holds a `yun serve`
+    process takes belong to the process itself (a fresh instance id per start), not to this name."""
+    lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """A gateway renews its lease every third of this; one that has not renewed it for this long is
+    taken for dead, and any gateway then settles its open holds (at their last progress) as interrupted.
+    Longer tolerates longer stalls (a paused VM, a database failover) without billing a live stream as
+    interrupted; shorter settles a crashed gateway's holds sooner."""
 
 
 class EngineSettings(BaseModel):

@@ -32,6 +32,7 @@ class Server:
     data_dir: Path
     stdout: Path
     stderr: Path
+    proc: subprocess.Popen[bytes]
 
 
 def _free_port() -> int:
@@ -82,7 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     keys = KEY_RE.findall(out.read_text())
     assert len(keys) == 1, "the bootstrap key is printed exactly once"
     try:
-        yield Server(url, keys[0], data, out, err)
+        yield Server(url, keys[0], data, out, err, proc)
     finally:
         _stop(proc)
 
@@ -269,6 +270,8 @@ def test_logs_hold_no_secrets_or_prompts(server: Server, client: openai.OpenAI) 
 
 
 def test_restart_reuses_cache_and_prints_no_new_key(server: Server) -> None:
+    # Stopped first: a second `yun serve` on a data dir in use is refused (tests/integration/test_serve_start.py).
+    _stop(server.proc)
     proc, url, out, _ = _start(server.data_dir, "second")
     try:
         assert not KEY_RE.findall(out.read_text())

@@ -1,7 +1,8 @@
 """Reliability tier: real `yun serve` processes on 127.0.0.1, pushed hard, killed with SIGKILL, and audited.
 
 `YunServer` runs `python -m yun serve` over one data dir and port (it can be killed and started again on
-both, with the same gateway id, so crash recovery settles what the dead process left open).
+both: the restarted server holds the data dir's lock, so no other gateway can be alive on its SQLite
+database, and its crash recovery settles what the dead process left open before it serves).
 `audit_ledger` opens the SQLite file directly and checks the money invariants of ARCHITECTURE.md
 exactly, to the nanodollar, across every organization in the database.
 """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Table, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -31,6 +31,7 @@ from yun.store.orm import (
     Base,
     FreeAllowanceRow,
     FreeUsageRow,
+    GatewayInstanceRow,
     LedgerRow,
     OrganizationRow,
     PriceRow,
@@ -71,6 +72,7 @@ def _t(row: type[Base]) -> Table:
 _B, _L, _P, _R, _U, _RU = (_t(BalanceRow), _t(LedgerRow), _t(PriceRow), _t(ReservationRow), _t(UsageRow), _t(RollupRow))
 _FA, _FU = _t(FreeAllowanceRow), _t(FreeUsageRow)
 _O = _t(OrganizationRow)
+_G = _t(GatewayInstanceRow)
 
 
 @dataclass(frozen=True)
@@ -253,12 +255,28 @@ class MoneyRepository:
 
     def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
         """Unsettled holds, with the progress last recorded on each (what recovery bills)."""
+        q = select(_R).where(_R.c.settled_at.is_(None))
+        if gateway_id is not None:
+            q = q.where(_R.c.gateway_id == gateway_id)
+        if older_than is not None:
+            q = q.where(_R.c.created_at < older_than)
+        return self._holds(q)
+
+    def dead_holds(
+        self, now: datetime, orphaned_before: datetime, *, exclusive_of: str | None = None
+    ) -> list[HoldRecord]:
+        """Unsettled holds whose owner is dead: its lease (`gateway_instances`) expired before `now`, or it
+        has no lease row and the hold was taken before `orphaned_before`. With `exclusive_of`, the caller
+        (that instance) holds the database alone, so every other owner is dead, whatever its lease says."""
+        q = select(_R).where(_R.c.settled_at.is_(None))
+        if exclusive_of is not None:
+            return self._holds(q.where(_R.c.gateway_id != exclusive_of))
+        expired = select(_G.c.id).where(_G.c.expires_at < now)
+        orphaned = and_(_R.c.gateway_id.not_in(select(_G.c.id)), _R.c.created_at < orphaned_before)
+        return self._holds(q.where(or_(_R.c.gateway_id.in_(expired), orphaned)))
+
+    def _holds(self, query: Any) -> list[HoldRecord]:
         with self._db.reader.connect() as c:
-            q = select(_R).where(_R.c.settled_at.is_(None))
-            if gateway_id is not None:
-                q = q.where(_R.c.gateway_id == gateway_id)
-            if older_than is not None:
-                q = q.where(_R.c.created_at < older_than)
             return [
                 HoldRecord(
                     r.request_id,
@@ -275,7 +293,7 @@ class MoneyRepository:
                     int(r.progress_completion_tokens),
                     int(r.progress_cached_tokens),
                 )
-                for r in c.execute(q)
+                for r in c.execute(query)
             ]
 
     # -- reading usage -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ __all__ = [
     "Base",
     "FreeAllowanceRow",
     "FreeUsageRow",
+    "GatewayInstanceRow",
     "LedgerRow",
     "MembershipRow",
     "ModelRow",
@@ -185,6 +186,7 @@ class ReservationRow(Base):
     free_month: Mapped[str | None] = mapped_column(String(7), nullable=True)
     price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     gateway_id: Mapped[str] = mapped_column(String(200))
+    """The gateway instance (`gateway_instances.id`) whose request this is; before migration 0006, a name."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Tokens generated so far by a stream still running, recorded now and then by the gateway: what crash
@@ -255,3 +257,18 @@ class FreeUsageRow(Base):
     month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM (UTC)
     used: Mapped[int] = mapped_column(BigInteger, default=0)
     held: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GatewayInstanceRow(Base):
+    """One running `yun serve` process and its lease. Holds it takes carry its id
+    (`reservations.gateway_id`); they are settled by recovery only once `expires_at` has passed."""
+
+    __tablename__ = "gateway_instances"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -166,7 +166,11 @@ class KeyRepository:
             return [_key(r) for r in s.scalars(q)]
 
     def count(self) -> int:
-        return len(self.list())
+        """How many keys exist, read in a write transaction (BEGIN IMMEDIATE on SQLite): the bootstrap
+        decides on it whether to mint the first admin key, so it must see every commit before it, never
+        a reader's older snapshot."""
+        with self._db.session() as s, s.begin():
+            return int(s.scalar(select(func.count()).select_from(ApiKeyRow)) or 0)
 
     def revoke(self, key_id: str) -> ApiKeyRecord:
         with self._db.session() as s, s.begin():
