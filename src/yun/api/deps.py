@@ -25,7 +25,7 @@ async def _principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     secret = token.strip() if scheme.lower() == "bearer" else None
     services: Services = request.app.state.services
-    return services.keys.verify(secret)
+    return await services.keys.verified(secret)
 
 
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:

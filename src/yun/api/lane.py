@@ -87,7 +87,7 @@ class InferenceLane:
                 )
             else:
                 body = await self._body(scope, receive)
-                principal = self.services.keys.verify(_bearer(scope))
+                principal = await self.services.keys.verified(_bearer(scope))
                 require_role(principal, INFERENCE_ROLES, "call models")
                 response = await handler(Call(body, principal, self.services.gateway, receive))
         except YunError as exc:
