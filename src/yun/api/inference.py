@@ -20,7 +20,9 @@ from typing import Annotated, Any, get_type_hints
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from yun.api.deps import authenticate
 from yun.api.services import Services
@@ -60,6 +62,19 @@ CallDep = Annotated[Call, Depends(inference_call)]
 class InferenceRoute(APIRoute):
     """A route for an endpoint `async def f(req: SomeRequest, call: CallDep) -> Response`."""
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        handle = self.get_route_handler()
+
+        # What Starlette's request_response does, minus FastAPI's two per-request exit stacks (this
+        # handler opens nothing to close) and the route-level exception wrapper: an exception goes to the
+        # app's ExceptionMiddleware, whose handlers are the same ones (api/errors.py).
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handle(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Callable[[BaseModel, Call], Awaitable[Response]] = self.endpoint
         hints = get_type_hints(endpoint)
@@ -69,8 +84,26 @@ class InferenceRoute(APIRoute):
         model = models[0]
 
         async def handle(request: Request) -> Response:
-            body = await request.body()
+            body = await _body(request.receive)
             call = await inference_call(request)
             return await endpoint(model.model_validate_json(body, strict=True), call)
 
         return handle
+
+
+async def _body(receive: Receive) -> bytes:
+    """The whole request body (Starlette's `request.body()` without its generator). Its size is already
+    bounded: the app's BodyLimit refused it otherwise."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
