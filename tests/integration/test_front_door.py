@@ -211,3 +211,18 @@ async def test_docs_load_without_any_external_url(http: httpx.AsyncClient) -> No
         r = await http.get(url)
         assert r.status_code == 200 and len(r.content) > 0, url
     assert (await http.get("/openapi.json")).status_code == 200
+
+
+async def test_a_client_that_waits_for_100_continue_gets_the_413_without_sending(live: httpx.AsyncClient) -> None:
+    """curl asks before it sends a big body (`Expect: 100-continue`): it must be told no at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.base_url.port)
+    try:
+        writer.write(
+            f"POST {CHAT} HTTP/1.1\r\nHost: yun\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {100 * LIMIT}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 413 "), head

@@ -26,16 +26,18 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared: int | None = None
+        waits_to_send = False  # `Expect: 100-continue`: the client sends the body only if we ask for it
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0  # the server rejects a malformed length before the app runs
-                break
+            elif name == b"expect":
+                waits_to_send = value.lower() == b"100-continue"
         if declared is not None:
             if declared > self.max_bytes:
-                await self._refuse(receive, send)
+                await self._refuse(receive if not waits_to_send else None, send)
             else:
                 await self.app(scope, receive, send)  # the server holds the body to its declared length
             return
@@ -66,8 +68,10 @@ class BodyLimit:
     def _message(self) -> str:
         return f"Request body is larger than the limit of {self.max_bytes} bytes."
 
-    async def _refuse(self, receive: Receive, send: Send) -> None:
-        await _drain(receive, self.max_bytes * _DRAIN_FACTOR)
+    async def _refuse(self, receive: Receive | None, send: Send) -> None:
+        """Answer 413 (after draining the body from `receive`, unless None: nothing was sent yet)."""
+        if receive is not None:
+            await _drain(receive, self.max_bytes * _DRAIN_FACTOR)
         body = json.dumps(
             {
                 "error": {
