@@ -6,8 +6,10 @@ No models are deployed: everything here is decided before a request reaches an e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,10 +68,9 @@ async def http(app_and_keys: tuple[FastAPI, str, list[str]]) -> AsyncIterator[ht
         yield client
 
 
-@pytest_asyncio.fixture
-async def live(app_and_keys: tuple[FastAPI, str, list[str]]) -> AsyncIterator[httpx.AsyncClient]:
-    """The same app behind a real uvicorn on loopback: real HTTP/1.1 framing (chunked bodies, early answers)."""
-    app, admin_key, _ = app_and_keys
+@contextlib.asynccontextmanager
+async def _serving(app: FastAPI, key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` behind a real uvicorn on loopback: real HTTP/1.1 framing (chunked bodies, early answers)."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
     serving = asyncio.create_task(server.serve())
     for _ in range(1000):
@@ -78,11 +79,20 @@ async def live(app_and_keys: tuple[FastAPI, str, list[str]]) -> AsyncIterator[ht
         await asyncio.sleep(0.01)
     assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
-    headers = {"Authorization": f"Bearer {admin_key}"}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest_asyncio.fixture
+async def live(app_and_keys: tuple[FastAPI, str, list[str]]) -> AsyncIterator[httpx.AsyncClient]:
+    app, admin_key, _ = app_and_keys
+    async with _serving(app, admin_key) as client:
         yield client
-    server.should_exit = True
-    await serving
 
 
 def _openai_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
@@ -226,3 +236,17 @@ async def test_a_client_that_waits_for_100_continue_gets_the_413_without_sending
     finally:
         writer.close()
     assert head.startswith(b"HTTP/1.1 413 "), head
+
+
+async def test_a_9_mb_chunked_upload_is_413_with_the_default_limit(tmp_path: Path) -> None:
+    """The attack as reported: 9 MB, chunked, against the default 8 MiB limit, on inference and admin."""
+    settings = Settings(data_dir=tmp_path, defaults={"chat": False, "embedding": False})
+    assert settings.server.max_body_bytes < 9_000_000
+    app = create_app(settings)
+    app.state.services.orgs.get_or_create(DEFAULT_ORG, "default")
+    key = app.state.services.keys.issue(DEFAULT_ORG, "admin", platform_admin=True).secret
+    async with _serving(app, key) as client:
+        for path in (CHAT, "/admin/orgs"):
+            r = await client.post(path, content=_chunked(9_000_000, 64 * 1024))
+            assert r.request.headers["transfer-encoding"] == "chunked"
+            _openai_error(r, 413, "payload_too_large")
