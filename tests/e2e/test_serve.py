@@ -49,7 +49,9 @@ def test_models_and_cards(client: openai.OpenAI) -> None:
     assert ids == {CHAT, EMBED}
     card = client.models.retrieve(CHAT).model_extra["card"]  # type: ignore[index]
     assert card["family"] == "qwen2" and card["quantization"] == "Q4_K_M" and card["license"] == "apache-2.0"
-    assert card["context_length"] == 32768 and card["parameters"] == "0.5B"
+    # What a request gets (engine.context_per_slot, 4,096 by default), not the GGUF's trained 32,768.
+    assert card["context_length"] == 4096 and card["trained_context_length"] == 32768
+    assert card["parameters"] == "0.5B"
     assert "sha256" in card["source"]
 
 

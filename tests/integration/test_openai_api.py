@@ -21,7 +21,11 @@ async def test_models_list_and_cards(yun: Harness) -> None:
     tiny = await yun.client.models.retrieve("tiny")
     card = tiny.model_extra["card"]  # type: ignore[index]
     assert card["family"] == "qwen2" and card["license"] == "apache-2.0"
-    assert card["context_length"] == 4096 and card["quantization"] in {"F16", "F32"}
+    # The served context (the harness's 512-token slots), and apart from it the one the file was trained with.
+    assert card["context_length"] == 512 and card["trained_context_length"] == 4096
+    assert card["quantization"] in {"F16", "F32"}
+    embedder = (await yun.client.models.retrieve("minilm")).model_extra["card"]  # type: ignore[index]
+    assert embedder["context_length"] == 512
     assert "source" in card and tiny.model_extra["status"] == "ready"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError) as info:
         await yun.client.models.retrieve("no-such-model")

@@ -28,6 +28,13 @@ def test_models_add_list_show_remove(tmp_path: Path, tiny_model: Path, monkeypat
     assert "my-tiny" in listing and "qwen2" in listing and "remote" in listing
     shown = _run("models", "show", "my-tiny", *d)
     assert '"context_length": 4096' in shown and '"license": "apache-2.0"' in shown
+    # The served context: the global setting, or the model's own from `--context`.
+    monkeypatch.setenv("YUN_ENGINE__CONTEXT_PER_SLOT", "1024")
+    shown = _run("models", "show", "my-tiny", *d)
+    assert '"context_length": 1024' in shown and '"trained_context_length": 4096' in shown
+    _run("models", "add", "tiny-2k", "--file", str(tiny_model), "--context", "2048", *d)
+    assert '"context_length": 2048' in _run("models", "show", "tiny-2k", *d)
+    assert re.search(r"tiny-2k .*2048", _run("models", "list", *d))
     _run("models", "remove", "remote", *d)
     assert "remote" not in _run("models", "list", *d)
 
@@ -39,6 +46,7 @@ def test_models_add_list_show_remove(tmp_path: Path, tiny_model: Path, monkeypat
         ["models", "add", "x", "--file", "/nonexistent.gguf"],
         ["models", "add", "bad id!", "--url", "http://h"],
         ["models", "add", "x", "--url", "ftp://h"],
+        ["models", "add", "x", "--url", "http://h", "--context", "0"],
         ["models", "show", "missing"],
         ["keys", "revoke", "key_missing"],
     ],

@@ -221,3 +221,13 @@ def test_writer_survives_a_lost_connection(db: Database) -> None:
     balance, reserved = money.balance("org-a")
     assert balance == 10 * HOLD - 100
     assert reserved == HOLD * (count(db, ReservationRow) - 1)
+
+
+def test_a_refusal_states_amounts_in_dollars() -> None:
+    from yun.store.money_path import quota_message
+
+    req = HoldRequest(**{**hold_request().__dict__, "prompt_tokens": 1234, "max_output_tokens": 5})
+    text = quota_message(req, needed=4_000_000, balance=6_800_000, held=2_000_000)
+    assert "needs a hold of $0.004 (its maximum cost: 1,234 prompt tokens + max_tokens 5)" in text
+    assert "has $0.0048 available (balance $0.0068, $0.002 of it held by requests in flight)" in text
+    assert "$1,500.00" in quota_message(req, needed=1_500 * 10**9, balance=0, held=0)

@@ -12,6 +12,7 @@ from typing import Literal
 from fastapi import FastAPI
 
 from yun.api.services import Services
+from yun.catalog import served_context
 from yun.cluster import ReplicaSpec
 from yun.store import ModelRecord
 
@@ -34,9 +35,7 @@ def spec_for(m: ModelRecord, context_per_slot: int) -> ReplicaSpec:
         upstream_model=m.upstream_model,
         replicas=m.replicas,
         dimensions=dims if m.source != "external" else None,
-        context_length=(
-            m.card.get("context_length") if m.source == "external" else 512 if kind == "embedding" else context_per_slot
-        ),
+        context_length=served_context(m, context_per_slot),
     )
 
 
@@ -50,7 +49,9 @@ async def sync_deployments(services: Services) -> None:
         await services.cluster.undeploy(model_id)
     for model_id in wanted.keys() - current:
         log.info("deploying %s", model_id)
-        await services.cluster.deploy(spec_for(wanted[model_id], services.settings.engine.context_per_slot))
+        spec = spec_for(wanted[model_id], services.settings.engine.context_per_slot)
+        services.gateway.prompts.prepare(spec)  # its tokenizer loads while the replicas start
+        await services.cluster.deploy(spec)
 
 
 async def _keep_in_sync(services: Services) -> None:

@@ -122,6 +122,8 @@ class BillingService:
             free_allowance=self.allowance(org_id, model_id),
             month=datetime.now(UTC).strftime("%Y-%m"),
             amount_for=amount_for,
+            prompt_tokens=est.prompt_tokens,
+            max_output_tokens=est.max_output_tokens,
         )
 
     async def reserve(

@@ -56,8 +56,9 @@ class _Cursor:
         raise ValueError(f"unknown GGUF value type {vtype}")
 
 
-def read_gguf_metadata(path: Path) -> tuple[dict[str, Any], int]:
-    """Scalar and string metadata of a GGUF file (arrays skipped), and its total parameter count."""
+def read_gguf_metadata(path: Path, arrays: frozenset[str] = frozenset()) -> tuple[dict[str, Any], int]:
+    """Scalar and string metadata of a GGUF file, and its total parameter count. Arrays are skipped
+    (None) unless their key is in `arrays` (for example the tokenizer's vocabulary)."""
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         cur = _Cursor(buf)
         if buf[:4] != b"GGUF":
@@ -69,7 +70,7 @@ def read_gguf_metadata(path: Path) -> tuple[dict[str, Any], int]:
         meta: dict[str, Any] = {}
         for _ in range(n_kv):
             key = cur.string()
-            meta[key] = cur.value(cur.unpack("<I"), keep_arrays=False)
+            meta[key] = cur.value(cur.unpack("<I"), keep_arrays=key in arrays)
         params = 0
         for _ in range(n_tensors):
             cur.string()

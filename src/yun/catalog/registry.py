@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from yun.catalog import bundled
+from yun.catalog.cards import SERVED_CONTEXT_KEY
 from yun.catalog.gguf_info import read_gguf_card
 from yun.errors import InvalidRequest, ModelNotFound, ModelSourceMissing
 from yun.store import ModelRecord, ModelRepository
@@ -29,6 +30,14 @@ def _check_id(model_id: str) -> None:
             "model ids are 1-128 characters of letters, digits and . _ : / -, starting with a letter or digit",
             param="id",
         )
+
+
+_MAX_CONTEXT = 1 << 20
+
+
+def _check_context(context: int | None) -> None:
+    if context is not None and not 16 <= context <= _MAX_CONTEXT:
+        raise InvalidRequest(f"context must be between 16 and {_MAX_CONTEXT:,} tokens", param="context")
 
 
 class Catalog:
@@ -57,11 +66,16 @@ class Catalog:
         source: str = "local",
         origin: str | None = None,
         replicas: int = 1,
+        context: int | None = None,
     ) -> ModelRecord:
-        """Register a GGUF file already on this machine."""
+        """Register a GGUF file already on this machine. `context`: tokens per request (slot) for this
+        model, over the global `engine.context_per_slot`."""
         _check_id(model_id)
+        _check_context(context)
         path = path.expanduser().resolve()
         card = read_gguf_card(path)
+        if context is not None:
+            card[SERVED_CONTEXT_KEY] = context
         card["license"] = license or card.get("license")
         card["source"] = origin or f"local file {path}"
         card["kind"] = kind
@@ -69,7 +83,9 @@ class Catalog:
             ModelRecord(id=model_id, kind=kind, source=source, path=str(path), replicas=replicas, card=card)
         )
 
-    def add_hub(self, model_id: str, repo_id: str, filename: str, kind: ModelKind = "chat") -> ModelRecord:
+    def add_hub(
+        self, model_id: str, repo_id: str, filename: str, kind: ModelKind = "chat", context: int | None = None
+    ) -> ModelRecord:
         """Download a GGUF from the Hugging Face hub into the model cache, then register it.
 
         Needs a network; on an offline machine the hub library fails and we say so plainly.
@@ -82,7 +98,7 @@ class Catalog:
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
             raise ModelSourceMissing(f"could not fetch {repo_id}/{filename} from the hub: {exc}") from exc
         return self.add_local(
-            model_id, Path(local), kind, source="hub", origin=f"huggingface.co/{repo_id} ({filename})"
+            model_id, Path(local), kind, source="hub", origin=f"huggingface.co/{repo_id} ({filename})", context=context
         )
 
     def add_external(
@@ -97,6 +113,7 @@ class Catalog:
     ) -> ModelRecord:
         """Route `model_id` to an OpenAI-compatible server Yun does not run (vLLM, SGLang, a provider)."""
         _check_id(model_id)
+        _check_context(context_length)
         if not re.match(r"^https?://", url):
             raise InvalidRequest("url must start with http:// or https://", param="url")
         card: dict[str, Any] = {

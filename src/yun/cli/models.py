@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from yun.catalog import served_card
 from yun.cli._common import Database, DataDir, err, fail, out, services_for, settings_for
 from yun.errors import YunError
 
@@ -17,10 +18,11 @@ models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
 
 @models_app.command("list")
 def models_list(data_dir: DataDir = None, database: Database = None) -> None:
-    services = services_for(settings_for(data_dir, database))
+    settings = settings_for(data_dir, database)
+    services = services_for(settings)
     table = Table("id", "kind", "family", "params", "context", "quant", "license", "source")
     for m in services.catalog.list():
-        c = m.card
+        c = served_card(m, settings.engine.context_per_slot)
         table.add_row(
             m.id,
             m.kind,
@@ -36,11 +38,13 @@ def models_list(data_dir: DataDir = None, database: Database = None) -> None:
 
 @models_app.command("show")
 def models_show(model_id: str, data_dir: DataDir = None, database: Database = None) -> None:
+    settings = settings_for(data_dir, database)
     try:
-        m = services_for(settings_for(data_dir, database)).catalog.get(model_id)
+        m = services_for(settings).catalog.get(model_id)
     except YunError as exc:
         raise fail(exc) from exc
-    card = {"id": m.id, "kind": m.kind, "source": m.source, "path": m.path, "url": m.url, **m.card}
+    served = served_card(m, settings.engine.context_per_slot)
+    card = {"id": m.id, "kind": m.kind, "source": m.source, "path": m.path, "url": m.url, **served}
     out().print_json(json.dumps(card, default=str))
 
 
@@ -55,6 +59,10 @@ def models_add(
     api_key: Annotated[str | None, typer.Option(help="API key for the external server.")] = None,
     kind: Annotated[str, typer.Option(help="chat or embedding")] = "chat",
     license: Annotated[str | None, typer.Option(help="License to show on the card.")] = None,
+    context: Annotated[
+        int | None,
+        typer.Option(help="Tokens per request (prompt + output) for this model; default: engine.context_per_slot."),
+    ] = None,
     data_dir: DataDir = None,
     database: Database = None,
 ) -> None:
@@ -65,15 +73,17 @@ def models_add(
     catalog = services_for(settings_for(data_dir, database)).catalog
     try:
         if file is not None:
-            m = catalog.add_local(model_id, file, kind, license=license)
+            m = catalog.add_local(model_id, file, kind, license=license, context=context)
         elif hub is not None:
             if not hub_file:
                 err().print("--hub needs --hub-file")
                 raise typer.Exit(2)
-            m = catalog.add_hub(model_id, hub, hub_file, kind)
+            m = catalog.add_hub(model_id, hub, hub_file, kind, context=context)
         else:
             assert url is not None
-            m = catalog.add_external(model_id, url, upstream_model=upstream_model, api_key=api_key, kind=kind)
+            m = catalog.add_external(
+                model_id, url, upstream_model=upstream_model, api_key=api_key, kind=kind, context_length=context
+            )
     except YunError as exc:
         raise fail(exc) from exc
     out().print(f"added {m.id} ({m.kind}, {m.source})")

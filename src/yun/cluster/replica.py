@@ -86,10 +86,12 @@ class Replica:
             "--threads",
             str(self.tuning.threads),
         ]
+        # The context a request gets is the spec's (what cards and errors state), set per model or globally.
         if self.spec.kind == "embedding":
-            args += ["--embedding", "--parallel", str(_EMBEDDING_SLOTS), "--ctx", "512"]
+            args += ["--embedding", "--parallel", str(_EMBEDDING_SLOTS), "--ctx", str(self.spec.context_length or 512)]
         else:
-            args += ["--parallel", str(self.tuning.parallel), "--ctx", str(self.tuning.context_per_slot)]
+            ctx = self.spec.context_length or self.tuning.context_per_slot
+            args += ["--parallel", str(self.tuning.parallel), "--ctx", str(ctx)]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{self.spec.model_id.replace('/', '_')}-{self.index}.log"
         self.state = "loading"

@@ -22,9 +22,16 @@ from typing import Any
 from yun.billing import BillingService, Estimate, Hold, Outcome
 from yun.cluster import ClientGone, Deployment, LocalCluster
 from yun.engines import JSON
-from yun.errors import ClientDisconnected, EngineFailure, InvalidRequest, PermissionDenied, RateLimited
-from yun.gateway.estimate import chat_prompt_bound, input_bound
+from yun.errors import (
+    ClientDisconnected,
+    ContextLengthExceeded,
+    EngineFailure,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+)
 from yun.gateway.metrics import Metrics
+from yun.gateway.prompt import PromptCount, PromptCounts
 from yun.gateway.ratelimit import Limits, RateLimitBackendError, RateLimitStore
 from yun.gateway.relay import chunk_object, has_output, rewrite
 from yun.gateway.tools import ToolStreamBuffer, parse_tool_calls
@@ -119,6 +126,7 @@ class Gateway:
         # How often a running stream's tokens so far are written onto its hold (for crash recovery).
         self.progress_interval_s = progress_interval_s
         self.sinks: list[UsageSink] = [self._observe]
+        self.prompts = PromptCounts()
 
     # -- routing and admission -----------------------------------------------------------------
     def deployment(self, model_id: str, kind: str, principal: Principal | None = None) -> Deployment:
@@ -134,14 +142,38 @@ class Gateway:
             )
         return deployment
 
-    def max_output(self, deployment: Deployment, requested: int | None, prompt_bound: int) -> int:
-        """The output bound we hold credit for and then impose on the engine, so it cannot exceed the hold."""
+    def max_output(self, deployment: Deployment, requested: int | None, prompt: PromptCount) -> int:
+        """The output bound we hold credit for and then impose on the engine, so it cannot exceed the hold.
+
+        With the prompt counted, the output can never exceed the served context left after it (the
+        engine stops there): that is the default, and a larger request is held only for what can run.
+        """
         context = deployment.spec.context_length
+        if context is None:
+            return _DEFAULT_MAX_OUTPUT if requested is None else requested
+        if prompt.exact:
+            left = context - prompt.tokens
+            return left if requested is None else min(requested, left)
         if requested is not None:
             return requested
+        return max(16, context - prompt.tokens)  # a byte bound: only a guess at what is left
+
+    @staticmethod
+    def check_context(deployment: Deployment, prompts: list[PromptCount], what: str, param: str) -> None:
+        """A counted prompt the served context cannot hold is refused before any rate limit, as OpenAI
+        does, with a 400 an SDK does not retry. The engine needs one token of room to answer (embedding
+        models need none)."""
+        context = deployment.spec.context_length
         if context is None:
-            return _DEFAULT_MAX_OUTPUT
-        return max(16, context - prompt_bound)
+            return
+        room = 0 if deployment.spec.kind == "embedding" else 1
+        for p in prompts:
+            if p.exact and p.tokens + room > context:
+                raise ContextLengthExceeded(
+                    f"This model's maximum context length is {context} tokens. However, your {what} resulted in "
+                    f"{p.tokens} tokens. Please reduce the length of the {what}.",
+                    param=param,
+                )
 
     @staticmethod
     def _scopes(principal: Principal) -> list[tuple[str, Limits]]:
@@ -278,11 +310,12 @@ class Gateway:
         return data
 
     # -- chat ----------------------------------------------------------------------------------
-    def _chat_call(self, principal: Principal, model_id: str, body: JSON) -> tuple[Deployment, JSON, Estimate]:
+    async def _chat_call(self, principal: Principal, model_id: str, body: JSON) -> tuple[Deployment, JSON, Estimate]:
         deployment = self.deployment(model_id, "chat", principal)
-        prompt = chat_prompt_bound(body)
+        prompt = await self.prompts.chat(deployment.spec, body)
+        self.check_context(deployment, [prompt], "messages", "messages")
         max_out = self.max_output(deployment, body.get("max_tokens"), prompt)
-        return deployment, {**body, "max_tokens": max_out}, Estimate(prompt, max_out)
+        return deployment, {**body, "max_tokens": max_out}, Estimate(prompt.tokens, max_out)
 
     async def chat(
         self,
@@ -292,7 +325,7 @@ class Gateway:
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
     ) -> JSON:
-        deployment, body, est = self._chat_call(principal, model_id, body)
+        deployment, body, est = await self._chat_call(principal, model_id, body)
         call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers, client_gone)
         try:
             async with deployment.lease(call.hold.org_id, call.client_gone) as engine:
@@ -323,7 +356,7 @@ class Gateway:
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
     ) -> AsyncIterator[list[JSON]]:
-        deployment, body, est = self._chat_call(principal, model_id, body)
+        deployment, body, est = await self._chat_call(principal, model_id, body)
         call = await self._open(principal, deployment, "chat.completions", "chatcmpl-", est, headers, client_gone)
         return self._stream(call, "/v1/chat/completions", [body], include_usage, _tool_names(body))
 
@@ -442,13 +475,15 @@ class Gateway:
         written.add_done_callback(_log_failed_progress)
 
     # -- completions ---------------------------------------------------------------------------
-    def _completion_call(
+    async def _completion_call(
         self, principal: Principal, model_id: str, body: JSON, prompts: list[Any]
     ) -> tuple[Deployment, JSON, Estimate]:
         deployment = self.deployment(model_id, "chat", principal)
-        bound = max(input_bound(p) for p in prompts)
-        max_out = self.max_output(deployment, body.get("max_tokens"), bound)
-        est = Estimate(sum(input_bound(p) for p in prompts), max_out * len(prompts))
+        counts = await self.prompts.inputs(deployment.spec, prompts)
+        self.check_context(deployment, counts, "prompt", "prompt")
+        longest = max(counts, key=lambda c: c.tokens)
+        max_out = self.max_output(deployment, body.get("max_tokens"), longest)
+        est = Estimate(sum(c.tokens for c in counts), max_out * len(prompts))
         return deployment, {**body, "max_tokens": max_out}, est
 
     async def completions(
@@ -461,7 +496,7 @@ class Gateway:
         client_gone: ClientGone | None = None,
     ) -> JSON:
         """One engine call per prompt: llama.cpp's own batch answer under-counts usage for lists."""
-        deployment, body, est = self._completion_call(principal, model_id, body, prompts)
+        deployment, body, est = await self._completion_call(principal, model_id, body, prompts)
         call = await self._open(principal, deployment, "completions", "cmpl-", est, headers, client_gone)
         choices: list[JSON] = []
         try:
@@ -491,7 +526,7 @@ class Gateway:
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
     ) -> AsyncIterator[list[JSON]]:
-        deployment, body, est = self._completion_call(principal, model_id, body, prompts)
+        deployment, body, est = await self._completion_call(principal, model_id, body, prompts)
         call = await self._open(principal, deployment, "completions", "cmpl-", est, headers, client_gone)
         return self._stream(call, "/v1/completions", [{**body, "prompt": p} for p in prompts], include_usage, [])
 
@@ -508,7 +543,9 @@ class Gateway:
         deployment = self.deployment(model_id, "embedding", principal)
         inputs = body["input"]
         items = inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
-        est = Estimate(sum(input_bound(i) for i in items), 0)
+        counts = await self.prompts.inputs(deployment.spec, items)
+        self.check_context(deployment, counts, "input", "input")
+        est = Estimate(sum(c.tokens for c in counts), 0)
         call = await self._open(principal, deployment, "embeddings", "embd-", est, headers, client_gone)
         try:
             async with deployment.lease(call.hold.org_id, call.client_gone) as engine:

@@ -65,6 +65,7 @@ _SQL = {
     "ensure_balance": (
         "INSERT INTO balances (org_id, balance, held) VALUES (:org, 0, 0) ON CONFLICT (org_id) DO NOTHING"
     ),
+    "balance_read": "SELECT balance, held FROM balances WHERE org_id = :org",
     "hold": "UPDATE balances SET held = held + :amount WHERE org_id = :org AND balance - held >= :amount",
     "reserve": (
         "INSERT INTO reservations (request_id, org_id, key_id, model_id, endpoint, amount, free_tokens, free_month,"
@@ -114,10 +115,29 @@ _SQL = {
     ),
 }
 
-QUOTA_MESSAGE = (
-    "You exceeded your current quota: the organization's credit balance does not cover this request's maximum "
-    "cost. Add credits or lower max_tokens."
-)
+
+def _usd(nanodollars: int) -> str:
+    """$1.50, $0.0068, $0.000004: cents always, further digits only as many as the amount has."""
+    whole, frac = divmod(abs(nanodollars), 1_000_000_000)
+    digits = f"{frac:09d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if nanodollars < 0 else ''}${whole:,}.{digits}"
+
+
+def quota_message(req: HoldRequest, needed: int, balance: int, held: int) -> str:
+    """What a refused hold tells the tenant: what it needed, what was available, how to need less."""
+    available = balance - held
+    tokens = (
+        f" (its maximum cost: {req.prompt_tokens:,} prompt tokens + max_tokens {req.max_output_tokens:,})"
+        if req.prompt_tokens or req.max_output_tokens
+        else ""
+    )
+    in_flight = f", {_usd(held)} of it held by requests in flight" if held else ""
+    return (
+        f"You exceeded your current quota: this request needs a hold of {_usd(needed)}{tokens}, but the "
+        f"organization has {_usd(available)} available (balance {_usd(balance)}{in_flight}). Add credits, or "
+        "lower the hold: set a smaller max_tokens (without it, the hold is for the whole context left after "
+        "the prompt) or shorten the prompt."
+    )
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,9 @@ class HoldRequest:
     month: str
     amount_for: Callable[[int], int]
     """Money to hold given how many free tokens were granted."""
+    prompt_tokens: int = 0
+    max_output_tokens: int = 0
+    """The estimate the hold is for (said in a refusal)."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +249,9 @@ def _reserve(s: _Statements, cur: _Cursor, req: HoldRequest) -> HoldRecord | Quo
             if free:  # give the free tokens back in this same transaction
                 where = {"org": req.org_id, "model_id": req.model_id, "month": req.month}
                 s.run(cur, "free_release", {"grant": free, **where})
-            return QuotaExceeded(QUOTA_MESSAGE)
+            s.run(cur, "balance_read", {"org": req.org_id})
+            balance, held = cur.fetchone()
+            return QuotaExceeded(quota_message(req, amount, int(balance), int(held)))
     month = req.month if free else None
     s.run(
         cur,

@@ -67,6 +67,10 @@ class Decision:
                 out[f"x-ratelimit-reset-{kind}"] = format_reset(status.reset_s)
         if not self.allowed and self.reason != "tokens_exceed_limit":
             out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
+        elif self.reason == "tokens_exceed_limit":
+            # Larger than the limit itself: waiting never helps. The OpenAI SDKs obey this header and do
+            # not retry (a 429 alone they retry, over and over).
+            out["x-should-retry"] = "false"
         return out
 
 

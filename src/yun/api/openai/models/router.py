@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.services import Services
+from yun.catalog import served_card
 from yun.store import ModelRecord
 
 router = APIRouter()
@@ -25,7 +26,8 @@ def _status(services: Services, model_id: str) -> str:
 
 
 def public_model(services: Services, m: ModelRecord) -> dict[str, Any]:
-    card = {k: v for k, v in m.card.items() if k not in _PRIVATE_CARD_FIELDS}
+    served = served_card(m, services.settings.engine.context_per_slot)
+    card = {k: v for k, v in served.items() if k not in _PRIVATE_CARD_FIELDS}
     return {
         "id": m.id,
         "object": "model",
