@@ -138,30 +138,49 @@ def wait_until(check: object, what: str, timeout: float = 60.0) -> object:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def add_fake_model(bin_dir: Path, base: str, admin_key: str, upstream: str, data: Path) -> None:
+    """Register "fake" with the running server: `yun models add` over HTTP; a baseline checkout from before
+    the CLI spoke HTTP (its server has no /admin/models) writes the data dir instead, which its server
+    reads within seconds."""
+    add = [str(bin_dir / "yun"), "models", "add", "fake", "--url", upstream, "--upstream-model", "fake"]
+    probe = httpx.get(f"{base}/admin/models", headers={"Authorization": f"Bearer {admin_key}"}, timeout=10)
+    if probe.status_code == 200:
+        env = {**os.environ, "YUN_URL": base, "YUN_API_KEY": admin_key}
+        done = subprocess.run(add, capture_output=True, text=True, env=env)
+    else:
+        done = subprocess.run([*add, "--data-dir", str(data)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"yun models add failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
+
+
 def start_yun(
     procs: Processes, tmp: Path, upstream: str, port: int, bin_dir: Path = VENV_BIN
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`yun serve` from `bin_dir` (this checkout's venv unless told), model "fake" -> `upstream`, on core 1."""
     data = tmp / "data"
-    add = [str(bin_dir / "yun"), "models", "add", "fake", "--url", upstream, "--upstream-model", "fake"]
-    done = subprocess.run([*add, "--data-dir", str(data)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"yun models add failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
     log = tmp / "yun.log"
     yun = procs.start(
         1, [str(bin_dir / "yun"), "serve", "--data-dir", str(data), "--port", str(port), "--no-default-models"], log
     )
+    base = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
+    def up() -> bool:
         if yun.poll() is not None:
             raise RuntimeError(f"yun serve exited ({yun.returncode}); see {log}:\n{log.read_text()[-2000:]}")
-        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
-        return health.get("status") == "ok" and "fake" in health.get("models", {})
+        return httpx.get(f"{base}/health", timeout=2).status_code == 200
 
-    wait_until(ready, "yun serve /health")
+    wait_until(up, "yun serve /health")
     match = KEY_RE.search(log.read_text())
     if not match:
         raise RuntimeError(f"no bootstrap key in {log}")
+    add_fake_model(bin_dir, base, match.group(0), upstream, data)
+
+    def ready() -> bool:
+        up()
+        health = httpx.get(f"{base}/health", timeout=2).json()
+        return health.get("status") == "ok" and "fake" in health.get("models", {})
+
+    wait_until(ready, "model fake in yun serve /health")
     return yun, match.group(0)
 
 

@@ -6,6 +6,7 @@ __all__ = [
     "AuthenticationFailed",
     "ClientDisconnected",
     "ContextLengthExceeded",
+    "DatabaseUnavailable",
     "EngineFailure",
     "EngineUnavailable",
     "InvalidRequest",
@@ -124,3 +125,9 @@ class ModelIntegrityError(YunError):
     """A model file does not match the hash it must have; it is never loaded."""
 
     code = "model_integrity_error"
+
+
+class DatabaseUnavailable(YunError):
+    """The database cannot be reached or opened (wrong URL, server down, no permission)."""
+
+    code = "database_unavailable"

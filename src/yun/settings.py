@@ -6,18 +6,38 @@ which passes overrides into `Settings(...)`.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
+__all__ = ["DEFAULT_URL", "BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
 
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "yun"
+
+
+def _default_config_dir() -> Path:
+    # The XDG base directory spec, as gh and kubectl follow it: $XDG_CONFIG_HOME, else ~/.config.
+    base = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(base) if base else Path.home() / ".config") / "yun"
+
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+"""Where the CLI looks for a server when neither `yun login` nor YUN_URL named one."""
+
+_DATABASE_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
 
 
 class ServerSettings(BaseModel):
@@ -83,13 +103,43 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     """Where the SQLite database and the model cache live."""
     database_url: str | None = None
-    """SQLAlchemy URL; default is a SQLite file in `data_dir`."""
+    """SQLAlchemy URL: `sqlite:///PATH` or `postgresql://user@host/db` (psycopg 3); default is a SQLite
+    file in `data_dir`."""
     redis_url: str | None = None
     """Redis for rate limits shared by several gateways; default keeps them in this process."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    url: str | None = None
+    """The Yun server the `yun` CLI talks to (YUN_URL). Unset: the one `yun login` stored, else
+    http://127.0.0.1:8000."""
+    api_key: SecretStr | None = None
+    """The platform-admin key the `yun` CLI sends (YUN_API_KEY). Unset: the one `yun login` stored."""
+    config_dir: Path = Field(default_factory=_default_config_dir)
+    """Where `yun login` keeps the server URL and key (default $XDG_CONFIG_HOME/yun or ~/.config/yun)."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme, sep, rest = url.partition("://")
+        driver = _DATABASE_SCHEMES.get(scheme.lower()) if sep else None
+        if driver is None:
+            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE")
+        if driver.startswith("postgresql") and importlib.util.find_spec("psycopg") is None:
+            raise ValueError("PostgreSQL needs psycopg 3, which installs with Yun: reinstall it (scripts/install.sh)")
+        return f"{driver}://{rest}"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000")
+        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:

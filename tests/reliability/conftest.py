@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.server import Health, YunServer
+from tests.support.server import Health, YunServer, answers
 from tests.support.tiny_model import tiny_model_path
 
 GATEWAY_ID = "reliability-gw"
@@ -60,12 +60,23 @@ class ReliabilityServer(YunServer):
                 "YUN_SERVER__GATEWAY_ID": GATEWAY_ID,
                 "YUN_BILLING__PROGRESS_INTERVAL_S": str(PROGRESS_INTERVAL_S),
             },
-            ready=_tiny_model_ready,
+            ready=answers,  # the model is added after the first start
             start_timeout_s=START_TIMEOUT_S,
         )
+        self.model_registered = False
+
+    def start(self) -> None:
+        """Start, add the tiny model on the first start, and wait for its one healthy replica."""
+        super().start()
+        if not self.model_registered:
+            self.register_model()
+        self.wait_until(_tiny_model_ready)
 
     def register_model(self) -> None:
-        self.yun("models", "add", MODEL, "--file", str(tiny_model_path()), "--data-dir", str(self.data_dir))
+        """`yun models add` over HTTP, as an operator would, against the running server (which deploys it
+        within seconds): the CLI never opens the database behind a server's back."""
+        self.yun("models", "add", MODEL, "--file", str(tiny_model_path()))
+        self.model_registered = True
 
     # -- APIs ----------------------------------------------------------------------------------
     def set_price(self) -> None:
@@ -117,7 +128,6 @@ def _tiny_model_ready(health: Health) -> bool:
 def yun_server(tmp_path: Path) -> Iterator[ReliabilityServer]:
     """A fresh, priced `yun serve` with the tiny model, stopped (and reaped) after the test."""
     server = ReliabilityServer(tmp_path)
-    server.register_model()
     try:
         server.start()
         server.set_price()

@@ -334,7 +334,6 @@ def test_sigkill_during_streaming_loses_nothing_and_bills_nothing_twice(tmp_path
     seed = random.SystemRandom().randrange(2**32)
     rng = random.Random(seed)
     server = ReliabilityServer(tmp_path, port=free_port())
-    server.register_model()
     all_results: list[StreamResult] = []
     rounds: list[str] = []
     try:

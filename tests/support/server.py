@@ -1,7 +1,8 @@
 """`yun serve` as a real subprocess on 127.0.0.1, for the e2e and reliability tiers.
 
 `YunServer` owns one data dir and one port: `start()` launches `python -m yun serve` and returns once
-`/health` says it is ready; `stop()` is Ctrl-C; `kill9()` is SIGKILL to the whole process group (the
+`/health` says it is ready (`wait_until` waits for more, e.g. a model added after the start; `yun()`
+runs CLI commands against it); `stop()` is Ctrl-C; `kill9()` is SIGKILL to the whole process group (the
 gateway and its replica processes). It can be started again on the same data dir and port. Its
 stdout/stderr go to numbered files under `root` (one pair per start), and the bootstrap admin key is
 read from the first start's output.
@@ -24,7 +25,7 @@ import httpx
 
 from tests.support.net import free_port
 
-__all__ = ["KEY_RE", "Health", "YunServer", "healthy"]
+__all__ = ["KEY_RE", "Health", "YunServer", "answers", "healthy"]
 
 KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 
@@ -35,6 +36,11 @@ Health = dict[str, Any]
 def healthy(health: Health) -> bool:
     """Ready as soon as the gateway says ok (use a stricter predicate to wait for replicas)."""
     return health.get("status") == "ok"
+
+
+def answers(health: Health) -> bool:
+    """Ready as soon as `/health` answers at all (the gateway is up; there may be no model yet)."""
+    return True
 
 
 class YunServer:
@@ -75,11 +81,17 @@ class YunServer:
         self.env.update(HF_HUB_OFFLINE="1", COLUMNS="200")  # the bootstrap key panel must not wrap the key
         self.env.update(env or {})
 
-    def yun(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
-        """Run another `yun` command with this server's environment (it must succeed)."""
-        return subprocess.run(
-            [sys.executable, "-m", "yun", *args], env=self.env, check=True, capture_output=True, timeout=timeout
+    def yun(self, *args: str, timeout: float = 180) -> str:
+        """Run a `yun` command against this server (`YUN_URL`, and its admin key once known); it must
+        succeed. Returns its stdout."""
+        env = {**self.env, "YUN_URL": self.url}
+        if self.admin_key is not None:
+            env["YUN_API_KEY"] = self.admin_key
+        done = subprocess.run(
+            [sys.executable, "-m", "yun", *args], env=env, capture_output=True, text=True, timeout=timeout
         )
+        assert done.returncode == 0, f"yun {' '.join(args)} failed: {done.stdout}{done.stderr}"
+        return done.stdout
 
     def start(self) -> None:
         """Launch and wait until ready. The first start must print exactly one bootstrap key, later ones none."""
@@ -98,7 +110,7 @@ class YunServer:
                 cwd=self.root,
                 start_new_session=True,  # its own process group: SIGKILL reaches the replicas too
             )
-        self._wait_ready()
+        self.wait_until(self.ready)
         keys = KEY_RE.findall(self.stdout())
         if self.admin_key is None:
             assert len(keys) == 1, f"expected the bootstrap key on the first start, got {len(keys)}"
@@ -106,7 +118,9 @@ class YunServer:
         else:
             assert keys == [], "a start on a data dir that has its admin key must not print a new one"
 
-    def _wait_ready(self) -> None:
+    def wait_until(self, ready: Callable[[Health], bool]) -> None:
+        """Poll `/health` until `ready` says so (bounded by `start_timeout_s`; a server that exits or never
+        gets there is killed and fails the test with its log)."""
         assert self.proc is not None
         deadline = time.monotonic() + self.start_timeout_s
         with httpx.Client(trust_env=False, timeout=2.0) as client:
@@ -114,7 +128,7 @@ class YunServer:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"yun serve exited with {self.proc.returncode}: {self.stderr_tail()}")
                 with contextlib.suppress(httpx.HTTPError, ValueError):
-                    if self.ready(client.get(self.url + "/health").json()):
+                    if ready(client.get(self.url + "/health").json()):
                         return
                 time.sleep(0.2)
         self.kill9()

@@ -18,6 +18,7 @@ from yun.errors import (
     AuthenticationFailed,
     ClientDisconnected,
     ContextLengthExceeded,
+    DatabaseUnavailable,
     EngineFailure,
     EngineUnavailable,
     InvalidRequest,
@@ -55,6 +56,7 @@ _STATUS: list[tuple[type[YunError], int, str]] = [
     (RateLimited, 429, "rate_limit_exceeded"),
     (ModelSourceMissing, 400, "invalid_request_error"),
     (EngineUnavailable, 503, "server_error"),
+    (DatabaseUnavailable, 503, "server_error"),
     (ClientDisconnected, 499, "invalid_request_error"),  # nginx's "client closed request"; nobody reads it
     (EngineFailure, 502, "server_error"),
     (ModelIntegrityError, 500, "server_error"),

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from yun.catalog import bundled
 from yun.catalog.cards import SERVED_CONTEXT_KEY
@@ -20,8 +19,12 @@ DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
-Progress = Callable[[str, int, int], None]
-"""Called with (what, done, total) during long preparation steps."""
+
+class Progress(Protocol):
+    """Called with (what, done, total, unit) during long preparation steps: `unit` is "bytes" for a
+    copy (a byte count means something there) and "steps" for a conversion (it does not)."""
+
+    def __call__(self, what: str, done: int, total: int, unit: str = ...) -> None: ...
 
 
 def _check_id(model_id: str) -> None:
@@ -177,10 +180,10 @@ class Catalog:
         target = self.cache_dir / "all-minilm-l6-v2-f16.gguf"
         if not target.exists():
             if progress is not None:
-                progress("converting all-MiniLM-L6-v2 to GGUF", 0, 1)
+                progress("converting all-MiniLM-L6-v2 to GGUF", 0, 1, "steps")
             convert_bert_to_gguf(bundled.minilm_model_dir(), target)
             if progress is not None:
-                progress("converting all-MiniLM-L6-v2 to GGUF", 1, 1)
+                progress("converting all-MiniLM-L6-v2 to GGUF", 1, 1, "steps")
         existing = self._models.get(DEFAULT_EMBEDDING_MODEL)
         if existing is not None and existing.path == str(target):
             return

@@ -1,20 +1,23 @@
-"""`yun credits`, `yun prices`, `yun free-tier`, `yun usage`, `yun statement`."""
+"""`yun credits`, `yun prices`, `yun free-tier`, `yun usage`, `yun statement`, `yun ledger`."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from yun.cli._common import Database, DataDir, fail, out, services_for, settings_for
-from yun.errors import YunError
+from yun.cli._client import connect, path
+from yun.cli._output import print_json, print_table, say, when
 
 __all__ = ["register"]
 
-credits_app = typer.Typer(help="Prepaid credits.", no_args_is_help=True)
+credits_app = typer.Typer(help="Prepaid credits: grant and read balances.", no_args_is_help=True)
 prices_app = typer.Typer(help="Versioned model prices (USD per 1M tokens).", no_args_is_help=True)
+
+Org = Annotated[str, typer.Argument(help="Organization id or name.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the server's full answer as JSON.")]
+Days = Annotated[int, typer.Option("--days", min=1, max=36500, help="The last N UTC days, today included.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -23,125 +26,144 @@ def register(app: typer.Typer) -> None:
     app.command("free-tier")(free_tier)
     app.command("usage")(usage)
     app.command("statement")(statement)
+    app.command("ledger")(ledger)
+
+
+def _range(days: int) -> dict[str, str]:
+    today = datetime.now(UTC).date()
+    return {"start": (today - timedelta(days=days - 1)).isoformat(), "end": today.isoformat()}
 
 
 @credits_app.command("grant")
 def credits_grant(
-    org_id: str,
-    amount: Annotated[str, typer.Argument(help="USD, e.g. 25 or 0.50")],
-    kind: Annotated[str, typer.Option(help="grant, topup, refund or adjustment")] = "grant",
-    reference: Annotated[str | None, typer.Option(help="Idempotency key: posted once.")] = None,
-    note: Annotated[str | None, typer.Option()] = None,
-    data_dir: DataDir = None,
-    database: Database = None,
+    org: Org,
+    amount: Annotated[str, typer.Argument(help="USD, e.g. 25 or 0.50.")],
+    kind: Annotated[str, typer.Option("--kind", help="grant, topup, refund or adjustment.")] = "grant",
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Idempotency key: the same reference is posted once.")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="A note kept on the ledger entry.")] = None,
 ) -> None:
-    services = services_for(settings_for(data_dir, database))
-    try:
-        services.org_service.get(org_id)
-        posted = services.billing.credit(org_id, amount, kind, reference, note)
-    except YunError as exc:
-        raise fail(exc) from exc
-    b = services.billing.balance(org_id)
-    out().print(f"{'posted' if posted else 'already posted'}; balance ${b['balance']:.9f} (held ${b['held']:.9f})")
+    """Post credits to an organization's ledger (a negative amount only as --kind adjustment)."""
+    body = {"amount": amount, "kind": kind, "reference": reference, "note": note}
+    with connect() as client:
+        done = client.post(path("admin", "orgs", org, "credits"), {k: v for k, v in body.items() if v is not None})
+    b = done["balance"]
+    state = "posted" if done["posted"] else "already posted"
+    say(f"{state}; balance ${b['balance']:.9f} (held ${b['held']:.9f})")
 
 
 @credits_app.command("balance")
-def credits_balance(org_id: str, data_dir: DataDir = None, database: Database = None) -> None:
-    b = services_for(settings_for(data_dir, database)).billing.balance(org_id)
-    out().print(f"balance ${b['balance']:.9f}, held ${b['held']:.9f}, available ${b['available']:.9f}")
+def credits_balance(org: Org, json: Json = False) -> None:
+    """An organization's balance, what running requests hold, and what is available."""
+    with connect() as client:
+        b = client.get(path("admin", "orgs", org, "balance"))
+    if json:
+        print_json(b)
+        return
+    say(f"balance ${b['balance']:.9f}, held ${b['held']:.9f}, available ${b['available']:.9f}")
 
 
 @prices_app.command("set")
 def prices_set(
-    model_id: str,
-    input: Annotated[str, typer.Option("--input", help="USD per 1M input tokens")],
-    output: Annotated[str, typer.Option("--output", help="USD per 1M output tokens")],
-    cached_input: Annotated[str | None, typer.Option("--cached-input", help="USD per 1M cached tokens")] = None,
-    data_dir: DataDir = None,
-    database: Database = None,
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    input: Annotated[str, typer.Option("--input", help="USD per 1M input tokens.")],
+    output: Annotated[str, typer.Option("--output", help="USD per 1M output tokens.")],
+    cached_input: Annotated[
+        str | None, typer.Option("--cached-input", help="USD per 1M cached input tokens [default: the input price].")
+    ] = None,
 ) -> None:
-    services = services_for(settings_for(data_dir, database))
-    try:
-        services.catalog.get(model_id)
-        p = services.billing.set_price(model_id, input, output, cached_input)
-    except YunError as exc:
-        raise fail(exc) from exc
-    out().print(f"{model_id}: price version {p.version}")
+    """Add a price version; requests already running keep the version they started with."""
+    body = {"input": input, "output": output}
+    if cached_input is not None:
+        body["cached_input"] = cached_input
+    with connect() as client:
+        p = client.put(path("admin", "prices", model_id), body)
+    say(f"{model_id}: price version {p['version']}")
 
 
 @prices_app.command("list")
-def prices_list(model_id: str, data_dir: DataDir = None, database: Database = None) -> None:
-    services = services_for(settings_for(data_dir, database))
-    table = Table("version", "input $/1M", "output $/1M", "cached $/1M", "since")
-    for p in services.billing.money.price_history(model_id):
-        table.add_row(
-            str(p.version),
-            str(p.input_per_mtok / 1e9),
-            str(p.output_per_mtok / 1e9),
-            str(p.cached_input_per_mtok / 1e9),
-            p.created_at.isoformat(timespec="seconds"),
-        )
-    out().print(table)
+def prices_list(
+    model_id: Annotated[
+        str | None, typer.Argument(help="A model: its whole price history [default: current price of every model].")
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Current prices of every model, or every version of one model's price."""
+    with connect() as client:
+        found = client.get("/admin/prices" if model_id is None else path("admin", "prices", model_id))
+    if json:
+        print_json(found)
+        return
+    print_table(
+        ["model", "version", "input $/1M", "output $/1M", "cached $/1M", "since"],
+        (
+            [p["model"], p["version"], p["input"], p["output"], p["cached_input"], when(p["created_at"])]
+            for p in found["data"]
+        ),
+    )
 
 
 def free_tier(
-    model_id: str,
-    monthly_tokens: int,
-    org: Annotated[str, typer.Option(help="Organization id, or * for every org.")] = "*",
-    data_dir: DataDir = None,
-    database: Database = None,
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    monthly_tokens: Annotated[int, typer.Argument(help="Free tokens per UTC month (0 removes the allowance).")],
+    org: Annotated[str, typer.Option("--org", help="Organization id or name, or * for every org.")] = "*",
 ) -> None:
     """Set a monthly free token allowance for a model."""
-    services = services_for(settings_for(data_dir, database))
-    try:
-        services.catalog.get(model_id)
-        services.billing.set_free_allowance(org, model_id, monthly_tokens)
-    except YunError as exc:
-        raise fail(exc) from exc
-    out().print(f"{model_id}: {monthly_tokens} free tokens a month for {org}")
+    with connect() as client:
+        body = {"model": model_id, "monthly_tokens": monthly_tokens, "org_id": org}
+        done = client.put("/admin/free-allowances", body)
+    say(f"{model_id}: {monthly_tokens} free tokens a month for {done['org_id']}")
 
 
 def usage(
-    org_id: str,
-    days: Annotated[int, typer.Option(help="Last N days.")] = 30,
-    by: Annotated[str, typer.Option(help="model or day")] = "model",
-    data_dir: DataDir = None,
-    database: Database = None,
+    org: Org,
+    days: Days = 30,
+    by: Annotated[str, typer.Option("--by", help="Group by model or day.")] = "model",
+    json: Json = False,
 ) -> None:
     """Usage and spend of one organization, from the rollups."""
-    if by not in ("model", "day"):
-        raise typer.BadParameter("--by is model or day")
-    services = services_for(settings_for(data_dir, database))
-    end = datetime.now(UTC).date() + timedelta(days=1)
-    rows = services.usage.summary(org_id, end - timedelta(days=days), end, by)
-    table = Table(by, "requests", "input", "cached", "output", "free", "cost $")
-    for r in rows:
-        table.add_row(
-            str(r.key),
-            str(r.requests),
-            str(r.prompt_tokens),
-            str(r.cached_tokens),
-            str(r.completion_tokens),
-            str(r.free_tokens),
-            f"{r.cost / 1e9:.9f}",
-        )
-    out().print(table)
+    with connect() as client:
+        found = client.get(path("admin", "orgs", org, "usage"), group_by=by, **_range(days))
+    if json:
+        print_json(found)
+        return
+    print_table(
+        [by, "requests", "input", "cached", "output", "free", "cost $"],
+        (
+            [r["key"], r["requests"], r["prompt_tokens"], r["cached_tokens"], r["completion_tokens"]]
+            + [r["free_tokens"], r["cost_usd"]]
+            for r in found["data"]
+        ),
+    )
 
 
 def statement(
-    org_id: str,
-    month: Annotated[str, typer.Argument(help="YYYY-MM")],
+    org: Org,
+    month: Annotated[str, typer.Argument(help="YYYY-MM (UTC calendar month).")],
     csv: Annotated[bool, typer.Option("--csv", help="CSV instead of JSON.")] = False,
-    data_dir: DataDir = None,
-    database: Database = None,
 ) -> None:
-    """The monthly statement of one organization."""
-    import json
+    """The monthly statement of one organization (JSON, or CSV for a spreadsheet)."""
+    with connect() as client:
+        url = path("admin", "orgs", org, "statements", month)
+        r = client.request("GET", url, params={"format": "csv" if csv else "json"})
+    if csv:
+        typer.echo(r.text, nl=False)
+    else:
+        print_json(r.json())
 
-    try:
-        year, mon = (int(x) for x in month.split("-"))
-        date(year, mon, 1)
-    except ValueError as exc:
-        raise typer.BadParameter("month is YYYY-MM") from exc
-    st = services_for(settings_for(data_dir, database)).statements(org_id, year, mon)
-    typer.echo(st.to_csv() if csv else json.dumps(st.to_json(), indent=2))
+
+def ledger(org: Org, days: Days = 30, json: Json = False) -> None:
+    """Every ledger entry of one organization: credits, charges, adjustments."""
+    with connect() as client:
+        found = client.get(path("admin", "orgs", org, "ledger"), **_range(days))
+    if json:
+        print_json(found)
+        return
+    print_table(
+        ["id", "when", "kind", "amount $", "reference", "note"],
+        (
+            [e["id"], when(e["created_at"]), e["kind"], e["amount_usd"], e["reference"], e["note"]]
+            for e in found["data"]
+        ),
+    )

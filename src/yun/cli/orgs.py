@@ -1,62 +1,130 @@
-"""`yun orgs`: organizations (tenants) and their limits."""
+"""`yun orgs` and `yun members`: organizations (tenants), their limits and their people."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from yun.cli._common import Database, DataDir, fail, out, services_for, settings_for
-from yun.errors import YunError
+from yun.cli._client import connect, path
+from yun.cli._output import print_json, print_table, say, when
 
-__all__ = ["orgs_app"]
+__all__ = ["members_app", "orgs_app", "users_app"]
 
-orgs_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
+orgs_app = typer.Typer(help="Organizations (tenants): create, list, show, set limits.", no_args_is_help=True)
+members_app = typer.Typer(help="People in an organization and their roles.", no_args_is_help=True)
+users_app = typer.Typer(help="People across every organization.", no_args_is_help=True)
+
+Org = Annotated[str, typer.Argument(help="Organization id or name.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the server's full answer as JSON.")]
+Rpm = Annotated[int | None, typer.Option("--rpm", help="Requests per minute for the whole org [default: unlimited].")]
+Tpm = Annotated[int | None, typer.Option("--tpm", help="Tokens per minute for the whole org [default: unlimited].")]
+
+
+def _limit(value: Any) -> str:
+    return "unlimited" if value is None else str(value)
 
 
 @orgs_app.command("create")
 def orgs_create(
-    name: str,
-    rpm: Annotated[int | None, typer.Option(help="Requests per minute for the whole org.")] = None,
-    tpm: Annotated[int | None, typer.Option(help="Tokens per minute for the whole org.")] = None,
-    data_dir: DataDir = None,
-    database: Database = None,
+    name: Annotated[str, typer.Argument(help="A unique name; commands accept it wherever an org id goes.")],
+    rpm: Rpm = None,
+    tpm: Tpm = None,
 ) -> None:
-    try:
-        org = services_for(settings_for(data_dir, database)).org_service.create(name, rpm, tpm)
-    except YunError as exc:
-        raise fail(exc) from exc
-    out().print(org.id)
+    """Create an organization and print its id."""
+    with connect() as client:
+        org = client.post("/admin/orgs", {"name": name, "rpm_limit": rpm, "tpm_limit": tpm})
+    say(org["id"])
 
 
 @orgs_app.command("list")
-def orgs_list(data_dir: DataDir = None, database: Database = None) -> None:
-    services = services_for(settings_for(data_dir, database))
-    table = Table("id", "name", "rpm", "tpm", "balance $", "held $")
-    for org in services.orgs.list():
-        b = services.billing.balance(org.id)
-        table.add_row(
-            org.id,
-            org.name,
-            str(org.rpm_limit or ""),
-            str(org.tpm_limit or ""),
-            f"{b['balance']:.6f}",
-            f"{b['held']:.6f}",
-        )
-    out().print(table)
+def orgs_list(json: Json = False) -> None:
+    """Every organization with its limits and balance (USD)."""
+    with connect() as client:
+        orgs = client.get("/admin/orgs")
+    if json:
+        print_json(orgs)
+        return
+    print_table(
+        ["id", "name", "rpm", "tpm", "balance $", "held $"],
+        (
+            [o["id"], o["name"], _limit(o["rpm_limit"]), _limit(o["tpm_limit"])]
+            + [f"{o['balance']['balance']:.6f}", f"{o['balance']['held']:.6f}"]
+            for o in orgs["data"]
+        ),
+    )
+
+
+@orgs_app.command("show")
+def orgs_show(org: Org, json: Json = False) -> None:
+    """One organization: id, name, limits and balance."""
+    with connect() as client:
+        found = client.get(path("admin", "orgs", org))
+    if json:
+        print_json(found)
+        return
+    b = found["balance"]
+    say(f"id        {found['id']}\nname      {found['name']}\ncreated   {when(found['created_at'])}")
+    say(f"rpm       {_limit(found['rpm_limit'])}\ntpm       {_limit(found['tpm_limit'])}")
+    say(f"balance   ${b['balance']:.9f} (held ${b['held']:.9f}, available ${b['available']:.9f})")
 
 
 @orgs_app.command("limits")
 def orgs_limits(
-    org_id: str,
-    rpm: Annotated[int | None, typer.Option(help="Requests per minute (omit for none).")] = None,
-    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (omit for none).")] = None,
-    data_dir: DataDir = None,
-    database: Database = None,
+    org: Org,
+    rpm: Annotated[int | None, typer.Option("--rpm", help="Requests per minute (omit for unlimited).")] = None,
+    tpm: Annotated[int | None, typer.Option("--tpm", help="Tokens per minute (omit for unlimited).")] = None,
 ) -> None:
-    try:
-        services_for(settings_for(data_dir, database)).orgs.set_limits(org_id, rpm, tpm)
-    except YunError as exc:
-        raise fail(exc) from exc
-    out().print(f"{org_id}: rpm={rpm or 'unlimited'} tpm={tpm or 'unlimited'}")
+    """Set an organization's rate limits (both at once; an omitted one becomes unlimited)."""
+    with connect() as client:
+        done = client.put(path("admin", "orgs", org, "limits"), {"rpm_limit": rpm, "tpm_limit": tpm})
+    say(f"{done['id']}: rpm={_limit(done['rpm_limit'])} tpm={_limit(done['tpm_limit'])}")
+
+
+@members_app.command("list")
+def members_list(org: Org, json: Json = False) -> None:
+    """The people in an organization and their roles."""
+    with connect() as client:
+        found = client.get(path("admin", "orgs", org, "members"))
+    if json:
+        print_json(found)
+        return
+    rows = ([m["user_id"], m["email"], m["name"], m["role"]] for m in found["data"])
+    print_table(["user id", "email", "name", "role"], rows)
+
+
+@members_app.command("add")
+def members_add(
+    org: Org,
+    email: Annotated[str, typer.Argument(help="The person's email address.")],
+    name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
+    role: Annotated[str, typer.Option("--role", help="owner, admin, member or billing-viewer.")] = "member",
+) -> None:
+    """Add a person to an organization with a role."""
+    with connect() as client:
+        m = client.post(path("admin", "orgs", org, "members"), {"email": email, "name": name, "role": role})
+    say(f"{m['user_id']} {m['email']} is {m['role']}")
+
+
+@members_app.command("remove")
+def members_remove(org: Org, user_id: Annotated[str, typer.Argument(help="User id from `yun members list`.")]) -> None:
+    """Remove a person from an organization (their other organizations keep them)."""
+    with connect() as client:
+        client.delete(path("admin", "orgs", org, "members", user_id))
+    say(f"removed {user_id}")
+
+
+@users_app.command("list")
+def users_list(json: Json = False) -> None:
+    """Every person with a membership, one row per organization they belong to."""
+    with connect() as client:
+        found = client.get("/admin/users")
+    if json:
+        print_json(found)
+        return
+    rows = (
+        [u["user_id"], u["email"], m["org_id"], m["org_name"], m["name"], m["role"]]
+        for u in found["data"]
+        for m in u["memberships"]
+    )
+    print_table(["user id", "email", "org", "org name", "name there", "role"], rows)

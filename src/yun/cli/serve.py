@@ -6,11 +6,21 @@ import logging
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
-from yun.cli._common import Database, DataDir, err, fail, out, services_for, settings_for
-from yun.errors import YunError
+from yun.cli._common import Database, DataDir, settings_for
 from yun.settings import Settings
 
 
@@ -21,43 +31,54 @@ def register(app: typer.Typer) -> None:
 def serve(
     data_dir: DataDir = None,
     database: Database = None,
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
-    redis: Annotated[str | None, typer.Option(help="Redis URL for rate limits shared by several gateways.")] = None,
-    no_default_models: Annotated[bool, typer.Option(help="Do not serve the bundled models.")] = False,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (0.0.0.0: every interface) [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port, 1-65535 [default: 8000].")] = None,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Redis URL for rate limits shared by several gateways.")
+    ] = None,
+    default_models: Annotated[
+        bool,
+        typer.Option(
+            "--default-models/--no-default-models",
+            help="Serve the bundled Qwen chat and MiniLM embedding models.",
+        ),
+    ] = True,
 ) -> None:
-    """Run the gateway with the embedded defaults: SQLite, the bundled Qwen chat and MiniLM embedding models."""
+    """Run Yun: the OpenAI-compatible gateway, its replicas and the admin API, on one machine.
+
+    The first start creates the database (SQLite in the data dir unless --database says otherwise)
+    and prints a platform-admin key once: give it to `yun login`."""
     import uvicorn
 
-    from yun.api import create_app
+    from yun.api import build_services, create_app
     from yun.tenancy import DEFAULT_ORG
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "gguf", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = settings_for(data_dir, database, host=host, port=port)
-    if redis is not None:
-        settings = settings.model_copy(update={"redis_url": redis})
-    if no_default_models:
-        settings = settings.model_copy(
-            update={"defaults": settings.defaults.model_copy(update={"chat": False, "embedding": False})}
-        )
-    try:
-        services = services_for(settings)
-        services.orgs.get_or_create(DEFAULT_ORG, "default")
-        if services.keys._keys.count() == 0:
-            issued = services.keys.issue(DEFAULT_ORG, "bootstrap admin", platform_admin=True)
-            out().print(
-                Panel(
-                    f"[bold]{issued.secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
-                    "its hash. Store it somewhere safe.",
-                    title="bootstrap admin key",
-                )
+    settings = settings_for(
+        data_dir=data_dir,
+        database_url=database,
+        redis_url=redis,
+        server={"host": host, "port": port},
+        defaults=None if default_models else {"chat": False, "embedding": False},
+    )
+    services = build_services(settings)
+    services.orgs.get_or_create(DEFAULT_ORG, "default")
+    if services.keys._keys.count() == 0:
+        issued = services.keys.issue(DEFAULT_ORG, "bootstrap admin", platform_admin=True)
+        Console().print(
+            Panel(
+                f"[bold]{issued.secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
+                f"its hash. Store it somewhere safe, then: yun login http://{_local(settings)}:"
+                f"{settings.server.port}",
+                title="bootstrap admin key",
             )
-        _prepare_models(services, settings)
-    except YunError as exc:
-        raise fail(exc) from exc
-    out().print(
+        )
+    _prepare_models(services, settings)
+    Console().print(
         f"Yun listening on http://{settings.server.host}:{settings.server.port}/v1 (data in {settings.data_dir})"
     )
     uvicorn.run(
@@ -72,20 +93,39 @@ def serve(
     )
 
 
+def _local(settings: Settings) -> str:
+    host = settings.server.host
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - naming, not binding
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes for a copy ("310.2/491.4 MB"), a percentage for a conversion (its steps are no unit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+        self._percent = TaskProgressColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._bytes.render(task)
+        return self._percent.render(task)
+
+
 def _prepare_models(services: Any, settings: Settings) -> None:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        _AmountColumn(),
         TimeRemainingColumn(),
-        console=err(),
+        console=Console(stderr=True),
         transient=False,
     ) as progress:
         tasks: dict[str, Any] = {}
 
-        def report(what: str, done: int, total: int) -> None:
+        def report(what: str, done: int, total: int, unit: str = "bytes") -> None:
             if what not in tasks:
-                tasks[what] = progress.add_task(what, total=total)
+                tasks[what] = progress.add_task(what, total=total, unit=unit)
             progress.update(tasks[what], completed=done, total=total)
 
         services.catalog.ensure_bundled(

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.exc import OperationalError
 
+from yun.errors import DatabaseUnavailable
 from yun.store.db import ensure_sqlite_dir
 
 __all__ = ["upgrade"]
@@ -41,4 +43,16 @@ def upgrade(url: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    try:
+        command.upgrade(cfg, "head")
+    except OperationalError as exc:
+        # The first thing a start does with the database: say which one failed and why, in one line.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        raise DatabaseUnavailable(f"cannot open the database {_safe(url)}: {reason}") from exc
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -93,6 +93,12 @@ class OrganizationRepository:
             row = s.get(OrganizationRow, org_id)
             return None if row is None else _org(row)
 
+    def by_name(self, name: str) -> OrganizationRecord | None:
+        """Names are unique (a second `create` with the same name is refused)."""
+        with self._db.read_session() as s:
+            row = s.scalars(select(OrganizationRow).where(OrganizationRow.name == name)).first()
+            return None if row is None else _org(row)
+
     def list(self) -> list[OrganizationRecord]:
         with self._db.read_session() as s:
             return [_org(r) for r in s.scalars(select(OrganizationRow).order_by(OrganizationRow.created_at))]

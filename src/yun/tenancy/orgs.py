@@ -51,6 +51,14 @@ class OrgService:
             raise NotFound(f"no organization {org_id!r}")
         return org
 
+    def resolve(self, ref: str) -> OrganizationRecord:
+        """The organization with this id, else the one with this name (names are unique): operators
+        name orgs either way, on the CLI and in /admin paths."""
+        org = self.orgs.get(ref) or self.orgs.by_name(ref)
+        if org is None:
+            raise NotFound(f"no organization {ref!r} (give an organization id or name)", param="org")
+        return org
+
     def add_member(self, org_id: str, email: str, name: str, role: str) -> MemberRecord:
         if not _EMAIL.match(email):
             raise InvalidRequest("not an email address", param="email")

@@ -7,7 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from yun.api.admin._bounds import FutureInstant, RateLimit
+
 __all__ = [
+    "AdminKeyIn",
+    "ModelIn",
     "CreditIn",
     "FreeAllowanceIn",
     "KeyIn",
@@ -114,4 +118,35 @@ def key_out(record: Any, secret: str | None = None) -> KeyOut:
         revoked_at=record.revoked_at,
         last_used_at=record.last_used_at,
         secret=secret,
+    )
+
+
+# -- admin-only bodies (the CLI is a client of these) -------------------------------------------
+class AdminKeyIn(KeyIn):
+    """A key minted by a platform admin for any organization."""
+
+    platform_admin: bool = Field(default=False, description="A platform-admin key (manages every org)")
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
+    expires_at: FutureInstant | None = None
+
+
+class ModelIn(Strict):
+    """Register a model: exactly one of `file`, `hub` (with `hub_file`) or `url`."""
+
+    id: str = Field(min_length=1, max_length=128, description="The name clients put in `model`")
+    kind: Literal["chat", "embedding"] = "chat"
+    file: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="Path of a GGUF file on the server's machine"
+    )
+    hub: str | None = Field(default=None, min_length=1, max_length=200, description="Hugging Face repo id")
+    hub_file: str | None = Field(default=None, min_length=1, max_length=500, description="GGUF file in the repo")
+    url: str | None = Field(
+        default=None, min_length=1, max_length=2000, description="Base URL of an OpenAI-compatible server"
+    )
+    upstream_model: str | None = Field(default=None, min_length=1, max_length=200)
+    api_key: str | None = Field(default=None, min_length=1, max_length=4096, description="Stored, never shown")
+    license: str | None = Field(default=None, max_length=200)
+    context: int | None = Field(
+        default=None, description="Tokens per request (prompt + output) for this model; default engine.context_per_slot"
     )

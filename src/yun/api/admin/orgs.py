@@ -1,0 +1,126 @@
+"""Admin API: organizations, their keys and their members. Any org is named by id or by name."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from yun.api.admin.deps import OrgDep
+from yun.api.admin.protocol import AdminKeyIn, KeyOut, LimitsIn, MemberIn, OrgIn, OrgOut, key_out
+from yun.api.deps import AdminDep, ServicesDep
+from yun.store import OrganizationRecord
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _org_out(org: OrganizationRecord) -> OrgOut:
+    return OrgOut(id=org.id, name=org.name, created_at=org.created_at, rpm_limit=org.rpm_limit, tpm_limit=org.tpm_limit)
+
+
+@router.post("/orgs", status_code=201)
+async def create_org(body: OrgIn, _: AdminDep, services: ServicesDep) -> OrgOut:
+    org = await asyncio.to_thread(services.org_service.create, body.name, body.rpm_limit, body.tpm_limit)
+    return _org_out(org)
+
+
+@router.get("/orgs")
+async def list_orgs(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    def listing() -> list[dict[str, Any]]:
+        return [
+            {**_org_out(o).model_dump(mode="json"), "balance": services.billing.balance(o.id)}
+            for o in services.orgs.list()
+        ]
+
+    return {"object": "list", "data": await asyncio.to_thread(listing)}
+
+
+@router.get("/orgs/{org}")
+async def get_org(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    return {**_org_out(org).model_dump(mode="json"), "balance": services.billing.balance(org.id)}
+
+
+@router.put("/orgs/{org}/limits")
+async def set_org_limits(org: OrgDep, body: LimitsIn, services: ServicesDep) -> OrgOut:
+    updated = await asyncio.to_thread(services.orgs.set_limits, org.id, body.rpm_limit, body.tpm_limit)
+    services.keys.forget_cache()
+    return _org_out(updated)
+
+
+# -- keys ------------------------------------------------------------------------------------
+@router.post("/orgs/{org}/keys", status_code=201)
+async def create_org_key(org: OrgDep, body: AdminKeyIn, services: ServicesDep) -> KeyOut:
+    issued = await asyncio.to_thread(
+        services.keys.issue,
+        org.id,
+        body.name,
+        platform_admin=body.platform_admin,
+        role=body.role,
+        allowed_models=body.allowed_models,
+        rpm_limit=body.rpm_limit,
+        tpm_limit=body.tpm_limit,
+        expires_at=body.expires_at,
+    )
+    return key_out(issued.record, issued.secret)
+
+
+@router.get("/orgs/{org}/keys")
+async def list_org_keys(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    keys = await asyncio.to_thread(services.keys.repo.list, org.id)
+    return {"object": "list", "data": [key_out(k) for k in keys]}
+
+
+@router.get("/keys")
+async def list_keys(
+    _: AdminDep,
+    services: ServicesDep,
+    org: Annotated[str | None, Query(min_length=1, max_length=200, description="Organization id or name")] = None,
+) -> dict[str, Any]:
+    org_id = None if org is None else (await asyncio.to_thread(services.org_service.resolve, org)).id
+    keys = await asyncio.to_thread(services.keys.repo.list, org_id)
+    return {"object": "list", "data": [key_out(k) for k in keys]}
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, _: AdminDep, services: ServicesDep) -> KeyOut:
+    return key_out(await asyncio.to_thread(services.keys.revoke, key_id))
+
+
+# -- members ---------------------------------------------------------------------------------
+@router.get("/orgs/{org}/members")
+async def list_members(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    members = await asyncio.to_thread(services.org_service.members.list, org.id)
+    return {
+        "object": "list",
+        "data": [{"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role} for m in members],
+    }
+
+
+@router.post("/orgs/{org}/members", status_code=201)
+async def add_member(org: OrgDep, body: MemberIn, services: ServicesDep) -> dict[str, Any]:
+    m = await asyncio.to_thread(services.org_service.add_member, org.id, body.email, body.name, body.role)
+    return {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role}
+
+
+@router.delete("/orgs/{org}/members/{user_id}")
+async def remove_member(org: OrgDep, user_id: str, services: ServicesDep) -> dict[str, str]:
+    await asyncio.to_thread(services.org_service.members.remove, org.id, user_id)
+    return {"removed": user_id}
+
+
+@router.get("/users")
+async def list_users(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Every person with a membership, and the organizations they belong to (with their role in each)."""
+
+    def people() -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for org in services.orgs.list():
+            for m in services.org_service.members.list(org.id):
+                person = found.setdefault(m.user_id, {"user_id": m.user_id, "email": m.email, "memberships": []})
+                person["memberships"].append({"org_id": org.id, "org_name": org.name, "name": m.name, "role": m.role})
+        return sorted(found.values(), key=lambda p: str(p["email"]))
+
+    return {"object": "list", "data": await asyncio.to_thread(people)}
