@@ -147,7 +147,7 @@ def load(db: Database, rows: int, start: datetime, budget_s: float) -> tuple[int
             [{"id": f"org-{i:02d}", "name": f"org {i}", "at": start} for i in range(ORGS)],
         )
         for name in DROPPED_INDEXES:
-            c.exec_driver_sql(f"DROP INDEX {name}")
+            c.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")  # 0004 dropped two already
         c.commit()
         sql = text(_record_sql(dialect))
         while loaded < rows and time.perf_counter() - t0 < budget_s:
@@ -257,6 +257,7 @@ def measure(url: str, rows: int, runs: int, budget_s: float) -> None:
     upgrade(url)
     db = Database(url)
     today = datetime.now(UTC).date()
+    tomorrow = today + timedelta(days=1)  # raw_summary's end is exclusive; UsageQueries.summary's last day is not
     first_day = today - timedelta(days=DAYS)
     start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
     print(f"{db.engine.dialect.name}: loading {rows:,} usage records ...", file=sys.stderr)
@@ -269,7 +270,7 @@ def measure(url: str, rows: int, runs: int, budget_s: float) -> None:
 
     def check(group_by: str, days: int) -> None:
         ours = usage.summary(ORG, today - timedelta(days=days), today, "model" if group_by == "model" else "day")
-        raw = raw_summary(db, ORG, today - timedelta(days=days), today, group_by)
+        raw = raw_summary(db, ORG, today - timedelta(days=days), tomorrow, group_by)
         got = [
             {"key": r.key, "requests": r.requests, "prompt": r.prompt_tokens, "cached": r.cached_tokens}
             | {"completion": r.completion_tokens, "cost": r.cost}
@@ -283,9 +284,9 @@ def measure(url: str, rows: int, runs: int, budget_s: float) -> None:
         for group_by in ("model", "day"):
             check(group_by, days)
             first = today - timedelta(days=days)
-            in_window[days] = sum(r["requests"] for r in raw_summary(db, ORG, first, today, "model"))
+            in_window[days] = sum(r["requests"] for r in raw_summary(db, ORG, first, tomorrow, "model"))
             ours_ms = median_ms(lambda f=first, g=group_by: usage.summary(ORG, f, today, g), runs)
-            raw_ms = median_ms(lambda f=first, g=group_by: raw_summary(db, ORG, f, today, g), runs)
+            raw_ms = median_ms(lambda f=first, g=group_by: raw_summary(db, ORG, f, tomorrow, g), runs)
             table.append((f"summary by {group_by}, {days} days", ours_ms, raw_ms))
     statement = monthly_statement(money, ORG, year, month)
     assert statement.reconciled and statement.line_items, "the benchmark statement must reconcile"

@@ -18,6 +18,7 @@ __all__ = [
     "PermissionDenied",
     "QuotaExceeded",
     "RateLimited",
+    "SecretKeyError",
     "UnsupportedParameter",
     "YunError",
 ]
@@ -131,3 +132,10 @@ class DatabaseUnavailable(YunError):
     """The database cannot be reached or opened (wrong URL, server down, no permission)."""
 
     code = "database_unavailable"
+
+
+class SecretKeyError(YunError):
+    """The key that encrypts secrets at rest is missing, malformed, unreadable or not the one they were
+    encrypted with."""
+
+    code = "secret_key_error"

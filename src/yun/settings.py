@@ -15,7 +15,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_URL", "BillingSettings", "EngineSettings", "ModelDefaults", "ServerSettings", "Settings"]
+__all__ = [
+    "DEFAULT_URL",
+    "BillingSettings",
+    "EngineSettings",
+    "ModelDefaults",
+    "SecretsSettings",
+    "ServerSettings",
+    "Settings",
+]
 
 
 def _default_data_dir() -> Path:
@@ -52,8 +60,13 @@ class ServerSettings(BaseModel):
     log_prompts: bool = False
     """Log prompt and completion text. Off by default: prompts are the tenants' data."""
     gateway_id: str | None = None
-    """Stable name of this gateway process (default host:port). Reservations it leaves open when it
-    crashes are settled when a gateway with the same name starts again."""
+    """Name of this gateway in its lease (default host:port), for operators. The holds a `yun serve`
+    process takes belong to the process itself (a fresh instance id per start), not to this name."""
+    lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """A gateway renews its lease every third of this; one that has not renewed it for this long is
+    taken for dead, and any gateway then settles its open holds (at their last progress) as interrupted.
+    Longer tolerates longer stalls (a paused VM, a database failover) without billing a live stream as
+    interrupted; shorter settles a crashed gateway's holds sooner."""
 
 
 class EngineSettings(BaseModel):
@@ -84,6 +97,15 @@ class BillingSettings(BaseModel):
     so at most this much generation per cut stream goes unbilled; shorter means more writes."""
 
 
+class SecretsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr | None = None
+    """Key that encrypts secrets at rest (upstream API keys): a Fernet key, 32 bytes in URL-safe base64.
+    Unset, Yun uses `secrets.key` in the data dir, created with mode 0600 at first use. Gateways that
+    share a PostgreSQL database need the same key: set it here (`YUN_SECRETS__KEY`) on each."""
+
+
 class ModelDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +133,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     url: str | None = None
     """The Yun server the `yun` CLI talks to (YUN_URL). Unset: the one `yun login` stored, else
     http://127.0.0.1:8000."""
@@ -152,6 +175,10 @@ class Settings(BaseSettings):
     @property
     def gateway_id(self) -> str:
         return self.server.gateway_id or f"{socket.gethostname()}:{self.server.port}"
+
+    @property
+    def secrets_key_file(self) -> Path:
+        return self.data_dir / "secrets.key"
 
     @property
     def model_cache_dir(self) -> Path:

@@ -220,6 +220,8 @@ def test_logs_hold_no_secrets_or_prompts(server: YunServer, client: openai.OpenA
 
 
 def test_restart_reuses_cache_and_prints_no_new_key(server: YunServer) -> None:
+    # Stopped first: a second `yun serve` on a data dir in use is refused (tests/integration/test_serve_start.py).
+    server.stop()
     second = _server(server.root, data_dir=server.data_dir, admin_key=server.admin_key)
     try:
         second.start()

@@ -27,7 +27,7 @@ async def test_foreign_keys_cannot_reach_another_tenant(yun: Harness) -> None:
     a_key_id = a_keys[0]["id"]
     a_member = (
         await yun.http.post("/v1/organization/members", json={"email": "ann@a.example", "role": "member"}, headers=ha)
-    ).json()["user_id"]
+    ).json()["id"]
 
     # Reads show only B's own data.
     b_keys = (await yun.http.get("/v1/organization/keys", headers=hb)).json()["data"]
@@ -48,7 +48,7 @@ async def test_foreign_keys_cannot_reach_another_tenant(yun: Harness) -> None:
     statement = (await yun.http.get(f"/v1/organization/statements/{month}", headers=hb)).json()
     assert org_a not in str(statement) and "tiny" not in str(statement)
     members = (await yun.http.get("/v1/organization/members", headers=hb)).json()["data"]
-    assert a_member not in {m["user_id"] for m in members}
+    assert a_member not in {m["id"] for m in members}
 
     # Writes aimed at A's resources are not found.
     assert (await yun.http.delete(f"/v1/organization/keys/{a_key_id}", headers=hb)).status_code == 404

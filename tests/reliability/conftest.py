@@ -1,8 +1,9 @@
 """Reliability tier: real `yun serve` processes on 127.0.0.1, pushed hard, killed with SIGKILL, and audited.
 
-`ReliabilityServer` is the shared `yun serve` launcher (tests/support/server.py) with the tiny model and a
-fixed gateway id: killed and started again on the same data dir and port, crash recovery settles what
-the dead process left open.
+`ReliabilityServer` is the shared `yun serve` launcher (tests/support/server.py) with the tiny model:
+killed and started again on the same data dir and port, the restarted server holds the data dir's
+lock, so no other gateway can be alive on its SQLite database, and its crash recovery settles what the
+dead process left open before it serves.
 `audit_ledger` opens the SQLite file directly and checks the money invariants of ARCHITECTURE.md
 exactly, to the nanodollar, across every organization in the database.
 """

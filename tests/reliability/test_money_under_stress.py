@@ -345,7 +345,7 @@ def test_sigkill_during_streaming_loses_nothing_and_bills_nothing_twice(tmp_path
         for round_ in range(1, KILL_ROUNDS + 1):
             results = asyncio.run(_stream_load_then_kill(server, key, round_, rng))
             all_results += results
-            server.start()  # same data dir, port and gateway id: recovery runs before it serves
+            server.start()  # same data dir and port: recovery of the dead server's holds runs before it serves
 
             audit = audit_ledger(server.db_path)  # every invariant, cumulative over all rounds so far
             records = audit.of_org(org)

@@ -202,8 +202,8 @@ async def test_recovery_after_a_crash_mid_stream_bills_the_recorded_progress(
     assert progress[0] == PROMPT and 0 < progress[1] < LONG // 2
 
     gateway.billing.money.add_price(MODEL, 10**10, 10**10, 10**10)  # dearer; the hold keeps version 1
-    restarted = BillingService(db, "gw-1")
-    assert await asyncio.to_thread(restarted.recover) == 1
+    restarted = BillingService(db, "gw-2")  # the next process: a new instance, alone on the database
+    assert await asyncio.to_thread(restarted.recover, exclusive=True) == 1
     _, record = stored(db, request_id)
     assert record is not None and record["status"] == "interrupted"
     assert (record["prompt_tokens"], record["completion_tokens"]) == progress

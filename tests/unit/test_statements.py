@@ -266,7 +266,7 @@ def test_usage_summary_reads_rollups_by_model_and_day(
     today = datetime.now(UTC).date()
     usage = UsageQueries(money)
 
-    by_model = usage.summary("org-a", today - timedelta(days=29), today + timedelta(days=1), "model")
+    by_model = usage.summary("org-a", today - timedelta(days=29), today, "model")
     assert [r.key for r in by_model] == ["m-big", "m-small"]
     small = by_model[1]
     assert (small.requests, small.prompt_tokens, small.cached_tokens, small.input_tokens) == (1, 1000, 200, 800)
@@ -274,15 +274,15 @@ def test_usage_summary_reads_rollups_by_model_and_day(
     assert (small.input_cost, small.cached_input_cost, small.output_cost) == (120_000, 15_000, 300_000)
     assert small.cost == 435_000 and small.to_dict()["cost_usd"] == "0.000435000"
 
-    (day,) = usage.summary("org-a", today, today + timedelta(days=1), "day")
+    (day,) = usage.summary("org-a", today, today, "day")  # both days are included: today alone is today
     assert day.key == today.isoformat() and day.requests == 2 and day.cost == 435_000 + by_model[0].cost
-    assert usage.summary("org-a", today - timedelta(days=30), today, "day") == []  # end is exclusive
+    assert usage.summary("org-a", today - timedelta(days=30), today - timedelta(days=1), "day") == []
 
     # Rollups alone answer: deleting the raw records changes nothing (and org-b's usage never appears).
     with db.engine.begin() as c:
         c.execute(delete(UsageRow.__table__))
-    assert usage.summary("org-a", today - timedelta(days=29), today + timedelta(days=1), "model") == by_model
-    (b,) = usage.summary("org-b", today, today + timedelta(days=1))
+    assert usage.summary("org-a", today - timedelta(days=29), today, "model") == by_model
+    (b,) = usage.summary("org-b", today, today)
     assert (b.key, b.requests, b.cost) == ("m-small", 1, 5 * 150 + 5 * 600)
 
 

@@ -6,11 +6,13 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from yun.errors import AuthenticationFailed, InvalidRequest, NotFound
 from yun.store import Database, KeyRepository, ModelRecord, ModelRepository, OrganizationRepository, upgrade
 from yun.store.money import HoldRequest, MoneyRepository
+from yun.store.secrets import SecretBox
 from yun.tenancy import DEFAULT_ORG, KeyService
 
 
@@ -66,7 +68,7 @@ def test_revoked_and_expired_keys_are_refused(db: Database) -> None:
 
 
 def test_model_repository_roundtrip(db: Database) -> None:
-    repo = ModelRepository(db)
+    repo = ModelRepository(db, SecretBox(Fernet.generate_key(), "a test key"))
     added = repo.add(ModelRecord(id="m1", kind="chat", source="external", url="http://x", card={"a": 1}))
     assert added.created_at is not None
     got = repo.get("m1")

@@ -69,8 +69,10 @@ def stored_progress(db: Database, request_id: str) -> tuple[int, int]:
 
 
 def restart(db: Database) -> BillingService:
-    """A new process of the same gateway: no cached prices, no memory of the requests it served."""
-    return BillingService(db, GATEWAY)
+    """A new gateway process after the crash (a new instance: no cached prices, no memory of the requests
+    the dead one served). Its `recover(exclusive=True)` is what `yun serve` runs at start on SQLite,
+    under the data-dir lock; tests/unit/test_leases.py covers recovery by lease on both databases."""
+    return BillingService(db, "gw-restarted")
 
 
 def records(money: MoneyRepository) -> dict[str, dict[str, object]]:
@@ -109,7 +111,7 @@ def test_recovery_bills_the_last_progress_at_the_holds_price_version(db: Databas
     billing.set_price(MODEL, "25000", "90000")  # V2, after the holds: must not apply to them
     assert billing.price(MODEL) is not None and billing.price(MODEL).version == 2  # type: ignore[union-attr]
 
-    assert restart(db).recover() == 2
+    assert restart(db).recover(exclusive=True) == 2
     got = records(billing.money)
     assert got[cut.request_id]["status"] == "interrupted"
     assert (got[cut.request_id]["prompt_tokens"], got[cut.request_id]["completion_tokens"]) == (43, 27)
@@ -130,7 +132,7 @@ def test_recovery_prices_recorded_cached_tokens_as_cached_input(db: Database, bi
     billing.money.post("org-a", "grant", USD, "g1")
     h = hold(billing)
     assert billing.record_progress(h, 48, 20, cached_tokens=32).result(timeout=30) is True
-    assert restart(db).recover() == 1
+    assert restart(db).recover(exclusive=True) == 1
     rec = records(billing.money)[h.request_id]
     assert (rec["prompt_tokens"], rec["completion_tokens"], rec["cached_tokens"]) == (48, 20, 32)
     cached_cost = math.ceil(Fraction(32 * V1[2], 1_000_000))
@@ -144,7 +146,7 @@ def test_recovery_uses_free_tokens_first(db: Database, billing: BillingService) 
     h = hold(billing)
     assert h.free_tokens == 30
     progress(billing, h, 40, 25)
-    assert restart(db).recover() == 1
+    assert restart(db).recover(exclusive=True) == 1
     rec = records(billing.money)[h.request_id]
     # 30 free tokens cover the 25 output tokens, then 5 of the 40 input tokens.
     assert (rec["free_tokens"], rec["cost"]) == (30, cost_of(V1, 35, 0))
@@ -165,7 +167,7 @@ def test_recovery_never_charges_more_than_the_hold(db: Database, billing: Billin
     # keeps the invariant local to the settlement anyway.
     progress(billing, h, 500, 900)
     assert cost_of(V1, 500, 900) > h.amount
-    assert restart(db).recover() == 1
+    assert restart(db).recover(exclusive=True) == 1
     rec = records(billing.money)[h.request_id]
     assert (rec["status"], rec["completion_tokens"], rec["cost"]) == ("interrupted", 900, h.amount)
     assert billing.money.balance("org-a") == (0, 0)
@@ -184,9 +186,9 @@ def test_progress_after_settlement_changes_nothing_and_recovery_twice_bills_once
     assert stored_progress(db, h.request_id) == (40, 9)
     cut = hold(billing)
     progress(billing, cut, 40, 11)
-    assert restart(db).recover() == 1
+    assert restart(db).recover(exclusive=True) == 1
     assert progress(billing, cut, 40, 50) is False
-    assert restart(db).recover() == 0  # nothing open: a second start bills nothing again
+    assert restart(db).recover(exclusive=True) == 0  # nothing open: a second start bills nothing again
     got = records(billing.money)
     assert len(got) == 2
     assert (got[h.request_id]["status"], got[h.request_id]["completion_tokens"]) == ("ok", 30)

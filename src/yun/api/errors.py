@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from yun.api.openapi import document_errors
 from yun.errors import (
     AuthenticationFailed,
     ClientDisconnected,
@@ -118,7 +119,9 @@ def validation_message(errors: list[Any]) -> tuple[str, str | None]:
     if not errors:
         return "Invalid request body.", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # where the value was is clear from the request; `param` names the field
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request. (The body must be valid JSON.)", None
     param = ".".join(loc) or None
@@ -162,6 +165,7 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("The server had an error while processing your request.", "server_error"), status_code=500
         )
 
+    document_errors(app)
     app.add_exception_handler(YunError, on_yun)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ValidationError, on_validation)

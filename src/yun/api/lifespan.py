@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Literal
 
 from fastapi import FastAPI
@@ -55,23 +59,73 @@ async def sync_deployments(services: Services) -> None:
 
 
 async def _keep_in_sync(services: Services) -> None:
-    stale_after = services.settings.engine.request_timeout_s * 2
     while True:
         await asyncio.sleep(services.settings.engine.health_interval_s * 2)
         try:
             await sync_deployments(services)
             await asyncio.to_thread(services.keys.flush_last_used)
-            # A gateway that died and never came back leaves holds no request can still settle.
-            await asyncio.to_thread(services.billing.recover, stale_after_s=stale_after)
+            # A gateway that died (its lease expired) leaves holds no request of its own can still settle.
+            await asyncio.to_thread(_recover, services, False)
         except Exception:  # noqa: BLE001 - a bad catalog row must not stop the loop that serves the rest
             log.exception("catalog sync failed")
+
+
+def _recover(services: Services, exclusive: bool) -> int:
+    """Settle the holds of dead gateways (never a live one's: see BillingService.recover), then forget
+    the dead instances that own nothing any more."""
+    settled = services.billing.recover(
+        exclusive=exclusive, orphaned_after_s=services.settings.engine.request_timeout_s * 2
+    )
+    services.instances.forget_dead(exclusive_of=services.instance_id if exclusive else None)
+    return settled
+
+
+def _lease(services: Services, *, renew: bool) -> bool:
+    """Register this gateway's lease, or renew it; False if it had lapsed (it is then registered again)."""
+    if renew and services.instances.renew(services.instance_id, services.settings.server.lease_s):
+        return True
+    services.instances.register(
+        services.instance_id,
+        services.settings.gateway_id,
+        socket.gethostname(),
+        os.getpid(),
+        services.settings.server.lease_s,
+    )
+    return not renew
+
+
+async def _keep_lease(services: Services) -> None:
+    """Renew this gateway's lease three times per lease period, off the event loop, on a thread of its own:
+    a renewal never waits behind slow work (reports, recovery) queued on the shared thread pool."""
+    loop = asyncio.get_running_loop()
+    renewer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yun-lease")
+    try:
+        while True:
+            await asyncio.sleep(services.settings.server.lease_s / 3)
+            try:
+                renewed = await loop.run_in_executor(renewer, partial(_lease, services, renew=True))
+            except Exception:  # noqa: BLE001 - the next renewal tries again; the lease outlasts a few misses
+                log.exception("renewing the gateway lease failed")
+                continue
+            if not renewed:
+                log.warning(
+                    "this gateway's lease had expired and was taken for dead; requests it had open may have "
+                    "been settled as interrupted by another gateway (never twice)"
+                )
+    finally:
+        renewer.shutdown(wait=False)  # a renewal in flight finishes on its own; the loop never waits for it
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
-    # Reservations this gateway left open when it last died are settled before it takes new work.
-    await asyncio.to_thread(services.billing.recover)
+    # This process's lease first, renewed from now on (a model load can outlast a short lease): every hold
+    # it takes belongs to it, and no other gateway touches them while the lease is renewed.
+    await asyncio.to_thread(_lease, services, renew=False)
+    lease = asyncio.create_task(_keep_lease(services), name="yun-gateway-lease")
+    # Reservations left open by gateways that died are settled before this one takes new work. Under
+    # the data-dir lock of an embedded database no other gateway can be alive, so that is all of them.
+    await asyncio.to_thread(_recover, services, services.exclusive)
     # Holds and settlements of an embedded database are group-committed on this loop (see money_path).
     services.db.money_writer.bind_loop(asyncio.get_running_loop())
     await sync_deployments(services)
@@ -92,4 +146,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await task
         await services.cluster.stop()
         await asyncio.to_thread(services.keys.flush_last_used)
+        # A clean stop leaves nothing for recovery: what is queued is written, what a request left open
+        # is settled at its last progress, and only then does the lease end.
+        services.db.money_writer.bind_loop(None)
+        await asyncio.to_thread(services.billing.settle_own)
+        lease.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lease
+        await asyncio.to_thread(services.instances.end, services.instance_id)
         services.db.dispose()

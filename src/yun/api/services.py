@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from yun.billing import BillingService
 from yun.billing.statements import Statement, monthly_statement
@@ -12,11 +13,22 @@ from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
 from yun.metering.usage import UsageQueries
 from yun.settings import Settings
-from yun.store import Database, KeyRepository, MemberRepository, ModelRepository, OrganizationRepository, upgrade
-from yun.tenancy import KeyService
+from yun.store import (
+    Database,
+    InstanceRepository,
+    KeyRepository,
+    MemberRepository,
+    ModelRepository,
+    OrganizationRepository,
+    new_instance_id,
+    setup_lock,
+    upgrade,
+)
+from yun.store.secrets import load_key
+from yun.tenancy import DEFAULT_ORG, KeyService
 from yun.tenancy.orgs import OrgService
 
-__all__ = ["Services", "build_services"]
+__all__ = ["Services", "bootstrap", "build_services"]
 
 
 @dataclass
@@ -32,16 +44,39 @@ class Services:
     billing: BillingService
     usage: UsageQueries
     gateway: Gateway
+    instances: InstanceRepository
+    instance_id: str
+    """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
+    exclusive: bool = False
+    """True once `yun serve` holds the data-dir lock over an embedded (SQLite) database: no other gateway
+    can be alive on it, so every hold not this process's own was left by a dead one."""
 
     def statements(self, org_id: str, year: int, month: int) -> Statement:
         return monthly_statement(self.billing.money, org_id, year, month)
 
 
+def _private_data_dir(data_dir: Path) -> None:
+    """The data dir holds the database, the secrets key and replica logs: this user's alone. It is created
+    0700; one that already holds Yun's files (made by an older Yun, 0755) is tightened too, but a
+    directory that is not Yun's own is left as it is."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if any((data_dir / name).exists() for name in ("yun.db", "secrets.key")):
+        data_dir.chmod(0o700)
+
+
 def build_services(settings: Settings) -> Services:
     """Open the database (migrating it) and wire the services together."""
+    _private_data_dir(settings.data_dir)
     url = settings.resolved_database_url
     upgrade(url)
     db = Database(url)
+    key = settings.secrets.key
+    try:
+        models = ModelRepository(db, load_key(key.get_secret_value() if key else None, settings.secrets_key_file))
+        models.seal_plaintext()  # secrets written before encryption; fails here, clearly, on a wrong key
+    except BaseException:
+        db.dispose()
+        raise
     e = settings.engine
     tuning = EngineTuning(
         threads=e.threads,
@@ -53,7 +88,9 @@ def build_services(settings: Settings) -> Services:
     )
     cluster = LocalCluster(tuning, settings.data_dir / "logs", health_interval_s=e.health_interval_s)
     metrics = Metrics()
-    billing = BillingService(db, settings.gateway_id)
+    instance_id = new_instance_id()
+    # The operator's own organization (it owns the bootstrap key) is metered, never refused for quota.
+    billing = BillingService(db, instance_id, internal_orgs=frozenset({DEFAULT_ORG}))
     limiter: RateLimitStore = RedisRateLimitStore(settings.redis_url) if settings.redis_url else MemoryRateLimitStore()
     return Services(
         settings=settings,
@@ -61,7 +98,7 @@ def build_services(settings: Settings) -> Services:
         orgs=OrganizationRepository(db),
         org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
         keys=KeyService(KeyRepository(db)),
-        catalog=Catalog(ModelRepository(db), settings.model_cache_dir),
+        catalog=Catalog(models, settings.model_cache_dir),
         cluster=cluster,
         metrics=metrics,
         billing=billing,
@@ -74,4 +111,17 @@ def build_services(settings: Settings) -> Services:
             log_prompts=settings.server.log_prompts,
             progress_interval_s=settings.billing.progress_interval_s,
         ),
+        instances=InstanceRepository(db),
+        instance_id=instance_id,
     )
+
+
+def bootstrap(services: Services) -> str | None:
+    """Create the default organization and, on a database with no API key at all, the first platform-admin
+    key, whose secret is returned (to be shown once; only its hash is kept). Under the setup lock, so
+    that of several gateways started together on a blank database exactly one mints it."""
+    with setup_lock(services.db.url):
+        services.orgs.get_or_create(DEFAULT_ORG, "default")
+        if services.keys.repo.count() > 0:
+            return None
+        return services.keys.issue(DEFAULT_ORG, "bootstrap admin", platform_admin=True).secret

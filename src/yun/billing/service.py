@@ -60,9 +60,16 @@ class Outcome:
 
 
 class BillingService:
-    def __init__(self, db: Database, gateway_id: str) -> None:
+    def __init__(self, db: Database, gateway_id: str, internal_orgs: frozenset[str] = frozenset()) -> None:
         self.money = MoneyRepository(db)
         self.gateway_id = gateway_id
+        """The owner written on every hold: this process's gateway instance id (see store/instances.py)."""
+        self.internal_orgs = internal_orgs
+        """The platform operator's own organizations. Their requests are metered in full (usage records
+        with the engine's tokens and the list-price cost, a `charge` in the ledger) but hold nothing and
+        are never refused for quota: each charge is covered, in the same transaction, by an `internal`
+        ledger entry of the same amount, so the balance stays what credits made it, and equal to the
+        ledger's sum, and never goes below zero."""
         self._prices: dict[str, PriceRecord] = {}
         self._allowances: dict[tuple[str, str], int] = {}
         self._versions: dict[tuple[str, int], PriceRecord] = {}
@@ -105,8 +112,11 @@ class BillingService:
     ) -> HoldRequest:
         price = self.price(model_id)
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
+        internal = org_id in self.internal_orgs
 
         def amount_for(free: int) -> int:
+            if internal:
+                return 0  # internal use holds nothing: its charge is covered at settlement
             # No cached tokens assumed: cached input is never dearer than input, so this is an upper bound.
             return charge(triple, est.prompt_tokens, 0, est.max_output_tokens, free).total
 
@@ -119,7 +129,7 @@ class BillingService:
             gateway_id=self.gateway_id,
             price_version=None if price is None else price.version,
             free_tokens_wanted=est.prompt_tokens + est.max_output_tokens,
-            free_allowance=self.allowance(org_id, model_id),
+            free_allowance=0 if internal else self.allowance(org_id, model_id),
             month=datetime.now(UTC).strftime("%Y-%m"),
             amount_for=amount_for,
             prompt_tokens=est.prompt_tokens,
@@ -164,7 +174,8 @@ class BillingService:
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
         c = charge(triple, out.prompt_tokens, out.cached_tokens, out.completion_tokens, hold.free_tokens)
         input_cost, cached_cost, output_cost = c.input_cost, c.cached_input_cost, c.output_cost
-        if c.total > hold.amount:
+        internal = hold.org_id in self.internal_orgs
+        if c.total > hold.amount and not internal:
             # Cannot happen while estimates are upper bounds; if it does, the balance invariant wins and
             # the difference is logged for an operator rather than overdrawing the tenant.
             log.error(
@@ -185,6 +196,7 @@ class BillingService:
             input_cost=input_cost,
             cached_input_cost=cached_cost,
             output_cost=output_cost,
+            internal=internal,
         )
 
     def settle(self, hold: HoldRecord, out: Outcome) -> tuple[int, Future[bool]]:
@@ -253,9 +265,11 @@ class BillingService:
         }
 
     # -- crash recovery ------------------------------------------------------------------------
-    def recover(self, *, stale_after_s: float | None = None) -> int:
-        """Settle reservations left open by a crash of this gateway (or, with `stale_after_s`, by any
-        gateway that has been gone that long), as `interrupted`.
+    def recover(self, *, exclusive: bool = False, orphaned_after_s: float = 1200.0) -> int:
+        """Settle, as `interrupted`, the reservations left open by gateways that are dead: their lease
+        expired, or (holds whose owner has no lease, written before leases existed) they are older than
+        `orphaned_after_s`. With `exclusive`, this gateway holds the database alone (SQLite under the
+        data-dir lock), so every hold but its own was left by a dead process. Never a live gateway's.
 
         Each is billed for the tokens last recorded on it while it ran (`record_progress`): an aborted
         stream is billed for what was generated, and those tokens were generated and sent to the client
@@ -265,10 +279,19 @@ class BillingService:
         bill only counts that were written down. Cached prompt tokens are priced as cached input, as a
         normal settlement prices them. A hold with nothing recorded
         (a stream cut within its first progress interval, a request that was not streamed) settles at zero."""
-        if stale_after_s is None:
-            holds = self.money.open_holds(gateway_id=self.gateway_id)
-        else:
-            holds = self.money.open_holds(older_than=datetime.now(UTC) - timedelta(seconds=stale_after_s))
+        now = datetime.now(UTC)
+        holds = self.money.dead_holds(
+            now, now - timedelta(seconds=orphaned_after_s), exclusive_of=self.gateway_id if exclusive else None
+        )
+        return self._settle_interrupted(holds, "left open by an interrupted gateway")
+
+    def settle_own(self) -> int:
+        """At a clean shutdown: settle, at their last progress, the holds this gateway still has open (a
+        request cut by the shutdown), so that its lease can end with nothing left for recovery."""
+        own = self.money.open_holds(gateway_id=self.gateway_id)
+        return self._settle_interrupted(own, "cut by this gateway's shutdown")
+
+    def _settle_interrupted(self, holds: list[HoldRecord], by: str) -> int:
         settled = 0
         for hold in holds:
             prompt, completion = hold.progress_prompt_tokens, hold.progress_completion_tokens
@@ -276,5 +299,5 @@ class BillingService:
             done, _ = self.settle_now(hold, Outcome("", prompt, completion, cached, "interrupted", 0.0, None))
             settled += done
         if settled:
-            log.warning("settled %d reservation(s) left open by an interrupted gateway", settled)
+            log.warning("settled %d reservation(s) %s", settled, by)
         return settled

@@ -12,11 +12,13 @@ from yun.catalog.gguf_info import read_gguf_card
 from yun.errors import InvalidRequest, ModelNotFound, ModelSourceMissing
 from yun.store import ModelRecord, ModelRepository
 
-__all__ = ["DEFAULT_CHAT_MODEL", "DEFAULT_EMBEDDING_MODEL", "Catalog", "ModelKind"]
+__all__ = ["DEFAULT_CHAT_MODEL", "DEFAULT_EMBEDDING_MODEL", "EXTERNAL_SOURCE", "Catalog", "ModelKind"]
 
 ModelKind = Literal["chat", "embedding"]
 DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+EXTERNAL_SOURCE = "external OpenAI-compatible server"
+"""What a model card says of an external model's origin: never its address."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
@@ -94,10 +96,12 @@ class Catalog:
         Needs a network; on an offline machine the hub library fails and we say so plainly.
         """
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+        from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
         try:
             local = hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=str(self.cache_dir / "hub"))
+        except HFValidationError as exc:  # a malformed repo id or file name: the caller's mistake
+            raise InvalidRequest(f"not a hub repository and file: {exc}", param="hub") from exc
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
             raise ModelSourceMissing(f"could not fetch {repo_id}/{filename} from the hub: {exc}") from exc
         return self.add_local(
@@ -122,7 +126,8 @@ class Catalog:
         card: dict[str, Any] = {
             "name": upstream_model or model_id,
             "kind": kind,
-            "source": f"external OpenAI-compatible server {url}",
+            # The card is public: the address (and any credentials in it) stays in `url`, for operators.
+            "source": EXTERNAL_SOURCE,
             "context_length": context_length,
             "format": "remote",
         }

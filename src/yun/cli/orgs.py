@@ -89,8 +89,8 @@ def members_list(org: Org, json: Json = False) -> None:
     if json:
         print_json(found)
         return
-    rows = ([m["user_id"], m["email"], m["name"], m["role"]] for m in found["data"])
-    print_table(["user id", "email", "name", "role"], rows)
+    rows = ([m["id"], m["email"], m["name"], m["role"]] for m in found["data"])
+    print_table(["member id", "email", "name", "role"], rows)
 
 
 @members_app.command("add")
@@ -103,15 +103,17 @@ def members_add(
     """Add a person to an organization with a role."""
     with connect() as client:
         m = client.post(path("admin", "orgs", org, "members"), {"email": email, "name": name, "role": role})
-    say(f"{m['user_id']} {m['email']} is {m['role']}")
+    say(f"{m['id']} {m['email']} is {m['role']}")
 
 
 @members_app.command("remove")
-def members_remove(org: Org, user_id: Annotated[str, typer.Argument(help="User id from `yun members list`.")]) -> None:
+def members_remove(
+    org: Org, member_id: Annotated[str, typer.Argument(help="Member id from `yun members list`.")]
+) -> None:
     """Remove a person from an organization (their other organizations keep them)."""
     with connect() as client:
-        client.delete(path("admin", "orgs", org, "members", user_id))
-    say(f"removed {user_id}")
+        client.delete(path("admin", "orgs", org, "members", member_id))
+    say(f"removed {member_id}")
 
 
 @users_app.command("list")
@@ -123,8 +125,8 @@ def users_list(json: Json = False) -> None:
         print_json(found)
         return
     rows = (
-        [u["user_id"], u["email"], m["org_id"], m["org_name"], m["name"], m["role"]]
+        [u["email"], m["org_id"], m["org_name"], m["member_id"], m["name"], m["role"]]
         for u in found["data"]
         for m in u["memberships"]
     )
-    print_table(["user id", "email", "org", "org name", "name there", "role"], rows)
+    print_table(["email", "org", "org name", "member id", "name there", "role"], rows)

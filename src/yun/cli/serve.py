@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -50,10 +52,7 @@ def serve(
 
     The first start creates the database (SQLite in the data dir unless --database says otherwise)
     and prints a platform-admin key once: give it to `yun login`."""
-    import uvicorn
-
-    from yun.api import build_services, create_app
-    from yun.tenancy import DEFAULT_ORG
+    from yun.cli._serving import bind_socket, lock_data_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "gguf", "alembic"):
@@ -65,32 +64,63 @@ def serve(
         server={"host": host, "port": port},
         defaults=None if default_models else {"chat": False, "embedding": False},
     )
+    # Before anything is touched (database, holds, model processes), a start that cannot serve stops here:
+    # the data dir in use by another `yun serve`, or the port taken (CannotServe: one line, exit status 1).
+    lock = lock_data_dir(settings.data_dir)
+    try:
+        sock = bind_socket(settings.server.host, settings.server.port)
+    except BaseException:
+        lock.close()
+        raise
+    try:
+        _serve(settings, sock)
+    finally:
+        sock.close()
+        lock.close()
+
+
+def _serve(settings: Settings, sock: socket.socket) -> None:
+    import uvicorn
+
+    from yun.api import bootstrap, build_services, create_app
+    from yun.cli._serving import AnnouncingServer, bound_port
+
+    port = bound_port(sock)
+
     services = build_services(settings)
-    services.orgs.get_or_create(DEFAULT_ORG, "default")
-    if services.keys._keys.count() == 0:
-        issued = services.keys.issue(DEFAULT_ORG, "bootstrap admin", platform_admin=True)
+    services.exclusive = _database_in(settings)
+    secret = bootstrap(services)
+    if secret is not None:
         Console().print(
             Panel(
-                f"[bold]{issued.secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
-                f"its hash. Store it somewhere safe, then: yun login http://{_local(settings)}:"
-                f"{settings.server.port}",
+                f"[bold]{secret}[/bold]\n\nThis platform-admin API key is shown only now; Yun keeps only "
+                f"its hash. Store it somewhere safe, then: yun login http://{_local(settings)}:{port}",
                 title="bootstrap admin key",
             )
         )
     _prepare_models(services, settings)
-    Console().print(
-        f"Yun listening on http://{settings.server.host}:{settings.server.port}/v1 (data in {settings.data_dir})"
-    )
-    uvicorn.run(
+    url = f"http://{settings.server.host}:{port}/v1"
+    config = uvicorn.Config(
         create_app(settings, services),
-        host=settings.server.host,
-        port=settings.server.port,
         log_level="warning",
         access_log=False,
         # Yun reads no client address (no IP allow-lists, no access log), so X-Forwarded-* parsing,
         # one more middleware on every request, buys nothing.
         proxy_headers=False,
     )
+    # "listening" is printed once the server accepts connections on `sock`, never before.
+    server = AnnouncingServer(config, lambda: Console().print(f"Yun listening on {url} (data in {settings.data_dir})"))
+    server.run(sockets=[sock])
+
+
+def _database_in(settings: Settings) -> bool:
+    """Whether the database is a SQLite file inside the locked data dir: then no other gateway can be
+    alive on it, and every hold left open there is a dead process's."""
+    url = settings.resolved_database_url
+    if not url.startswith("sqlite"):
+        return False
+    path = url.split("///", 1)[-1]
+    return bool(path) and path != ":memory:" and Path(path).resolve().parent == settings.data_dir.resolve()
 
 
 def _local(settings: Settings) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["EngineTuning", "ReplicaSpec"]
@@ -25,8 +25,9 @@ class ReplicaSpec:
     model_id: str
     kind: Literal["chat", "embedding"]
     path: str | None = None
-    url: str | None = None
-    api_key: str | None = None
+    url: str | None = field(default=None, repr=False)
+    """An external server's address; it may carry credentials, so it is left out of repr (logs)."""
+    api_key: str | None = field(default=None, repr=False)
     upstream_model: str | None = None
     """Model name to send upstream (external servers); llama.cpp replicas ignore it."""
     replicas: int = 1

@@ -7,11 +7,17 @@ HTTP parser costs a fraction of httpx's CPU per request (measured with bench/gat
 
 from __future__ import annotations
 
+import base64
+import email.utils
 import json
 import logging
-from collections.abc import AsyncIterator
+import math
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -21,11 +27,16 @@ from aiohttp.tracing import Trace
 
 from yun.engines.base import JSON
 from yun.engines.forced_tools import force_tool_call
+from yun.engines.urls import split_credentials
 from yun.errors import (
     ContextLengthExceeded,
     EngineFailure,
     EngineUnavailable,
     InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
 )
 
 __all__ = ["OpenAIHTTPEngine"]
@@ -62,14 +73,63 @@ def _error_message(status: int, raw: bytes) -> tuple[str, str]:
     return str(err), ""
 
 
-def _raise_for(status: int, raw: bytes, name: str) -> None:
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I)
+
+
+def _scrub(message: str, secrets: tuple[str, ...]) -> str:
+    """The upstream's message without its address or credentials: tenants never see where a model is
+    served from, nor the key Yun uses there (issue 10, item 14)."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[redacted]")
+    return _URL.sub("[url]", message)[:1000]
+
+
+def _retry_after_s(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); infinity if absent or unreadable."""
+    if not value:
+        return math.inf
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return math.inf
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _raise_for(status: int, raw: bytes, name: str, headers: Mapping[str, str], secrets: tuple[str, ...] = ()) -> None:
+    """Translate an error answer into the domain error of the same class: what the upstream refused as the
+    client's fault stays the client's (4xx, with the upstream's own message, scrubbed); what failed on
+    its side is a server error here (502 for a failure, 503 for an outage)."""
     if status < 400:
         return
     message, kind = _error_message(status, raw)
+    message = _scrub(message, secrets)
     lowered = f"{message} {kind}".lower()
     if any(m in lowered for m in _CONTEXT_MARKERS):
         raise ContextLengthExceeded(message or "the input is longer than the model's context")
-    if status in (400, 422):
+    if status == 429:
+        retry_after = headers.get("Retry-After")
+        extra = {"Retry-After": retry_after} if retry_after and _retry_after_s(retry_after) < math.inf else {}
+        raise RateLimited(
+            message or f"the upstream server of {name} is rate limiting requests; retry later",
+            retry_after_s=_retry_after_s(retry_after),
+            headers=extra,
+        )
+    if status in (401, 403):
+        # The credentials are Yun's (the operator's upstream key), not the client's: the client's key was
+        # accepted. Still refused, as the upstream said, but never as "your API key is wrong".
+        raise PermissionDenied(f"the upstream server of {name} refused the request ({status}): {message}")
+    if status == 404:
+        raise NotFound(message or f"the upstream server of {name} has no such model or endpoint")
+    if status == 413:
+        raise PayloadTooLarge(message or "the request is too large for the upstream server")
+    if status < 500:
         raise InvalidRequest(message or "the engine refused the request")
     if status in (502, 503, 504):
         raise EngineUnavailable(f"engine {name} is unavailable ({status})")
@@ -112,9 +172,21 @@ class OpenAIHTTPEngine:
     ) -> None:
         self.name = name
         self._keep_alive = keep_alive
-        self.base_url = base_url.rstrip("/")
         self._llamacpp = llamacpp
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Both forms an operator may give work: `http://host:port` and `http://host:port/v1` (as the
+        # openai client takes it); paths here start at `/v1/...`. Credentials in the URL
+        # (`http://user:pass@host`) are sent as HTTP basic auth, unless an API key is given, which wins:
+        # one Authorization header only, and never part of the address this engine keeps or prints.
+        bare, credentials = split_credentials(base_url.rstrip("/"))
+        auth: str | None = f"Bearer {api_key}" if api_key else None
+        if credentials is not None and auth is None:
+            auth = "Basic " + base64.b64encode(":".join(credentials).encode()).decode("ascii")
+        self.base_url = bare.rstrip("/").removesuffix("/v1")
+        # What an upstream's error message must not pass on to tenants (see `_scrub`).
+        given = urlsplit(base_url)
+        password = credentials[1] if credentials else None  # unquoted, and as given (quoted) below
+        self._secrets = tuple(s for s in (api_key, password, given.password, base_url, given.netloc) if s)
+        self._headers = {"Authorization": auth} if auth else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=5.0)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -188,13 +260,14 @@ class OpenAIHTTPEngine:
             async with await self._post(path, body) as response:
                 raw = await response.read()
                 status = response.status
+                headers = response.headers
         except TimeoutError as exc:
             raise EngineFailure(f"engine {self.name} timed out") from exc
         except aiohttp.ClientConnectorError as exc:
             raise EngineUnavailable(f"engine {self.name} is unreachable") from exc
         except aiohttp.ClientError as exc:
             raise EngineFailure(f"engine {self.name} dropped the request") from exc
-        _raise_for(status, raw, self.name)
+        _raise_for(status, raw, self.name, headers, self._secrets)
         try:
             data: JSON = orjson.loads(raw)
         except ValueError as exc:
@@ -206,7 +279,7 @@ class OpenAIHTTPEngine:
         try:
             async with await self._post(path, body) as response:
                 if response.status >= 400:
-                    _raise_for(response.status, await response.read(), self.name)
+                    _raise_for(response.status, await response.read(), self.name, response.headers, self._secrets)
                 rest = b""
                 # Whatever bytes have arrived, at once: a batch per read, not an await per line.
                 async for data in response.content.iter_any():

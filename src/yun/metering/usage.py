@@ -84,19 +84,20 @@ class UsageQueries:
         self._money = money
 
     def summary(
-        self, org_id: str, start: date, end: date, group_by: Literal["model", "day"] = "model"
+        self, org_id: str, first_day: date, last_day: date, group_by: Literal["model", "day"] = "model"
     ) -> list[UsageSummaryRow]:
-        """Totals per model or per day for the UTC days in [start, end), ordered by key; days and models
-        without usage are absent. Reads rollups only, never usage records."""
-        if isinstance(start, datetime) or isinstance(end, datetime):
+        """Totals per model or per day for the UTC days first_day..last_day, both included (so a query
+        ending today shows today), ordered by key; days and models without usage are absent. Reads rollups
+        only, never usage records."""
+        if isinstance(first_day, datetime) or isinstance(last_day, datetime):
             # A datetime is a date too, but its isoformat would not compare with YYYY-MM-DD days.
-            raise ValueError("start and end are dates (UTC days), not datetimes")
-        if end < start:
-            raise ValueError("end is before start")
+            raise ValueError("first_day and last_day are dates (UTC days), not datetimes")
+        if last_day < first_day:
+            raise ValueError("last_day is before first_day")
         column = _GROUP_COLUMN.get(group_by)
         if column is None:
             raise ValueError(f"group_by must be 'model' or 'day', not {group_by!r}")
-        rows = self._money.rollup_sums(org_id, start.isoformat(), end.isoformat(), column)
+        rows = self._money.rollup_sums(org_id, first_day.isoformat(), last_day.isoformat(), column)
         return [
             UsageSummaryRow(
                 key=r[column],

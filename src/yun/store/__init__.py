@@ -1,19 +1,24 @@
 """Persistence: SQLite (embedded default) and PostgreSQL behind one set of repositories."""
 
 from yun.store.db import Database
-from yun.store.migrate import upgrade
+from yun.store.instances import InstanceRecord, InstanceRepository, new_instance_id
+from yun.store.migrate import setup_lock, upgrade
 from yun.store.records import ApiKeyRecord, MemberRecord, ModelRecord, OrganizationRecord
 from yun.store.repos import KeyRepository, MemberRepository, ModelRepository, OrganizationRepository
 
 __all__ = [
     "ApiKeyRecord",
     "Database",
+    "InstanceRecord",
+    "InstanceRepository",
     "KeyRepository",
     "MemberRecord",
     "MemberRepository",
     "ModelRecord",
     "ModelRepository",
     "OrganizationRecord",
+    "new_instance_id",
+    "setup_lock",
     "OrganizationRepository",
     "upgrade",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -19,11 +20,18 @@ log = logging.getLogger("yun.store")
 
 
 def ensure_sqlite_dir(url: str) -> None:
-    """SQLite creates the file but not its directory."""
+    """SQLite creates the file but not its directory. The directory is created 0700 and the database
+    file 0600, and an existing file is made 0600 (with its -wal and -shm): the database holds the
+    tenants' usage and Yun's sealed secrets, nothing another local user should read. SQLite creates
+    -wal and -shm with the database file's own mode."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            for name in (path, path + "-wal", path + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(name, 0o600)
 
 
 def _size(path: Path) -> int:

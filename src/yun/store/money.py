@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Table, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -31,6 +31,7 @@ from yun.store.orm import (
     Base,
     FreeAllowanceRow,
     FreeUsageRow,
+    GatewayInstanceRow,
     LedgerRow,
     OrganizationRow,
     PriceRow,
@@ -41,7 +42,18 @@ from yun.store.orm import (
 
 POSTING_KINDS = ("grant", "topup", "refund", "adjustment")
 
+INT64_MAX = 2**63 - 1
+"""The largest amount a money column (BIGINT) holds, in nanodollars (~$9.2e9). A balance never passes
+it: on SQLite an integer past it silently becomes a float, no longer equal to the ledger's sum."""
+MAX_PRICE_PER_MTOK = 10**15
+"""Highest price per 1M tokens, in nanodollars ($1M): a hold of a billion tokens still fits in BIGINT."""
+MAX_FREE_TOKENS = 10**12
+"""Largest monthly free-token allowance per model: used + held + grant never overflows BIGINT."""
+
 __all__ = [
+    "INT64_MAX",
+    "MAX_FREE_TOKENS",
+    "MAX_PRICE_PER_MTOK",
     "POSTING_KINDS",
     "HoldRecord",
     "HoldRequest",
@@ -60,6 +72,7 @@ def _t(row: type[Base]) -> Table:
 _B, _L, _P, _R, _U, _RU = (_t(BalanceRow), _t(LedgerRow), _t(PriceRow), _t(ReservationRow), _t(UsageRow), _t(RollupRow))
 _FA, _FU = _t(FreeAllowanceRow), _t(FreeUsageRow)
 _O = _t(OrganizationRow)
+_G = _t(GatewayInstanceRow)
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,9 @@ class MoneyRepository:
     # -- prices --------------------------------------------------------------------------------
     def add_price(self, model_id: str, input_per_mtok: int, output_per_mtok: int, cached: int) -> PriceRecord:
         """Append a new price version; earlier versions (and the charges that used them) are untouched."""
+        for param, value in (("input", input_per_mtok), ("output", output_per_mtok), ("cached_input", cached)):
+            if not 0 <= value <= MAX_PRICE_PER_MTOK:
+                raise InvalidRequest(f"{param} must be between 0 and $1,000,000 per 1M tokens", param=param)
         for _ in range(5):
             try:
                 with self._db.engine.begin() as c:
@@ -146,6 +162,8 @@ class MoneyRepository:
 
     # -- free tier -----------------------------------------------------------------------------
     def set_free_allowance(self, org_id: str, model_id: str, monthly_tokens: int) -> None:
+        if not 0 <= monthly_tokens <= MAX_FREE_TOKENS:
+            raise InvalidRequest(f"monthly_tokens must be between 0 and {MAX_FREE_TOKENS}", param="monthly_tokens")
         with self._db.engine.begin() as c:
             stmt = _upsert(c)(_FA).values(org_id=org_id, model_id=model_id, monthly_tokens=monthly_tokens)
             c.execute(
@@ -170,21 +188,29 @@ class MoneyRepository:
     # -- ledger --------------------------------------------------------------------------------
     def post(self, org_id: str, kind: str, amount: int, reference: str, note: str | None = None) -> bool:
         """Append a ledger entry and move the balance with it. Returns False if `reference` was already
-        posted for this kind (idempotent retries). A debit may not take the balance below what is held."""
+        posted for this kind (idempotent retries). A debit may not take the balance below what is held,
+        and a credit may not take it past INT64_MAX: either is refused, and nothing is written."""
         if kind not in POSTING_KINDS:
             # Charges are written only by settle(), next to their usage record, so statements reconcile.
             raise InvalidRequest(f"kind must be one of {', '.join(POSTING_KINDS)}", param="kind")
+        if not -INT64_MAX <= amount <= INT64_MAX:
+            raise InvalidRequest("amount is larger than any balance can hold", param="amount")
         try:
             with self._db.engine.begin() as c:
                 if c.execute(select(_O.c.id).where(_O.c.id == org_id)).first() is None:
                     raise NotFound(f"no organization {org_id!r}")
                 self._ensure_balance(c, org_id)
-                guard = _B.c.balance - _B.c.held + amount >= 0
+                # The guard is part of the UPDATE (atomic on both backends), and its arithmetic stays in
+                # range: `INT64_MAX - amount` is computed here, never `balance + amount` in SQL first.
+                if amount < 0:
+                    guard, refusal = _B.c.balance - _B.c.held + amount >= 0, "below zero"
+                else:
+                    guard, refusal = _B.c.balance <= INT64_MAX - amount, "past the largest amount it can hold"
                 moved = c.execute(
                     update(_B).where(_B.c.org_id == org_id, guard).values(balance=_B.c.balance + amount)
                 ).rowcount
                 if moved != 1:
-                    raise InvalidRequest("that debit would take the balance below zero", param="amount")
+                    raise InvalidRequest(f"that posting would take the balance {refusal}", param="amount")
                 c.execute(
                     insert(_L).values(
                         org_id=org_id, kind=kind, amount=amount, reference=reference, note=note, created_at=_now()
@@ -229,12 +255,28 @@ class MoneyRepository:
 
     def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
         """Unsettled holds, with the progress last recorded on each (what recovery bills)."""
+        q = select(_R).where(_R.c.settled_at.is_(None))
+        if gateway_id is not None:
+            q = q.where(_R.c.gateway_id == gateway_id)
+        if older_than is not None:
+            q = q.where(_R.c.created_at < older_than)
+        return self._holds(q)
+
+    def dead_holds(
+        self, now: datetime, orphaned_before: datetime, *, exclusive_of: str | None = None
+    ) -> list[HoldRecord]:
+        """Unsettled holds whose owner is dead: its lease (`gateway_instances`) expired before `now`, or it
+        has no lease row and the hold was taken before `orphaned_before`. With `exclusive_of`, the caller
+        (that instance) holds the database alone, so every other owner is dead, whatever its lease says."""
+        q = select(_R).where(_R.c.settled_at.is_(None))
+        if exclusive_of is not None:
+            return self._holds(q.where(_R.c.gateway_id != exclusive_of))
+        expired = select(_G.c.id).where(_G.c.expires_at < now)
+        orphaned = and_(_R.c.gateway_id.not_in(select(_G.c.id)), _R.c.created_at < orphaned_before)
+        return self._holds(q.where(or_(_R.c.gateway_id.in_(expired), orphaned)))
+
+    def _holds(self, query: Any) -> list[HoldRecord]:
         with self._db.reader.connect() as c:
-            q = select(_R).where(_R.c.settled_at.is_(None))
-            if gateway_id is not None:
-                q = q.where(_R.c.gateway_id == gateway_id)
-            if older_than is not None:
-                q = q.where(_R.c.created_at < older_than)
             return [
                 HoldRecord(
                     r.request_id,
@@ -251,7 +293,7 @@ class MoneyRepository:
                     int(r.progress_completion_tokens),
                     int(r.progress_cached_tokens),
                 )
-                for r in c.execute(q)
+                for r in c.execute(query)
             ]
 
     # -- reading usage -------------------------------------------------------------------------
@@ -295,11 +337,11 @@ class MoneyRepository:
             return {"records": int(r[0]), "cost": int(r[1]), "completion_tokens": int(r[2])}
 
     # -- reading usage and the ledger for reports (grouped in SQL, never row by row) ---------------
-    def rollup_sums(self, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
-        """Rollup totals for days in [first_day, end_day) (YYYY-MM-DD, UTC), grouped in SQL by `group_by`
-        ("model_id" or "day") and ordered by it. Reads at most one rollup row per model and day."""
+    def rollup_sums(self, org_id: str, first_day: str, last_day: str, group_by: str) -> list[dict[str, Any]]:
+        """Rollup totals for the days first_day..last_day, both included (YYYY-MM-DD, UTC), grouped in SQL
+        by `group_by` ("model_id" or "day") and ordered by it. Reads at most one rollup row per model and day."""
         with self._db.reader.connect() as c:
-            return _rollup_sums(c, org_id, first_day, end_day, group_by)
+            return _rollup_sums(c, org_id, first_day, last_day, group_by)
 
     def period_figures(self, org_id: str, start: datetime, end: datetime) -> PeriodFigures:
         """Usage by model and ledger sums by kind for [start, end) (UTC midnights), read in one snapshot:
@@ -313,7 +355,8 @@ class MoneyRepository:
                 # One snapshot for the three reads (READ COMMITTED would take one per statement). SQLite
                 # transactions are serializable already. The pool resets the level on release.
                 c.execution_options(isolation_level="REPEATABLE READ")
-            usage = _rollup_sums(c, org_id, start.date().isoformat(), end.date().isoformat(), "model_id")
+            last_day = (end - timedelta(days=1)).date().isoformat()  # `end` is the next period's first midnight
+            usage = _rollup_sums(c, org_id, start.date().isoformat(), last_day, "model_id")
             # Two range reads on (org_id, created_at) rather than one GROUP BY over the org's history: with
             # an index on (org_id, created_at, kind, amount) each reads only its own index entries. Without
             # it (separate org_id and created_at indexes today) both visit every ledger row of the org.
@@ -330,7 +373,7 @@ class MoneyRepository:
         return PeriodFigures(usage=usage, opening_balance=int(opening or 0), ledger_during=during)
 
 
-def _rollup_sums(c: Connection, org_id: str, first_day: str, end_day: str, group_by: str) -> list[dict[str, Any]]:
+def _rollup_sums(c: Connection, org_id: str, first_day: str, last_day: str, group_by: str) -> list[dict[str, Any]]:
     if group_by not in ("model_id", "day"):
         raise ValueError(f"cannot group rollups by {group_by!r}")
     key = getattr(_RU.c, group_by)
@@ -338,7 +381,7 @@ def _rollup_sums(c: Connection, org_id: str, first_day: str, end_day: str, group
     # (PostgreSQL returns NUMERIC for SUM(BIGINT), hence the int()).
     rows = c.execute(
         select(key, *(func.sum(getattr(_RU.c, k)).label(k) for k in ROLLUP_SUMS))
-        .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day < end_day)
+        .where(_RU.c.org_id == org_id, _RU.c.day >= first_day, _RU.c.day <= last_day)
         .group_by(key)
         .order_by(key)
     )

@@ -98,6 +98,10 @@ _SQL = {
         "INSERT INTO ledger_entries (org_id, kind, amount, reference, note, created_at)"
         " VALUES (:org, 'charge', :amount, :request_id, :model_id, :now)"
     ),
+    "cover": (
+        "INSERT INTO ledger_entries (org_id, kind, amount, reference, note, created_at)"
+        " VALUES (:org, 'internal', :amount, :request_id, :model_id, :now)"
+    ),
     "usage": (
         "INSERT INTO usage_records (request_id, org_id, key_id, model_id, endpoint, replica, prompt_tokens,"
         " completion_tokens, cached_tokens, free_tokens, status, latency_ms, ttft_ms, price_version, cost,"
@@ -203,6 +207,9 @@ class SettleRecord:
     input_cost: int
     cached_input_cost: int
     output_cost: int
+    internal: bool = False
+    """The platform operator's own use: charged at list price and covered by an `internal` ledger entry of
+    the same amount in the same transaction, so the balance does not move (see BillingService)."""
 
     @property
     def cost(self) -> int:
@@ -299,10 +306,15 @@ def _settle(s: _Statements, cur: _Cursor, hold: HoldRecord, rec: SettleRecord) -
             "free_settle",
             {"held": hold.free_tokens, "used": rec.free_tokens, "org": org, "model_id": model, "month": hold.month},
         )
-    if hold.amount or cost:
-        s.run(cur, "charge_balance", {"cost": cost, "amount": hold.amount, "org": org})
+    # Internal use moves no balance: its charge and the entry covering it sum to zero in the ledger.
+    debit = 0 if rec.internal else cost
+    if hold.amount or debit:
+        s.run(cur, "charge_balance", {"cost": debit, "amount": hold.amount, "org": org})
     if cost:
-        s.run(cur, "charge", {"org": org, "amount": -cost, "request_id": hold.request_id, "model_id": model, "now": ts})
+        entry = {"org": org, "request_id": hold.request_id, "model_id": model, "now": ts}
+        s.run(cur, "charge", {**entry, "amount": -cost})
+        if rec.internal:
+            s.run(cur, "cover", {**entry, "amount": cost})
     s.run(
         cur,
         "usage",

@@ -26,6 +26,7 @@ __all__ = [
     "Base",
     "FreeAllowanceRow",
     "FreeUsageRow",
+    "GatewayInstanceRow",
     "LedgerRow",
     "MembershipRow",
     "ModelRow",
@@ -57,17 +58,24 @@ class UserRow(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Unused since 0007 (an organization's name for a person is on its membership); left for old rows.
     name: Mapped[str] = mapped_column(String(200))
     is_platform_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class MembershipRow(Base):
+    """A person in one organization, with what that organization says about them. The API names a
+    member by `id`, never by the global user id, so two organizations cannot tell they share a person."""
+
     __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("id", name="uq_memberships_id"),)
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(20))  # owner | admin | member | billing-viewer
+    id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 class ApiKeyRow(Base):
@@ -178,6 +186,7 @@ class ReservationRow(Base):
     free_month: Mapped[str | None] = mapped_column(String(7), nullable=True)
     price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     gateway_id: Mapped[str] = mapped_column(String(200))
+    """The gateway instance (`gateway_instances.id`) whose request this is; before migration 0006, a name."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Tokens generated so far by a stream still running, recorded now and then by the gateway: what crash
@@ -248,3 +257,18 @@ class FreeUsageRow(Base):
     month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM (UTC)
     used: Mapped[int] = mapped_column(BigInteger, default=0)
     held: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GatewayInstanceRow(Base):
+    """One running `yun serve` process and its lease. Holds it takes carry its id
+    (`reservations.gateway_id`); they are settled by recovery only once `expires_at` has passed."""
+
+    __tablename__ = "gateway_instances"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -53,7 +53,9 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class MemberRecord:
-    user_id: str
+    """A person as one organization knows them: `id` and `name` are that organization's own."""
+
+    id: str
     org_id: str
     email: str
     name: str

@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
 from yun.store.orm import ApiKeyRow, MembershipRow, ModelRow, OrganizationRow, UserRow
 from yun.store.records import ApiKeyRecord, MemberRecord, ModelRecord, OrganizationRecord
+from yun.store.secrets import SecretBox, is_sealed
 
 __all__ = ["KeyRepository", "MemberRepository", "ModelRepository", "OrganizationRepository"]
 
@@ -48,15 +51,15 @@ def _org(row: OrganizationRow) -> OrganizationRecord:
     return OrganizationRecord(row.id, row.name, _utc(row.created_at) or row.created_at, row.rpm_limit, row.tpm_limit)
 
 
-def _model(row: ModelRow) -> ModelRecord:
+def _model(row: ModelRow, box: SecretBox) -> ModelRecord:
     return ModelRecord(
         id=row.id,
         kind=row.kind,
         source=row.source,
         path=row.path,
-        url=row.url,
+        url=box.open(row.url),
         upstream_model=row.upstream_model,
-        upstream_key=row.upstream_key,
+        upstream_key=box.open(row.upstream_key),
         replicas=row.replicas,
         card=dict(row.card or {}),
         created_at=_utc(row.created_at),
@@ -163,7 +166,11 @@ class KeyRepository:
             return [_key(r) for r in s.scalars(q)]
 
     def count(self) -> int:
-        return len(self.list())
+        """How many keys exist, read in a write transaction (BEGIN IMMEDIATE on SQLite): the bootstrap
+        decides on it whether to mint the first admin key, so it must see every commit before it, never
+        a reader's older snapshot."""
+        with self._db.session() as s, s.begin():
+            return int(s.scalar(select(func.count()).select_from(ApiKeyRow)) or 0)
 
     def revoke(self, key_id: str) -> ApiKeyRecord:
         with self._db.session() as s, s.begin():
@@ -175,46 +182,74 @@ class KeyRepository:
             return _key(row)
 
 
+def _carries_secret(url: str) -> bool:
+    if is_sealed(url):
+        return True
+    parts = urlsplit(url)
+    return parts.username is not None or parts.password is not None or bool(parts.query)
+
+
 class ModelRepository:
-    def __init__(self, db: Database) -> None:
+    """Models, with their upstream secrets sealed at rest: `upstream_key` always, and `url` when it
+    carries credentials (`user:password@` or a query string). Records going up hold them in clear."""
+
+    def __init__(self, db: Database, secrets: SecretBox) -> None:
         self._db = db
+        self._box = secrets
+
+    def _sealed(self, record: ModelRecord) -> dict[str, object]:
+        data = dataclasses.asdict(record)
+        data["upstream_key"] = self._box.seal(record.upstream_key)
+        if record.url is not None and _carries_secret(record.url):
+            data["url"] = self._box.seal(record.url)
+        return data
 
     def list(self) -> list[ModelRecord]:
         with self._db.read_session() as s:
-            return [_model(r) for r in s.scalars(select(ModelRow).order_by(ModelRow.created_at))]
+            return [_model(r, self._box) for r in s.scalars(select(ModelRow).order_by(ModelRow.created_at))]
 
     def get(self, model_id: str) -> ModelRecord | None:
         with self._db.read_session() as s:
             row = s.get(ModelRow, model_id)
-            return None if row is None else _model(row)
+            return None if row is None else _model(row, self._box)
 
     def add(self, record: ModelRecord) -> ModelRecord:
-        data = dataclasses.asdict(record)
-        data["created_at"] = record.created_at or datetime.now(UTC)
+        created = record.created_at or datetime.now(UTC)
         try:
             with self._db.session() as s, s.begin():
-                s.add(ModelRow(**data))
+                s.add(ModelRow(**{**self._sealed(record), "created_at": created}))
         except IntegrityError as exc:
             raise InvalidRequest(f"a model named {record.id!r} already exists", param="id") from exc
-        return dataclasses.replace(record, created_at=data["created_at"])
+        return dataclasses.replace(record, created_at=created)
 
     def upsert(self, record: ModelRecord) -> ModelRecord:
         """Insert or refresh a model Yun itself provides (bundled ones are re-registered at each start)."""
+        data = self._sealed(record)
         with self._db.session() as s, s.begin():
             row = s.get(ModelRow, record.id)
             if row is None:
-                return self._insert(s, record)
-            for name in ("kind", "source", "path", "url", "upstream_model", "upstream_key", "card"):
-                setattr(row, name, getattr(record, name))
-            return _model(row)
+                row = ModelRow(**{**data, "created_at": record.created_at or datetime.now(UTC)})
+                s.add(row)
+            else:
+                for name in ("kind", "source", "path", "url", "upstream_model", "upstream_key", "card"):
+                    setattr(row, name, data[name])
+            s.flush()
+            return _model(row, self._box)
 
-    @staticmethod
-    def _insert(s: object, record: ModelRecord) -> ModelRecord:
-        data = dataclasses.asdict(record)
-        data["created_at"] = record.created_at or datetime.now(UTC)
-        row = ModelRow(**data)
-        s.add(row)  # type: ignore[attr-defined]
-        return _model(row)
+    def seal_plaintext(self) -> int:
+        """Encrypt secrets written before encryption existed (run at start); returns the rows rewritten.
+        Also opens every sealed secret once, so a wrong key fails here, at start, with a clear error."""
+        rewritten = 0
+        with self._db.session() as s, s.begin():
+            for row in s.scalars(
+                select(ModelRow).where(ModelRow.upstream_key.is_not(None) | ModelRow.url.is_not(None))
+            ):
+                record = _model(row, self._box)  # raises SecretKeyError for a wrong key
+                data = self._sealed(record)
+                if (data["url"], data["upstream_key"]) != (row.url, row.upstream_key):
+                    row.url, row.upstream_key = data["url"], data["upstream_key"]  # type: ignore[assignment]
+                    rewritten += 1
+        return rewritten
 
     def remove(self, model_id: str) -> None:
         with self._db.session() as s, s.begin():
@@ -225,49 +260,62 @@ class ModelRepository:
 
 
 class MemberRepository:
-    """People and their role in an organization (owner, admin, member, billing-viewer)."""
+    """People and their role in an organization (owner, admin, member, billing-viewer).
+
+    A person is one `users` row per email (so one person can be in several organizations), but all an
+    organization stores or reads about them is on its own membership: its name for them and the member
+    id it names them by. Nothing here returns a user id or another organization's data.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def add(self, org_id: str, email: str, name: str, role: str) -> MemberRecord:
-        with self._db.session() as s, s.begin():
-            user = s.scalars(select(UserRow).where(UserRow.email == email)).first()
-            if user is None:
-                user = UserRow(
-                    id="user_" + uuid.uuid4().hex[:20],
-                    email=email,
-                    name=name,
-                    is_platform_admin=False,
-                    created_at=datetime.now(UTC),
+        try:
+            with self._db.session() as s, s.begin():
+                user = s.scalars(select(UserRow).where(UserRow.email == email)).first()
+                if user is None:
+                    user = UserRow(
+                        id="user_" + uuid.uuid4().hex[:20],
+                        email=email,
+                        name="",
+                        is_platform_admin=False,
+                        created_at=datetime.now(UTC),
+                    )
+                    s.add(user)
+                    s.flush()
+                if s.get(MembershipRow, (user.id, org_id)) is not None:
+                    raise InvalidRequest(f"{email} is already a member", param="email")
+                member = MembershipRow(
+                    user_id=user.id, org_id=org_id, role=role, id="mem_" + uuid.uuid4().hex[:20], name=name
                 )
-                s.add(user)
-                s.flush()
-            if s.get(MembershipRow, (user.id, org_id)) is not None:
-                raise InvalidRequest(f"{email} is already a member", param="email")
-            s.add(MembershipRow(user_id=user.id, org_id=org_id, role=role))
-            return MemberRecord(user.id, org_id, user.email, user.name, role)
+                s.add(member)
+                return MemberRecord(member.id, org_id, email, name, role)
+        except IntegrityError as exc:  # the same email added twice at once
+            raise InvalidRequest(f"{email} is already a member", param="email") from exc
 
     def list(self, org_id: str) -> list[MemberRecord]:
         with self._db.read_session() as s:
             rows = s.execute(
-                select(UserRow, MembershipRow)
+                select(UserRow.email, MembershipRow)
                 .join(MembershipRow, MembershipRow.user_id == UserRow.id)
                 .where(MembershipRow.org_id == org_id)
                 .order_by(UserRow.email)
             )
-            return [MemberRecord(u.id, org_id, u.email, u.name, m.role) for u, m in rows]
+            return [MemberRecord(m.id, org_id, email, m.name, m.role) for email, m in rows]
 
-    def set_role(self, org_id: str, user_id: str, role: str) -> None:
-        with self._db.session() as s, s.begin():
-            row = s.get(MembershipRow, (user_id, org_id))
-            if row is None:
-                raise NotFound(f"no member {user_id!r}")
-            row.role = role
+    def _membership(self, s: Session, org_id: str, member_id: str) -> MembershipRow:
+        row = s.scalars(
+            select(MembershipRow).where(MembershipRow.org_id == org_id, MembershipRow.id == member_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no member {member_id!r}")
+        return row
 
-    def remove(self, org_id: str, user_id: str) -> None:
+    def set_role(self, org_id: str, member_id: str, role: str) -> None:
         with self._db.session() as s, s.begin():
-            row = s.get(MembershipRow, (user_id, org_id))
-            if row is None:
-                raise NotFound(f"no member {user_id!r}")
-            s.delete(row)
+            self._membership(s, org_id, member_id).role = role
+
+    def remove(self, org_id: str, member_id: str) -> None:
+        with self._db.session() as s, s.begin():
+            s.delete(self._membership(s, org_id, member_id))

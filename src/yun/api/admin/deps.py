@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path
 
+from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
 from yun.store import OrganizationRecord
 
@@ -16,7 +17,7 @@ __all__ = ["OrgDep"]
 async def _org(
     _: AdminDep,  # first: a caller without an admin key learns nothing, not even whether the org exists
     services: ServicesDep,
-    org: Annotated[str, Path(min_length=1, max_length=200, description="Organization id or name")],
+    org: Annotated[Identifier, Path(description="Organization id or name")],
 ) -> OrganizationRecord:
     return await asyncio.to_thread(services.org_service.resolve, org)
 

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from yun.api.admin.protocol import ModelIn
+from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
 from yun.api.services import Services
 from yun.catalog import served_card
@@ -63,7 +64,7 @@ async def list_models(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/models/{model_id:path}")
-async def get_model(model_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def get_model(model_id: Identifier, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     return _model_out(services, await asyncio.to_thread(services.catalog.get, model_id))
 
 
@@ -97,6 +98,6 @@ async def add_model(body: ModelIn, _: AdminDep, services: ServicesDep) -> dict[s
 
 
 @router.delete("/models/{model_id:path}")
-async def remove_model(model_id: str, _: AdminDep, services: ServicesDep) -> dict[str, str]:
+async def remove_model(model_id: Identifier, _: AdminDep, services: ServicesDep) -> dict[str, str]:
     await asyncio.to_thread(services.catalog.remove, model_id)
     return {"removed": model_id}

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
-from yun.api.admin._bounds import FIRST_DAY, LAST_DAY, Day
 from yun.api.admin.deps import OrgDep
 from yun.api.admin.protocol import CreditIn, FreeAllowanceIn, PriceIn
+from yun.api.bounds import DAY_MAX, DAY_MIN, Day, Identifier, Month
 from yun.api.deps import AdminDep, ServicesDep
 from yun.errors import InvalidRequest
 from yun.metering import format_usd
@@ -29,7 +29,7 @@ _DEFAULT_DAYS = 30
 def _days(start: date | None, end: date | None) -> tuple[date, date]:
     """The inclusive day range a query names; by default the last 30 days, today included."""
     end = end or datetime.now(UTC).date()
-    start = start or max(FIRST_DAY, end - timedelta(days=_DEFAULT_DAYS - 1))
+    start = start or max(DAY_MIN, end - timedelta(days=_DEFAULT_DAYS - 1))
     if start > end:
         raise InvalidRequest("start must not be after end", param="start")
     return start, end
@@ -42,7 +42,9 @@ EndDay = Annotated[Day | None, Query(description="Last UTC day, included (defaul
 # -- credits and balance -----------------------------------------------------------------------
 @router.post("/orgs/{org}/credits", status_code=201)
 async def credit(org: OrgDep, body: CreditIn, services: ServicesDep) -> dict[str, Any]:
-    posted = await asyncio.to_thread(services.billing.credit, org.id, body.amount, body.kind, body.reference, body.note)
+    posted = await asyncio.to_thread(
+        services.billing.credit, org.id, str(body.amount), body.kind, body.reference, body.note
+    )
     return {"posted": posted, "org_id": org.id, "balance": await asyncio.to_thread(services.billing.balance, org.id)}
 
 
@@ -61,7 +63,7 @@ async def usage(
     group_by: Literal["model", "day"] = "model",
 ) -> dict[str, Any]:
     first, last = _days(start, end)
-    rows = await asyncio.to_thread(services.usage.summary, org.id, first, last + timedelta(days=1), group_by)
+    rows = await asyncio.to_thread(services.usage.summary, org.id, first, last, group_by)
     return {
         "object": "list",
         "org_id": org.id,
@@ -76,13 +78,13 @@ async def usage(
 async def statement(
     org: OrgDep,
     services: ServicesDep,
-    month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")],
+    month: Annotated[Month, Path(description="YYYY-MM")],
     format: Literal["json", "csv"] = "json",
 ) -> Response:
     year, mon = (int(x) for x in month.split("-"))
-    if not (FIRST_DAY.year <= year <= LAST_DAY.year and 1 <= mon <= 12):
+    if not (DAY_MIN.year <= year <= DAY_MAX.year and 1 <= mon <= 12):
         raise InvalidRequest(
-            f"month must be YYYY-MM between {FIRST_DAY:%Y-%m} and {LAST_DAY:%Y-%m}, like 2026-11", param="month"
+            f"month must be YYYY-MM between {DAY_MIN:%Y-%m} and {DAY_MAX:%Y-%m}, like 2026-11", param="month"
         )
     st = await asyncio.to_thread(services.statements, org.id, year, mon)
     if format == "csv":
@@ -134,14 +136,20 @@ async def current_prices(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.put("/prices/{model_id:path}")
-async def set_price(model_id: str, body: PriceIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def set_price(model_id: Identifier, body: PriceIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     await asyncio.to_thread(services.catalog.get, model_id)
-    price = await asyncio.to_thread(services.billing.set_price, model_id, body.input, body.output, body.cached_input)
+    price = await asyncio.to_thread(
+        services.billing.set_price,
+        model_id,
+        str(body.input),
+        str(body.output),
+        None if body.cached_input is None else str(body.cached_input),
+    )
     return _price_out(price)
 
 
 @router.get("/prices/{model_id:path}")
-async def price_history(model_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+async def price_history(model_id: Identifier, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     """Every price version of a model, oldest first (a removed model keeps its history)."""
     history = await asyncio.to_thread(services.billing.money.price_history, model_id)
     if not history:

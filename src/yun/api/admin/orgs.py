@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from yun.api.admin.deps import OrgDep
-from yun.api.admin.protocol import AdminKeyIn, KeyOut, LimitsIn, MemberIn, OrgIn, OrgOut, key_out
+from yun.api.admin.protocol import AdminKeyIn, KeyOut, LimitsIn, MemberIn, OrgIn, OrgOut, key_out, member_out
+from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
 from yun.store import OrganizationRecord
 
@@ -85,7 +86,7 @@ async def list_keys(
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, _: AdminDep, services: ServicesDep) -> KeyOut:
+async def revoke_key(key_id: Identifier, _: AdminDep, services: ServicesDep) -> KeyOut:
     return key_out(await asyncio.to_thread(services.keys.revoke, key_id))
 
 
@@ -95,20 +96,20 @@ async def list_members(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
     members = await asyncio.to_thread(services.org_service.members.list, org.id)
     return {
         "object": "list",
-        "data": [{"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role} for m in members],
+        "data": [member_out(m) for m in members],
     }
 
 
 @router.post("/orgs/{org}/members", status_code=201)
 async def add_member(org: OrgDep, body: MemberIn, services: ServicesDep) -> dict[str, Any]:
     m = await asyncio.to_thread(services.org_service.add_member, org.id, body.email, body.name, body.role)
-    return {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role}
+    return member_out(m)
 
 
-@router.delete("/orgs/{org}/members/{user_id}")
-async def remove_member(org: OrgDep, user_id: str, services: ServicesDep) -> dict[str, str]:
-    await asyncio.to_thread(services.org_service.members.remove, org.id, user_id)
-    return {"removed": user_id}
+@router.delete("/orgs/{org}/members/{member_id}")
+async def remove_member(org: OrgDep, member_id: Identifier, services: ServicesDep) -> dict[str, str]:
+    await asyncio.to_thread(services.org_service.members.remove, org.id, member_id)
+    return {"removed": member_id}
 
 
 @router.get("/users")
@@ -119,8 +120,10 @@ async def list_users(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
         found: dict[str, dict[str, Any]] = {}
         for org in services.orgs.list():
             for m in services.org_service.members.list(org.id):
-                person = found.setdefault(m.user_id, {"user_id": m.user_id, "email": m.email, "memberships": []})
-                person["memberships"].append({"org_id": org.id, "org_name": org.name, "name": m.name, "role": m.role})
+                person = found.setdefault(m.email, {"email": m.email, "memberships": []})
+                person["memberships"].append(
+                    {"org_id": org.id, "org_name": org.name, "member_id": m.id, "name": m.name, "role": m.role}
+                )
         return sorted(found.values(), key=lambda p: str(p["email"]))
 
     return {"object": "list", "data": await asyncio.to_thread(people)}

@@ -7,7 +7,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from yun.api.admin._bounds import FutureInstant, RateLimit
+from yun.api.bounds import (
+    CreditUSD,
+    Email,
+    FreeTokens,
+    FutureInstant,
+    Identifier,
+    Instant,
+    Name,
+    Note,
+    PriceUSD,
+    Rpm,
+    Text,
+    Tpm,
+)
+from yun.store import MemberRecord
 
 __all__ = [
     "AdminKeyIn",
@@ -22,9 +36,9 @@ __all__ = [
     "OrgOut",
     "PriceIn",
     "key_out",
+    "member_out",
 ]
 
-Dollars = str | float | int
 Role = Literal["owner", "admin", "member", "billing-viewer"]
 
 
@@ -33,14 +47,14 @@ class Strict(BaseModel):
 
 
 class OrgIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    name: Name
+    rpm_limit: Rpm | None = None
+    tpm_limit: Tpm | None = None
 
 
 class LimitsIn(Strict):
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: Rpm | None = None
+    tpm_limit: Tpm | None = None
 
 
 class OrgOut(Strict):
@@ -52,33 +66,33 @@ class OrgOut(Strict):
 
 
 class CreditIn(Strict):
-    amount: Dollars = Field(description="USD; negative only for kind=adjustment")
+    amount: CreditUSD = Field(description="USD; negative only for kind=adjustment")
     kind: Literal["grant", "topup", "refund", "adjustment"] = "grant"
-    reference: str | None = Field(
+    reference: Text | None = Field(
         default=None, min_length=1, max_length=80, description="Idempotency key: the same reference is posted once"
     )
-    note: str | None = Field(default=None, max_length=500)
+    note: Note | None = None
 
 
 class PriceIn(Strict):
-    input: Dollars = Field(description="USD per 1M input tokens")
-    output: Dollars = Field(description="USD per 1M output tokens")
-    cached_input: Dollars | None = Field(default=None, description="USD per 1M cached input tokens")
+    input: PriceUSD = Field(description="USD per 1M input tokens")
+    output: PriceUSD = Field(description="USD per 1M output tokens")
+    cached_input: PriceUSD | None = Field(default=None, description="USD per 1M cached input tokens")
 
 
 class FreeAllowanceIn(Strict):
-    model: str = Field(min_length=1, max_length=200)
-    monthly_tokens: int = Field(ge=0)
-    org_id: str = Field(default="*", description="'*' = every organization")
+    model: Identifier
+    monthly_tokens: FreeTokens
+    org_id: Identifier = Field(default="*", description="'*' = every organization")
 
 
 class KeyIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     role: Role = "member"
-    allowed_models: list[str] | None = Field(default=None, max_length=256)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
-    expires_at: datetime | None = None
+    allowed_models: list[Identifier] | None = Field(default=None, max_length=256)
+    rpm_limit: Rpm | None = None
+    tpm_limit: Tpm | None = None
+    expires_at: Instant | None = None
 
 
 class KeyOut(Strict):
@@ -98,8 +112,8 @@ class KeyOut(Strict):
 
 
 class MemberIn(Strict):
-    email: str = Field(min_length=3, max_length=320)
-    name: str = Field(default="", max_length=200)
+    email: Email
+    name: Text = Field(default="", max_length=200)
     role: Role = "member"
 
 
@@ -121,32 +135,37 @@ def key_out(record: Any, secret: str | None = None) -> KeyOut:
     )
 
 
+def member_out(m: MemberRecord) -> dict[str, Any]:
+    """A member as the calling organization knows them: its own member id and name, never the person's
+    global user id (which would let organizations tell they share a person)."""
+    return {"id": m.id, "object": "organization.member", "email": m.email, "name": m.name, "role": m.role}
+
+
 # -- admin-only bodies (the CLI is a client of these) -------------------------------------------
 class AdminKeyIn(KeyIn):
     """A key minted by a platform admin for any organization."""
 
     platform_admin: bool = Field(default=False, description="A platform-admin key (manages every org)")
-    rpm_limit: RateLimit | None = None
-    tpm_limit: RateLimit | None = None
     expires_at: FutureInstant | None = None
 
 
 class ModelIn(Strict):
     """Register a model: exactly one of `file`, `hub` (with `hub_file`) or `url`."""
 
-    id: str = Field(min_length=1, max_length=128, description="The name clients put in `model`")
+    id: Identifier = Field(max_length=128, description="The name clients put in `model`")
     kind: Literal["chat", "embedding"] = "chat"
-    file: str | None = Field(
+    file: Text | None = Field(
         default=None, min_length=1, max_length=4096, description="Path of a GGUF file on the server's machine"
     )
-    hub: str | None = Field(default=None, min_length=1, max_length=200, description="Hugging Face repo id")
-    hub_file: str | None = Field(default=None, min_length=1, max_length=500, description="GGUF file in the repo")
-    url: str | None = Field(
+    hub: Text | None = Field(default=None, min_length=1, max_length=200, description="Hugging Face repo id")
+    hub_file: Text | None = Field(default=None, min_length=1, max_length=500, description="GGUF file in the repo")
+    url: Text | None = Field(
         default=None, min_length=1, max_length=2000, description="Base URL of an OpenAI-compatible server"
     )
-    upstream_model: str | None = Field(default=None, min_length=1, max_length=200)
-    api_key: str | None = Field(default=None, min_length=1, max_length=4096, description="Stored, never shown")
-    license: str | None = Field(default=None, max_length=200)
+    upstream_model: Text | None = Field(default=None, min_length=1, max_length=200)
+    api_key: Text | None = Field(default=None, min_length=1, max_length=4096, description="Stored, never shown")
+    license: Text | None = Field(default=None, max_length=200)
     context: int | None = Field(
-        default=None, description="Tokens per request (prompt + output) for this model; default engine.context_per_slot"
+        default=None,
+        description="Tokens per request (prompt + output) for this model; default engine.context_per_slot",
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from yun.api.admin import models, money, orgs
+from yun.api.openapi import error_responses
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(400, 401, 403, 404, 413))
 for _module in (orgs, money, models):
     router.include_router(_module.router)

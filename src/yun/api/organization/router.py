@@ -7,19 +7,21 @@ tenant cannot name another's resources: a foreign id is simply not found (404).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out
+from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out, member_out
+from yun.api.bounds import DAY_MIN, Cursor, Day, Identifier, Month, PageLimit
 from yun.api.deps import PrincipalDep, ServicesDep
+from yun.api.openapi import error_responses
 from yun.api.services import Services
 from yun.errors import InvalidRequest, NotFound
 from yun.tenancy.orgs import MANAGE_ROLES, USAGE_ROLES, require_role
 
-router = APIRouter(prefix="/v1/organization", tags=["organization"])
+router = APIRouter(prefix="/v1/organization", tags=["organization"], responses=error_responses(400, 401, 403, 404, 413))
 
 
 async def issue_key(services: Services, org_id: str, body: KeyIn) -> KeyOut:
@@ -52,7 +54,7 @@ async def list_keys(principal: PrincipalDep, services: ServicesDep) -> dict[str,
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, principal: PrincipalDep, services: ServicesDep) -> KeyOut:
+async def revoke_key(key_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> KeyOut:
     require_role(principal, MANAGE_ROLES, "revoke keys")
     record = await asyncio.to_thread(services.keys.repo.get, key_id)
     if record is None or record.org_id != principal.org_id:
@@ -64,7 +66,7 @@ async def revoke_key(key_id: str, principal: PrincipalDep, services: ServicesDep
 async def add_member(body: MemberIn, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     require_role(principal, MANAGE_ROLES, "add members")
     m = await asyncio.to_thread(services.org_service.add_member, principal.org_id, body.email, body.name, body.role)
-    return {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role}
+    return member_out(m)
 
 
 @router.get("/members")
@@ -73,15 +75,15 @@ async def list_members(principal: PrincipalDep, services: ServicesDep) -> dict[s
     members = await asyncio.to_thread(services.org_service.members.list, principal.org_id)
     return {
         "object": "list",
-        "data": [{"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role} for m in members],
+        "data": [member_out(m) for m in members],
     }
 
 
-@router.delete("/members/{user_id}")
-async def remove_member(user_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, str]:
+@router.delete("/members/{member_id}")
+async def remove_member(member_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> dict[str, str]:
     require_role(principal, MANAGE_ROLES, "remove members")
-    await asyncio.to_thread(services.org_service.members.remove, principal.org_id, user_id)
-    return {"removed": user_id}
+    await asyncio.to_thread(services.org_service.members.remove, principal.org_id, member_id)
+    return {"removed": member_id}
 
 
 @router.get("/balance")
@@ -94,16 +96,18 @@ async def balance(principal: PrincipalDep, services: ServicesDep) -> dict[str, A
 async def usage(
     principal: PrincipalDep,
     services: ServicesDep,
-    start: date | None = None,
-    end: date | None = None,
+    start: Annotated[Day | None, Query(description="First UTC day (inclusive); default 29 days before end")] = None,
+    end: Annotated[Day | None, Query(description="Last UTC day (inclusive); default today")] = None,
     group_by: Literal["model", "day"] = "model",
 ) -> dict[str, Any]:
+    """Totals for the UTC days start..end, both included: today's usage is there as soon as it settles."""
     require_role(principal, USAGE_ROLES, "read usage")
-    today = datetime.now(UTC).date()
-    end = end or today
-    start = start or end - timedelta(days=30)
-    if start > end or (end - start).days > 3660:
-        raise InvalidRequest("start must be before end, within ten years", param="start")
+    end = end or datetime.now(UTC).date()
+    start = start or max(DAY_MIN, end - timedelta(days=29))
+    if start > end:
+        raise InvalidRequest("start must not be after end", param="start")
+    if (end - start).days > 3660:
+        raise InvalidRequest("a usage query spans at most ten years", param="start")
     rows = await asyncio.to_thread(services.usage.summary, principal.org_id, start, end, group_by)
     return {
         "object": "list",
@@ -119,8 +123,8 @@ async def usage(
 async def usage_records(
     principal: PrincipalDep,
     services: ServicesDep,
-    limit: int = Query(default=100, ge=1, le=1000),
-    after: str | None = Query(default=None, max_length=80),
+    limit: PageLimit = 100,
+    after: Cursor | None = None,
 ) -> dict[str, Any]:
     """Newest first; pass `last_id` as `after` for the next page while `has_more` is true."""
     require_role(principal, USAGE_ROLES, "read usage")
@@ -139,14 +143,10 @@ async def usage_records(
 
 @router.get("/statements/{month}")
 async def statement(
-    month: str, principal: PrincipalDep, services: ServicesDep, format: Literal["json", "csv"] = "json"
+    month: Month, principal: PrincipalDep, services: ServicesDep, format: Literal["json", "csv"] = "json"
 ) -> Response:
     require_role(principal, USAGE_ROLES, "read statements")
-    try:
-        year, mon = (int(x) for x in month.split("-"))
-        date(year, mon, 1)
-    except ValueError as exc:
-        raise InvalidRequest("month must look like 2026-11", param="month") from exc
+    year, mon = (int(x) for x in month.split("-"))
     st = await asyncio.to_thread(services.statements, principal.org_id, year, mon)
     if format == "csv":
         return Response(
