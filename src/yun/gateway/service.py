@@ -241,12 +241,12 @@ class Gateway:
             vectors = data.get("data")
             if not isinstance(vectors, list):
                 raise EngineFailure("the engine returned no embeddings")
-        out = []
-        for i, item in enumerate(vectors):
-            value: Any = item.get("embedding") or []
-            if encoding == "base64":
-                value = base64.b64encode(array("f", value).tobytes()).decode()
-            out.append({"object": "embedding", "index": item.get("index", i), "embedding": value})
+            out = []
+            for i, item in enumerate(vectors):
+                value: Any = item.get("embedding") or []
+                if encoding == "base64":
+                    value = base64.b64encode(array("f", value).tobytes()).decode()
+                out.append({"object": "embedding", "index": item.get("index", i), "embedding": value})
         usage = held.usage.as_openai()
         return {
             "object": "list",
