@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
+from fastapi import FastAPI
 
 from yun.api import Services, build_services, create_app
-from yun.api.app import YunApp
 from yun.billing.service import Estimate, Outcome
 from yun.settings import Settings
 from yun.tenancy import DEFAULT_ORG
@@ -28,7 +28,7 @@ def api_settings(data_dir: Path, database_url: str | None = None) -> Settings:
 
 @dataclass
 class Api:
-    app: YunApp
+    app: FastAPI
     services: Services
     http: httpx.AsyncClient
     admin_key: str

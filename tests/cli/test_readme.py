@@ -8,23 +8,19 @@ is that port's.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support.server import YunServer, answers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 YUN = [sys.executable, "-m", "yun"]
-KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 README_URL = "http://127.0.0.1:8000"
 CHAT = "qwen2.5-coder-0.5b-instruct"
 
@@ -48,49 +44,23 @@ def readme_steps() -> list[list[str]]:
     return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
     """(url, bootstrap key, the CLI's environment) of a fresh `yun serve` on its own data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
-    env.update(HF_HUB_OFFLINE="1", COLUMNS="200", XDG_CONFIG_HOME=str(tmp_path / "config"))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    out = tmp_path / "serve.out"
-    with out.open("wb") as out_f:
-        proc = subprocess.Popen(
-            [*YUN, "serve", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--no-default-models"],
-            stdout=out_f,
-            stderr=subprocess.STDOUT,
-            env=env | {"YUN_ENGINE__CONTEXT_PER_SLOT": "512", "YUN_ENGINE__PARALLEL": "1"},
-            start_new_session=True,
-        )
+    cli_env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    server = YunServer(
+        tmp_path,
+        args=["--no-default-models"],
+        env=cli_env | {"YUN_ENGINE__CONTEXT_PER_SLOT": "512", "YUN_ENGINE__PARALLEL": "1"},
+        ready=answers,
+        start_timeout_s=120,
+    )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, out.read_text()[-3000:]
-            assert time.monotonic() < deadline, "yun serve did not answer /health"
-            try:
-                if httpx.get(url + "/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        keys = KEY_RE.findall(out.read_text())
-        assert len(keys) == 1, "the bootstrap key is printed once"
-        yield url, keys[0], env
+        server.start()  # asserts that the bootstrap key is printed once
+        assert server.admin_key is not None
+        yield server.url, server.admin_key, {k: v for k, v in server.env.items() if not k.startswith("YUN_")}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        server.stop()
 
 
 def test_readme_tenants_and_money_steps_work_in_order(

@@ -3,94 +3,44 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from tests.support.server import KEY_RE, Health, YunServer
+
 pytestmark = pytest.mark.e2e
 
 CHAT = "qwen2.5-coder-0.5b-instruct"
 EMBED = "all-minilm-l6-v2"
-KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 
 
-@dataclass
-class Server:
-    url: str
-    key: str
-    data_dir: Path
-    stdout: Path
-    stderr: Path
-    proc: subprocess.Popen[bytes]
+def _both_models(health: Health) -> bool:
+    return health.get("status") == "ok" and len(health.get("models", {})) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(data_dir: Path, tag: str) -> tuple[subprocess.Popen[bytes], str, Path, Path]:
-    port = _free_port()
-    out, err = data_dir.parent / f"{tag}.out", data_dir.parent / f"{tag}.err"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    with out.open("wb") as out_f, err.open("wb") as err_f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "yun", "serve", "--data-dir", str(data_dir), "--port", str(port)],
-            stdout=out_f,
-            stderr=err_f,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"yun serve exited: {err.read_text()[-2000:]}"
-        try:
-            health = httpx.get(url + "/health", timeout=2).json()
-            if health.get("status") == "ok" and len(health.get("models", {})) == 2:
-                return proc, url, out, err
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("yun serve did not become ready")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _server(root: Path, **kwargs: Any) -> YunServer:
+    """`yun serve` with the default (bundled) models."""
+    return YunServer(root, ready=_both_models, start_timeout_s=300, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("e2e") / "data"
-    proc, url, out, err = _start(data, "first")
-    keys = KEY_RE.findall(out.read_text())
-    assert len(keys) == 1, "the bootstrap key is printed exactly once"
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[YunServer]:
+    server = _server(tmp_path_factory.mktemp("e2e"))
     try:
-        yield Server(url, keys[0], data, out, err, proc)
+        server.start()  # asserts that the bootstrap key is printed exactly once
+        yield server
     finally:
-        _stop(proc)
+        server.stop()
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(api_key=server.key, base_url=server.url + "/v1", max_retries=0, timeout=300) as c:
+def client(server: YunServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=server.admin_key, base_url=server.url + "/v1", max_retries=0, timeout=300) as c:
         yield c
 
 
@@ -237,7 +187,7 @@ def test_embeddings_are_semantic(client: openai.OpenAI) -> None:
     assert r.usage.prompt_tokens > 0
 
 
-def test_errors(client: openai.OpenAI, server: Server) -> None:
+def test_errors(client: openai.OpenAI, server: YunServer) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(api_key="yun-nope", base_url=server.url + "/v1", max_retries=0).models.list()
     with pytest.raises(openai.NotFoundError):
@@ -248,34 +198,35 @@ def test_errors(client: openai.OpenAI, server: Server) -> None:
     r = httpx.post(
         server.url + "/v1/chat/completions",
         content=b"x" * (9 * 1024 * 1024),
-        headers={"Authorization": f"Bearer {server.key}"},
+        headers={"Authorization": f"Bearer {server.admin_key}"},
     )
     assert r.status_code == 413
     r = httpx.post(
-        server.url + "/v1/chat/completions", content=b"{oops", headers={"Authorization": f"Bearer {server.key}"}
+        server.url + "/v1/chat/completions", content=b"{oops", headers={"Authorization": f"Bearer {server.admin_key}"}
     )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     metrics = httpx.get(server.url + "/metrics").text
     assert 'yun_replica_healthy{model="qwen2.5-coder-0.5b-instruct"' in metrics
 
 
-def test_logs_hold_no_secrets_or_prompts(server: Server, client: openai.OpenAI) -> None:
+def test_logs_hold_no_secrets_or_prompts(server: YunServer, client: openai.OpenAI) -> None:
     marker = "purple-elephant-7731"
     client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": marker}], max_tokens=2)
-    logs = server.stderr.read_text()
+    logs = server.stderr()
     for path in (server.data_dir / "logs").glob("*.log"):
         logs += path.read_text(errors="replace")
-    assert server.key not in logs
+    assert server.admin_key is not None and server.admin_key not in logs
     assert marker not in logs
 
 
-def test_restart_reuses_cache_and_prints_no_new_key(server: Server) -> None:
+def test_restart_reuses_cache_and_prints_no_new_key(server: YunServer) -> None:
     # Stopped first: a second `yun serve` on a data dir in use is refused (tests/integration/test_serve_start.py).
-    _stop(server.proc)
-    proc, url, out, _ = _start(server.data_dir, "second")
+    server.stop()
+    second = _server(server.root, data_dir=server.data_dir, admin_key=server.admin_key)
     try:
-        assert not KEY_RE.findall(out.read_text())
-        r = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {server.key}"})
+        second.start()
+        assert not KEY_RE.findall(second.stdout())
+        r = httpx.get(second.url + "/v1/models", headers={"Authorization": f"Bearer {server.admin_key}"})
         assert r.status_code == 200 and len(r.json()["data"]) == 2
     finally:
-        _stop(proc)
+        second.stop()

@@ -8,7 +8,6 @@ ids the engine produced, and the tokenizer is checked on ids we know from the HF
 from __future__ import annotations
 
 import math
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 import xllamacpp
 from safetensors.numpy import load_file
 
+from tests.support.net import free_port
 from yun.catalog.bundled import minilm_model_dir
 from yun.catalog.convert_bert import convert_bert_to_gguf
 from yun.errors import ModelSourceMissing
@@ -39,13 +39,6 @@ def gguf_path(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return convert_bert_to_gguf(model_dir, tmp_path_factory.mktemp("gguf") / "all-minilm-l6-v2-f16.gguf")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def client(gguf_path: Path) -> Iterator[httpx.Client]:
     p = xllamacpp.CommonParams()
@@ -55,7 +48,7 @@ def client(gguf_path: Path) -> Iterator[httpx.Client]:
     p.n_ctx = 512
     p.n_parallel = 1
     p.cpuparams.n_threads = 2
-    p.port = _free_port()
+    p.port = free_port()
     p.verbosity = 0
     server = xllamacpp.Server(p)  # serves until garbage collected: keep the reference alive
     with httpx.Client(base_url=server.listening_address, timeout=60) as c:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,16 +15,11 @@ import openai
 import pytest
 
 from tests.integration.conftest import Harness
+from tests.support.net import free_port
 from yun.api.lifespan import sync_deployments
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MSG = [{"role": "user", "content": "hi"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -93,7 +87,7 @@ async def test_client_disconnect_stops_the_engine(yun: Harness) -> None:
 @pytest.fixture(scope="module")
 def upstream(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second, independent engine server (llama.cpp's OpenAI server), as vLLM or a provider would be."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("upstream") / "upstream.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -159,7 +153,7 @@ async def test_external_openai_compatible_upstream(yun: Harness, upstream: str) 
 
 
 async def test_unreachable_external_upstream_is_503(yun: Harness) -> None:
-    yun.services.catalog.add_external("dead-remote", f"http://127.0.0.1:{_free_port()}")
+    yun.services.catalog.add_external("dead-remote", f"http://127.0.0.1:{free_port()}")
     await sync_deployments(yun.services)
     try:
         with pytest.raises(openai.InternalServerError) as info:

@@ -1,8 +1,9 @@
 """Reliability tier: real `yun serve` processes on 127.0.0.1, pushed hard, killed with SIGKILL, and audited.
 
-`YunServer` runs `python -m yun serve` over one data dir and port (it can be killed and started again on
-both: the restarted server holds the data dir's lock, so no other gateway can be alive on its SQLite
-database, and its crash recovery settles what the dead process left open before it serves).
+`ReliabilityServer` is the shared `yun serve` launcher (tests/support/server.py) with the tiny model:
+killed and started again on the same data dir and port, the restarted server holds the data dir's
+lock, so no other gateway can be alive on its SQLite database, and its crash recovery settles what the
+dead process left open before it serves.
 `audit_ledger` opens the SQLite file directly and checks the money invariants of ARCHITECTURE.md
 exactly, to the nanodollar, across every organization in the database.
 """
@@ -10,14 +11,8 @@ exactly, to the nanodollar, across every organization in the database.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.server import Health, YunServer, answers
 from tests.support.tiny_model import tiny_model_path
 
-KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 GATEWAY_ID = "reliability-gw"
 MODEL = "tiny"
 NANO = 1_000_000_000
@@ -43,12 +38,6 @@ SIGKILL test expects a cut stream to be billed something, so that a client readi
 blocked while it kills the server) cannot make a stream look longer than the gateway streamed it."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def usd(nanodollars: int) -> str:
     """Nanodollars as the exact decimal USD string the admin API takes."""
     return f"{nanodollars // NANO}.{nanodollars % NANO:09d}"
@@ -58,125 +47,39 @@ def expected_cost(prompt_tokens: int, completion_tokens: int) -> int:
     return prompt_tokens * INPUT_NANO + completion_tokens * OUTPUT_NANO
 
 
-class YunServer:
-    """One `yun serve` subprocess (in its own process group, with its replica children) over a data dir."""
+class ReliabilityServer(YunServer):
+    """A `yun serve` with the tiny model, the reliability tier's settings and the helpers its tests share."""
 
     def __init__(self, root: Path, port: int | None = None) -> None:
-        self.root = root
-        self.data_dir = root / "data"
-        self.db_path = self.data_dir / "yun.db"
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.admin_key: str | None = None
-        self.model_registered = False
-        self.starts = 0
-        self.stderr_path: Path | None = None
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
-        self._env.update(
-            HF_HUB_OFFLINE="1",
-            COLUMNS="200",  # the bootstrap key panel must not wrap the key
-            YUN_ENGINE__PARALLEL="4",
-            YUN_ENGINE__CONTEXT_PER_SLOT="512",
-            YUN_SERVER__GATEWAY_ID=GATEWAY_ID,
-            YUN_BILLING__PROGRESS_INTERVAL_S=str(PROGRESS_INTERVAL_S),
+        super().__init__(
+            root,
+            port=port,
+            args=["--no-default-models"],
+            env={
+                "YUN_ENGINE__PARALLEL": "4",
+                "YUN_ENGINE__CONTEXT_PER_SLOT": "512",
+                "YUN_SERVER__GATEWAY_ID": GATEWAY_ID,
+                "YUN_BILLING__PROGRESS_INTERVAL_S": str(PROGRESS_INTERVAL_S),
+            },
+            ready=answers,  # the model is added after the first start
+            start_timeout_s=START_TIMEOUT_S,
         )
+        self.model_registered = False
 
-    # -- process lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start, add the tiny model on the first start, and wait for its one healthy replica."""
+        super().start()
+        if not self.model_registered:
+            self.register_model()
+        self.wait_until(_tiny_model_ready)
+
     def register_model(self) -> None:
         """`yun models add` over HTTP, as an operator would, against the running server (which deploys it
         within seconds): the CLI never opens the database behind a server's back."""
-        assert self.admin_key is not None
-        env = {**self._env, "YUN_URL": self.url, "YUN_API_KEY": self.admin_key}
-        done = subprocess.run(
-            [sys.executable, "-m", "yun", "models", "add", MODEL, "--file", str(tiny_model_path())],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, f"yun models add failed: {done.stdout}{done.stderr}"
+        self.yun("models", "add", MODEL, "--file", str(tiny_model_path()))
         self.model_registered = True
 
-    def start(self) -> None:
-        assert self.proc is None, "already running"
-        self.starts += 1
-        out = self.root / f"serve-{self.starts}.out"
-        self.stderr_path = self.root / f"serve-{self.starts}.err"
-        with out.open("wb") as out_f, self.stderr_path.open("wb") as err_f:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "yun", "serve", "--data-dir", str(self.data_dir)]
-                + ["--port", str(self.port), "--no-default-models"],
-                stdout=out_f,
-                stderr=err_f,
-                env=self._env,
-                cwd=self.root,
-                start_new_session=True,  # its own process group: SIGKILL reaches the replicas too
-            )
-        self._wait_healthy(model=False)
-        keys = KEY_RE.findall(out.read_text(errors="replace"))
-        if self.admin_key is None:
-            assert len(keys) == 1, f"expected the bootstrap key on the first start, got {len(keys)}"
-            self.admin_key = keys[0]
-        else:
-            assert keys == [], "a restart must not print a new bootstrap key"
-        if not self.model_registered:
-            self.register_model()
-        self._wait_healthy(model=True)
-
-    def _wait_healthy(self, model: bool) -> None:
-        """Until /health answers (and, with `model`, the tiny model has its one healthy replica)."""
-        assert self.proc is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with httpx.Client(trust_env=False, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"yun serve exited with {self.proc.returncode}: {self.stderr_tail()}")
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    health = client.get(self.url + "/health").json()
-                    replicas = health.get("models", {}).get(MODEL, {}).get("healthy_replicas")
-                    if not model or (health.get("status") == "ok" and replicas == 1):
-                        return
-                time.sleep(0.2)
-        self.kill9()
-        raise AssertionError(f"yun serve did not become healthy in {START_TIMEOUT_S}s: {self.stderr_tail()}")
-
-    def stderr_tail(self, chars: int = 3000) -> str:
-        return "" if self.stderr_path is None else self.stderr_path.read_text(errors="replace")[-chars:]
-
-    def kill9(self) -> None:
-        """SIGKILL the gateway and its replica processes at once (the whole process group) and reap it."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-        # The replicas were in the group; wait (bounded) until none of them is left.
-        for _ in range(100):
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Graceful stop (SIGINT, as Ctrl-C): the lifespan stops the replicas and disposes the database."""
-        proc = self.proc
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(60)
-        self.kill9()  # whatever is left of the group (a stuck gateway, a replica it failed to stop)
-
     # -- APIs ----------------------------------------------------------------------------------
-    def admin(self) -> httpx.Client:
-        assert self.admin_key is not None
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"}, trust_env=False, timeout=60
-        )
-
     def set_price(self) -> None:
         with self.admin() as c:
             r = c.put(f"/admin/prices/{MODEL}", json=PRICE)
@@ -217,10 +120,15 @@ class YunServer:
         return str(found[-1])
 
 
+def _tiny_model_ready(health: Health) -> bool:
+    model = health.get("models", {}).get(MODEL, {})
+    return health.get("status") == "ok" and model.get("healthy_replicas") == 1
+
+
 @pytest.fixture
-def yun_server(tmp_path: Path) -> Iterator[YunServer]:
+def yun_server(tmp_path: Path) -> Iterator[ReliabilityServer]:
     """A fresh, priced `yun serve` with the tiny model, stopped (and reaped) after the test."""
-    server = YunServer(tmp_path)
+    server = ReliabilityServer(tmp_path)
     try:
         server.start()
         server.set_price()

@@ -25,8 +25,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import _postgres_database
-from tests.reliability.conftest import KEY_RE, MODEL, PRICE, free_port
+from tests.reliability.conftest import MODEL, PRICE
 from tests.reliability.test_second_serve import StreamInThread, open_hold, replica_pid
+from tests.support.net import free_port
+from tests.support.server import KEY_RE
 from tests.support.tiny_model import tiny_model_path
 
 pytestmark = pytest.mark.reliability

@@ -32,12 +32,12 @@ from tests.reliability.conftest import (
     MODEL,
     NANO,
     PROGRESS_INTERVAL_S,
-    YunServer,
+    ReliabilityServer,
     audit_ledger,
     expected_cost,
-    free_port,
     usd,
 )
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.reliability
 
@@ -109,7 +109,7 @@ async def _flood(url: str, keys: list[str]) -> list[Reply]:
     return replies
 
 
-def test_concurrent_flood_never_overdraws_and_bills_each_accepted_request_once(yun_server: YunServer) -> None:
+def test_concurrent_flood_never_overdraws_and_bills_each_accepted_request_once(yun_server: ReliabilityServer) -> None:
     server = yun_server
     # The real cost of one request, measured in a separate organization.
     probe_key = server.new_key(server.new_org("probe", "10"))
@@ -251,7 +251,9 @@ async def _stream_once(
     return result
 
 
-async def _stream_load_then_kill(server: YunServer, key: str, round_: int, rng: random.Random) -> list[StreamResult]:
+async def _stream_load_then_kill(
+    server: ReliabilityServer, key: str, round_: int, rng: random.Random
+) -> list[StreamResult]:
     results: list[StreamResult] = []
     streaming, completed, killed = asyncio.Event(), asyncio.Event(), asyncio.Event()
     limits = _limits(STREAMS)
@@ -283,7 +285,7 @@ async def _stream_load_then_kill(server: YunServer, key: str, round_: int, rng: 
     return results
 
 
-def _recovered(server: YunServer) -> int:
+def _recovered(server: ReliabilityServer) -> int:
     """How many open reservations the last start's crash recovery settled (from its log)."""
     found = re.findall(r"settled (\d+) reservation\(s\) left open", server.stderr_tail(chars=1_000_000))
     return int(found[-1]) if found else 0
@@ -331,7 +333,7 @@ def _check_clients_against_ledger(results: list[StreamResult], records: dict[str
 def test_sigkill_during_streaming_loses_nothing_and_bills_nothing_twice(tmp_path: Path) -> None:
     seed = random.SystemRandom().randrange(2**32)
     rng = random.Random(seed)
-    server = YunServer(tmp_path, port=free_port())
+    server = ReliabilityServer(tmp_path, port=free_port())
     all_results: list[StreamResult] = []
     rounds: list[str] = []
     try:
@@ -419,7 +421,7 @@ def _engine_settled_count(engine_url: str) -> float:
     raise AssertionError("the engine never became idle")
 
 
-def _usage_record(server: YunServer, key: str, request_id: str) -> dict[str, Any]:
+def _usage_record(server: ReliabilityServer, key: str, request_id: str) -> dict[str, Any]:
     for _ in range(300):
         for rec in server.org_get(key, "usage/records?limit=1000")["data"]:
             if rec["request_id"] == request_id:
@@ -428,7 +430,7 @@ def _usage_record(server: YunServer, key: str, request_id: str) -> dict[str, Any
     raise AssertionError(f"no usage record for {request_id}")
 
 
-def test_client_disconnect_bills_what_the_engine_generated(yun_server: YunServer) -> None:
+def test_client_disconnect_bills_what_the_engine_generated(yun_server: ReliabilityServer) -> None:
     server = yun_server
     org = server.new_org("disconnect", "10")
     key = server.new_key(org)

@@ -29,7 +29,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reliability.conftest import MODEL, YunServer, audit_ledger, expected_cost, free_port
+from tests.reliability.conftest import MODEL, ReliabilityServer, audit_ledger, expected_cost
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.reliability
 
@@ -116,7 +117,7 @@ def _sqlite_open_holds(db: Path) -> Callable[[str], list[Any]]:
     return query
 
 
-def test_a_second_serve_is_refused_and_the_first_ones_stream_is_billed_in_full(yun_server: YunServer) -> None:
+def test_a_second_serve_is_refused_and_the_first_ones_stream_is_billed_in_full(yun_server: ReliabilityServer) -> None:
     server = yun_server
     org = server.new_org("streamer", "100")
     key = server.new_key(org)
@@ -129,7 +130,7 @@ def test_a_second_serve_is_refused_and_the_first_ones_stream_is_billed_in_full(y
         second = subprocess.run(
             [sys.executable, "-m", "yun", "serve", "--data-dir", str(server.data_dir)]
             + ["--port", str(free_port()), "--no-default-models"],
-            env=server._env,
+            env=server.env,
             capture_output=True,
             text=True,
             timeout=120,

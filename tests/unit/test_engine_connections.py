@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.support.net import free_port
 from yun.engines import OpenAIHTTPEngine
 from yun.errors import EngineFailure, EngineUnavailable
 
@@ -242,9 +243,7 @@ async def test_a_timeout_on_a_pooled_connection_is_not_retried(serve: Serve) -> 
 
 
 async def test_an_engine_that_is_down_is_unavailable_without_a_retry(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     engine = OpenAIHTTPEngine("down/0", f"http://127.0.0.1:{port}", timeout_s=5)
     caplog.set_level(logging.INFO, logger="yun.engines")
     try:

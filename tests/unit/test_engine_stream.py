@@ -17,16 +17,24 @@ def _event(i: int) -> bytes:
     return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": f"w{i}"}}]}) + b"\n\n"
 
 
-async def _serve(parts: list[bytes], pause_s: float) -> AsyncIterator[str]:
-    """A server whose one streaming answer is `parts`, each written (and flushed) separately."""
+async def _serve(
+    parts: list[bytes], pause_s: float = 0.0, turns: asyncio.Queue[None] | None = None
+) -> AsyncIterator[str]:
+    """A server whose one streaming answer is `parts`, each written (and flushed) separately.
+
+    With `turns`, it writes the next part only once the client has put a turn in the queue (after it
+    received the previous batch): parts arrive separately by construction, not by a delay."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for part in parts:
+        for i, part in enumerate(parts):
+            if turns is not None and i > 0:
+                await asyncio.wait_for(turns.get(), timeout=30)
             await response.write(part)
-            await asyncio.sleep(pause_s)
+            if pause_s:
+                await asyncio.sleep(pause_s)  # only to make splits likelier; nothing depends on it
         await response.write_eof()
         return response
 
@@ -75,7 +83,18 @@ async def test_events_sent_together_come_as_one_batch() -> None:
 
 
 async def test_events_sent_apart_come_one_by_one() -> None:
-    batches = await _collect([_event(0), _event(1), _event(2), b"data: [DONE]\n\n"], pause_s=0.05)
+    turns: asyncio.Queue[None] = asyncio.Queue()
+    gen = _serve([_event(0), _event(1), _event(2), b"data: [DONE]\n\n"], turns=turns)
+    url = await anext(gen)
+    engine = OpenAIHTTPEngine("test", url)
+    batches = []
+    try:
+        async for batch in engine.stream("/v1/chat/completions", {"stream": True}):
+            batches.append(batch)
+            turns.put_nowait(None)  # the next event is written only now
+    finally:
+        await engine.aclose()
+        await gen.aclose()
     assert [len(b) for b in batches] == [1, 1, 1]
 
 
@@ -99,7 +118,8 @@ async def test_comments_and_other_fields_are_skipped() -> None:
     ],
 )
 async def test_a_bad_event_fails_the_stream_after_the_good_ones(payload: bytes, message: str) -> None:
-    gen = _serve([_event(0), payload], 0.05)
+    turns: asyncio.Queue[None] = asyncio.Queue()
+    gen = _serve([_event(0), payload], turns=turns)
     url = await anext(gen)
     engine = OpenAIHTTPEngine("test", url)
     seen: list[str] = []
@@ -107,6 +127,7 @@ async def test_a_bad_event_fails_the_stream_after_the_good_ones(payload: bytes, 
         with pytest.raises(EngineFailure, match=message):
             async for batch in engine.stream("/v1/chat/completions", {"stream": True}):
                 seen += _words([batch])
+                turns.put_nowait(None)  # the bad event is written only after the good one arrived
     finally:
         await engine.aclose()
         await gen.aclose()

@@ -7,7 +7,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tests.support.net import free_port
 from yun.errors import YunError
 from yun.gateway.ratelimit import (
     Decision,
@@ -223,9 +223,7 @@ async def test_redis_keys_expire_once_idle(redis_prefix: str) -> None:
 
 
 async def test_unreachable_redis_raises_backend_error() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     store = RedisRateLimitStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.5)
     with pytest.raises(RateLimitBackendError) as info:
         await store.acquire([("key:a", Limits(rpm=1))], 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -114,6 +114,28 @@ def test_new_sqlite_files_use_small_pages_and_the_wal_stays_bounded(tmp_path) ->
     database.dispose()
 
 
+class _Ticks(threading.Event):
+    """The checkpoint loop's stop event, counting the loop's turns: the loop waits on it once per turn, so
+    when the n-th wait begins, n - 1 turns (each a checkpoint or a skip) have finished."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+        self._changed = threading.Condition()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._changed:
+            self.started += 1
+            self._changed.notify_all()
+        return super().wait(timeout)
+
+    def finished(self, turns: int) -> None:
+        """Return once `turns` more turns of the loop have finished (bounded: a stuck loop fails the test)."""
+        with self._changed:
+            target = self.started + turns + 1
+            assert self._changed.wait_for(lambda: self.started >= target, timeout=30), "the loop stopped turning"
+
+
 def test_background_checkpoints_run_only_after_money_writes(tmp_path, monkeypatch) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     upgrade(url)
@@ -121,18 +143,17 @@ def test_background_checkpoints_run_only_after_money_writes(tmp_path, monkeypatc
     OrganizationRepository(database).get_or_create(DEFAULT_ORG, "default")
     runs: list[int] = []
     monkeypatch.setattr(database, "checkpoint", lambda: runs.append(database.money_writer.commits))
+    ticks = _Ticks()
+    database._stop_checkpoints = ticks  # observe the loop's turns instead of sleeping through some
     database.start_checkpoints(every_s=0.01)
-    time.sleep(0.2)
+    ticks.finished(10)
     idle = len(runs)
     money = MoneyRepository(database)
     money.post(DEFAULT_ORG, "grant", 10_000, "g1")
     hold = money.reserve(
         HoldRequest("req-1", DEFAULT_ORG, "k", "m", "chat.completions", "gw", None, 0, 0, "2026-12", lambda _: 100)
     )
-    deadline = time.monotonic() + 10
-    while len(runs) == idle and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)
+    ticks.finished(10)  # the commit is done (reserve returned), so one of these turns sees it
     database.dispose()  # stops the thread
     assert idle <= 1, "an idle database is not checkpointed over and over"
     assert len(runs) == idle + 1 and runs[-1] >= 1, "one checkpoint after the write, none after"

@@ -10,7 +10,7 @@ from yun.api.services import Services
 from yun.errors import PermissionDenied
 from yun.tenancy import Principal
 
-__all__ = ["AdminDep", "PrincipalDep", "ServicesDep"]
+__all__ = ["AdminDep", "PrincipalDep", "ServicesDep", "authenticate"]
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool,
@@ -20,12 +20,16 @@ async def _services(request: Request) -> Services:
     return services
 
 
-async def _principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def authenticate(request: Request) -> Principal:
+    """The caller of this request, from its `Authorization: Bearer` key (the one way every route authenticates)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     secret = token.strip() if scheme.lower() == "bearer" else None
     services: Services = request.app.state.services
     return services.keys.verify(secret)
+
+
+async def _principal(request: Request) -> Principal:
+    return authenticate(request)
 
 
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:

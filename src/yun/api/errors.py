@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from yun.api.openapi import document_errors
 from yun.errors import (
@@ -31,7 +33,15 @@ from yun.errors import (
     YunError,
 )
 
-__all__ = ["error_body", "error_response", "install_error_handlers", "validation_message", "validation_response"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ErrorResponse",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "validation_message",
+    "validation_response",
+]
 
 log = logging.getLogger("yun.api")
 
@@ -52,6 +62,36 @@ _STATUS: list[tuple[type[YunError], int, str]] = [
     (EngineFailure, 502, "server_error"),
     (ModelIntegrityError, 500, "server_error"),
 ]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body, the only shape an error ever has."""
+
+    error: ErrorDetail
+
+
+_DOCUMENTED = {
+    400: "Invalid request",
+    401: "Missing or invalid API key",
+    403: "The key may not do this",
+    404: "Unknown model or resource",
+    413: "Request body over the limit",
+    429: "Rate limited or out of credit",
+    500: "Server error",
+    502: "The engine failed",
+    503: "No healthy replica",
+}
+# For `responses=` on routes: every error status, with its body.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in _DOCUMENTED.items()
+}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -114,6 +154,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    async def on_disconnect(_: Request, exc: Exception) -> Response:
+        # The client left while sending its body: nobody reads this, and nothing was done or held.
+        return Response(status_code=499)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never a traceback to the client; the log has it (without the body: prompts stay private).
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -126,4 +170,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

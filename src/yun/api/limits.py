@@ -1,12 +1,17 @@
-"""Refuse oversized bodies before anyone parses them (pure ASGI, so streaming responses are untouched)."""
+"""The one body limit: refuse oversized bodies (413) before anyone parses them, on every route.
+
+Pure ASGI, so streaming responses are untouched. A body with a Content-Length over the limit is refused
+from its header. A chunked body has no length up front, so it is read here first, up to the limit, and
+handed on whole: whoever parses it later (FastAPI's body parser, an inference route) can never see a
+body too large, and so can never turn one into a 400 "error parsing the body" or a 500.
+"""
 
 from __future__ import annotations
 
 import json
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from yun.errors import PayloadTooLarge
 
 __all__ = ["BodyLimit"]
 
@@ -20,33 +25,53 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
+        waits_to_send = False  # `Expect: 100-continue`: the client sends the body only if we ask for it
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    await self._refuse(send)
-                    return
-        seen = 0
+                    declared = 0  # the server rejects a malformed length before the app runs
+            elif name == b"expect":
+                waits_to_send = value.lower() == b"100-continue"
+        if declared is not None:
+            if declared > self.max_bytes:
+                await self._refuse(receive if not waits_to_send else None, send)
+            else:
+                await self.app(scope, receive, send)  # the server holds the body to its declared length
+            return
+        try:
+            body = await self._read_chunked(receive)
+        except _TooLarge:
+            await self._refuse(receive, send)
+            return
+        except ClientDisconnect:
+            return  # the client left while sending: nobody to answer, nothing was done
+        await self.app(scope, _replay(body, receive), send)
 
-        async def limited() -> Message:
-            nonlocal seen
+    async def _read_chunked(self, receive: Receive) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    # Chunked bodies have no length up front; the error handler turns this into a 413.
-                    raise PayloadTooLarge(self._message())
-            return message
-
-        await self.app(scope, limited, send)
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge()
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
 
     def _message(self) -> str:
         return f"Request body is larger than the limit of {self.max_bytes} bytes."
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, receive: Receive | None, send: Send) -> None:
+        """Answer 413 (after draining the body from `receive`, unless None: nothing was sent yet)."""
+        if receive is not None:
+            await _drain(receive, self.max_bytes * _DRAIN_FACTOR)
         body = json.dumps(
             {
                 "error": {
@@ -69,3 +94,40 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+# How much of a refused body is read and dropped before the 413 goes out. HTTP/1.1 clients (httpx, the
+# openai SDK, requests) write the whole body before they read the answer: a server that answers and
+# closes mid-body resets the connection and the client sees a broken pipe instead of the 413. Past this
+# bound the connection is closed anyway, so a client cannot keep a worker busy with an endless upload.
+_DRAIN_FACTOR = 4
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    read = 0
+    while read <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the buffered body as one message, then whatever the server sends next
+    (the disconnect a streaming handler waits for)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

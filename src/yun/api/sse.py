@@ -1,4 +1,4 @@
-"""Responses of the inference lane: JSON bodies and server-sent events for streamed completions."""
+"""Responses of the inference endpoints: JSON bodies and server-sent events for streamed completions."""
 
 from __future__ import annotations
 

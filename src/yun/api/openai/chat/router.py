@@ -1,20 +1,30 @@
-"""POST /v1/chat/completions (served by the inference lane, see api/lane.py)."""
+"""POST /v1/chat/completions (an `InferenceRoute`, see api/inference.py)."""
 
 from __future__ import annotations
 
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from yun.api.lane import Call, parse
+from yun.api.errors import ERROR_RESPONSES
+from yun.api.inference import CallDep, InferenceRoute
 from yun.api.openai.chat.protocol import ChatCompletionRequest
 from yun.api.openai.chat.service import engine_body
+from yun.api.openai.responses import EVENT_STREAM, ChatCompletion
 from yun.api.openai.wire import log_ignored
 from yun.api.sse import FastJSONResponse, sse_response
 
-__all__ = ["chat_completions"]
+__all__ = ["router"]
+
+router = APIRouter(route_class=InferenceRoute, tags=["inference"])
 
 
-async def chat_completions(call: Call) -> Response:
-    req = parse(call, ChatCompletionRequest)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: {"content": EVENT_STREAM}, **ERROR_RESPONSES},
+)
+async def chat_completions(req: ChatCompletionRequest, call: CallDep) -> Response:
+    """Creates a model response for the given chat conversation (OpenAI's API; streams with `stream`)."""
     log_ignored(req)
     body = engine_body(req)
     headers: dict[str, str] = {}

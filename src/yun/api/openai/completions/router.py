@@ -1,19 +1,24 @@
-"""POST /v1/completions (served by the inference lane, see api/lane.py)."""
+"""POST /v1/completions (an `InferenceRoute`, see api/inference.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from yun.api.lane import Call, parse
+from yun.api.errors import ERROR_RESPONSES
+from yun.api.inference import CallDep, InferenceRoute
 from yun.api.openai.completions.protocol import CompletionRequest
+from yun.api.openai.responses import EVENT_STREAM, Completion
 from yun.api.openai.wire import log_ignored
 from yun.api.sse import FastJSONResponse, sse_response
 from yun.engines import JSON
 from yun.errors import UnsupportedParameter
 
-__all__ = ["completions"]
+__all__ = ["router"]
+
+router = APIRouter(route_class=InferenceRoute, tags=["inference"])
 
 
 def _prompts(req: CompletionRequest) -> list[Any]:
@@ -38,8 +43,11 @@ def _engine_body(req: CompletionRequest) -> JSON:
     return body
 
 
-async def completions(call: Call) -> Response:
-    req = parse(call, CompletionRequest)
+@router.post(
+    "/v1/completions", response_model=Completion, responses={200: {"content": EVENT_STREAM}, **ERROR_RESPONSES}
+)
+async def completions(req: CompletionRequest, call: CallDep) -> Response:
+    """Creates a completion for the given prompt (OpenAI's legacy API; streams with `stream`)."""
     gateway, principal = call.gateway, call.principal
     log_ignored(req)
     body, prompts = _engine_body(req), _prompts(req)

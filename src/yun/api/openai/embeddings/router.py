@@ -1,18 +1,25 @@
-"""POST /v1/embeddings (served by the inference lane, see api/lane.py)."""
+"""POST /v1/embeddings (an `InferenceRoute`, see api/inference.py)."""
 
 from __future__ import annotations
 
-from yun.api.lane import Call, parse
+from fastapi import APIRouter
+
+from yun.api.errors import ERROR_RESPONSES
+from yun.api.inference import CallDep, InferenceRoute
 from yun.api.openai.embeddings.protocol import EmbeddingRequest
+from yun.api.openai.responses import CreateEmbeddingResponse
 from yun.api.openai.wire import log_ignored
 from yun.api.sse import FastJSONResponse
 from yun.errors import UnsupportedParameter
 
-__all__ = ["embeddings"]
+__all__ = ["router"]
+
+router = APIRouter(route_class=InferenceRoute, tags=["inference"])
 
 
-async def embeddings(call: Call) -> FastJSONResponse:
-    req = parse(call, EmbeddingRequest)
+@router.post("/v1/embeddings", response_model=CreateEmbeddingResponse, responses=ERROR_RESPONSES)
+async def embeddings(req: EmbeddingRequest, call: CallDep) -> FastJSONResponse:
+    """Creates an embedding vector for each input (OpenAI's API)."""
     gateway, principal = call.gateway, call.principal
     log_ignored(req)
     native = gateway.deployment(req.model, "embedding", principal).spec.dimensions
