@@ -1,14 +1,126 @@
-"""Rewriting engine stream chunks for the client: ids, model name, tool-call holding, re-indexing."""
+"""Relaying engine streams to the client: one request's batches of chunks, counted, rewritten (ids, model
+name, tool-call holding, re-indexing), its progress recorded on its hold, settled before the last chunk.
+
+Everything in `_relay_batch` runs once per engine chunk, the gateway's hottest code: keep it lean.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+from yun.cluster import Deployment
+from yun.gateway.holding import Holding
 from yun.gateway.tools import ToolStreamBuffer
 
-__all__ = ["chunk_object", "has_output", "rewrite"]
+__all__ = ["chunk_object", "has_output", "relay", "rewrite", "upstream"]
+
+log = logging.getLogger("yun.gateway")
 
 JSON = dict[str, Any]
+
+
+def upstream(deployment: Deployment, body: JSON, log_prompts: bool) -> JSON:
+    """The body the engine gets: the client's, for the deployment's upstream model name."""
+    if log_prompts:
+        log.info("request to %s: %s", deployment.spec.model_id, json.dumps(body, ensure_ascii=False)[:8000])
+    body = dict(body)
+    body["model"] = deployment.spec.upstream_model or deployment.spec.model_id
+    return body
+
+
+async def relay(
+    held: Holding, path: str, bodies: list[JSON], include_usage: bool, tool_names: list[str], log_prompts: bool
+) -> AsyncIterator[list[JSON]]:
+    """Hold credit for one streamed request, relay one or more engine streams as one, in the engine's
+    batches (see `Engine.stream`), and settle before the final usage chunk goes out.
+
+    The hold is opened at the first step (`anext`), so admission errors surface there, before any
+    byte of the response (see `sse_response`), and a stream nobody starts holds nothing.
+    """
+    created = int(time.time())
+    async with held:
+        held.start_progress()
+        for index, body in enumerate(bodies):
+            async for batch in _relay_one(held, path, body, tool_names, index, created, log_prompts):
+                yield batch
+        await held.settle("ok")
+        if include_usage:
+            usage = held.usage
+            # The last thing yielded: the SSE writer sends it with [DONE] and reads no further.
+            yield [
+                {
+                    "id": usage.request_id,
+                    "object": chunk_object(path),
+                    "created": created,
+                    "model": usage.model_id,
+                    "choices": [],
+                    "usage": usage.as_openai(),
+                }
+            ]
+
+
+async def _relay_one(
+    held: Holding, path: str, body: JSON, tool_names: list[str], index: int, created: int, log_prompts: bool
+) -> AsyncIterator[list[JSON]]:
+    deployment = held.deployment
+    request = upstream(deployment, body, log_prompts)
+    request["stream"] = True
+    # Always ask the engine for its own count: billing never depends on the client's choice.
+    request["stream_options"] = {"include_usage": True}
+    buffer = ToolStreamBuffer(tool_names) if tool_names else None
+    async with deployment.lease(held.hold.org_id, held.client_gone) as engine:
+        held.usage.replica = engine.name
+        counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
+        as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
+        async for batch in engine.stream(path, request):
+            out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is)
+            # Once per batch: a clock read is all a stream pays until a record is due.
+            if time.perf_counter() >= held.progress_at:
+                held.record_progress()
+            if out:
+                yield out
+
+
+def _relay_batch(
+    held: Holding,
+    batch: list[JSON],
+    buffer: ToolStreamBuffer | None,
+    index: int,
+    created: int,
+    counts_chunks: bool,
+    as_is: bool,
+) -> list[JSON]:
+    """Count one batch of engine chunks and make them the client's (ids, model, tool calls)."""
+    usage = held.usage
+    request_id, model_id = usage.request_id, usage.model_id
+    out: list[JSON] = []
+    for chunk in batch:
+        timings = chunk.pop("timings", None)
+        if timings is not None:
+            usage.see_timings(timings)
+        chunk["id"] = request_id
+        chunk["model"] = model_id
+        if "created" not in chunk:
+            chunk["created"] = created
+        if "usage" in chunk:
+            usage.add(chunk.pop("usage"))
+            if not chunk.get("choices"):
+                continue
+        # Only the first output (time to first token) matters, unless chunks are the count.
+        if (counts_chunks or usage.ttft_s is None) and any(has_output(c) for c in chunk.get("choices") or ()):
+            if usage.ttft_s is None:
+                usage.ttft_s = time.perf_counter() - held.started
+            if counts_chunks:
+                usage.live_completion += 1
+        if as_is:
+            out.append(chunk)
+        else:
+            out.extend(rewrite(chunk, buffer, index))
+    return out
 
 
 def chunk_object(path: str) -> str:

@@ -41,7 +41,13 @@ def ensure_sqlite_dir(url: str) -> None:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            if not os.path.exists(path):
+                # Only a file that does not exist yet is opened here: closing a descriptor of a database
+                # this process already has open would drop SQLite's POSIX locks on it (fcntl locks belong
+                # to the process, and any close releases them), and other processes would then read the
+                # WAL as if no one had the database open.
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
             for name in (path, path + "-wal", path + "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.chmod(name, 0o600)
