@@ -31,7 +31,7 @@ from yun.cluster.replica import Replica
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore
 from yun.store import Database, OrganizationRepository, upgrade
-from yun.store.money import MoneyRepository
+from yun.store.money import MoneyRepository, money_writer
 from yun.tenancy import Principal
 
 GATEWAY_DIR = "/yun/gateway/"
@@ -71,8 +71,8 @@ async def measure(batches: int, tmp: Path) -> None:
     OrganizationRepository(db).get_or_create("org-a", "a")
     money = MoneyRepository(db)
     money.add_price("fake", 1_000_000, 4_000_000, 1_000_000)
-    money.post("org-a", "grant", 10**12, "g1")
-    db.money_writer.bind_loop(asyncio.get_running_loop())
+    money.credit("org-a", "grant", 10**12, "g1")
+    money_writer(db).bind_loop(asyncio.get_running_loop())
     spec = ReplicaSpec("fake", "chat", url="http://fake.invalid", context_length=4096)
     replica = Replica(spec, 0, EngineTuning(), tmp)
     replica.engine, replica.healthy = FakeLlama(batches), True  # type: ignore[assignment]
@@ -108,7 +108,7 @@ async def measure(batches: int, tmp: Path) -> None:
             await asyncio.sleep(0.01)
     finally:
         sys.setprofile(None)
-    db.money_writer.bind_loop(None)
+    money_writer(db).bind_loop(None)
     db.dispose()
 
     print(f"one streamed chat, {batches} batches of output; entries = calls + coroutine/generator resumes")

@@ -84,15 +84,15 @@ async def test_a_credit_that_would_overflow_the_balance_is_refused_and_the_ledge
 async def test_the_store_refuses_an_overflowing_posting_without_the_wire_bound(api: Api) -> None:
     org, _ = await api.new_org(credits=None)
     money: MoneyRepository = api.services.billing.money
-    assert money.post(org, "grant", INT64_MAX - 5, "a")
+    assert money.credit(org, "grant", INT64_MAX - 5, "a")
     with pytest.raises(InvalidRequest) as refused:
-        money.post(org, "grant", 6, "b")
+        money.credit(org, "grant", 6, "b")
     assert refused.value.param == "amount"
     with pytest.raises(InvalidRequest):
-        money.post(org, "grant", 2**64, "c")
+        money.credit(org, "grant", 2**64, "c")
     with pytest.raises(InvalidRequest):
-        money.post(org, "adjustment", -(2**64), "d")
-    assert money.post(org, "grant", 5, "e")
+        money.credit(org, "adjustment", -(2**64), "d")
+    assert money.credit(org, "grant", 5, "e")
     assert money.balance(org)[0] == money.ledger_sum(org) == INT64_MAX
     with pytest.raises(InvalidRequest):
         money.add_price("m", 10**30, 0, 0)

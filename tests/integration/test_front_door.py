@@ -154,10 +154,10 @@ async def test_a_server_error_is_the_same_everywhere(
     http: httpx.AsyncClient, app_and_keys: tuple[FastAPI, str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fault injection: a bug in key verification, the first thing every authenticated route does.
-    def broken(secret: str | None) -> None:
+    async def broken(secret: str | None) -> None:
         raise RuntimeError("a bug with a secret detail")
 
-    monkeypatch.setattr(app_and_keys[0].state.services.keys, "verify", broken)
+    monkeypatch.setattr(app_and_keys[0].state.services.keys, "verified", broken)
     for method, path in BODY_ROUTES:
         r = await http.request(method, path, json={"model": "m", "name": "n"})
         error = _openai_error(r, 500)

@@ -95,7 +95,7 @@ def _open_hold(data_dir: Path) -> str:
         billing = BillingService(db, "gwi_gone")
         billing.credit("org-a", 1)
         rid = f"req-{uuid.uuid4().hex}"
-        billing.reserve_now(rid, "org-a", "key-1", "m", "chat.completions", Estimate(10, 10))
+        billing.reserve_blocking(rid, "org-a", "key-1", "m", "chat.completions", Estimate(10, 10))
     finally:
         db.dispose()
     return rid

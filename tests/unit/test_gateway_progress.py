@@ -24,7 +24,7 @@ from yun.cluster.replica import Replica
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore
 from yun.store import Database
-from yun.store.money import MoneyRepository
+from yun.store.money import MoneyRepository, money_writer
 from yun.tenancy import Principal
 
 MODEL = "fake"
@@ -104,7 +104,7 @@ def gateway(db: Database, engine: FakeLlama, tmp_path: Path) -> Gateway:
     replica.engine, replica.healthy = engine, True  # type: ignore[assignment]
     billing = BillingService(db, "gw-1")
     billing.money.add_price(MODEL, *PRICE)
-    billing.money.post("org-a", "grant", 10**12, "g1")
+    billing.money.credit("org-a", "grant", 10**12, "g1")
     cluster: Any = OneModel(Deployment(spec, [replica]))
     return Gateway(cluster, Metrics(), billing, MemoryRateLimitStore(), progress_interval_s=INTERVAL_S)
 
@@ -134,13 +134,13 @@ def stored(db: Database, request_id: str) -> tuple[tuple[int, int], dict[str, An
 @pytest.fixture
 async def bound(db: Database) -> AsyncIterator[None]:
     """Writes of an embedded database on the running loop, as the server does (PostgreSQL: its thread)."""
-    db.money_writer.bind_loop(asyncio.get_running_loop())
+    money_writer(db).bind_loop(asyncio.get_running_loop())
     yield
-    db.money_writer.bind_loop(None)
+    money_writer(db).bind_loop(None)
 
 
 async def test_a_short_stream_writes_no_progress(gateway: Gateway, db: Database, bound: None) -> None:
-    writer = gateway.billing.money.writer
+    writer = gateway.billing.writer
     before = writer.progress_writes
     started = time.perf_counter()
     request_id, usage = await consume(gateway, SHORT)
@@ -157,7 +157,7 @@ async def test_a_long_stream_records_progress_at_most_once_an_interval(
     gateway: Gateway, engine: FakeLlama, db: Database, bound: None
 ) -> None:
     engine.gap_s = GAP_S
-    writer = gateway.billing.money.writer
+    writer = gateway.billing.writer
     before = writer.progress_writes
     started = time.perf_counter()
     request_id, usage = await consume(gateway, LONG)

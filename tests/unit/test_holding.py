@@ -21,7 +21,7 @@ from yun.gateway.ratelimit import Limits, MemoryRateLimitStore
 from yun.gateway.relay import relay
 from yun.gateway.usage import Usage
 from yun.store import Database, OrganizationRepository, upgrade
-from yun.store.money import MoneyRepository
+from yun.store.money import MoneyRepository, money_writer
 from yun.tenancy import Principal
 
 MODEL = "m"
@@ -43,7 +43,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
     OrganizationRepository(database).get_or_create("org-a", "a")
     money = MoneyRepository(database)
     money.add_price(MODEL, 1_000_000, 4_000_000, 1_000_000)
-    money.post("org-a", "grant", GRANT, "g1")
+    money.credit("org-a", "grant", GRANT, "g1")
     yield database
     database.dispose()
 
@@ -56,9 +56,9 @@ def seen() -> list[Usage]:
 
 @pytest.fixture
 async def holds(db: Database, seen: list[Usage]) -> AsyncIterator[Holds]:
-    db.money_writer.bind_loop(asyncio.get_running_loop())  # writes on the running loop, as the server does
+    money_writer(db).bind_loop(asyncio.get_running_loop())  # writes on the running loop, as the server does
     yield Holds(BillingService(db, "gw-1"), MemoryRateLimitStore(), [seen.append], progress_interval_s=0.0)
-    db.money_writer.bind_loop(None)
+    money_writer(db).bind_loop(None)
 
 
 def records(db: Database) -> list[dict[str, Any]]:
@@ -158,7 +158,7 @@ async def test_a_settlement_inside_the_block_is_the_only_one(holds: Holds, db: D
 
 
 async def test_progress_is_recorded_only_when_new_and_never_after_settling(holds: Holds, db: Database) -> None:
-    writer = db.money_writer
+    writer = money_writer(db)
     before = writer.progress_writes
     async with opened(holds) as held:
         held.usage.see_timings({"prompt_n": 30, "cache_n": 0, "predicted_n": 3})

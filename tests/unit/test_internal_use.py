@@ -30,7 +30,7 @@ def billing(org_db: Database) -> BillingService:
 
 def hold(billing: BillingService, org: str, prompt: int = 40, max_out: int = 100) -> HoldRecord:
     rid = f"req-{uuid.uuid4().hex}"
-    return billing.reserve_now(rid, org, "key-1", "m", "chat.completions", Estimate(prompt, max_out))
+    return billing.reserve_blocking(rid, org, "key-1", "m", "chat.completions", Estimate(prompt, max_out))
 
 
 def ledger(billing: BillingService, org: str) -> list[tuple[str, int, str]]:
@@ -49,7 +49,7 @@ def record(billing: BillingService, org: str, request_id: str) -> dict[str, Any]
 def test_operator_use_is_metered_at_list_price_without_a_balance(billing: BillingService) -> None:
     h = hold(billing, OPERATOR)
     assert h.amount == 0 and billing.money.balance(OPERATOR) == (0, 0)  # nothing held, nothing refused
-    settled, cost = billing.settle_now(h, Outcome("r0", 40, 90, 0, "ok", 0.1, 0.01))
+    settled, cost = billing.settle_blocking(h, Outcome("r0", 40, 90, 0, "ok", 0.1, 0.01))
     assert settled and cost == 40 * 1000 + 90 * 2000
     rec = record(billing, OPERATOR, h.request_id)
     assert (rec["prompt_tokens"], rec["completion_tokens"], rec["cost"], rec["status"]) == (40, 90, cost, "ok")

@@ -40,7 +40,7 @@ class Gateway:
 
     def hold(self) -> HoldRecord:
         rid = f"req-{uuid.uuid4().hex}"
-        return self.billing.reserve_now(rid, "org-a", "key-1", "m", "chat.completions", Estimate(10, 20))
+        return self.billing.reserve_blocking(rid, "org-a", "key-1", "m", "chat.completions", Estimate(10, 20))
 
     def stop_renewing(self) -> None:
         """What a crash does to the lease: its last renewal runs out (here: a renewal of no length)."""
@@ -105,7 +105,7 @@ def test_holds_of_an_owner_without_a_lease_wait_until_no_request_can_still_run(o
     a = Gateway(org_db)
     a.billing.credit("org-a", 1)
     legacy = BillingService(org_db, "myhost:8000")
-    h = legacy.reserve_now(f"req-{uuid.uuid4().hex}", "org-a", "key-1", "m", "chat.completions", Estimate(1, 1))
+    h = legacy.reserve_blocking(f"req-{uuid.uuid4().hex}", "org-a", "key-1", "m", "chat.completions", Estimate(1, 1))
     assert a.billing.recover(orphaned_after_s=3600) == 0
     assert a.billing.recover(orphaned_after_s=0) == 1
     assert h.request_id not in open_ids(a.billing)

@@ -12,8 +12,7 @@ from sqlalchemy import func, select, text
 
 from yun.errors import QuotaExceeded
 from yun.store import Database, OrganizationRepository
-from yun.store.money import MoneyRepository
-from yun.store.money_path import HoldRecord, HoldRequest, SettleRecord
+from yun.store.money import HoldRecord, HoldRequest, MoneyRepository, SettleRecord, money_writer
 from yun.store.orm import LedgerRow, ReservationRow, UsageRow
 
 HOLD = 1_000
@@ -58,7 +57,7 @@ def test_concurrent_holds_never_overdraw_and_batch(db: Database) -> None:
     on the loop for SQLite, on the writer thread for PostgreSQL) and from 4 other threads at the same
     time: exactly 50 succeed, and the loop's holds share commits."""
     money = MoneyRepository(db)
-    money.post("org-a", "grant", 50 * HOLD, "g1")
+    money.credit("org-a", "grant", 50 * HOLD, "g1")
     futures: list[Future[HoldRecord]] = []
     lock = threading.Lock()
     go = threading.Barrier(5)
@@ -66,21 +65,21 @@ def test_concurrent_holds_never_overdraw_and_batch(db: Database) -> None:
     def from_thread() -> None:
         go.wait()
         for _ in range(25):
-            f = money.writer.reserve(hold_request())
+            f = money_writer(db).reserve(hold_request())
             with lock:
                 futures.append(f)
 
     async def from_loop() -> None:
-        money.writer.bind_loop(asyncio.get_running_loop())
+        money_writer(db).bind_loop(asyncio.get_running_loop())
         go.wait()
-        mine = [money.writer.reserve(hold_request()) for _ in range(200)]
-        await asyncio.gather(*(money.writer.wait(f) for f in mine), return_exceptions=True)
-        money.writer.bind_loop(None)
+        mine = [money_writer(db).reserve(hold_request()) for _ in range(200)]
+        await asyncio.gather(*(money_writer(db).wait(f) for f in mine), return_exceptions=True)
+        money_writer(db).bind_loop(None)
         with lock:
             futures.extend(mine)
 
     threads = [threading.Thread(target=from_thread) for _ in range(4)]
-    before = money.writer.commits
+    before = money_writer(db).commits
     for t in threads:
         t.start()
     asyncio.run(from_loop())
@@ -95,28 +94,28 @@ def test_concurrent_holds_never_overdraw_and_batch(db: Database) -> None:
     assert count(db, ReservationRow) == 50  # a refused hold writes no reservation
     # On SQLite the other threads' 100 holds commit one by one, beside the loop's batches; on PostgreSQL
     # all 300 queue for the writer thread. Either way, written one per commit they would take 300.
-    assert money.writer.commits - before < 300 - 100, "holds queued together must share commits"
+    assert money_writer(db).commits - before < 300 - 100, "holds queued together must share commits"
 
 
 def test_wait_hands_results_and_refusals_to_the_loop(db: Database) -> None:
     """`wait` gives each write's outcome on the loop, whether the writer completes it there (SQLite bound
     to the loop) or in its thread (PostgreSQL); a waiter cancelled meanwhile does not break the write."""
     money = MoneyRepository(db)
-    money.post("org-a", "grant", HOLD, "g1")
+    money.credit("org-a", "grant", HOLD, "g1")
 
     async def run() -> tuple[object, object, int]:
-        money.writer.bind_loop(asyncio.get_running_loop())
+        money_writer(db).bind_loop(asyncio.get_running_loop())
         try:
-            abandoned = money.writer.reserve(hold_request(HOLD // 2))
-            money.writer.wait(abandoned).cancel()
-            ok = await money.writer.wait(money.writer.reserve(hold_request(HOLD // 2)))
+            abandoned = money_writer(db).reserve(hold_request(HOLD // 2))
+            money_writer(db).wait(abandoned).cancel()
+            ok = await money_writer(db).wait(money_writer(db).reserve(hold_request(HOLD // 2)))
             refused = await asyncio.gather(
-                money.writer.wait(money.writer.reserve(hold_request())), return_exceptions=True
+                money_writer(db).wait(money_writer(db).reserve(hold_request())), return_exceptions=True
             )
             await asyncio.wrap_future(abandoned)
             return ok, refused[0], money.balance("org-a")[1]
         finally:
-            money.writer.bind_loop(None)
+            money_writer(db).bind_loop(None)
 
     ok, refused, held = asyncio.run(run())
     assert isinstance(ok, HoldRecord) and ok.amount == HOLD // 2
@@ -129,23 +128,23 @@ def test_a_batch_mixing_organizations_answers_each_operation_its_own_result(db: 
     order, each caller gets its own operation's outcome. Org a can pay for 3 holds, org b for none."""
     OrganizationRepository(db).get_or_create("org-b", "b")
     money = MoneyRepository(db)
-    money.post("org-a", "grant", 3 * HOLD, "g1")
-    first = [money.reserve(hold_request()) for _ in range(2)]
+    money.credit("org-a", "grant", 3 * HOLD, "g1")
+    first = [money_writer(db).reserve(hold_request()).result() for _ in range(2)]
 
     async def batch() -> list[object]:
-        money.writer.bind_loop(asyncio.get_running_loop())  # SQLite: one batch on the loop
+        money_writer(db).bind_loop(asyncio.get_running_loop())  # SQLite: one batch on the loop
         try:
             ops = [
-                money.writer.reserve(hold_request(org="org-b")),
-                money.writer.settle(first[0], settled(100)),
-                money.writer.reserve(hold_request()),
-                money.writer.reserve(hold_request(org="org-b")),
-                money.writer.settle(first[1], settled(200)),
-                money.writer.reserve(hold_request()),
+                money_writer(db).reserve(hold_request(org="org-b")),
+                money_writer(db).settle(first[0], settled(100)),
+                money_writer(db).reserve(hold_request()),
+                money_writer(db).reserve(hold_request(org="org-b")),
+                money_writer(db).settle(first[1], settled(200)),
+                money_writer(db).reserve(hold_request()),
             ]
-            return await asyncio.gather(*(money.writer.wait(f) for f in ops), return_exceptions=True)
+            return await asyncio.gather(*(money_writer(db).wait(f) for f in ops), return_exceptions=True)
         finally:
-            money.writer.bind_loop(None)
+            money_writer(db).bind_loop(None)
 
     b1, s1, a3, b2, s2, a4 = asyncio.run(batch())
     assert isinstance(b1, QuotaExceeded) and isinstance(b2, QuotaExceeded)
@@ -160,11 +159,11 @@ def test_a_batch_mixing_organizations_answers_each_operation_its_own_result(db: 
 
 def test_refused_hold_in_a_batch_releases_only_its_free_tokens(db: Database) -> None:
     money = MoneyRepository(db)
-    money.post("org-a", "grant", HOLD, "g1")
+    money.credit("org-a", "grant", HOLD, "g1")
     # Both ask for 300 free tokens (allowance 500) and hold what is not free: the first gets 300 free
     # and 700 n$; the second gets 200 free, needs 800 n$ and finds 300: refused, its 200 free given back.
-    first = money.writer.reserve(hold_request(free_wanted=300, allowance=500))
-    second = money.writer.reserve(hold_request(free_wanted=300, allowance=500))
+    first = money_writer(db).reserve(hold_request(free_wanted=300, allowance=500))
+    second = money_writer(db).reserve(hold_request(free_wanted=300, allowance=500))
     assert first.result(timeout=30).free_tokens == 300
     assert isinstance(second.exception(timeout=30), QuotaExceeded)
     assert money.free_used("org-a", "m", "2026-11") == (0, 300)
@@ -173,22 +172,22 @@ def test_refused_hold_in_a_batch_releases_only_its_free_tokens(db: Database) -> 
 
 def test_settle_writes_once_and_a_failing_write_fails_only_itself(db: Database) -> None:
     money = MoneyRepository(db)
-    money.post("org-a", "grant", 10 * HOLD, "g1")
-    holds = [money.reserve(hold_request()) for _ in range(3)]
+    money.credit("org-a", "grant", 10 * HOLD, "g1")
+    holds = [money_writer(db).reserve(hold_request()).result() for _ in range(3)]
     # A duplicate request id cannot be reserved (primary key): queued between good writes, it must fail
     # alone while the batch around it is retried one by one and lands.
     dup = HoldRequest(**{**hold_request().__dict__, "request_id": holds[0].request_id})
     futures = [
-        money.writer.settle(holds[1], settled(400)),
-        money.writer.reserve(dup),
-        money.writer.settle(holds[2], settled(300)),
-        money.writer.settle(holds[1], settled(400)),  # a second settlement of the same hold: a no-op
+        money_writer(db).settle(holds[1], settled(400)),
+        money_writer(db).reserve(dup),
+        money_writer(db).settle(holds[2], settled(300)),
+        money_writer(db).settle(holds[1], settled(400)),  # a second settlement of the same hold: a no-op
     ]
     assert futures[0].result(timeout=30) is True
     assert futures[1].exception(timeout=30) is not None
     assert futures[2].result(timeout=30) is True
     assert futures[3].result(timeout=30) is False
-    assert money.settle(holds[0], settled(0, free=0)) is True
+    assert money_writer(db).settle(holds[0], settled(0, free=0)).result() is True
     assert count(db, UsageRow) == 3
     assert count(db, LedgerRow, kind="charge") == 2
     assert money.balance("org-a") == (10 * HOLD - 700, 0)
@@ -200,10 +199,10 @@ def test_writer_survives_a_lost_connection(db: Database) -> None:
     """The writer's connection is killed from outside (a database restart, an idle timeout): the next
     write fails at most itself, and the writer reconnects for the ones after."""
     money = MoneyRepository(db)
-    money.post("org-a", "grant", 10 * HOLD, "g1")
-    money.reserve(hold_request())
+    money.credit("org-a", "grant", 10 * HOLD, "g1")
+    money_writer(db).reserve(hold_request()).result()
     if db.embedded:
-        money.writer._raw.close()  # noqa: SLF001 - simulate the loss: nothing else can kill a SQLite link
+        money_writer(db)._raw.close()  # noqa: SLF001 - simulate the loss: nothing else can kill a SQLite link
     else:
         with db.engine.connect() as c:
             c.execute(
@@ -213,18 +212,18 @@ def test_writer_survives_a_lost_connection(db: Database) -> None:
                 )
             )
     try:
-        money.reserve(hold_request())
+        money_writer(db).reserve(hold_request()).result()
     except Exception:  # noqa: BLE001 - the write that met the dead connection may fail
         pass
-    held = money.reserve(hold_request())
-    assert money.settle(held, settled(100)) is True
+    held = money_writer(db).reserve(hold_request()).result()
+    assert money_writer(db).settle(held, settled(100)).result() is True
     balance, reserved = money.balance("org-a")
     assert balance == 10 * HOLD - 100
     assert reserved == HOLD * (count(db, ReservationRow) - 1)
 
 
 def test_a_refusal_states_amounts_in_dollars() -> None:
-    from yun.store.money_path import quota_message
+    from yun.store.money import quota_message
 
     req = HoldRequest(**{**hold_request().__dict__, "prompt_tokens": 1234, "max_output_tokens": 5})
     text = quota_message(req, needed=4_000_000, balance=6_800_000, held=2_000_000)

@@ -46,8 +46,8 @@ def money(db: Database) -> MoneyRepository:
     m = MoneyRepository(db)
     m.add_price("m-small", SMALL[0], SMALL[1], SMALL[2])
     m.add_price("m-big", BIG[0], BIG[1], BIG[2])
-    m.post("org-a", "grant", 10 * USD, "welcome")
-    m.post("org-b", "grant", 1 * USD, "welcome")
+    m.credit("org-a", "grant", 10 * USD, "welcome")
+    m.credit("org-b", "grant", 1 * USD, "welcome")
     return m
 
 
@@ -62,12 +62,14 @@ def ceil_cost(tokens: int, per_mtok: int) -> int:
 
 
 def request(billing: BillingService, org: str, model: str, prompt: int, cached: int, completion: int) -> int:
-    hold = billing.reserve_now(f"req-{uuid.uuid4().hex}", org, "key-1", model, "chat", Estimate(prompt, completion))
+    hold = billing.reserve_blocking(
+        f"req-{uuid.uuid4().hex}", org, "key-1", model, "chat", Estimate(prompt, completion)
+    )
     return settle(billing, hold, prompt, cached, completion)
 
 
 def settle(billing: BillingService, hold: HoldRecord, prompt: int, cached: int, completion: int) -> int:
-    settled, cost = billing.settle_now(hold, Outcome("replica-0", prompt, completion, cached, "ok", 0.2, 0.05))
+    settled, cost = billing.settle_blocking(hold, Outcome("replica-0", prompt, completion, cached, "ok", 0.2, 0.05))
     assert settled
     return cost
 
@@ -94,9 +96,9 @@ def test_statement_has_exact_line_items_credits_and_balances(billing: BillingSer
         request(billing, "org-a", "m-big", 3333, 0, 777),
         request(billing, "org-b", "m-small", 100_000, 0, 10_000),
     ]
-    money.post("org-a", "topup", 5 * USD, "stripe-1")
-    money.post("org-a", "refund", 123, "refund-1")
-    money.post("org-a", "adjustment", -1000, "adj-1")
+    money.credit("org-a", "topup", 5 * USD, "stripe-1")
+    money.credit("org-a", "refund", 123, "refund-1")
+    money.credit("org-a", "adjustment", -1000, "adj-1")
 
     s = monthly_statement(money, "org-a", *this_month())
 
@@ -129,7 +131,7 @@ def test_statement_has_exact_line_items_credits_and_balances(billing: BillingSer
 def test_price_change_mid_month_keeps_each_request_at_its_version(
     billing: BillingService, money: MoneyRepository
 ) -> None:
-    held_at_v1 = billing.reserve_now("req-old", "org-a", "key-1", "m-small", "chat", Estimate(1000, 500))
+    held_at_v1 = billing.reserve_blocking("req-old", "org-a", "key-1", "m-small", "chat", Estimate(1000, 500))
     v2 = money.add_price("m-small", 300_000_001, 900_000_000, 100_000_000)
     billing.invalidate()  # what the 2 s price cache does by itself in production
     request(billing, "org-a", "m-small", 1000, 100, 500)  # held and settled at v2
@@ -167,7 +169,7 @@ def test_free_tokens_show_in_quantity_but_not_in_amount(billing: BillingService,
 
 def test_csv_and_json_round_trip_exactly(billing: BillingService, money: MoneyRepository) -> None:
     request(billing, "org-a", "m-big", 4321, 1234, 999)
-    money.post("org-a", "refund", 1, "refund-1")
+    money.credit("org-a", "refund", 1, "refund-1")
     s = monthly_statement(money, "org-a", *this_month())
 
     rows = list(csv.DictReader(io.StringIO(s.to_csv())))
@@ -230,9 +232,9 @@ def test_a_charge_without_usage_does_not_reconcile(
 ) -> None:
     request(billing, "org-a", "m-small", 100, 0, 10)
     with pytest.raises(InvalidRequest):
-        money.post("org-a", "charge", -500, "manual-charge")  # charges come only from settlements
+        money.credit("org-a", "charge", -500, "manual-charge")  # charges come only from settlements
     with pytest.raises(NotFound):
-        money.post("org-nope", "grant", 500, "typo")
+        money.credit("org-nope", "grant", 500, "typo")
     # A charge written behind the repository's back (a corrupted ledger) must show up as unreconciled.
     with money._db.engine.begin() as c:
         c.execute(

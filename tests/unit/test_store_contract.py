@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from yun.errors import AuthenticationFailed, InvalidRequest, NotFound
 from yun.store import Database, KeyRepository, ModelRecord, ModelRepository, OrganizationRepository, upgrade
-from yun.store.money import HoldRequest, MoneyRepository
+from yun.store.money import HoldRequest, MoneyRepository, money_writer
 from yun.store.secrets import SecretBox
 from yun.tenancy import DEFAULT_ORG, KeyService
 
@@ -142,16 +142,20 @@ def test_background_checkpoints_run_only_after_money_writes(tmp_path, monkeypatc
     database = Database(url)
     OrganizationRepository(database).get_or_create(DEFAULT_ORG, "default")
     runs: list[int] = []
-    monkeypatch.setattr(database, "checkpoint", lambda: runs.append(database.money_writer.commits))
+    monkeypatch.setattr(database, "checkpoint", lambda: runs.append(money_writer(database).commits))
     ticks = _Ticks()
     database._stop_checkpoints = ticks  # observe the loop's turns instead of sleeping through some
     database.start_checkpoints(every_s=0.01)
     ticks.finished(10)
     idle = len(runs)
     money = MoneyRepository(database)
-    money.post(DEFAULT_ORG, "grant", 10_000, "g1")
-    hold = money.reserve(
-        HoldRequest("req-1", DEFAULT_ORG, "k", "m", "chat.completions", "gw", None, 0, 0, "2026-12", lambda _: 100)
+    money.credit(DEFAULT_ORG, "grant", 10_000, "g1")
+    hold = (
+        money_writer(database)
+        .reserve(
+            HoldRequest("req-1", DEFAULT_ORG, "k", "m", "chat.completions", "gw", None, 0, 0, "2026-12", lambda _: 100)
+        )
+        .result()
     )
     ticks.finished(10)  # the commit is done (reserve returned), so one of these turns sees it
     database.dispose()  # stops the thread

@@ -50,7 +50,7 @@ def cost_of(price: tuple[int, int, int], uncached: int, output: int) -> int:
 
 def hold(billing: BillingService, prompt: int = 50, max_out: int = 100) -> HoldRecord:
     rid = f"req-{uuid.uuid4().hex}"
-    return billing.reserve_now(rid, "org-a", "key-1", MODEL, "chat.completions", Estimate(prompt, max_out))
+    return billing.reserve_blocking(rid, "org-a", "key-1", MODEL, "chat.completions", Estimate(prompt, max_out))
 
 
 def progress(billing: BillingService, h: HoldRecord, prompt: int, completion: int) -> bool:
@@ -86,7 +86,7 @@ def assert_books_balance(money: MoneyRepository, grants: int) -> None:
 
 
 def test_progress_lands_on_the_open_hold_and_open_holds_returns_it(db: Database, billing: BillingService) -> None:
-    billing.money.post("org-a", "grant", USD, "g1")
+    billing.money.credit("org-a", "grant", USD, "g1")
     h = hold(billing)
     assert (h.progress_prompt_tokens, h.progress_completion_tokens) == (0, 0)
     assert progress(billing, h, 41, 7) is True
@@ -101,13 +101,13 @@ def test_progress_lands_on_the_open_hold_and_open_holds_returns_it(db: Database,
 
 def test_recovery_bills_the_last_progress_at_the_holds_price_version(db: Database, billing: BillingService) -> None:
     grant = 10 * USD
-    billing.money.post("org-a", "grant", grant, "g1")
+    billing.money.credit("org-a", "grant", grant, "g1")
     cut = hold(billing)
     progress(billing, cut, 43, 5)
     progress(billing, cut, 43, 27)
     untouched = hold(billing)  # crashed before its first progress record
     done = hold(billing)  # settled normally before the crash
-    assert billing.settle_now(done, Outcome("r0", 40, 12, 0, "ok", 0.5, 0.1))[0]
+    assert billing.settle_blocking(done, Outcome("r0", 40, 12, 0, "ok", 0.5, 0.1))[0]
     billing.set_price(MODEL, "25000", "90000")  # V2, after the holds: must not apply to them
     assert billing.price(MODEL) is not None and billing.price(MODEL).version == 2  # type: ignore[union-attr]
 
@@ -129,7 +129,7 @@ def test_recovery_bills_the_last_progress_at_the_holds_price_version(db: Databas
 def test_recovery_prices_recorded_cached_tokens_as_cached_input(db: Database, billing: BillingService) -> None:
     """llama.cpp's running count says how much of the prompt came from its cache; a crash-cut stream is
     priced as its settlement would have been, not as if the whole prompt were new input."""
-    billing.money.post("org-a", "grant", USD, "g1")
+    billing.money.credit("org-a", "grant", USD, "g1")
     h = hold(billing)
     assert billing.record_progress(h, 48, 20, cached_tokens=32).result(timeout=30) is True
     assert restart(db).recover(exclusive=True) == 1
@@ -141,7 +141,7 @@ def test_recovery_prices_recorded_cached_tokens_as_cached_input(db: Database, bi
 
 
 def test_recovery_uses_free_tokens_first(db: Database, billing: BillingService) -> None:
-    billing.money.post("org-a", "grant", USD, "g1")
+    billing.money.credit("org-a", "grant", USD, "g1")
     billing.set_free_allowance("org-a", MODEL, 30)
     h = hold(billing)
     assert h.free_tokens == 30
@@ -158,10 +158,10 @@ def test_recovery_uses_free_tokens_first(db: Database, billing: BillingService) 
 
 def test_recovery_never_charges_more_than_the_hold(db: Database, billing: BillingService) -> None:
     grant = USD
-    billing.money.post("org-a", "grant", grant, "g1")
+    billing.money.credit("org-a", "grant", grant, "g1")
     h = hold(billing, prompt=10, max_out=10)
     # Leave the organization exactly the hold: any charge above it would overdraw the balance.
-    billing.money.post("org-a", "adjustment", h.amount - grant, "spend-the-rest")
+    billing.money.credit("org-a", "adjustment", h.amount - grant, "spend-the-rest")
     assert billing.money.balance("org-a") == (h.amount, h.amount)
     # More than the engine could have generated under the hold (it is bound by max_tokens): the cap
     # keeps the invariant local to the settlement anyway.
@@ -177,10 +177,10 @@ def test_recovery_never_charges_more_than_the_hold(db: Database, billing: Billin
 def test_progress_after_settlement_changes_nothing_and_recovery_twice_bills_once(
     db: Database, billing: BillingService
 ) -> None:
-    billing.money.post("org-a", "grant", USD, "g1")
+    billing.money.credit("org-a", "grant", USD, "g1")
     h = hold(billing)
     progress(billing, h, 40, 9)
-    assert billing.settle_now(h, Outcome("r0", 40, 30, 0, "ok", 0.5, 0.1)) == (True, cost_of(V1, 40, 30))
+    assert billing.settle_blocking(h, Outcome("r0", 40, 30, 0, "ok", 0.5, 0.1)) == (True, cost_of(V1, 40, 30))
     # A record still in flight when the stream settled lands after it: the WHERE settled_at IS NULL drops it.
     assert progress(billing, h, 40, 99) is False
     assert stored_progress(db, h.request_id) == (40, 9)
@@ -202,14 +202,14 @@ def test_progress_after_settlement_changes_nothing_and_recovery_twice_bills_once
 def test_progress_and_settlement_in_one_group_commit(db: Database, billing: BillingService) -> None:
     """Queued together (one batch on PostgreSQL's writer thread), a record before the settlement lands
     and one after it is dropped, whatever the batching."""
-    billing.money.post("org-a", "grant", USD, "g1")
+    billing.money.credit("org-a", "grant", USD, "g1")
     h = hold(billing)
-    writer = billing.money.writer
+    writer = billing.writer
     before = writer.progress_writes
     futures = [
-        writer.progress(ProgressRecord(h.request_id, h.org_id, 40, 3)),
+        writer.record_progress(ProgressRecord(h.request_id, h.org_id, 40, 3)),
         billing.settle(h, Outcome("r0", 40, 8, 0, "ok", 0.5, 0.1))[1],
-        writer.progress(ProgressRecord(h.request_id, h.org_id, 40, 60)),
+        writer.record_progress(ProgressRecord(h.request_id, h.org_id, 40, 60)),
     ]
     assert [f.result(timeout=30) for f in futures] == [True, True, False]
     assert writer.progress_writes - before == 2

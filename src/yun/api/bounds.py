@@ -4,7 +4,7 @@ and query/path parameters.
 Each bound is the smaller of what the store can hold (INTEGER columns are 32-bit on PostgreSQL, money
 columns 64-bit nanodollars everywhere) and what a sane business needs, so out-of-range input is a 400
 naming the field instead of a database error (a 500, or on SQLite an integer silently turned into a
-float). The money domain checks its own limits again (`store/money.py`): these only give the client a
+float). The money domain checks its own limits again (`store/money/`): these only give the client a
 clear answer early.
 """
 

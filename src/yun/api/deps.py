@@ -20,16 +20,16 @@ async def _services(request: Request) -> Services:
     return services
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """The caller of this request, from its `Authorization: Bearer` key (the one way every route authenticates)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     secret = token.strip() if scheme.lower() == "bearer" else None
     services: Services = request.app.state.services
-    return services.keys.verify(secret)
+    return await services.keys.verified(secret)
 
 
 async def _principal(request: Request) -> Principal:
-    return authenticate(request)
+    return await authenticate(request)
 
 
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:

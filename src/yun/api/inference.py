@@ -50,7 +50,7 @@ class Call:
 
 
 async def inference_call(request: Request) -> Call:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     require_role(principal, INFERENCE_ROLES, "call models")
     services: Services = request.app.state.services
     return Call(principal, services.gateway, request)

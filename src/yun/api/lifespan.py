@@ -126,8 +126,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Reservations left open by gateways that died are settled before this one takes new work. Under
     # the data-dir lock of an embedded database no other gateway can be alive, so that is all of them.
     await asyncio.to_thread(_recover, services, services.exclusive)
-    # Holds and settlements of an embedded database are group-committed on this loop (see money_path).
-    services.db.money_writer.bind_loop(asyncio.get_running_loop())
+    # Holds and settlements of an embedded database are group-committed on this loop (see store/money/writer.py).
+    services.billing.writer.bind_loop(asyncio.get_running_loop())
     await sync_deployments(services)
     services.cluster.start_supervisor()
     tasks = [asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")]
@@ -148,7 +148,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(services.keys.flush_last_used)
         # A clean stop leaves nothing for recovery: what is queued is written, what a request left open
         # is settled at its last progress, and only then does the lease end.
-        services.db.money_writer.bind_loop(None)
+        services.billing.writer.bind_loop(None)
         await asyncio.to_thread(services.billing.settle_own)
         lease.cancel()
         with contextlib.suppress(asyncio.CancelledError):

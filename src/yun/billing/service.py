@@ -20,7 +20,15 @@ from typing import TypeVar
 from yun.billing.pricing import charge, dollars, nanodollars
 from yun.errors import InvalidRequest
 from yun.store import Database
-from yun.store.money import HoldRecord, HoldRequest, MoneyRepository, PriceRecord, ProgressRecord, SettleRecord
+from yun.store.money import (
+    HoldRecord,
+    HoldRequest,
+    MoneyRepository,
+    PriceRecord,
+    ProgressRecord,
+    SettleRecord,
+    money_writer,
+)
 
 __all__ = ["BillingService", "Estimate", "Outcome"]
 
@@ -62,6 +70,7 @@ class Outcome:
 class BillingService:
     def __init__(self, db: Database, gateway_id: str, internal_orgs: frozenset[str] = frozenset()) -> None:
         self.money = MoneyRepository(db)
+        self.writer = money_writer(db)
         self.gateway_id = gateway_id
         """The owner written on every hold: this process's gateway instance id (see store/instances.py)."""
         self.internal_orgs = internal_orgs
@@ -74,26 +83,53 @@ class BillingService:
         self._allowances: dict[tuple[str, str], int] = {}
         self._versions: dict[tuple[str, int], PriceRecord] = {}
         self._loaded_at = -1e9
+        self._loading: asyncio.Future[None] | None = None
 
     # -- cached reference data (refreshed every couple of seconds: prices are versioned, so a request
     #    keeps the version it was held at even if a new one lands meanwhile) ------------------------
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._loaded_at > _CACHE_TTL_S:
-            self._prices = self.money.prices()
-            self._allowances = self.money.free_allowances()
-            self._loaded_at = now
+    def _stale(self) -> bool:
+        return time.monotonic() - self._loaded_at > _CACHE_TTL_S
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        prices, allowances = self.money.prices(), self.money.free_allowances()
+        self._prices, self._allowances = prices, allowances
+        self._versions.update({(p.model_id, p.version): p for p in prices.values()})
+        self._loaded_at = started
+
+    def refresh(self) -> None:
+        """Reload prices and allowances if the cached ones are older than the TTL (blocking: off the loop)."""
+        if self._stale():
+            self._load()
+
+    async def refreshed(self) -> None:
+        """`refresh`, for the event loop: the read runs in a worker thread, never on the loop, and
+        concurrent requests share one read. A fresh cache costs no thread hop."""
+        while self._stale():
+            if self._loading is None:
+                self._loading = asyncio.ensure_future(asyncio.to_thread(self._load))
+                self._loading.add_done_callback(self._loaded)
+            await asyncio.shield(self._loading)
+
+    def _loaded(self, _: asyncio.Future[None]) -> None:
+        self._loading = None
 
     def invalidate(self) -> None:
         self._loaded_at = -1e9
 
     def allowance(self, org_id: str, model_id: str) -> int:
-        self._refresh()
+        """The org's free tokens a month for the model (blocking if the cache is stale: off the loop)."""
+        self.refresh()
+        return self._allowance(org_id, model_id)
+
+    def _allowance(self, org_id: str, model_id: str) -> int:
         own = self._allowances.get((org_id, model_id))
         return own if own is not None else self._allowances.get((DEFAULT_ORG_ALLOWANCE, model_id), 0)
 
     def _price_version(self, model_id: str, version: int) -> PriceRecord | None:
-        # A price version never changes once written, so it is cached for good.
+        # A price version never changes once written, so it is cached for good. Every current price is
+        # cached at load, so settling a hold taken by this process never reads here; recovery (off
+        # the loop) may.
         key = (model_id, version)
         if key not in self._versions:
             found = self.money.price(model_id, version)
@@ -103,14 +139,16 @@ class BillingService:
         return self._versions[key]
 
     def price(self, model_id: str) -> PriceRecord | None:
-        self._refresh()
+        """The model's current price (blocking if the cache is stale: off the loop)."""
+        self.refresh()
         return self._prices.get(model_id)
 
     # -- the request path ----------------------------------------------------------------------
     def _hold_request(
         self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
     ) -> HoldRequest:
-        price = self.price(model_id)
+        # As last loaded: the caller refreshed the cache (`reserve` off the loop, `reserve_blocking` in place).
+        price = self._prices.get(model_id)
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
         internal = org_id in self.internal_orgs
 
@@ -129,7 +167,7 @@ class BillingService:
             gateway_id=self.gateway_id,
             price_version=None if price is None else price.version,
             free_tokens_wanted=est.prompt_tokens + est.max_output_tokens,
-            free_allowance=0 if internal else self.allowance(org_id, model_id),
+            free_allowance=0 if internal else self._allowance(org_id, model_id),
             month=datetime.now(UTC).strftime("%Y-%m"),
             amount_for=amount_for,
             prompt_tokens=est.prompt_tokens,
@@ -140,20 +178,23 @@ class BillingService:
         self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
     ) -> HoldRecord:
         """Hold the request's maximum cost or raise QuotaExceeded, before any compute is spent."""
-        written = self.money.writer.reserve(self._hold_request(request_id, org_id, key_id, model_id, endpoint, est))
+        if self._stale():
+            await self.refreshed()
+        written = self.writer.reserve(self._hold_request(request_id, org_id, key_id, model_id, endpoint, est))
         try:
-            return await asyncio.shield(self.money.writer.wait(written))
+            return await asyncio.shield(self.writer.wait(written))
         except asyncio.CancelledError:
             # The caller left (client gone) while the hold was being written: nobody will use it, so
             # release it as soon as it lands instead of leaving it to stale-hold recovery.
             written.add_done_callback(self._release_unused)
             raise
 
-    def reserve_now(
+    def reserve_blocking(
         self, request_id: str, org_id: str, key_id: str, model_id: str, endpoint: str, est: Estimate
     ) -> HoldRecord:
-        """`reserve`, blocking (outside an event loop: tools, tests)."""
-        return self.money.reserve(self._hold_request(request_id, org_id, key_id, model_id, endpoint, est))
+        """`reserve`, blocking (never on the event loop: tools, tests, worker threads)."""
+        self.refresh()
+        return self.writer.reserve(self._hold_request(request_id, org_id, key_id, model_id, endpoint, est)).result()
 
     def _release_unused(self, written: Future[HoldRecord]) -> None:
         if written.exception() is None:
@@ -166,9 +207,9 @@ class BillingService:
         """Queue a record of the tokens a running request has used so far, in the engine's counts; it
         moves no money, and is dropped if the request has been settled meanwhile."""
         record = ProgressRecord(hold.request_id, hold.org_id, prompt_tokens, completion_tokens, cached_tokens)
-        return self.money.writer.progress(record)
+        return self.writer.record_progress(record)
 
-    def settlement(self, hold: HoldRecord, out: Outcome) -> SettleRecord:
+    def settle_record(self, hold: HoldRecord, out: Outcome) -> SettleRecord:
         """The charge for what happened, at the price version the request was held at."""
         price = None if hold.price_version is None else self._price_version(hold.model_id, hold.price_version)
         triple = None if price is None else (price.input_per_mtok, price.output_per_mtok, price.cached_input_per_mtok)
@@ -203,15 +244,16 @@ class BillingService:
         """Queue the settlement; returns its cost (nanodollars) and a future that completes once it is
         committed (True) or found already settled (False). Once queued it is written whatever the
         caller does next."""
-        rec = self.settlement(hold, out)
-        return rec.cost, self.money.writer.settle(hold, rec)
+        rec = self.settle_record(hold, out)
+        return rec.cost, self.writer.settle(hold, rec)
 
     def written(self, future: Future[T]) -> asyncio.Future[T]:
         """Await one of `settle`'s futures on the running loop (the cheapest way there, see MoneyWriter.wait)."""
-        return self.money.writer.wait(future)
+        return self.writer.wait(future)
 
-    def settle_now(self, hold: HoldRecord, out: Outcome) -> tuple[bool, int]:
-        """Settle once, blocking; returns (settled by this call, cost in nanodollars)."""
+    def settle_blocking(self, hold: HoldRecord, out: Outcome) -> tuple[bool, int]:
+        """`settle`, blocking (never on the event loop: tools, tests, recovery in a worker thread);
+        returns (settled by this call, cost in nanodollars)."""
         cost, done = self.settle(hold, out)
         return done.result(), cost
 
@@ -227,7 +269,7 @@ class BillingService:
             raise InvalidRequest("amount must be positive", param="amount")
         if amount == 0:
             raise InvalidRequest("amount must not be zero", param="amount")
-        return self.money.post(org_id, kind, amount, reference or f"{kind}-{uuid.uuid4().hex}", note)
+        return self.money.credit(org_id, kind, amount, reference or f"{kind}-{uuid.uuid4().hex}", note)
 
     def set_price(
         self,
@@ -296,7 +338,7 @@ class BillingService:
         for hold in holds:
             prompt, completion = hold.progress_prompt_tokens, hold.progress_completion_tokens
             cached = hold.progress_cached_tokens
-            done, _ = self.settle_now(hold, Outcome("", prompt, completion, cached, "interrupted", 0.0, None))
+            done, _ = self.settle_blocking(hold, Outcome("", prompt, completion, cached, "interrupted", 0.0, None))
             settled += done
         if settled:
             log.warning("settled %d reservation(s) %s", settled, by)

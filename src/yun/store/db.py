@@ -6,17 +6,30 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from yun.store.money_path import MoneyWriter
-
-__all__ = ["Database", "ensure_sqlite_dir"]
+__all__ = ["Database", "Writer", "ensure_sqlite_dir"]
 
 log = logging.getLogger("yun.store")
+
+
+class Writer(Protocol):
+    """What the database needs of the writer attached to it (the money package's MoneyWriter): the
+    count of its commits (to skip idle checkpoints) and `close()` at dispose. The database never
+    imports the writer: the writer's module imports the database and attaches itself (`Database.writer`)."""
+
+    @property
+    def commits(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+W = TypeVar("W", bound=Writer)
 
 
 def ensure_sqlite_dir(url: str) -> None:
@@ -95,18 +108,20 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.reader = self.engine
-        self._writer: MoneyWriter | None = None
+        self._writer: Writer | None = None
+        self._writer_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
 
-    @property
-    def money_writer(self) -> MoneyWriter:
-        """The one group-committing writer of holds and settlements for this database (per process)."""
-        if self._writer is None:
-            self._writer = MoneyWriter(self)
-        return self._writer
+    def writer(self, make: Callable[[Database], W]) -> W:
+        """The one writer attached to this database (per process), made by `make` on first use; every
+        call must pass the same `make` (see `yun.store.money.money_writer`)."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = make(self)
+            return cast(W, self._writer)
 
     def session(self) -> Session:
         return self._sessions()
@@ -161,7 +176,8 @@ class Database:
             log.debug("could not lower the checkpoint thread's priority", exc_info=True)
         seen = -1
         while not self._stop_checkpoints.wait(every_s):
-            commits = self.money_writer.commits
+            writer = self._writer
+            commits = 0 if writer is None else writer.commits
             if commits == seen:
                 continue
             seen = commits

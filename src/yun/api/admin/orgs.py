@@ -41,7 +41,10 @@ async def list_orgs(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/orgs/{org}")
 async def get_org(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
-    return {**_org_out(org).model_dump(mode="json"), "balance": services.billing.balance(org.id)}
+    return {
+        **_org_out(org).model_dump(mode="json"),
+        "balance": await asyncio.to_thread(services.billing.balance, org.id),
+    }
 
 
 @router.put("/orgs/{org}/limits")

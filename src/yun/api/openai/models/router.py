@@ -7,6 +7,7 @@ from; a platform admin also gets an external model's `upstream` address, without
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -62,7 +63,7 @@ def public_model(services: Services, m: ModelRecord, principal: Principal) -> di
 
 @router.get("/v1/models")
 async def list_models(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    models = [m for m in services.catalog.list() if _may_use(principal, m.id)]
+    models = [m for m in await asyncio.to_thread(services.catalog.list) if _may_use(principal, m.id)]
     return {"object": "list", "data": [public_model(services, m, principal) for m in models]}
 
 
@@ -70,4 +71,4 @@ async def list_models(principal: PrincipalDep, services: ServicesDep) -> dict[st
 async def get_model(model_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     if not _may_use(principal, model_id):
         raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
-    return public_model(services, services.catalog.get(model_id), principal)
+    return public_model(services, await asyncio.to_thread(services.catalog.get, model_id), principal)

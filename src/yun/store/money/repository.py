@@ -1,7 +1,7 @@
 """Prices, credits, reservations and usage: the money tables, each change in one transaction.
 
-The request path's own writes (holds and settlements) are in `money_path.py`, group-committed by one
-writer thread; everything else (admin postings, prices, reports) is here.
+The request path's own writes (holds, progress, settlements) are in `sql.py`, group-committed by
+`writer.py`; everything else (admin postings, prices, reports, what recovery reads) is here.
 
 Invariants kept here and there (ARCHITECTURE.md, "Money invariants"):
 - `balances.balance` always equals the sum of the org's ledger entries: both change in one transaction.
@@ -15,7 +15,6 @@ Row locks are always taken in the same order (free_usage, then balances) so Post
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -25,7 +24,16 @@ from sqlalchemy.exc import IntegrityError
 
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
-from yun.store.money_path import ROLLUP_SUMS, HoldRecord, HoldRequest, ProgressRecord, SettleRecord
+from yun.store.money.records import (
+    INT64_MAX,
+    MAX_FREE_TOKENS,
+    MAX_PRICE_PER_MTOK,
+    POSTING_KINDS,
+    ROLLUP_SUMS,
+    HoldRecord,
+    PeriodFigures,
+    PriceRecord,
+)
 from yun.store.orm import (
     BalanceRow,
     Base,
@@ -40,29 +48,7 @@ from yun.store.orm import (
     UsageRow,
 )
 
-POSTING_KINDS = ("grant", "topup", "refund", "adjustment")
-
-INT64_MAX = 2**63 - 1
-"""The largest amount a money column (BIGINT) holds, in nanodollars (~$9.2e9). A balance never passes
-it: on SQLite an integer past it silently becomes a float, no longer equal to the ledger's sum."""
-MAX_PRICE_PER_MTOK = 10**15
-"""Highest price per 1M tokens, in nanodollars ($1M): a hold of a billion tokens still fits in BIGINT."""
-MAX_FREE_TOKENS = 10**12
-"""Largest monthly free-token allowance per model: used + held + grant never overflows BIGINT."""
-
-__all__ = [
-    "INT64_MAX",
-    "MAX_FREE_TOKENS",
-    "MAX_PRICE_PER_MTOK",
-    "POSTING_KINDS",
-    "HoldRecord",
-    "HoldRequest",
-    "MoneyRepository",
-    "PeriodFigures",
-    "PriceRecord",
-    "ProgressRecord",
-    "SettleRecord",
-]
+__all__ = ["MoneyRepository"]
 
 
 def _t(row: type[Base]) -> Table:
@@ -73,26 +59,6 @@ _B, _L, _P, _R, _U, _RU = (_t(BalanceRow), _t(LedgerRow), _t(PriceRow), _t(Reser
 _FA, _FU = _t(FreeAllowanceRow), _t(FreeUsageRow)
 _O = _t(OrganizationRow)
 _G = _t(GatewayInstanceRow)
-
-
-@dataclass(frozen=True)
-class PriceRecord:
-    model_id: str
-    version: int
-    input_per_mtok: int
-    output_per_mtok: int
-    cached_input_per_mtok: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class PeriodFigures:
-    usage: list[dict[str, Any]]
-    """Rollup totals per model (`model_id` plus the rollup sums), ordered by model."""
-    opening_balance: int
-    """Sum of the ledger before the period."""
-    ledger_during: dict[str, int]
-    """Sum of ledger amounts per kind within the period (signed: charges are negative)."""
 
 
 def _now() -> datetime:
@@ -106,7 +72,6 @@ def _upsert(conn: Connection) -> Any:
 class MoneyRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.writer = db.money_writer
 
     # -- prices --------------------------------------------------------------------------------
     def add_price(self, model_id: str, input_per_mtok: int, output_per_mtok: int, cached: int) -> PriceRecord:
@@ -186,12 +151,13 @@ class MoneyRepository:
             return (0, 0) if r is None else (int(r.used), int(r.held))
 
     # -- ledger --------------------------------------------------------------------------------
-    def post(self, org_id: str, kind: str, amount: int, reference: str, note: str | None = None) -> bool:
+    def credit(self, org_id: str, kind: str, amount: int, reference: str, note: str | None = None) -> bool:
         """Append a ledger entry and move the balance with it. Returns False if `reference` was already
         posted for this kind (idempotent retries). A debit may not take the balance below what is held,
         and a credit may not take it past INT64_MAX: either is refused, and nothing is written."""
         if kind not in POSTING_KINDS:
-            # Charges are written only by settle(), next to their usage record, so statements reconcile.
+            # Charges are written only by a settlement (sql.settle), next to their usage record, so
+            # statements reconcile.
             raise InvalidRequest(f"kind must be one of {', '.join(POSTING_KINDS)}", param="kind")
         if not -INT64_MAX <= amount <= INT64_MAX:
             raise InvalidRequest("amount is larger than any balance can hold", param="amount")
@@ -244,15 +210,7 @@ class MoneyRepository:
             )
             return [dict(r._mapping) for r in rows]
 
-    # -- reservations (written by the group-committing writer in money_path.py) --------------------
-    def reserve(self, req: HoldRequest) -> HoldRecord:
-        """Hold free tokens and money for one request, durably, or raise QuotaExceeded (blocking)."""
-        return self.writer.reserve(req).result()
-
-    def settle(self, hold: HoldRecord, rec: SettleRecord) -> bool:
-        """Settle once (blocking); False if the reservation was already settled."""
-        return self.writer.settle(hold, rec).result()
-
+    # -- open holds (written by the group-committing writer; read here for recovery) --------------
     def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
         """Unsettled holds, with the progress last recorded on each (what recovery bills)."""
         q = select(_R).where(_R.c.settled_at.is_(None))

@@ -1,0 +1,45 @@
+"""The money tables: prices, credits, holds, settlements and usage.
+
+- `records`: what the layers pass each other (a hold's request and record, progress, a settlement, prices);
+- `sql`: the request path's writes as plain SQL statements (hold, settle, record progress) on a cursor;
+- `writer`: the group-committing `MoneyWriter` that runs them (one per database and process);
+- `repository`: `MoneyRepository`, every other read and write (admin credits, prices, reports, open holds).
+
+One name per operation through every layer: `reserve` (take a hold), `record_progress`, `settle`,
+`credit` (an admin posting to the ledger).
+"""
+
+from yun.store.money.records import (
+    INT64_MAX,
+    MAX_FREE_TOKENS,
+    MAX_PRICE_PER_MTOK,
+    POSTING_KINDS,
+    ROLLUP_SUMS,
+    HoldRecord,
+    HoldRequest,
+    PeriodFigures,
+    PriceRecord,
+    ProgressRecord,
+    SettleRecord,
+    quota_message,
+)
+from yun.store.money.repository import MoneyRepository
+from yun.store.money.writer import MoneyWriter, money_writer
+
+__all__ = [
+    "INT64_MAX",
+    "MAX_FREE_TOKENS",
+    "MAX_PRICE_PER_MTOK",
+    "POSTING_KINDS",
+    "ROLLUP_SUMS",
+    "HoldRecord",
+    "HoldRequest",
+    "MoneyRepository",
+    "MoneyWriter",
+    "PeriodFigures",
+    "PriceRecord",
+    "ProgressRecord",
+    "SettleRecord",
+    "money_writer",
+    "quota_message",
+]

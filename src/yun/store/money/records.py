@@ -1,0 +1,164 @@
+"""The money path's records: what a hold asks for and is, what progress and a settlement write, prices.
+
+Amounts are integers in nanodollars (1e-9 USD) everywhere: money is never a float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "INT64_MAX",
+    "MAX_FREE_TOKENS",
+    "MAX_PRICE_PER_MTOK",
+    "POSTING_KINDS",
+    "ROLLUP_SUMS",
+    "HoldRecord",
+    "HoldRequest",
+    "PeriodFigures",
+    "PriceRecord",
+    "ProgressRecord",
+    "SettleRecord",
+    "quota_message",
+]
+
+POSTING_KINDS = ("grant", "topup", "refund", "adjustment")
+
+INT64_MAX = 2**63 - 1
+"""The largest amount a money column (BIGINT) holds, in nanodollars (~$9.2e9). A balance never passes
+it: on SQLite an integer past it silently becomes a float, no longer equal to the ledger's sum."""
+MAX_PRICE_PER_MTOK = 10**15
+"""Highest price per 1M tokens, in nanodollars ($1M): a hold of a billion tokens still fits in BIGINT."""
+MAX_FREE_TOKENS = 10**12
+"""Largest monthly free-token allowance per model: used + held + grant never overflows BIGINT."""
+
+ROLLUP_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "free_tokens",
+    "input_cost",
+    "cached_input_cost",
+    "output_cost",
+    "cost",
+)
+
+
+def _usd(nanodollars: int) -> str:
+    """$1.50, $0.0068, $0.000004: cents always, further digits only as many as the amount has."""
+    whole, frac = divmod(abs(nanodollars), 1_000_000_000)
+    digits = f"{frac:09d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if nanodollars < 0 else ''}${whole:,}.{digits}"
+
+
+def quota_message(req: HoldRequest, needed: int, balance: int, held: int) -> str:
+    """What a refused hold tells the tenant: what it needed, what was available, how to need less."""
+    available = balance - held
+    tokens = (
+        f" (its maximum cost: {req.prompt_tokens:,} prompt tokens + max_tokens {req.max_output_tokens:,})"
+        if req.prompt_tokens or req.max_output_tokens
+        else ""
+    )
+    in_flight = f", {_usd(held)} of it held by requests in flight" if held else ""
+    return (
+        f"You exceeded your current quota: this request needs a hold of {_usd(needed)}{tokens}, but the "
+        f"organization has {_usd(available)} available (balance {_usd(balance)}{in_flight}). Add credits, or "
+        "lower the hold: set a smaller max_tokens (without it, the hold is for the whole context left after "
+        "the prompt) or shorten the prompt."
+    )
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    request_id: str
+    org_id: str
+    key_id: str
+    model_id: str
+    endpoint: str
+    gateway_id: str
+    price_version: int | None
+    free_tokens_wanted: int
+    free_allowance: int
+    month: str
+    amount_for: Callable[[int], int]
+    """Money to hold given how many free tokens were granted."""
+    prompt_tokens: int = 0
+    max_output_tokens: int = 0
+    """The estimate the hold is for (said in a refusal)."""
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    request_id: str
+    org_id: str
+    key_id: str
+    model_id: str
+    endpoint: str
+    amount: int
+    free_tokens: int
+    month: str | None
+    price_version: int | None
+    created_at: datetime
+    progress_prompt_tokens: int = 0
+    progress_completion_tokens: int = 0
+    progress_cached_tokens: int = 0
+    """The last progress recorded while the request ran (0 if none): what crash recovery bills."""
+
+
+@dataclass(frozen=True)
+class ProgressRecord:
+    """Tokens an open request has generated so far, by the engine's own running count."""
+
+    request_id: str
+    org_id: str
+    """The hold's organization: batches run in organization order (see `MoneyWriter._lock_order`)."""
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    """Of `prompt_tokens`, those the engine served from its prompt cache (priced as cached input)."""
+
+
+@dataclass(frozen=True)
+class SettleRecord:
+    replica: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    free_tokens: int
+    status: str
+    latency_ms: int
+    ttft_ms: int | None
+    input_cost: int
+    cached_input_cost: int
+    output_cost: int
+    internal: bool = False
+    """The platform operator's own use: charged at list price and covered by an `internal` ledger entry of
+    the same amount in the same transaction, so the balance does not move (see BillingService)."""
+
+    @property
+    def cost(self) -> int:
+        return self.input_cost + self.cached_input_cost + self.output_cost
+
+
+@dataclass(frozen=True)
+class PriceRecord:
+    model_id: str
+    version: int
+    input_per_mtok: int
+    output_per_mtok: int
+    cached_input_per_mtok: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PeriodFigures:
+    usage: list[dict[str, Any]]
+    """Rollup totals per model (`model_id` plus the rollup sums), ordered by model."""
+    opening_balance: int
+    """Sum of the ledger before the period."""
+    ledger_during: dict[str, int]
+    """Sum of ledger amounts per kind within the period (signed: charges are negative)."""
