@@ -10,11 +10,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from yun.api.admin.deps import OrgDep
 from yun.api.admin.protocol import CreditIn, FreeAllowanceIn, PriceIn
-from yun.api.bounds import DAY_MAX, DAY_MIN, Day, Identifier, Month
+from yun.api.answers import statement_response
+from yun.api.bounds import DAY_MIN, Day, Identifier, Month
 from yun.api.deps import AdminDep, ServicesDep
 from yun.errors import InvalidRequest
 from yun.metering import format_usd
@@ -81,19 +82,8 @@ async def statement(
     month: Annotated[Month, Path(description="YYYY-MM")],
     format: Literal["json", "csv"] = "json",
 ) -> Response:
-    year, mon = (int(x) for x in month.split("-"))
-    if not (DAY_MIN.year <= year <= DAY_MAX.year and 1 <= mon <= 12):
-        raise InvalidRequest(
-            f"month must be YYYY-MM between {DAY_MIN:%Y-%m} and {DAY_MAX:%Y-%m}, like 2026-11", param="month"
-        )
-    st = await asyncio.to_thread(services.statements, org.id, year, mon)
-    if format == "csv":
-        return Response(
-            st.to_csv(),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="statement-{org.id}-{month}.csv"'},
-        )
-    return JSONResponse(st.to_json())
+    filename = f"statement-{org.id}-{month}.csv"
+    return await statement_response(services, org.id, month, format == "csv", filename)
 
 
 @router.get("/orgs/{org}/ledger")

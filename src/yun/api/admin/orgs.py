@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from yun.api.admin.deps import OrgDep
 from yun.api.admin.protocol import AdminKeyIn, KeyOut, LimitsIn, MemberIn, OrgIn, OrgOut, key_out, member_out
+from yun.api.answers import issue_key
 from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
 from yun.store import OrganizationRecord
@@ -57,18 +58,7 @@ async def set_org_limits(org: OrgDep, body: LimitsIn, services: ServicesDep) -> 
 # -- keys ------------------------------------------------------------------------------------
 @router.post("/orgs/{org}/keys", status_code=201)
 async def create_org_key(org: OrgDep, body: AdminKeyIn, services: ServicesDep) -> KeyOut:
-    issued = await asyncio.to_thread(
-        services.keys.issue,
-        org.id,
-        body.name,
-        platform_admin=body.platform_admin,
-        role=body.role,
-        allowed_models=body.allowed_models,
-        rpm_limit=body.rpm_limit,
-        tpm_limit=body.tpm_limit,
-        expires_at=body.expires_at,
-    )
-    return key_out(issued.record, issued.secret)
+    return await issue_key(services, org.id, body, platform_admin=body.platform_admin)
 
 
 @router.get("/orgs/{org}/keys")

@@ -11,31 +11,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out, member_out
+from yun.api.answers import issue_key, statement_response
 from yun.api.bounds import DAY_MIN, Cursor, Day, Identifier, Month, PageLimit
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.openapi import error_responses
-from yun.api.services import Services
 from yun.errors import InvalidRequest, NotFound
 from yun.tenancy.orgs import MANAGE_ROLES, USAGE_ROLES, require_role
 
 router = APIRouter(prefix="/v1/organization", tags=["organization"], responses=error_responses(400, 401, 403, 404, 413))
-
-
-async def issue_key(services: Services, org_id: str, body: KeyIn) -> KeyOut:
-    issued = await asyncio.to_thread(
-        services.keys.issue,
-        org_id,
-        body.name,
-        role=body.role,
-        allowed_models=body.allowed_models,
-        rpm_limit=body.rpm_limit,
-        tpm_limit=body.tpm_limit,
-        expires_at=body.expires_at,
-    )
-    return key_out(issued.record, issued.secret)
 
 
 @router.post("/keys", status_code=201)
@@ -146,12 +132,4 @@ async def statement(
     month: Month, principal: PrincipalDep, services: ServicesDep, format: Literal["json", "csv"] = "json"
 ) -> Response:
     require_role(principal, USAGE_ROLES, "read statements")
-    year, mon = (int(x) for x in month.split("-"))
-    st = await asyncio.to_thread(services.statements, principal.org_id, year, mon)
-    if format == "csv":
-        return Response(
-            st.to_csv(),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="statement-{month}.csv"'},
-        )
-    return JSONResponse(st.to_json())
+    return await statement_response(services, principal.org_id, month, format == "csv", f"statement-{month}.csv")
