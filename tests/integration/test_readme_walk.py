@@ -8,20 +8,19 @@ Commands are read from README.md itself, so this test walks what a new user read
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.server import Health, YunServer, answers
+
 README = Path(__file__).resolve().parents[2] / "README.md"
-KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 ORG_RE = re.compile(r"\borg-[0-9a-f]{20}\b")
 MODEL = "qwen2.5-coder-0.5b-instruct"
 START_TIMEOUT_S = 240.0  # a bound for a replica load on a busy machine, never a measured time
@@ -46,15 +45,12 @@ def _money_steps() -> list[list[str]]:
 
 def _env(root: Path) -> dict[str, str]:
     """A new user's machine: its own data dir and its own config dir (where `yun login` keeps the key)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        COLUMNS="400",
-        XDG_CONFIG_HOME=str(root / "config"),
-        YUN_DATA_DIR=str(root / "data"),
-        YUN_ENGINE__CONTEXT_PER_SLOT="512",
-    )
-    return env
+    return {
+        "COLUMNS": "400",
+        "XDG_CONFIG_HOME": str(root / "config"),
+        "YUN_DATA_DIR": str(root / "data"),
+        "YUN_ENGINE__CONTEXT_PER_SLOT": "512",
+    }
 
 
 def _yun(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -65,42 +61,30 @@ def _yun(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
+def _ready(health: Health) -> bool:
+    return bool(health.get("models", {}).get(MODEL, {}).get("healthy_replicas"))
+
+
 @pytest.fixture
 def served(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """(url, bootstrap admin key, CLI environment) of a fresh `yun serve` serving the tiny model under the
-    README's model name."""
-    env = _env(tmp_path)
-    out = tmp_path / "serve.out"
-    with out.open("w") as stdout:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "yun", "serve", "--port", "0", "--no-default-models"],
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    """(url, bootstrap admin key, CLI environment) of a fresh `yun serve` on port 0 (the kernel picks)
+    serving the tiny model under the README's model name."""
+    server = YunServer(
+        tmp_path,
+        port=0,
+        args=["--no-default-models"],
+        env=_env(tmp_path),
+        ready=answers,
+        start_timeout_s=START_TIMEOUT_S,
+    )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (found := re.search(r"listening on (http://\S+)/v1", out.read_text())) is None:
-            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
-            time.sleep(0.1)
-        url = found.group(1)
-        [key] = KEY_RE.findall(out.read_text())
-        _yun(env | {"YUN_URL": url, "YUN_API_KEY": key}, "models", "add", MODEL, "--file", str(tiny_model))
-        while not _ready(url):
-            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
-            time.sleep(0.1)
-        yield url, key, env
+        server.start()  # asserts that the bootstrap key is printed once
+        server.yun("models", "add", MODEL, "--file", str(tiny_model))
+        server.wait_until(_ready)
+        assert server.admin_key is not None
+        yield server.url, server.admin_key, server.env
     finally:
-        proc.terminate()
-        proc.wait(60)
-
-
-def _ready(url: str) -> bool:
-    try:
-        health = httpx.get(url + "/health", trust_env=False, timeout=5).json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    return bool(health.get("models", {}).get(MODEL, {}).get("healthy_replicas"))
+        server.stop()
 
 
 def test_the_readmes_steps_in_order_leave_the_admin_able_to_use_the_models(

@@ -105,6 +105,8 @@ class YunServer:
     def start(self) -> None:
         """Launch and wait until ready. The first start must print exactly one bootstrap key, later ones none."""
         self.launch()
+        if self.port == 0:
+            self.wait_listening()
         self.wait_until(self.ready)
         keys = KEY_RE.findall(self.stdout())
         if self.admin_key is None:
