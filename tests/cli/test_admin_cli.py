@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import Cli, LiveServer
+from tests.support.net import taken_port
 from yun.cli import app as cli_app
 
 KEY_ID = re.compile(r"key_[0-9a-f]{24}")
@@ -46,11 +47,8 @@ def test_login_refuses_a_wrong_or_tenant_key(live_server: LiveServer, bare_cli: 
 
 
 def test_a_server_that_is_not_there_is_named(bare_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, never listening: refused
+    with taken_port(listen=False) as port:
+        url = f"http://127.0.0.1:{port}"  # bound, never listening: refused
         monkeypatch.setenv("YUN_URL", url)
         monkeypatch.setenv("YUN_API_KEY", "yun-" + "x" * 43)
         line = bare_cli.fail("orgs", "list")

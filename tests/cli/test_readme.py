@@ -1,9 +1,12 @@
-"""The README's "Tenants and money" steps, run in order and as written against a live `yun serve`
-subprocess, the way a new user runs them after `yun serve` printed the bootstrap key.
+"""The README, walked as a new user reads it (issue 10, items 6 and 20), against a live `yun serve`
+subprocess: the "Tenants and money" steps in order and as written (each must print what it should), then,
+right after the credit grant, the README's Python example with the bootstrap admin key: it must answer
+(before issue 10 item 6 it got 429 `insufficient_quota`: once a price was set, the operator's own
+organization had $0 and was refused), metered in full at the README's price without touching a balance.
 
-The one liberty taken: the server runs on a free port with the tiny test model registered under the
-bundled chat model's name (the real one takes minutes to load on a busy machine), so `yun login`'s URL
-is that port's.
+The liberties taken: the server runs on port 0 (the kernel picks; `yun login` and the example use the
+address it printed) with the tiny test model registered under the bundled chat model's name (the real one
+takes minutes to load on a busy machine).
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.support.server import YunServer, answers
+from tests.support.server import Health, YunServer, answers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 YUN = [sys.executable, "-m", "yun"]
 README_URL = "http://127.0.0.1:8000"
 CHAT = "qwen2.5-coder-0.5b-instruct"
+START_TIMEOUT_S = 240.0  # a bound for a replica load on a busy machine, never a measured time
 
 # What each step must print (a regular expression searched in its stdout).
 EXPECTED = {
@@ -44,34 +49,43 @@ def readme_steps() -> list[list[str]]:
     return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
 
 
+def _python_example() -> str:
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "OpenAI(" in b]
+    return example
+
+
+def _chat_ready(health: Health) -> bool:
+    return bool(health.get("models", {}).get(CHAT, {}).get("healthy_replicas"))
+
+
 @pytest.fixture
 def served(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """(url, bootstrap key, the CLI's environment) of a fresh `yun serve` on its own data dir."""
-    cli_env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    """(url, bootstrap key, the CLI's environment) of a fresh `yun serve` on its own data dir, on port 0,
+    serving the tiny model under the README's model name (its replica healthy)."""
+    cli_env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "400"}
     server = YunServer(
         tmp_path,
+        port=0,
         args=["--no-default-models"],
         env=cli_env | {"YUN_ENGINE__CONTEXT_PER_SLOT": "512", "YUN_ENGINE__PARALLEL": "1"},
         ready=answers,
-        start_timeout_s=120,
+        start_timeout_s=START_TIMEOUT_S,
     )
     try:
         server.start()  # asserts that the bootstrap key is printed once
+        # Stand-in for the bundled model: the server runs with --no-default-models.
+        server.yun("models", "add", CHAT, "--file", str(tiny_model))
+        server.wait_until(_chat_ready)
         assert server.admin_key is not None
         yield server.url, server.admin_key, {k: v for k, v in server.env.items() if not k.startswith("YUN_")}
     finally:
         server.stop()
 
 
-def test_readme_tenants_and_money_steps_work_in_order(
-    served: tuple[str, str, dict[str, str]], tiny_model: Path
+def test_readme_steps_work_in_order_and_leave_the_admin_able_to_use_the_models(
+    served: tuple[str, str, dict[str, str]],
 ) -> None:
     url, bootstrap_key, env = served
-    # Stand-in for the bundled model: the server runs with --no-default-models.
-    add = [*YUN, "models", "add", CHAT, "--file", str(tiny_model)]
-    done = subprocess.run(add, env=env | {"YUN_URL": url, "YUN_API_KEY": bootstrap_key}, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-
     steps = readme_steps()
     assert [s[0] for s in steps] == ["yun"] * len(steps), "every step is written `yun …`"
     assert steps[0][:2] == ["yun", "login"], "the README logs in before the first admin command"
@@ -85,4 +99,26 @@ def test_readme_tenants_and_money_steps_work_in_order(
         assert "Traceback" not in r.stderr
         assert re.search(EXPECTED[name], r.stdout, re.M), f"`{shlex.join(step)}` printed {r.stdout!r}"
         seen.add(name)
+        if name == "credits grant":  # a price is set: the README's Python example, with the admin key
+            _the_python_example_is_answered_and_metered(url, bootstrap_key)
     assert seen == EXPECTED.keys()
+
+
+def _the_python_example_is_answered_and_metered(url: str, admin_key: str) -> None:
+    example = _python_example().replace(README_URL + "/v1", url + "/v1").replace('"yun-…"', repr(admin_key))
+    assert url in example and admin_key in example
+    scope: dict[str, object] = {}
+    # The README's code as written, keeping what its last call returns.
+    exec(example.replace("client.chat.completions.create(", "answer = client.chat.completions.create(", 1), scope)
+    answer = scope["answer"]
+    assert answer.choices[0].message.content  # type: ignore[attr-defined]  # 200, an answer
+
+    # Metered in full, at the price the README set, without touching a balance.
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, trust_env=False) as admin:
+        usage = admin.get("/v1/organization/usage/records").json()["data"]
+        balance = admin.get("/v1/organization/balance").json()
+    assert [r["request_id"] for r in usage] == [answer.id]  # type: ignore[attr-defined]
+    used = answer.usage  # type: ignore[attr-defined]
+    # The README's price: $0.05 / $0.10 per 1M tokens, i.e. 50 / 100 nanodollars a token.
+    assert usage[0]["cost_nanodollars"] == used.prompt_tokens * 50 + used.completion_tokens * 100 > 0
+    assert (balance["balance_nanodollars"], balance["held_nanodollars"]) == (0, 0)

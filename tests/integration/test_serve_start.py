@@ -4,12 +4,8 @@ would matter)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,72 +13,52 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.net import taken_port as _taken_port
+from tests.support.server import YunServer
 from yun.billing.service import BillingService, Estimate
 from yun.store import Database, OrganizationRepository, upgrade
 
 START_TIMEOUT_S = 120.0  # a bound on a busy machine, never a measured time
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
-    env.update(HF_HUB_OFFLINE="1", COLUMNS="400")  # long tmp paths: no wrapping of the one-line error
-    return env
-
-
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "yun", "serve", "--data-dir", str(data_dir), "--port", str(port)]
-        + ["--no-default-models"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
+def _serve(root: Path, data_dir: Path, port: int) -> YunServer:
+    return YunServer(
+        root,
+        data_dir=data_dir,
+        port=port,
+        args=["--no-default-models"],
+        env={"COLUMNS": "400"},  # long tmp paths: no wrapping of the one-line error
+        start_timeout_s=START_TIMEOUT_S,
     )
 
 
 def _refused(data_dir: Path, port: int) -> str:
     """Run a `yun serve` that must refuse to start; return what it said (stdout + stderr)."""
-    proc = _serve(data_dir, port)
-    out, err = proc.communicate(timeout=START_TIMEOUT_S)
-    said = (out + err).strip()
-    assert proc.returncode not in (0, None), said
+    server = _serve(data_dir.parent / f"refused-{uuid.uuid4().hex[:8]}", data_dir, port)
+    server.launch()
+    returncode = server.wait_exit()
+    said = (server.stdout() + server.stderr()).strip()
+    assert returncode not in (0, None), said
     assert "Traceback" not in said and len(said.splitlines()) == 1, said
     return said
 
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield int(s.getsockname()[1])
-
-
-class Running:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
-        self.proc, self.url = proc, url
+    with _taken_port(listen=True) as port:
+        yield port
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
+def running(tmp_path: Path) -> Iterator[YunServer]:
     """A `yun serve` on port 0 (the kernel picks), up once it said where it listens."""
-    proc = _serve(tmp_path / "data", 0)
+    server = _serve(tmp_path, tmp_path / "data", 0)
+    server.launch()
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # ends if the process exits
-            if line.startswith("Yun listening on "):
-                yield Running(proc, line.split()[3].removesuffix("/v1"))
-                break
-        else:
-            raise AssertionError(f"yun serve never said it listens: {proc.stderr.read() if proc.stderr else ''}")
+        server.wait_listening()
+        yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=60)  # also closes the pipes
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+        server.stop()
 
 
 def _open_hold(data_dir: Path) -> str:
@@ -106,13 +82,13 @@ def _settled_at(data_dir: Path, request_id: str) -> object:
         return c.execute("SELECT settled_at FROM reservations WHERE request_id = ?", (request_id,)).fetchone()[0]
 
 
-def test_listening_is_said_only_once_it_accepts_and_a_clean_stop_ends_the_lease(running: Running) -> None:
+def test_listening_is_said_only_once_it_accepts_and_a_clean_stop_ends_the_lease(running: YunServer) -> None:
     # No retry: the line was printed after uvicorn started accepting on the bound socket.
     assert httpx.get(running.url + "/health", trust_env=False, timeout=30).status_code == 200
+    assert running.proc is not None
     running.proc.send_signal(signal.SIGINT)
     assert running.proc.wait(60) in (0, 128 + signal.SIGINT)  # uvicorn re-raises the Ctrl-C once it stopped
-    db = Path(str(running.proc.args[running.proc.args.index("--data-dir") + 1])) / "yun.db"  # type: ignore[index, union-attr]
-    with sqlite3.connect(db) as c:
+    with sqlite3.connect(running.db_path) as c:
         assert c.execute("SELECT count(*) FROM gateway_instances").fetchone() == (0,)
 
 
@@ -129,9 +105,10 @@ def test_a_taken_port_is_a_one_line_error_before_the_database_is_touched(tmp_pat
 
 
 def test_a_second_serve_on_the_same_data_dir_is_refused_naming_the_first(
-    running: Running, tmp_path: Path, taken_port: int
+    running: YunServer, tmp_path: Path, taken_port: int
 ) -> None:
     data_dir = tmp_path / "data"
+    assert running.proc is not None
     for port in (0, taken_port):  # another free port, or a taken one: the data dir is checked first
         said = _refused(data_dir, port)
         assert f"pid {running.proc.pid}" in said and str(data_dir) in said, said

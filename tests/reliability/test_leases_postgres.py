@@ -9,14 +9,10 @@ recovery runs every second, so every wait below is a bounded poll on the databas
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +23,7 @@ from sqlalchemy import create_engine, text
 from tests.conftest import _postgres_database
 from tests.reliability.conftest import MODEL, PRICE
 from tests.reliability.test_second_serve import StreamInThread, open_hold, replica_pid
-from tests.support.net import free_port
-from tests.support.server import KEY_RE
+from tests.support.server import Health, YunServer, answers
 from tests.support.tiny_model import tiny_model_path
 
 pytestmark = pytest.mark.reliability
@@ -38,71 +33,36 @@ START_TIMEOUT_S = 240.0
 WAIT_S = 120.0  # bound on every poll below; never a measured time
 
 
-@dataclass
-class Gateway:
-    proc: subprocess.Popen[bytes]
-    url: str
-    out: Path
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     yield from _postgres_database()
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YUN_")}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        COLUMNS="200",
-        YUN_ENGINE__PARALLEL="2",
-        YUN_ENGINE__CONTEXT_PER_SLOT="512",
-        YUN_ENGINE__HEALTH_INTERVAL_S="0.5",  # recovery runs every 2 health intervals: each second
-        YUN_SERVER__LEASE_S=str(LEASE_S),
-        YUN_BILLING__PROGRESS_INTERVAL_S="0.2",
+def _model_ready(health: Health) -> bool:
+    return bool(health.get("models", {}).get(MODEL, {}).get("healthy_replicas") == 1)
+
+
+def _gateway(
+    root: Path, name: str, database: str, ready: Callable[[Health], bool], *, admin_key: str | None = None
+) -> YunServer:
+    """A gateway on the shared database, with its own data dir (its logs, its replica) and gateway id."""
+    return YunServer(
+        root,
+        data_dir=root / name,
+        database=database,
+        args=["--no-default-models"],
+        env={
+            "YUN_ENGINE__PARALLEL": "2",
+            "YUN_ENGINE__CONTEXT_PER_SLOT": "512",
+            "YUN_ENGINE__HEALTH_INTERVAL_S": "0.5",  # recovery runs every 2 health intervals: each second
+            "YUN_SERVER__LEASE_S": str(LEASE_S),
+            "YUN_BILLING__PROGRESS_INTERVAL_S": "0.2",
+            "YUN_SERVER__GATEWAY_ID": name,
+        },
+        ready=ready,
+        start_timeout_s=START_TIMEOUT_S,
+        admin_key=admin_key,
     )
-    return env
-
-
-def _start(root: Path, name: str, database: str, *, model: bool = True) -> Gateway:
-    port = free_port()
-    out = root / f"{name}.out"
-    with out.open("wb") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "yun", "serve", "--database", database, "--data-dir", str(root / name)]
-            + ["--port", str(port), "--no-default-models"],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env=_env() | {"YUN_SERVER__GATEWAY_ID": name},
-            start_new_session=True,
-        )
-    gateway = Gateway(proc, f"http://127.0.0.1:{port}", out)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, out.read_text()[-3000:]
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            health = httpx.get(gateway.url + "/health", trust_env=False, timeout=2).json()
-            if not model or health.get("models", {}).get(MODEL, {}).get("healthy_replicas") == 1:
-                return gateway
-        time.sleep(0.2)
-    raise AssertionError(f"{name} never became healthy: {out.read_text()[-3000:]}")
-
-
-def _start_wait_model(gateway: Gateway) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            health = httpx.get(gateway.url + "/health", trust_env=False, timeout=2).json()
-            if health.get("models", {}).get(MODEL, {}).get("healthy_replicas") == 1:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"the model never became healthy: {gateway.out.read_text()[-3000:]}")
-
-
-def _kill(gateway: Gateway) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(gateway.proc.pid, signal.SIGKILL)
-    gateway.proc.wait(30)
 
 
 def _row(database: str, sql: str, **params: Any) -> Any:
@@ -117,27 +77,25 @@ def _row(database: str, sql: str, **params: Any) -> Any:
 def test_a_live_gateways_hold_is_never_recovered_a_killed_ones_only_after_its_lease(
     tmp_path: Path, pg_url: str
 ) -> None:
-    a = _start(tmp_path, "gw-a", pg_url, model=False)
+    a = _gateway(tmp_path, "gw-a", pg_url, answers)  # no model yet
     gateways = [a]
     try:
-        [admin] = KEY_RE.findall(a.out.read_text())
-        subprocess.run(  # over A's admin API; both gateways deploy it from the shared catalog
-            [sys.executable, "-m", "yun", "models", "add", MODEL, "--file", str(tiny_model_path())],
-            env=_env() | {"YUN_URL": a.url, "YUN_API_KEY": admin},
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-        b = _start(tmp_path, "gw-b", pg_url)
+        a.start()  # asserts the one bootstrap key for the database
+        admin = a.admin_key
+        assert admin is not None
+        # Over A's admin API; both gateways deploy it from the shared catalog.
+        a.yun("models", "add", MODEL, "--file", str(tiny_model_path()))
+        b = _gateway(tmp_path, "gw-b", pg_url, _model_ready, admin_key=admin)
         gateways.append(b)
-        assert KEY_RE.findall(b.out.read_text()) == []  # one bootstrap key for the database
-        _start_wait_model(a)
+        b.start()  # asserts that B prints no bootstrap key: one for the database
+        a.wait_until(_model_ready)
         with httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {admin}"}, trust_env=False) as c:
             assert c.put(f"/admin/prices/{MODEL}", json=PRICE).status_code == 200
             org = c.post("/admin/orgs", json={"name": "t"}).json()["id"]
             assert c.post(f"/admin/orgs/{org}/credits", json={"amount": "100"}).status_code == 201
             key = c.post(f"/admin/orgs/{org}/keys", json={"name": "k", "role": "member"}).json()["secret"]
 
+        assert b.proc is not None
         replica = replica_pid(b.proc.pid)
         os.kill(replica, signal.SIGSTOP)  # B's request takes its hold, then waits for its engine
         stream = StreamInThread(b.url, key, 300)
@@ -159,7 +117,7 @@ def test_a_live_gateways_hold_is_never_recovered_a_killed_ones_only_after_its_le
             time.sleep(0.1)
         assert _row(pg_url, "SELECT settled_at FROM reservations WHERE request_id = :r", r=request_id)[0] is None
 
-        _kill(b)  # gateway and its replica, at once
+        b.kill9()  # gateway and its replica, at once
         expires_at = _row(pg_url, "SELECT expires_at FROM gateway_instances WHERE id = :g", g=owner)[0]
         deadline = time.monotonic() + WAIT_S
         while (
@@ -180,7 +138,7 @@ def test_a_live_gateways_hold_is_never_recovered_a_killed_ones_only_after_its_le
         assert (balance.balance, balance.held) == (ledger, 0)
     finally:
         for gateway in gateways:
-            _kill(gateway)
+            gateway.kill9()
 
 
 def _pg_open_holds(database: str) -> Callable[[str], list[Any]]:

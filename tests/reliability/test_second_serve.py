@@ -18,8 +18,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +28,7 @@ import httpx
 import pytest
 
 from tests.reliability.conftest import MODEL, ReliabilityServer, audit_ledger, expected_cost
-from tests.support.net import free_port
+from tests.support.server import YunServer
 
 pytestmark = pytest.mark.reliability
 
@@ -127,16 +125,17 @@ def test_a_second_serve_is_refused_and_the_first_ones_stream_is_billed_in_full(y
     try:
         stream = StreamInThread(server.url, key, MAX_TOKENS)
         request_id = open_hold(_sqlite_open_holds(server.db_path), org)
-        second = subprocess.run(
-            [sys.executable, "-m", "yun", "serve", "--data-dir", str(server.data_dir)]
-            + ["--port", str(free_port()), "--no-default-models"],
+        second = YunServer(
+            server.root / "second",
+            data_dir=server.data_dir,
+            args=["--no-default-models"],
             env=server.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+            start_timeout_s=120,
         )
-        said = second.stdout + second.stderr
-        assert second.returncode != 0, said
+        second.launch()
+        returncode = second.wait_exit()
+        said = second.stdout() + second.stderr()
+        assert returncode != 0, said
         assert server.proc is not None and f"pid {server.proc.pid}" in said and str(server.data_dir) in said, said
         assert "Traceback" not in said
         assert _settled_at(server.db_path, request_id) is None  # the live hold was not touched

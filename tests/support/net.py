@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "taken_port"]
 
 
 def free_port() -> int:
@@ -13,3 +15,14 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def taken_port(*, listen: bool) -> Iterator[int]:
+    """A port on 127.0.0.1 held bound for the block: `listen=True`, so a server cannot bind it ("address
+    already in use"); `listen=False`, so nothing else can take it and a connection to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        if listen:
+            s.listen()
+        yield int(s.getsockname()[1])

@@ -6,6 +6,11 @@ runs CLI commands against it); `stop()` is Ctrl-C; `kill9()` is SIGKILL to the w
 gateway and its replica processes). It can be started again on the same data dir and port. Its
 stdout/stderr go to numbered files under `root` (one pair per start), and the bootstrap admin key is
 read from the first start's output.
+
+`launch()` is the start without the wait, for a test that expects the start to fail (`wait_exit()`) or
+reads the "listening on" line itself (`wait_listening()`, which also learns the port of a `port=0` start).
+`database` runs it on another database than its data dir's SQLite (e.g. several gateways, each with its
+own data dir, on one PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tests.support.net import free_port
 __all__ = ["KEY_RE", "Health", "YunServer", "answers", "healthy"]
 
 KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
+LISTENING_RE = re.compile(r"listening on (http://\S+)/v1")
 
 Health = dict[str, Any]
 """What `GET /health` answers."""
@@ -50,6 +56,8 @@ class YunServer:
     - `env`: extra environment (`YUN_*` settings); the caller's own `YUN_*` variables are never inherited.
     - `ready`: a predicate over the `/health` JSON; `start()` waits (bounded by `start_timeout_s`) for it.
     - `admin_key`: give it when the data dir already has its bootstrap key (a second server on the same data).
+    - `port=0`: the kernel picks; the URL is known once `wait_listening()` read it.
+    - `database`: `--database` (a PostgreSQL URL); the data dir still holds its logs and replicas.
     """
 
     def __init__(
@@ -63,13 +71,14 @@ class YunServer:
         ready: Callable[[Health], bool] = healthy,
         start_timeout_s: float = 240.0,
         admin_key: str | None = None,
+        database: str | None = None,
     ) -> None:
         self.root = root
         self.data_dir = data_dir or root / "data"
         self.db_path = self.data_dir / "yun.db"
-        self.port = port or free_port()
+        self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = list(args)
+        self.args = list(args) if database is None else ["--database", database, *args]
         self.ready = ready
         self.start_timeout_s = start_timeout_s
         self.admin_key = admin_key
@@ -95,6 +104,19 @@ class YunServer:
 
     def start(self) -> None:
         """Launch and wait until ready. The first start must print exactly one bootstrap key, later ones none."""
+        self.launch()
+        if self.port == 0:
+            self.wait_listening()
+        self.wait_until(self.ready)
+        keys = KEY_RE.findall(self.stdout())
+        if self.admin_key is None:
+            assert len(keys) == 1, f"expected the bootstrap key on the first start, got {len(keys)}"
+            self.admin_key = keys[0]
+        else:
+            assert keys == [], "a start on a data dir that has its admin key must not print a new one"
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Launch `yun serve` and return at once (no wait, no check of what it prints)."""
         assert self.proc is None, "already running"
         self.root.mkdir(parents=True, exist_ok=True)
         self.starts += 1
@@ -110,13 +132,32 @@ class YunServer:
                 cwd=self.root,
                 start_new_session=True,  # its own process group: SIGKILL reaches the replicas too
             )
-        self.wait_until(self.ready)
-        keys = KEY_RE.findall(self.stdout())
-        if self.admin_key is None:
-            assert len(keys) == 1, f"expected the bootstrap key on the first start, got {len(keys)}"
-            self.admin_key = keys[0]
-        else:
-            assert keys == [], "a start on a data dir that has its admin key must not print a new one"
+        return self.proc
+
+    def wait_listening(self) -> str:
+        """Wait (bounded by `start_timeout_s`) until the launched server says where it listens; that URL
+        becomes `url` (and its port `port`). Returns the URL."""
+        assert self.proc is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        while (found := LISTENING_RE.search(self.stdout())) is None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"yun serve exited with {self.proc.returncode}: {self.stderr_tail()}")
+            if time.monotonic() >= deadline:
+                self.kill9()
+                raise AssertionError(f"yun serve never said it listens in {self.start_timeout_s}s")
+            time.sleep(0.1)
+        self.url = found.group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self.url
+
+    def wait_exit(self) -> int:
+        """Wait (bounded by `start_timeout_s`) for a launched server to exit on its own; its return code."""
+        proc = self.proc
+        assert proc is not None
+        try:
+            return proc.wait(self.start_timeout_s)
+        finally:
+            self.kill9()
 
     def wait_until(self, ready: Callable[[Health], bool]) -> None:
         """Poll `/health` until `ready` says so (bounded by `start_timeout_s`; a server that exits or never
