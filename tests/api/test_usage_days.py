@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 import time_machine
 
 from tests.api.conftest import Api
@@ -53,11 +54,14 @@ async def test_days_are_inclusive_utc_days_at_midnight(api: Api) -> None:
     assert [(r.key, r.requests) for r in rows] == [("2031-03-14", 1)]
 
 
-async def test_date_edges_are_clear_errors(api: Api) -> None:
-    _, key = await api.new_org()
+@pytest.mark.parametrize("caller", ["tenant", "admin"])
+async def test_date_edges_are_clear_errors(api: Api, caller: str) -> None:
+    """The same day rules for an org's own usage and for an admin's view of any org's."""
+    org, owner_key = await api.new_org()
+    path, key = ("/v1/organization/usage", owner_key) if caller == "tenant" else (f"/admin/orgs/{org}/usage", None)
 
     async def refused(**params: str) -> str:
-        r = await api.get("/v1/organization/usage", key, **params)
+        r = await api.get(path, key, **params)
         assert r.status_code == 400, (params, r.text)
         error = r.json()["error"]
         assert error["type"] == "invalid_request_error"
@@ -73,7 +77,7 @@ async def test_date_edges_are_clear_errors(api: Api) -> None:
     assert await refused(end="yesterday") == "end"
     # Far dates inside the bounds are simply empty.
     for start, end in (("2000-01-01", "2000-01-01"), ("2199-12-31", "2199-12-31"), ("2000-01-01", "2009-12-31")):
-        r = await api.get("/v1/organization/usage", key, start=start, end=end)
+        r = await api.get(path, key, start=start, end=end)
         assert r.status_code == 200 and r.json()["data"] == [], r.text
-    r = await api.get("/v1/organization/usage", key, end="2000-01-01")
+    r = await api.get(path, key, end="2000-01-01")
     assert r.status_code == 200 and r.json()["start"] == "2000-01-01"

@@ -4,13 +4,52 @@ operation on the caller's own org or on any org, so one implementation serves bo
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from fastapi.responses import JSONResponse, Response
 
 from yun.api.admin.protocol import KeyIn, KeyOut, key_out
+from yun.api.bounds import DAY_MIN, Day
 from yun.api.services import Services
+from yun.errors import InvalidRequest
 
-__all__ = ["issue_key", "statement_response"]
+__all__ = ["EndDay", "StartDay", "day_range", "issue_key", "statement_response", "usage_answer"]
+
+_DEFAULT_DAYS = 30
+_MAX_SPAN_DAYS = 3660
+
+StartDay = Annotated[Day | None, Query(description="First UTC day, included (default: 29 days before end)")]
+EndDay = Annotated[Day | None, Query(description="Last UTC day, included (default: today)")]
+
+
+def day_range(start: date | None, end: date | None) -> tuple[date, date]:
+    """The inclusive UTC day range a query names: by default the last 30 days, today included; at most
+    ten years (a report, not a scan of all history)."""
+    end = end or datetime.now(UTC).date()
+    start = start or max(DAY_MIN, end - timedelta(days=_DEFAULT_DAYS - 1))
+    if start > end:
+        raise InvalidRequest("start must not be after end", param="start")
+    if (end - start).days > _MAX_SPAN_DAYS:
+        raise InvalidRequest("a usage query spans at most ten years", param="start")
+    return start, end
+
+
+async def usage_answer(
+    services: Services, org_id: str, start: date | None, end: date | None, group_by: Literal["model", "day"]
+) -> dict[str, Any]:
+    """Usage totals of `org_id` per model or per day over an inclusive UTC day range, from the rollups."""
+    first, last = day_range(start, end)
+    rows = await asyncio.to_thread(services.usage.summary, org_id, first, last, group_by)
+    return {
+        "object": "list",
+        "org_id": org_id,
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "group_by": group_by,
+        "data": [r.to_dict() for r in rows],
+    }
 
 
 async def issue_key(services: Services, org_id: str, body: KeyIn, *, platform_admin: bool = False) -> KeyOut:

@@ -6,38 +6,22 @@ Date ranges are inclusive UTC days: `start=D&end=D` is the whole of day D, today
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
 from yun.api.admin.deps import OrgDep
 from yun.api.admin.protocol import CreditIn, FreeAllowanceIn, PriceIn
-from yun.api.answers import statement_response
-from yun.api.bounds import DAY_MIN, Day, Identifier, Month
+from yun.api.answers import EndDay, StartDay, day_range, statement_response, usage_answer
+from yun.api.bounds import Identifier, Month
 from yun.api.deps import AdminDep, ServicesDep
-from yun.errors import InvalidRequest
 from yun.metering import format_usd
 
 __all__ = ["router"]
 
 router = APIRouter()
-
-_DEFAULT_DAYS = 30
-
-
-def _days(start: date | None, end: date | None) -> tuple[date, date]:
-    """The inclusive day range a query names; by default the last 30 days, today included."""
-    end = end or datetime.now(UTC).date()
-    start = start or max(DAY_MIN, end - timedelta(days=_DEFAULT_DAYS - 1))
-    if start > end:
-        raise InvalidRequest("start must not be after end", param="start")
-    return start, end
-
-
-StartDay = Annotated[Day | None, Query(description="First UTC day, included (default: 29 days before end)")]
-EndDay = Annotated[Day | None, Query(description="Last UTC day, included (default: today)")]
 
 
 # -- credits and balance -----------------------------------------------------------------------
@@ -63,16 +47,7 @@ async def usage(
     end: EndDay = None,
     group_by: Literal["model", "day"] = "model",
 ) -> dict[str, Any]:
-    first, last = _days(start, end)
-    rows = await asyncio.to_thread(services.usage.summary, org.id, first, last, group_by)
-    return {
-        "object": "list",
-        "org_id": org.id,
-        "start": first.isoformat(),
-        "end": last.isoformat(),
-        "group_by": group_by,
-        "data": [r.to_dict() for r in rows],
-    }
+    return await usage_answer(services, org.id, start, end, group_by)
 
 
 @router.get("/orgs/{org}/statements/{month}")
@@ -89,7 +64,7 @@ async def statement(
 @router.get("/orgs/{org}/ledger")
 async def ledger(org: OrgDep, services: ServicesDep, start: StartDay = None, end: EndDay = None) -> dict[str, Any]:
     """Every ledger entry of the org in the day range, oldest first (credits, charges, adjustments)."""
-    first, last = _days(start, end)
+    first, last = day_range(start, end)
     since = datetime.combine(first, time(), UTC)
     until = datetime.combine(last + timedelta(days=1), time(), UTC)
     rows = await asyncio.to_thread(services.billing.money.ledger, org.id, since, until)

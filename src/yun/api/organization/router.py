@@ -7,15 +7,14 @@ tenant cannot name another's resources: a foreign id is simply not found (404).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out, member_out
-from yun.api.answers import issue_key, statement_response
-from yun.api.bounds import DAY_MIN, Cursor, Day, Identifier, Month, PageLimit
+from yun.api.answers import EndDay, StartDay, issue_key, statement_response, usage_answer
+from yun.api.bounds import Cursor, Identifier, Month, PageLimit
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.openapi import error_responses
 from yun.errors import InvalidRequest, NotFound
@@ -82,27 +81,13 @@ async def balance(principal: PrincipalDep, services: ServicesDep) -> dict[str, A
 async def usage(
     principal: PrincipalDep,
     services: ServicesDep,
-    start: Annotated[Day | None, Query(description="First UTC day (inclusive); default 29 days before end")] = None,
-    end: Annotated[Day | None, Query(description="Last UTC day (inclusive); default today")] = None,
+    start: StartDay = None,
+    end: EndDay = None,
     group_by: Literal["model", "day"] = "model",
 ) -> dict[str, Any]:
     """Totals for the UTC days start..end, both included: today's usage is there as soon as it settles."""
     require_role(principal, USAGE_ROLES, "read usage")
-    end = end or datetime.now(UTC).date()
-    start = start or max(DAY_MIN, end - timedelta(days=29))
-    if start > end:
-        raise InvalidRequest("start must not be after end", param="start")
-    if (end - start).days > 3660:
-        raise InvalidRequest("a usage query spans at most ten years", param="start")
-    rows = await asyncio.to_thread(services.usage.summary, principal.org_id, start, end, group_by)
-    return {
-        "object": "list",
-        "org_id": principal.org_id,
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "group_by": group_by,
-        "data": rows,
-    }
+    return await usage_answer(services, principal.org_id, start, end, group_by)
 
 
 @router.get("/usage/records")
