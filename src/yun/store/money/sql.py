@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import DateTime, Engine
 
-from yun.errors import QuotaExceeded
+from yun.errors import DatabaseUnavailable, QuotaExceeded
 from yun.store.money.records import (
     ROLLUP_SUMS,
     HoldRecord,
@@ -110,7 +110,10 @@ class Statements:
         elif dialect.paramstyle == "pyformat":
             self.sql = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQL.items()}
         else:
-            raise NotImplementedError(f"no money writer for the {dialect.name} driver ({dialect.paramstyle} binds)")
+            # Unreachable through Settings, which accepts only SQLite and PostgreSQL (psycopg 3) URLs.
+            raise DatabaseUnavailable(
+                f"the money writer supports SQLite and PostgreSQL (psycopg 3), not {dialect.name}"
+            )
         self._ts = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
 
     def now(self) -> tuple[datetime, Any]:
