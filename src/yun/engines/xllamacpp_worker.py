@@ -1,8 +1,11 @@
 """Replica process: runs one model in xllamacpp's in-process llama.cpp HTTP server.
 
-Started and supervised by `yun.cluster.local` as `python -m yun.engines.xllamacpp_worker ...`.
-It binds 127.0.0.1 only; the gateway is the one door in. It exits when its parent dies, so a killed
-`yun serve` never leaves orphaned models holding memory.
+Started by a `Cluster` backend (`yun.cluster.local`, or a Ray actor) as
+`python -m yun.engines.xllamacpp_worker ...`. It binds the address it is given (127.0.0.1 unless the
+replica must be reached from other machines) and, when `YUN_ENGINE_SECRET` is set in its environment
+(never on its command line, which every local user can read), refuses every request that does not
+carry it as `Authorization: Bearer <secret>`: only the controller and the gateways know it. It exits when
+its parent dies, so a killed `yun serve` or Ray actor never leaves orphaned models holding memory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ def _build_params(args: argparse.Namespace) -> object:
     p = xllamacpp.CommonParams()
     p.model.path = args.model
     p.port = args.port
+    p.hostnames = [args.host]
+    secret = os.environ.pop("YUN_ENGINE_SECRET", None)  # its children (none today) never inherit it
+    if secret:
+        p.api_keys = [secret]
     p.n_parallel = args.parallel
     p.n_ctx = args.ctx * args.parallel
     p.cpuparams.n_threads = args.threads
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="yun-xllamacpp-worker")
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (the node's, for other machines)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--ctx", type=int, default=4096, help="context per slot")

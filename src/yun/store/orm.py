@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Float as sa_Float,
     Boolean,
     DateTime,
     ForeignKey,
@@ -24,6 +25,7 @@ __all__ = [
     "ApiKeyRow",
     "BalanceRow",
     "Base",
+    "DeploymentRow",
     "FreeAllowanceRow",
     "FreeUsageRow",
     "GatewayInstanceRow",
@@ -32,6 +34,7 @@ __all__ = [
     "ModelRow",
     "OrganizationRow",
     "PriceRow",
+    "ReplicaRow",
     "ReservationRow",
     "RollupRow",
     "UsageRow",
@@ -272,3 +275,64 @@ class GatewayInstanceRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# -- compute: deployments and the replica registry ---------------------------------------------------
+
+
+class DeploymentRow(Base):
+    """A model running on Yun's compute: how many replicas, of what shape, for whom. Written by the admin
+    API; the active controller makes the replicas match it (`replicas` below is what it made)."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(200), index=True)
+    engine: Mapped[str] = mapped_column(String(20), default="llamacpp")  # llamacpp | vllm
+    owner_org: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)  # None: shared
+    min_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    max_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    desired_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    """Set by `scale` and by the autoscaler, always within [min, max]."""
+    cpus: Mapped[float] = mapped_column(sa_Float, default=1.0)
+    gpus: Mapped[float] = mapped_column(sa_Float, default=0.0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    threads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    context: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Engine arguments per replica; None: the installation's defaults (`YUN_ENGINE__*`)."""
+    command: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    autoscale: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idle_timeout_s: Mapped[float | None] = mapped_column(sa_Float, nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    """Bumped by every update that changes how replicas run: the controller rolls replicas of older
+    generations over to new ones (new ready before old drained)."""
+    state: Mapped[str] = mapped_column(String(20), default="active")  # active | deleting
+    message: Mapped[str] = mapped_column(Text, default="")
+    """Why it is not running as asked (failed replicas, no credit), for its owner and operators."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReplicaRow(Base):
+    """The replica registry: every replica the controller placed, where it answers, and its engine's
+    secret (sealed like other secrets). Gateways route from it; compute is metered from its times."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (Index("ix_replicas_deployment_state", "deployment_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(80))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    backend: Mapped[str] = mapped_column(String(20))  # local | ray
+    shape: Mapped[str] = mapped_column(String(80))
+    node: Mapped[str] = mapped_column(String(255), default="")
+    endpoint: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    secret: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))  # starting | ready | restarting | draining | failed | stopped
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
