@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Float as sa_Float,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -294,8 +294,8 @@ class DeploymentRow(Base):
     max_replicas: Mapped[int] = mapped_column(Integer, default=1)
     desired_replicas: Mapped[int] = mapped_column(Integer, default=1)
     """Set by `scale` and by the autoscaler, always within [min, max]."""
-    cpus: Mapped[float] = mapped_column(sa_Float, default=1.0)
-    gpus: Mapped[float] = mapped_column(sa_Float, default=0.0)
+    cpus: Mapped[float] = mapped_column(Float, default=1.0)
+    gpus: Mapped[float] = mapped_column(Float, default=0.0)
     memory_mb: Mapped[int] = mapped_column(Integer, default=0)
     threads: Mapped[int | None] = mapped_column(Integer, nullable=True)
     parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -303,7 +303,7 @@ class DeploymentRow(Base):
     """Engine arguments per replica; None: the installation's defaults (`YUN_ENGINE__*`)."""
     command: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     autoscale: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    idle_timeout_s: Mapped[float | None] = mapped_column(sa_Float, nullable=True)
+    idle_timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     """Bumped by every update that changes how replicas run: the controller rolls replicas of older
     generations over to new ones (new ready before old drained)."""

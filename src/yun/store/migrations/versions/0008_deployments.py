@@ -23,6 +23,7 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.create_table(
         "deployments",
