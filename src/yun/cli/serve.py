@@ -40,6 +40,18 @@ def serve(
     redis: Annotated[
         str | None, typer.Option("--redis", help="Redis URL for rate limits shared by several gateways.")
     ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="all: gateway + controller in one process; gateway: serve requests from the replica registry "
+            "(several, behind a load balancer); controller: place replicas (one active, others stand by).",
+        ),
+    ] = "all",
+    cluster: Annotated[
+        str,
+        typer.Option("--cluster", help="Where replicas run: local (this machine), ray://HOST:PORT or auto (Ray)."),
+    ] = "local",
     default_models: Annotated[
         bool,
         typer.Option(
@@ -62,6 +74,7 @@ def serve(
         database_url=database,
         redis_url=redis,
         server={"host": host, "port": port},
+        cluster={"role": role, "backend": cluster},
         defaults=None if default_models else {"chat": False, "embedding": False},
     )
     # Before anything is touched (database, holds, model processes), a start that cannot serve stops here:
