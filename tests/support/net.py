@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["free_port", "taken_port"]
+__all__ = ["free_port", "listener_pid", "taken_port"]
 
 
 def free_port() -> int:
@@ -26,3 +28,23 @@ def taken_port(*, listen: bool) -> Iterator[int]:
         if listen:
             s.listen()
         yield int(s.getsockname()[1])
+
+
+def listener_pid(host: str, port: int) -> int:
+    """The PID of this user's process listening on `host:port` (IPv4), found through /proc: for killing an
+    engine a backend started, whichever backend and process tree it runs in."""
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == want and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(proc.name)
+    raise LookupError(f"no process of ours listens on {host}:{port}")

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if not os.path.isfile(args.model):  # llama.cpp would only say "Failed to init server"
+        parser.error(f"no model file at {args.model}")
 
     import xllamacpp
 

@@ -1,0 +1,294 @@
+"""The `ray` cluster backend: each replica is a detached, named Ray actor that runs its engine on its node.
+
+Replicas outlive the controller that placed them: actors are detached and named `yun-replica-<id>` in the
+namespace `yun`, so a standby controller (another driver process) finds them by name and adopts them
+instead of placing duplicates, and `close(stop_replicas=False)` leaves them serving. Ray places actors
+with the SPREAD strategy, so one deployment's replicas land on different nodes; when an actor's process or
+node dies, Ray restarts it (on another node if need be) and it starts its engine again there, with a new
+endpoint that `replicas()` reports.
+
+Every Ray call that blocks (connecting, naming, killing) runs off the event loop in a thread, and every
+answer from an actor is awaited with a timeout: an actor whose node is gone stays RESTARTING for as long
+as Ray cannot place it again, and an unbounded wait on it would hang the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from yun.cluster.backends.ray_actor import ReplicaActor
+from yun.cluster.backends.supervised import RestartPolicy
+from yun.cluster.base import ClusterEvent, ReplicaOrder, ReplicaStatus
+from yun.errors import EngineUnavailable
+
+__all__ = ["ACTOR_PREFIX", "NAMESPACE", "RayBackend"]
+
+log = logging.getLogger("yun.cluster")
+
+NAMESPACE = "yun"
+ACTOR_PREFIX = "yun-replica-"
+_EVENTS_KEPT = 1000
+_RemoteReplica: Any = ray.remote(ReplicaActor)
+
+T = TypeVar("T")
+
+
+def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run `fn` in a thread of its own that never holds up interpreter exit (ray.init can hang forever on
+    an address where something half-answers; the default executor would then block shutdown)."""
+    done: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, which raises it
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="yun-ray-connect", daemon=True).start()
+    return asyncio.wrap_future(done)
+
+
+class RayBackend:
+    """Replicas as Ray actors on the Ray cluster at `address`.
+
+    - `address`: `HOST:PORT` of a running Ray head (its GCS), or `auto` (the cluster this machine is part of).
+    - `node_ip_address`: this driver's address as Ray should know it (None: Ray picks it).
+    - `log_dir`: where each node writes its engines' logs (None: `yun-replicas/` in the node's Ray temp dir).
+    - `max_restarts`, `restart_window_s`, `backoff_s`, `max_backoff_s`: the engine's restart budget inside
+      its actor, as for the local backend.
+    - `actor_max_restarts`: how often Ray restarts an actor whose process or node died (-1: always).
+    - `connect_timeout_s`: how long `start()` waits for the cluster to answer.
+    - `call_timeout_s`: how long any one question to an actor may take.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        node_ip_address: str | None = None,
+        log_dir: str | None = None,
+        max_restarts: int = 3,
+        restart_window_s: float = 600.0,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        actor_max_restarts: int = -1,
+        connect_timeout_s: float = 30.0,
+        call_timeout_s: float = 10.0,
+    ) -> None:
+        self.address = address
+        self.node_ip_address = node_ip_address
+        self.log_dir = log_dir
+        self.policy = RestartPolicy(
+            max_restarts=max_restarts, window_s=restart_window_s, backoff_s=backoff_s, max_backoff_s=max_backoff_s
+        )
+        self.actor_max_restarts = actor_max_restarts
+        self.connect_timeout_s = connect_timeout_s
+        self.call_timeout_s = call_timeout_s
+        self._connected = False
+        self._owns_connection = False
+        self._events: deque[ClusterEvent] = deque(maxlen=_EVENTS_KEPT)
+        self._seen: dict[str, float] = {}  # replica id -> time of the last actor event merged
+        self._last: dict[str, ReplicaStatus] = {}  # what each replica last said, for when it cannot answer
+        self._placing: dict[str, asyncio.Lock] = {}
+
+    async def start(self) -> None:
+        if self._connected:
+            return
+        if ray.is_initialized():  # this process is connected already (one Ray connection per process)
+            self._connected = True
+            return
+        await self._reachable()
+        connect = _in_daemon_thread(
+            lambda: ray.init(
+                address=self.address,
+                namespace=NAMESPACE,
+                _node_ip_address=self.node_ip_address,
+                log_to_driver=False,  # engines' output stays in their log files on their nodes
+                logging_level=logging.WARNING,
+            )
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(connect), self.connect_timeout_s)
+        except TimeoutError:
+            raise EngineUnavailable(
+                f"no Ray cluster answered at {self.address} within {self.connect_timeout_s:g}s"
+            ) from None
+        except (ConnectionError, RayError, RuntimeError, ValueError) as exc:
+            raise EngineUnavailable(f"cannot connect to the Ray cluster at {self.address}: {exc}") from exc
+        self._connected = self._owns_connection = True
+
+    async def _reachable(self) -> None:
+        """Refuse at once an address where nothing listens: ray.init would retry it forever, in a thread
+        that can then never be stopped (it is only left behind when something answers but not Ray)."""
+        if self.address == "auto":
+            return
+        host, _, port = self.address.rpartition(":")
+        if "://" in self.address or not host or not port.isdigit():
+            raise EngineUnavailable(
+                f"the Ray address {self.address!r} is not HOST:PORT of a Ray head (its GCS port, 6379 by "
+                "default) nor `auto`"
+            )
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 5.0)
+        except (OSError, TimeoutError) as exc:
+            raise EngineUnavailable(f"no Ray cluster answers at {self.address}: {exc or 'timed out'}") from None
+        writer.close()
+
+    async def place(self, order: ReplicaOrder) -> ReplicaStatus:
+        self._require_connection()
+        # One place at a time per id in this process (across controllers, `get_if_exists` below decides).
+        async with self._placing.setdefault(order.replica_id, asyncio.Lock()):
+            return await self._place(order)
+
+    async def _place(self, order: ReplicaOrder) -> ReplicaStatus:
+        name = ACTOR_PREFIX + order.replica_id
+        existing = await asyncio.to_thread(self._actor, name)
+        if existing is not None:
+            status = await self._ready(existing, order)
+            if status.state != "failed":
+                return status  # placed already (by us or a previous controller): start nothing
+            await self._kill(order.replica_id, existing)  # a failed one is replaced by a fresh one
+        resources = order.resources
+        options: dict[str, Any] = {
+            "name": name,
+            "namespace": NAMESPACE,
+            "lifetime": "detached",
+            "get_if_exists": True,  # two controllers placing the same id at once get one actor
+            "num_cpus": resources.cpus,
+            "num_gpus": resources.gpus,
+            "max_restarts": self.actor_max_restarts,
+            "max_task_retries": -1,  # a question asked while the actor restarts is answered by the new one
+            "scheduling_strategy": "SPREAD",
+        }
+        if resources.memory_mb:
+            options["memory"] = resources.memory_mb * 1024 * 1024
+        actor = await asyncio.to_thread(
+            lambda: _RemoteReplica.options(**options).remote(order, self.log_dir, self.policy)
+        )
+        status = await self._ready(actor, order)
+        if status.state == "failed":
+            raise EngineUnavailable(status.error or f"replica {order.replica_id} could not start")
+        return status
+
+    async def _ready(self, actor: Any, order: ReplicaOrder) -> ReplicaStatus:
+        """Wait for the actor's first engine start; an actor Ray cannot place in time is removed."""
+        timeout = order.start_timeout_s + self.call_timeout_s
+        try:
+            await self._ask(actor.ready.remote(), timeout)
+        except TimeoutError:
+            await self._kill(order.replica_id, actor)
+            raise EngineUnavailable(
+                f"replica {order.replica_id} was not ready within {timeout:g}s: Ray could not place its actor "
+                f"(needs {order.resources.shape}) or its engine did not start"
+            ) from None
+        except RayActorError as exc:
+            raise EngineUnavailable(f"replica {order.replica_id}: its actor died: {exc}") from exc
+        return await self._status(order.replica_id, actor)
+
+    async def stop(self, replica_id: str) -> None:
+        self._require_connection()
+        actor = await asyncio.to_thread(self._actor, ACTOR_PREFIX + replica_id)
+        if actor is None:
+            return
+        try:  # let the engine end cleanly; the kill below is the backstop
+            await self._ask(actor.stop.remote(), self.call_timeout_s)
+        except (TimeoutError, RayError):
+            pass
+        await self._kill(replica_id, actor)
+        self._placing.pop(replica_id, None)
+        self._record(replica_id, "stopped", "")
+
+    async def replicas(self) -> Sequence[ReplicaStatus]:
+        self._require_connection()
+        names = await asyncio.to_thread(ray.util.list_named_actors)
+        ids = [name.removeprefix(ACTOR_PREFIX) for name in names if name.startswith(ACTOR_PREFIX)]
+        found = await asyncio.gather(*(self._named_status(replica_id) for replica_id in ids))
+        return [status for status in found if status is not None]
+
+    async def _named_status(self, replica_id: str) -> ReplicaStatus | None:
+        actor = await asyncio.to_thread(self._actor, ACTOR_PREFIX + replica_id)
+        return None if actor is None else await self._status(replica_id, actor)  # None: stopped meanwhile
+
+    async def _status(self, replica_id: str, actor: Any) -> ReplicaStatus:
+        """Ask the replica's actor (bounded) and take the events it has that this backend has not seen."""
+        known = self._last.get(replica_id)
+        try:
+            answer: tuple[ReplicaStatus, list[ClusterEvent]] = await self._ask(
+                actor.status.remote(self._seen.get(replica_id, 0.0)), self.call_timeout_s
+            )
+        except (TimeoutError, RayActorError) as exc:
+            # Timeout: Ray is restarting the actor (its node died) or cannot place it again yet.
+            # RayActorError: the actor is dead for good (out of restarts, or killed meanwhile).
+            dead = isinstance(exc, RayActorError)
+            return ReplicaStatus(
+                replica_id=replica_id,
+                deployment_id=known.deployment_id if known else "",
+                state="failed" if dead else "restarting",
+                restarts=known.restarts if known else 0,
+                error=f"its actor died: {exc}" if dead else f"its actor did not answer in {self.call_timeout_s:g}s",
+            )
+        status, events = answer
+        seen = self._seen.get(replica_id, 0.0)  # another question to the same actor may have taken some
+        self._events.extend(event for event in events if event.at > seen)
+        self._seen[replica_id] = max([seen, *(event.at for event in events)])
+        if known is not None and known.node and status.node != known.node:
+            self._record(replica_id, "moved", f"from node {known.node} to {status.node}: {status.endpoint}")
+        self._last[replica_id] = status
+        return status
+
+    def events(self, since: float = 0.0) -> Sequence[ClusterEvent]:
+        """Events recorded here and those the actors reported by the last `place()` or `replicas()`."""
+        return sorted((event for event in self._events if event.at > since), key=lambda event: event.at)
+
+    async def close(self, *, stop_replicas: bool = False) -> None:
+        if not self._connected:
+            return
+        if stop_replicas:
+            for status in await self.replicas():
+                await self.stop(status.replica_id)
+        self._connected = False
+        if self._owns_connection:
+            self._owns_connection = False
+            await asyncio.to_thread(ray.shutdown)
+
+    def _require_connection(self) -> None:
+        if not self._connected:
+            raise EngineUnavailable("the ray backend is not connected: call start() first")
+
+    @staticmethod
+    def _actor(name: str) -> Any:
+        """The live actor of that name, or None (blocking: call it in a thread)."""
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    async def _ask(self, ref: Any, timeout: float) -> Any:
+        return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+
+    async def _kill(self, replica_id: str, actor: Any) -> None:
+        """Kill the actor for good and wait until its name is free again (bounded)."""
+        await asyncio.to_thread(ray.kill, actor, no_restart=True)
+        self._last.pop(replica_id, None)
+        self._seen.pop(replica_id, None)
+        deadline = time.monotonic() + self.call_timeout_s
+        while await asyncio.to_thread(self._actor, ACTOR_PREFIX + replica_id) is not None:
+            if time.monotonic() >= deadline:
+                log.warning("the actor of replica %s still has its name after being killed", replica_id)
+                return
+            await asyncio.sleep(0.1)
+
+    def _record(self, replica_id: str, kind: str, message: str) -> None:
+        self._events.append(ClusterEvent(at=time.time(), replica_id=replica_id, kind=kind, message=message))

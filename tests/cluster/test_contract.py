@@ -1,0 +1,203 @@
+"""The `Cluster` contract, once per backend (`local` and `ray`), with real engine processes: the tiny
+Qwen2 model in xllamacpp, and for the vLLM path a fake OpenAI-shaped engine (no GPU here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.support import fake_engine
+from tests.support.net import listener_pid
+from yun.cluster.base import Cluster, EngineArgs, ReplicaOrder, ReplicaStatus, Resources
+from yun.errors import EngineUnavailable
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+T = TypeVar("T")
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def llama_order(model: Path, replica_id: str | None = None, deployment: str = "tiny") -> ReplicaOrder:
+    return ReplicaOrder(
+        replica_id=replica_id or new_id(),
+        deployment_id=deployment,
+        model_id="tiny",
+        kind="chat",
+        engine="llamacpp",
+        model_path=str(model),
+        secret=secrets.token_urlsafe(16),
+        args=EngineArgs(threads=1, parallel=1, context=256),
+        # The test nodes have one CPU each: replicas take none, so any node fits them.
+        resources=Resources(cpus=0),
+        start_timeout_s=60.0,
+    )
+
+
+def vllm_order(replica_id: str | None = None) -> ReplicaOrder:
+    return ReplicaOrder(
+        replica_id=replica_id or new_id(),
+        deployment_id="fake",
+        model_id="fake",
+        kind="chat",
+        engine="vllm",
+        model_path="fake/model",
+        secret=secrets.token_urlsafe(16),
+        resources=Resources(cpus=0),
+        start_timeout_s=30.0,
+        command=fake_engine.command(),
+    )
+
+
+async def chat(endpoint: str, secret: str | None, model: str = "tiny") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    async with httpx.AsyncClient(trust_env=False, timeout=30.0) as client:
+        return await client.post(
+            endpoint + "/v1/chat/completions",
+            json={"model": model, "messages": MSG, "max_tokens": 2},
+            headers=headers,
+        )
+
+
+async def until(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0) -> T:
+    """Poll `probe` until it returns something (bounded)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (found := await probe()) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"not reached within {timeout:g}s: {what}"
+        await asyncio.sleep(0.2)
+    return found
+
+
+async def status_of(backend: Cluster, replica_id: str) -> ReplicaStatus | None:
+    return next((s for s in await backend.replicas() if s.replica_id == replica_id), None)
+
+
+def engine_pid(endpoint: str) -> int:
+    address = urlsplit(endpoint)
+    assert address.hostname is not None and address.port is not None
+    return listener_pid(address.hostname, address.port)
+
+
+def kill_engine(endpoint: str) -> None:
+    os.kill(engine_pid(endpoint), signal.SIGKILL)
+
+
+async def kill_and_await_restart(backend: Cluster, status: ReplicaStatus) -> ReplicaStatus:
+    assert status.endpoint is not None
+    kill_engine(status.endpoint)
+
+    async def back() -> ReplicaStatus | None:
+        now = await status_of(backend, status.replica_id)
+        ok = now is not None and now.state == "ready" and now.restarts > status.restarts
+        return now if ok else None
+
+    return await until(back, "the killed engine is back")
+
+
+async def test_placed_replica_serves_only_with_its_secret(backend: Cluster, tiny_model: Path) -> None:
+    order = llama_order(tiny_model)
+    status = await backend.place(order)
+    assert status.state == "ready" and status.endpoint is not None
+    assert (status.replica_id, status.deployment_id, status.restarts) == (order.replica_id, "tiny", 0)
+
+    answer = await chat(status.endpoint, order.secret)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 2
+    assert (await chat(status.endpoint, None)).status_code == 401
+    assert (await chat(status.endpoint, "not-the-secret")).status_code == 401
+
+    cmdline = Path(f"/proc/{engine_pid(status.endpoint)}/cmdline").read_bytes()
+    assert b"xllamacpp_worker" in cmdline and order.secret.encode() not in cmdline
+    assert [s.replica_id for s in await backend.replicas()] == [order.replica_id]
+    kinds = [e.kind for e in backend.events() if e.replica_id == order.replica_id]
+    assert "started" in kinds and "ready" in kinds
+
+
+async def test_vllm_path_gives_the_secret_as_its_api_key(backend: Cluster) -> None:
+    order = vllm_order()
+    status = await backend.place(order)
+    assert status.state == "ready" and status.endpoint is not None
+    answer = await chat(status.endpoint, order.secret, model="fake/model")
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "echo: hi"
+    assert (await chat(status.endpoint, None, model="fake/model")).status_code == 401
+
+
+async def test_placing_the_same_id_twice_starts_nothing(backend: Cluster) -> None:
+    order = vllm_order()
+    first, second = await asyncio.gather(backend.place(order), backend.place(order))
+    third = await backend.place(order)
+    assert first.endpoint is not None and first.endpoint == second.endpoint == third.endpoint
+    assert [s.replica_id for s in await backend.replicas()] == [order.replica_id]
+    assert [e.kind for e in backend.events() if e.replica_id == order.replica_id].count("started") == 1
+
+
+async def test_stop_frees_the_replica(backend: Cluster) -> None:
+    order = vllm_order()
+    status = await backend.place(order)
+    assert status.endpoint is not None
+    await backend.stop(order.replica_id)
+    assert await status_of(backend, order.replica_id) is None
+    with pytest.raises(httpx.ConnectError):
+        await chat(status.endpoint, order.secret)
+    await backend.stop(order.replica_id)  # unknown (already stopped) ids are ignored
+    again = await backend.place(order)  # the id is free for a new replica
+    assert again.state == "ready"
+
+
+async def test_an_engine_that_cannot_start_fails_with_its_cause(backend: Cluster, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model.gguf"
+    order = llama_order(missing)
+    with pytest.raises(EngineUnavailable) as info:
+        await backend.place(order)
+    assert f"no model file at {missing}" in info.value.message and "exited with code 2" in info.value.message
+    status = await status_of(backend, order.replica_id)
+    assert status is not None and status.state == "failed" and status.endpoint is None
+    assert status.error is not None and f"no model file at {missing}" in status.error
+    assert "failed" in [e.kind for e in backend.events() if e.replica_id == order.replica_id]
+
+
+async def test_a_killed_engine_comes_back(backend: Cluster, tiny_model: Path) -> None:
+    order = llama_order(tiny_model)
+    before = await backend.place(order)
+    since = before_kill = max((e.at for e in backend.events()), default=0.0)
+    after = await kill_and_await_restart(backend, before)
+    assert after.restarts == 1 and after.endpoint is not None and after.endpoint != before.endpoint
+    answer = await chat(after.endpoint, order.secret)
+    assert answer.status_code == 200, answer.text
+    kinds = [e.kind for e in backend.events(since) if e.replica_id == order.replica_id]
+    assert "died" in kinds and "restarted" in kinds
+    died = next(e for e in backend.events(before_kill) if e.kind == "died" and e.replica_id == order.replica_id)
+    assert "killed by signal 9" in died.message
+
+
+async def test_a_replica_that_keeps_dying_is_failed(backend: Cluster) -> None:
+    """The backends' `max_restarts` here is 2: the third death within the window is final."""
+    status = await backend.place(vllm_order())
+    for _ in range(2):
+        status = await kill_and_await_restart(backend, status)
+    assert status.endpoint is not None
+    kill_engine(status.endpoint)
+
+    async def failed() -> ReplicaStatus | None:
+        now = await status_of(backend, status.replica_id)
+        return now if now is not None and now.state == "failed" else None
+
+    final = await until(failed, "the replica is failed")
+    assert final.restarts == 2 and final.endpoint is None
+    assert final.error is not None and "killed by signal 9" in final.error and "not restarted again" in final.error
+    await asyncio.sleep(1.5)  # several supervision rounds: still failed, nothing started again
+    later: Any = await status_of(backend, status.replica_id)
+    assert later.state == "failed" and later.restarts == 2
