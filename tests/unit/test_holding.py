@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from yun.billing import BillingService, Estimate
-from yun.cluster import Endpoint, Pool, ReplicaSpec
+from yun.cluster import Pool, ReplicaSpec
 from yun.errors import ClientDisconnected, EngineFailure, QuotaExceeded, RateLimited
 from yun.gateway.holding import Holding, Holds
 from yun.gateway.ratelimit import Limits, MemoryRateLimitStore
