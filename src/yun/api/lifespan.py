@@ -25,6 +25,7 @@ from yun.api.control import (
 )
 from yun.api.services import Services
 from yun.cluster.controller import Controller
+from yun.store.leadership import Leadership
 
 __all__ = ["lifespan", "spec_for", "sync_deployments"]
 
@@ -32,6 +33,7 @@ log = logging.getLogger("yun")
 
 _CHECKPOINT_EVERY_S = 0.25
 _ROUTES_POLL_S = 0.5
+_STAND_BY_POLL_S = 1.0
 _ROUTES_FULL_EVERY = 8  # polls; the catalog (external models, cards) is re-read at least this often
 
 
@@ -137,6 +139,61 @@ async def _keep_lease(services: Services) -> None:
         renewer.shutdown(wait=False)  # a renewal in flight finishes on its own; the loop never waits for it
 
 
+async def _take_over(services: Services, routes_changed: asyncio.Event) -> None:
+    """This process became the active controller: connect its backend and build the controller (whose
+    first pass adopts the replicas a predecessor left running, and places what is missing)."""
+    backend = services.backend or make_backend(services.settings)
+    services.backend = None  # used once: a later take-over connects afresh
+    await backend.start()
+    e = services.settings.engine
+    services.controller = Controller(
+        backend,
+        DeploymentRecords(services),
+        services.registry,
+        partial(model_source, services),
+        start_timeout_s=e.start_timeout_s,
+        drain_s=e.drain_s,
+        on_change=routes_changed.set,
+    )
+    log.info("this process is the active controller (cluster backend: %s)", backend.name)
+
+
+async def _step_down(services: Services) -> None:
+    """Stop acting as the controller. Local replicas are this process's children and stop with it; Ray's
+    keep running for the controller that takes over (it adopts them)."""
+    controller, services.controller = services.controller, None
+    if controller is not None:
+        await controller.close(stop_replicas=controller.backend.name == "local")
+
+
+async def _stand_for_controller(services: Services, leadership: Leadership, routes_changed: asyncio.Event) -> None:
+    """Run the controller while this process holds the controller lock; stand by (try again every
+    second) while another does. A lost lock (the database connection died) stops it at once."""
+    running: asyncio.Task[None] | None = None
+    try:
+        while True:
+            if services.controller is None and await asyncio.to_thread(leadership.try_acquire):
+                try:
+                    await _take_over(services, routes_changed)
+                except Exception:  # noqa: BLE001 - e.g. the Ray cluster is unreachable: stand by, retry
+                    log.exception("could not take over as the controller")
+                    await asyncio.to_thread(leadership.release)
+            elif services.controller is not None and not await asyncio.to_thread(leadership.check):
+                log.error("this process is no longer the active controller")
+                if running is not None:
+                    running.cancel()
+                running = None
+                await _step_down(services)
+            if services.controller is not None and running is None:
+                running = asyncio.create_task(services.controller.run(), name="yun-reconcile")
+            await asyncio.sleep(_STAND_BY_POLL_S)
+    finally:
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
@@ -151,23 +208,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.billing.writer.bind_loop(asyncio.get_running_loop())
     routes_changed = asyncio.Event()
     role = services.settings.cluster.role
-    if role != "gateway":
-        backend = make_backend(services.settings)
-        await backend.start()  # a Ray address that does not answer fails the start here, with its reason
-        e = services.settings.engine
-        services.controller = Controller(
-            backend,
-            DeploymentRecords(services),
-            services.registry,
-            partial(model_source, services),
-            start_timeout_s=e.start_timeout_s,
-            drain_s=e.drain_s,
-            on_change=routes_changed.set,
-        )
+    leadership = Leadership(services.db.url)
+    if role != "gateway" and await asyncio.to_thread(leadership.try_acquire):
+        await _take_over(services, routes_changed)
     await sync_deployments(services)
     tasks = [asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")]
-    if services.controller is not None:
-        tasks.append(asyncio.create_task(services.controller.run(), name="yun-controller"))
+    if role != "gateway":
+        tasks.append(
+            asyncio.create_task(_stand_for_controller(services, leadership, routes_changed), name="yun-controller")
+        )
     if role != "controller":
         tasks.append(asyncio.create_task(_keep_routes(services, routes_changed), name="yun-routes"))
     services.db.start_checkpoints(_CHECKPOINT_EVERY_S)
@@ -184,11 +233,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await services.router.close()
-        if services.controller is not None:
-            # Local replicas are this process's children and stop with it; Ray's keep running for the
-            # controller that takes over (it adopts them).
-            controller, services.controller = services.controller, None
-            await controller.close(stop_replicas=controller.backend.name == "local")
+        await _step_down(services)
+        await asyncio.to_thread(leadership.release)
         await asyncio.to_thread(services.keys.flush_last_used)
         # A clean stop leaves nothing for recovery: what is queued is written, what a request left open
         # is settled at its last progress, and only then does the lease end.

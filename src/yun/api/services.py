@@ -9,6 +9,7 @@ from yun.billing import BillingService
 from yun.billing.statements import Statement, monthly_statement
 from yun.catalog import Catalog
 from yun.cluster import Router
+from yun.cluster.base import Cluster
 from yun.cluster.controller import Controller
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
@@ -53,6 +54,8 @@ class Services:
     instances: InstanceRepository
     instance_id: str
     """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
+    backend: Cluster | None = None
+    """Where the controller places replicas, when it was connected before the app started (`yun serve`)."""
     controller: Controller | None = None
     """Set by the lifespan when this process places replicas (roles `all` and `controller`)."""
     exclusive: bool = False

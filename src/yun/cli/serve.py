@@ -99,8 +99,22 @@ def _serve(settings: Settings, sock: socket.socket) -> None:
     from yun.cli._serving import AnnouncingServer, bound_port
 
     port = bound_port(sock)
+    backend = None
+    if settings.cluster.role != "gateway":
+        import asyncio
+
+        from yun.api.control import make_backend
+
+        # The compute first: a Ray address that does not answer is one line here, before any database row
+        # or model is touched (EngineUnavailable, exit status 1).
+        backend = make_backend(settings)
+        asyncio.run(backend.start())
 
     services = build_services(settings)
+    services.backend = backend
+    # Engine secrets in the registry are sealed with the installation's key: a gateway given another key
+    # could route nowhere. One line (SecretKeyError) now rather than failures at every refresh.
+    services.registry.live()
     services.exclusive = _database_in(settings)
     secret = bootstrap(services)
     if secret is not None:
