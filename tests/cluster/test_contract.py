@@ -4,107 +4,27 @@ Qwen2 model in xllamacpp, and for the vLLM path a fake OpenAI-shaped engine (no 
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import signal
-import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.cluster.helpers import (
+    chat,
+    engine_pid,
+    kill_and_await_restart,
+    kill_engine,
+    llama_order,
+    status_of,
+    until,
+    vllm_order,
+)
 from tests.support import fake_engine
-from tests.support.net import listener_pid
-from yun.cluster.base import Cluster, EngineArgs, ReplicaOrder, ReplicaStatus, Resources
+from yun.cluster.base import Cluster, ReplicaStatus
 from yun.errors import EngineUnavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-T = TypeVar("T")
-MSG = [{"role": "user", "content": "hi"}]
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def llama_order(model: Path, replica_id: str | None = None, deployment: str = "tiny") -> ReplicaOrder:
-    return ReplicaOrder(
-        replica_id=replica_id or new_id(),
-        deployment_id=deployment,
-        model_id="tiny",
-        kind="chat",
-        engine="llamacpp",
-        model_path=str(model),
-        secret=secrets.token_urlsafe(16),
-        args=EngineArgs(threads=1, parallel=1, context=256),
-        # The test nodes have one CPU each: replicas take none, so any node fits them.
-        resources=Resources(cpus=0),
-        start_timeout_s=60.0,
-    )
-
-
-def vllm_order(replica_id: str | None = None) -> ReplicaOrder:
-    return ReplicaOrder(
-        replica_id=replica_id or new_id(),
-        deployment_id="fake",
-        model_id="fake",
-        kind="chat",
-        engine="vllm",
-        model_path="fake/model",
-        secret=secrets.token_urlsafe(16),
-        resources=Resources(cpus=0),
-        start_timeout_s=30.0,
-        command=fake_engine.command(),
-    )
-
-
-async def chat(endpoint: str, secret: str | None, model: str = "tiny") -> httpx.Response:
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    async with httpx.AsyncClient(trust_env=False, timeout=30.0) as client:
-        return await client.post(
-            endpoint + "/v1/chat/completions",
-            json={"model": model, "messages": MSG, "max_tokens": 2},
-            headers=headers,
-        )
-
-
-async def until(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0) -> T:
-    """Poll `probe` until it returns something (bounded)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (found := await probe()) is None:
-        assert asyncio.get_running_loop().time() < deadline, f"not reached within {timeout:g}s: {what}"
-        await asyncio.sleep(0.2)
-    return found
-
-
-async def status_of(backend: Cluster, replica_id: str) -> ReplicaStatus | None:
-    return next((s for s in await backend.replicas() if s.replica_id == replica_id), None)
-
-
-def engine_pid(endpoint: str) -> int:
-    address = urlsplit(endpoint)
-    assert address.hostname is not None and address.port is not None
-    return listener_pid(address.hostname, address.port)
-
-
-def kill_engine(endpoint: str) -> None:
-    os.kill(engine_pid(endpoint), signal.SIGKILL)
-
-
-async def kill_and_await_restart(backend: Cluster, status: ReplicaStatus) -> ReplicaStatus:
-    assert status.endpoint is not None
-    kill_engine(status.endpoint)
-
-    async def back() -> ReplicaStatus | None:
-        now = await status_of(backend, status.replica_id)
-        ok = now is not None and now.state == "ready" and now.restarts > status.restarts
-        return now if ok else None
-
-    return await until(back, "the killed engine is back")
 
 
 async def test_placed_replica_serves_only_with_its_secret(backend: Cluster, tiny_model: Path) -> None:
@@ -167,6 +87,13 @@ async def test_an_engine_that_cannot_start_fails_with_its_cause(backend: Cluster
     assert status is not None and status.state == "failed" and status.endpoint is None
     assert status.error is not None and f"no model file at {missing}" in status.error
     assert "failed" in [e.kind for e in backend.events() if e.replica_id == order.replica_id]
+
+
+async def test_a_command_that_would_show_the_secret_is_refused(backend: Cluster) -> None:
+    order = vllm_order(command=(*fake_engine.command(), "--api-key", "{secret}"))
+    with pytest.raises(EngineUnavailable) as info:
+        await backend.place(order)
+    assert "must not carry the secret" in info.value.message and order.secret not in info.value.message
 
 
 async def test_a_killed_engine_comes_back(backend: Cluster, tiny_model: Path) -> None:

@@ -29,7 +29,7 @@ def command(*extra: str) -> tuple[str, ...]:
 
 def _handler(key: str, model: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: object) -> None:
             sys.stderr.write(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
 
         def _answer(self, status: int, body: dict[str, object]) -> None:

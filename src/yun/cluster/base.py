@@ -76,8 +76,9 @@ class ReplicaOrder:
     resources: Resources = Resources()
     start_timeout_s: float = 120.0
     command: tuple[str, ...] | None = None
-    """Replaces the engine command (tests, custom engines). `{port}`, `{host}`, `{model}` and `{secret}`
-    are substituted; the secret is also in the environment as `YUN_ENGINE_SECRET`."""
+    """Replaces the engine command (tests, custom engines). `{port}`, `{host}` and `{model}` are
+    substituted. The secret is only in the environment, as `YUN_ENGINE_SECRET` (and `VLLM_API_KEY` for
+    vLLM): a command line is readable by every user of the machine, so a command with `{secret}` is refused."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,8 @@ class ClusterEvent:
 
 
 class Cluster(Protocol):
-    """A place to run replicas. Implementations: `yun.cluster.local.LocalBackend` (processes on this
-    machine) and `yun.cluster.ray_backend.RayBackend` (Ray actors on a Ray cluster)."""
+    """A place to run replicas. Implementations: `yun.cluster.backends.LocalBackend` (processes on this
+    machine) and `yun.cluster.backends.ray.RayBackend` (Ray actors on a Ray cluster)."""
 
     name: str
     """`local` or `ray`."""

@@ -50,7 +50,10 @@ def engine_command(order: ReplicaOrder, host: str, port: int) -> list[str]:
         argv = []
         for part in order.command:
             if "{secret}" in part:
-                raise ValueError("an engine command must not carry the secret: it is in YUN_ENGINE_SECRET")
+                raise EngineUnavailable(
+                    f"replica {order.replica_id}: its engine command must not carry the secret (a command line "
+                    "is readable by every user of the machine); the engine finds it in YUN_ENGINE_SECRET"
+                )
             for placeholder in _PLACEHOLDERS:
                 part = part.replace(placeholder, values[placeholder])
             argv.append(part)

@@ -64,7 +64,6 @@ class LocalBackend:
             log_dir=self.log_dir,
             policy=self.policy,
             on_event=lambda kind, message: self._record(order.replica_id, kind, message),
-            restarts=0 if current is None else current.restarts,
         )
         self._replicas[order.replica_id] = replica
         return await replica.start()

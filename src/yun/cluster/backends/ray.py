@@ -2,10 +2,10 @@
 
 Replicas outlive the controller that placed them: actors are detached and named `yun-replica-<id>` in the
 namespace `yun`, so a standby controller (another driver process) finds them by name and adopts them
-instead of placing duplicates, and `close(stop_replicas=False)` leaves them serving. Ray places actors
-with the SPREAD strategy, so one deployment's replicas land on different nodes; when an actor's process or
-node dies, Ray restarts it (on another node if need be) and it starts its engine again there, with a new
-endpoint that `replicas()` reports.
+instead of placing duplicates, and `close(stop_replicas=False)` leaves them serving. One deployment's
+replicas are spread over nodes (see `RayBackend._where`); when an actor's process or node dies, Ray
+restarts it (on another node if need be) and it starts its engine again there, with a new endpoint that
+`replicas()` reports.
 
 Every Ray call that blocks (connecting, naming, killing) runs off the event loop in a thread, and every
 answer from an actor is awaited with a timeout: an actor whose node is gone stays RESTARTING for as long
@@ -19,19 +19,20 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from yun.cluster.backends.ray_actor import ReplicaActor
 from yun.cluster.backends.supervised import RestartPolicy
 from yun.cluster.base import ClusterEvent, ReplicaOrder, ReplicaStatus
 from yun.errors import EngineUnavailable
 
-__all__ = ["ACTOR_PREFIX", "NAMESPACE", "RayBackend"]
+__all__ = ["ACTOR_PREFIX", "NAMESPACE", "RayBackend", "spread_node"]
 
 log = logging.getLogger("yun.cluster")
 
@@ -56,6 +57,27 @@ def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
 
     threading.Thread(target=run, name="yun-ray-connect", daemon=True).start()
     return asyncio.wrap_future(done)
+
+
+def spread_node(nodes: list[dict[str, Any]], placed: Iterable[tuple[str, str]], order: ReplicaOrder) -> str | None:
+    """The live node (of `ray.nodes()`) that can hold `order` with the fewest replicas of its deployment,
+    then the fewest replicas at all; None if no node has the resources. `placed`: (deployment, node) pairs."""
+    need = {"CPU": order.resources.cpus, "GPU": order.resources.gpus, "memory": order.resources.memory_mb * 2**20}
+    need = {name: amount for name, amount in need.items() if amount}
+    fitting: list[str] = [
+        node["NodeID"]
+        for node in nodes
+        if node.get("Alive") and all(node["Resources"].get(name, 0) >= amount for name, amount in need.items())
+    ]
+    if not fitting:
+        return None
+    pairs = list(placed)
+
+    def load(node: str) -> tuple[int, int, str]:
+        ours = sum(1 for deployment, on in pairs if on == node and deployment == order.deployment_id)
+        return ours, sum(1 for _, on in pairs if on == node), node
+
+    return min(fitting, key=load)
 
 
 class RayBackend:
@@ -102,14 +124,15 @@ class RayBackend:
         self._seen: dict[str, float] = {}  # replica id -> time of the last actor event merged
         self._last: dict[str, ReplicaStatus] = {}  # what each replica last said, for when it cannot answer
         self._placing: dict[str, asyncio.Lock] = {}
+        self._nodes: dict[str, tuple[str, str]] = {}  # replica id -> (deployment id, node id) it runs on
 
     async def start(self) -> None:
         if self._connected:
             return
+        await self._reachable()
         if ray.is_initialized():  # this process is connected already (one Ray connection per process)
             self._connected = True
             return
-        await self._reachable()
         connect = _in_daemon_thread(
             lambda: ray.init(
                 address=self.address,
@@ -145,6 +168,7 @@ class RayBackend:
         except (OSError, TimeoutError) as exc:
             raise EngineUnavailable(f"no Ray cluster answers at {self.address}: {exc or 'timed out'}") from None
         writer.close()
+        await writer.wait_closed()
 
     async def place(self, order: ReplicaOrder) -> ReplicaStatus:
         self._require_connection()
@@ -154,9 +178,9 @@ class RayBackend:
 
     async def _place(self, order: ReplicaOrder) -> ReplicaStatus:
         name = ACTOR_PREFIX + order.replica_id
-        existing = await asyncio.to_thread(self._actor, name)
+        existing = await self._lookup(order.replica_id)
         if existing is not None:
-            status = await self._ready(existing, order)
+            status = await self._ready(existing, order, placed_now=False)
             if status.state != "failed":
                 return status  # placed already (by us or a previous controller): start nothing
             await self._kill(order.replica_id, existing)  # a failed one is replaced by a fresh one
@@ -170,36 +194,50 @@ class RayBackend:
             "num_gpus": resources.gpus,
             "max_restarts": self.actor_max_restarts,
             "max_task_retries": -1,  # a question asked while the actor restarts is answered by the new one
-            "scheduling_strategy": "SPREAD",
+            "scheduling_strategy": await self._where(order),
         }
         if resources.memory_mb:
             options["memory"] = resources.memory_mb * 1024 * 1024
-        actor = await asyncio.to_thread(
-            lambda: _RemoteReplica.options(**options).remote(order, self.log_dir, self.policy)
-        )
-        status = await self._ready(actor, order)
+        actor = await self._blocking(lambda: _RemoteReplica.options(**options).remote(order, self.log_dir, self.policy))
+        status = await self._ready(actor, order, placed_now=True)
         if status.state == "failed":
             raise EngineUnavailable(status.error or f"replica {order.replica_id} could not start")
         return status
 
-    async def _ready(self, actor: Any, order: ReplicaOrder) -> ReplicaStatus:
-        """Wait for the actor's first engine start; an actor Ray cannot place in time is removed."""
+    async def _where(self, order: ReplicaOrder) -> Any:
+        """Ray's SPREAD alone does not keep a deployment's replicas apart: each raylet spreads by its own
+        round robin, and two replicas placed at once landed on one node in about one run of three. So the
+        node is chosen here (the fitting node with the fewest replicas of the deployment) and given to Ray
+        as a soft preference: Ray still places the actor elsewhere when that node is full or gone, and
+        restarts it elsewhere when that node dies."""
+        nodes: list[dict[str, Any]] = await self._blocking(ray.nodes)
+        node = spread_node(nodes, self._nodes.values(), order)
+        if node is None:
+            return "SPREAD"
+        self._nodes[order.replica_id] = (order.deployment_id, node)
+        # `_spill_on_unavailable` (private in Ray 2.60): without it a full preferred node is waited for.
+        return NodeAffinitySchedulingStrategy(node, soft=True, _spill_on_unavailable=True)
+
+    async def _ready(self, actor: Any, order: ReplicaOrder, *, placed_now: bool) -> ReplicaStatus:
+        """Wait for the actor's first engine start. An actor placed now that is not ready in time is removed:
+        a replica reported as not started must not start later behind the controller's back."""
         timeout = order.start_timeout_s + self.call_timeout_s
         try:
             await self._ask(actor.ready.remote(), timeout)
         except TimeoutError:
-            await self._kill(order.replica_id, actor)
+            if placed_now:
+                await self._kill(order.replica_id, actor)
             raise EngineUnavailable(
                 f"replica {order.replica_id} was not ready within {timeout:g}s: Ray could not place its actor "
                 f"(needs {order.resources.shape}) or its engine did not start"
             ) from None
-        except RayActorError as exc:
-            raise EngineUnavailable(f"replica {order.replica_id}: its actor died: {exc}") from exc
+        except RayError as exc:
+            raise EngineUnavailable(f"replica {order.replica_id}: its actor failed: {exc}") from exc
         return await self._status(order.replica_id, actor)
 
     async def stop(self, replica_id: str) -> None:
         self._require_connection()
-        actor = await asyncio.to_thread(self._actor, ACTOR_PREFIX + replica_id)
+        actor = await self._lookup(replica_id)
         if actor is None:
             return
         try:  # let the engine end cleanly; the kill below is the backstop
@@ -212,13 +250,13 @@ class RayBackend:
 
     async def replicas(self) -> Sequence[ReplicaStatus]:
         self._require_connection()
-        names = await asyncio.to_thread(ray.util.list_named_actors)
+        names: list[str] = await self._blocking(ray.util.list_named_actors)
         ids = [name.removeprefix(ACTOR_PREFIX) for name in names if name.startswith(ACTOR_PREFIX)]
         found = await asyncio.gather(*(self._named_status(replica_id) for replica_id in ids))
         return [status for status in found if status is not None]
 
     async def _named_status(self, replica_id: str) -> ReplicaStatus | None:
-        actor = await asyncio.to_thread(self._actor, ACTOR_PREFIX + replica_id)
+        actor = await self._lookup(replica_id)
         return None if actor is None else await self._status(replica_id, actor)  # None: stopped meanwhile
 
     async def _status(self, replica_id: str, actor: Any) -> ReplicaStatus:
@@ -228,16 +266,16 @@ class RayBackend:
             answer: tuple[ReplicaStatus, list[ClusterEvent]] = await self._ask(
                 actor.status.remote(self._seen.get(replica_id, 0.0)), self.call_timeout_s
             )
-        except (TimeoutError, RayActorError) as exc:
-            # Timeout: Ray is restarting the actor (its node died) or cannot place it again yet.
-            # RayActorError: the actor is dead for good (out of restarts, or killed meanwhile).
-            dead = isinstance(exc, RayActorError)
+        except (TimeoutError, RayError) as exc:
+            # Timeout: Ray is restarting the actor (its node died) or cannot place it again yet. A Ray error:
+            # the actor is dead for good (out of restarts, or killed meanwhile), or it cannot answer at all.
+            broken = isinstance(exc, RayError)
             return ReplicaStatus(
                 replica_id=replica_id,
                 deployment_id=known.deployment_id if known else "",
-                state="failed" if dead else "restarting",
+                state="failed" if broken else "restarting",
                 restarts=known.restarts if known else 0,
-                error=f"its actor died: {exc}" if dead else f"its actor did not answer in {self.call_timeout_s:g}s",
+                error=f"its actor failed: {exc}" if broken else f"its actor did not answer in {self.call_timeout_s:g}s",
             )
         status, events = answer
         seen = self._seen.get(replica_id, 0.0)  # another question to the same actor may have taken some
@@ -246,10 +284,13 @@ class RayBackend:
         if known is not None and known.node and status.node != known.node:
             self._record(replica_id, "moved", f"from node {known.node} to {status.node}: {status.endpoint}")
         self._last[replica_id] = status
+        self._nodes[replica_id] = (status.deployment_id, status.node)
         return status
 
     def events(self, since: float = 0.0) -> Sequence[ClusterEvent]:
-        """Events recorded here and those the actors reported by the last `place()` or `replicas()`."""
+        """Events recorded here, and those the actors reported by the last `place()` or `replicas()`: an
+        actor's event reaches this list only when the actor is next asked, so a caller that keeps a cursor
+        (`since`) should keep it a few poll intervals behind and drop the events it has already seen."""
         return sorted((event for event in self._events if event.at > since), key=lambda event: event.at)
 
     async def close(self, *, stop_replicas: bool = False) -> None:
@@ -267,24 +308,34 @@ class RayBackend:
         if not self._connected:
             raise EngineUnavailable("the ray backend is not connected: call start() first")
 
-    @staticmethod
-    def _actor(name: str) -> Any:
-        """The live actor of that name, or None (blocking: call it in a thread)."""
+    async def _blocking(self, call: Callable[[], T]) -> T:
+        """A blocking Ray call, in a thread; Ray's failures become EngineUnavailable."""
         try:
-            return ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:
-            return None
+            return await asyncio.to_thread(call)
+        except RayError as exc:
+            raise EngineUnavailable(f"the Ray cluster at {self.address} failed: {exc}") from exc
+
+    async def _lookup(self, replica_id: str) -> Any:
+        """The live actor of that replica, or None."""
+
+        def get() -> Any:
+            try:
+                return ray.get_actor(ACTOR_PREFIX + replica_id, namespace=NAMESPACE)
+            except ValueError:  # no actor of that name (never placed, or stopped)
+                return None
+
+        return await self._blocking(get)
 
     async def _ask(self, ref: Any, timeout: float) -> Any:
         return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
 
     async def _kill(self, replica_id: str, actor: Any) -> None:
         """Kill the actor for good and wait until its name is free again (bounded)."""
-        await asyncio.to_thread(ray.kill, actor, no_restart=True)
-        self._last.pop(replica_id, None)
-        self._seen.pop(replica_id, None)
+        await self._blocking(lambda: ray.kill(actor, no_restart=True))
+        for known in (self._last, self._seen, self._nodes):
+            known.pop(replica_id, None)
         deadline = time.monotonic() + self.call_timeout_s
-        while await asyncio.to_thread(self._actor, ACTOR_PREFIX + replica_id) is not None:
+        while await self._lookup(replica_id) is not None:
             if time.monotonic() >= deadline:
                 log.warning("the actor of replica %s still has its name after being killed", replica_id)
                 return

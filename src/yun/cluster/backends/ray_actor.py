@@ -52,7 +52,7 @@ class ReplicaActor:
             order, host=host, node=node, log_dir=logs, policy=policy, on_event=self._record, restarts=restarts
         )
         if restarts:
-            self._record("moved", f"Ray restarted the replica's actor on node {node} ({host})")
+            self._record("restarted", f"Ray restarted the replica's actor, on node {node} ({host})")
         # The constructor runs on the actor's event loop thread: start now, not when someone first asks.
         self._starting = asyncio.get_event_loop().create_task(self._start())
 

@@ -160,5 +160,5 @@ class SupervisedReplica:
 
     def _event(self, kind: str, message: str) -> None:
         level = logging.WARNING if kind in ("died", "failed") else logging.INFO
-        log.log(level, "replica %s %s %s", self.order.replica_id, kind, message)
+        log.log(level, "replica %s %s%s", self.order.replica_id, kind, f": {message}" if message else "")
         self._on_event(kind, message)
