@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,15 @@ def _engine_pid(address: str) -> int:
         ):
             return int(proc.name)
     raise AssertionError(f"no engine process listens at {address}")
+
+
+def _refused(address: str) -> bool:
+    host, port = address.removeprefix("http://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 async def test_a_killed_replica_is_restarted(yun: Harness) -> None:
@@ -190,4 +200,34 @@ async def test_unreachable_external_upstream_is_503(yun: Harness) -> None:
         assert info.value.status_code == 503
     finally:
         yun.services.catalog.remove("dead-remote")
+        await sync_deployments(yun.services)
+
+
+async def test_a_replica_that_refuses_before_any_output_is_retried_on_another(yun: Harness) -> None:
+    """Two replicas; one's engine is killed. Until the backend has restarted it, the gateway still has
+    it in rotation: a request sent there is refused (nothing computed) and goes to the other replica, so
+    no client sees an error, streamed or not. (An engine that accepts a request and then drops it is
+    not retried elsewhere: the request itself may be what kills engines; see test_engine_connections.)"""
+    yun.services.deployments.scale("tiny", 2, max_replicas=2)
+    try:
+        await sync_deployments(yun.services)
+        await _until(lambda: sum(r.healthy for r in yun.services.router.get("tiny").replicas) == 2)
+        doomed = yun.services.router.get("tiny").replicas[0]
+        os.kill(_engine_pid(doomed.address), signal.SIGKILL)
+        await _until(lambda: _refused(doomed.address), timeout=10)  # dead: its port takes no connection
+        for _ in range(3):
+            r = await yun.client.chat.completions.create(model="tiny", messages=MSG, max_tokens=2)  # type: ignore[arg-type]
+            assert r.usage is not None and r.usage.completion_tokens == 2
+            stream = await yun.client.chat.completions.create(
+                model="tiny",
+                messages=MSG,
+                max_tokens=2,
+                stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True},
+            )
+            chunks = [c async for c in stream]
+            assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+        assert not doomed.healthy  # taken out of this gateway's rotation by the failed attempt
+    finally:
+        yun.services.deployments.scale("tiny", 1, max_replicas=1)
         await sync_deployments(yun.services)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -109,6 +110,16 @@ class Pool:
             if watcher is not None:
                 watcher.cancel()
 
+    def failed_before_output(self, engine: Engine) -> bool:
+        """The replica behind `engine` refused a request with nothing computed (no connection, a 503): keep it
+        out of this gateway's rotation for a moment (the controller sees to it), and say whether another
+        healthy replica can take the request instead. Callers retry only then, invisibly to the client."""
+        for endpoint in self.replicas:
+            if endpoint.engine is engine:
+                endpoint.suspect()
+        self.dispatch()
+        return any(r.healthy and r.engine is not None for r in self.replicas)
+
     def dispatch(self) -> None:
         """Give free slots to waiting requests, one tenant after another."""
         while len(self.queue):
@@ -129,6 +140,8 @@ class Pool:
 
 _LOCAL_CONNECTIONS = 64
 _FAILURES_TO_UNHEALTHY = 3
+_SUSPECT_S = 5.0
+"""How long a replica that refused a request stays out of rotation here, whatever the registry says."""
 
 
 class Endpoint:
@@ -162,6 +175,11 @@ class Endpoint:
         self.outstanding = 0
         self.failures = 0
         self.retired = False
+        self.suspect_until = 0.0
+
+    def suspect(self) -> None:
+        self.healthy = False
+        self.suspect_until = time.monotonic() + _SUSPECT_S
 
     def retire(self) -> None:
         """Take it out of rotation; its engine client closes once the requests on it have ended."""
@@ -283,7 +301,7 @@ class Router:
                 )
             endpoint.state = entry.state
             endpoint.restarts = entry.restarts
-            endpoint.healthy = entry.state == "ready"
+            endpoint.healthy = entry.state == "ready" and time.monotonic() >= endpoint.suspect_until
             kept.append(endpoint)
         for gone in current.values():
             gone.retire()

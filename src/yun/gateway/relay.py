@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from yun.cluster import Pool
+from yun.errors import EngineUnavailable
 from yun.gateway.holding import Holding
 from yun.gateway.tools import ToolStreamBuffer
 
@@ -72,17 +73,26 @@ async def _relay_one(
     # Always ask the engine for its own count: billing never depends on the client's choice.
     request["stream_options"] = {"include_usage": True}
     buffer = ToolStreamBuffer(tool_names) if tool_names else None
-    async with deployment.lease(held.hold.org_id, held.client_gone) as engine:
-        held.usage.replica = engine.name
-        counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
-        as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
-        async for batch in engine.stream(path, request):
-            out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is)
-            # Once per batch: a clock read is all a stream pays until a record is due.
-            if time.perf_counter() >= held.progress_at:
-                held.record_progress()
-            if out:
-                yield out
+    while True:
+        async with deployment.lease(held.hold.org_id, held.client_gone) as engine:
+            held.usage.replica = engine.name
+            counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
+            as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
+            started = False
+            try:
+                async for batch in engine.stream(path, request):
+                    started = True
+                    out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is)
+                    # Once per batch: a clock read is all a stream pays until a record is due.
+                    if time.perf_counter() >= held.progress_at:
+                        held.record_progress()
+                    if out:
+                        yield out
+                return
+            except EngineUnavailable:
+                # Nothing reached the engine's output yet: another replica takes it, unseen by the client.
+                if started or not deployment.failed_before_output(engine):
+                    raise
 
 
 def _relay_batch(

@@ -19,8 +19,8 @@ from typing import Any
 from yun.billing import BillingService, Estimate
 from yun.cluster import ClientGone, Pool, Router
 from yun.engines import JSON
-from yun.errors import ContextLengthExceeded, EngineFailure, InvalidRequest, PermissionDenied
-from yun.gateway.holding import Holds, UsageSink
+from yun.errors import ContextLengthExceeded, EngineFailure, EngineUnavailable, InvalidRequest, PermissionDenied
+from yun.gateway.holding import Holding, Holds, UsageSink
 from yun.gateway.metrics import Metrics
 from yun.gateway.prompt import PromptCount, PromptCounts
 from yun.gateway.ratelimit import RateLimitStore
@@ -32,6 +32,21 @@ from yun.tenancy import Principal
 __all__ = ["Gateway", "UsageSink"]
 
 _DEFAULT_MAX_OUTPUT = 4096  # when neither the client nor the model card bounds the output
+
+
+async def _call(held: Holding, path: str, request: JSON) -> JSON:
+    """One engine request on a replica slot of the held request's deployment. A replica that fails it
+    with nothing computed (no connection, a 503) hands it to another healthy replica, unseen by the client.
+    One that accepted it and then dropped it is not retried: the request itself may be what kills engines."""
+    deployment = held.deployment
+    while True:
+        async with deployment.lease(held.hold.org_id, held.client_gone) as engine:
+            held.usage.replica = engine.name
+            try:
+                return await engine.request(path, request)
+            except EngineUnavailable:
+                if not deployment.failed_before_output(engine):
+                    raise
 
 
 def _tool_names(body: JSON) -> list[str]:
@@ -141,9 +156,7 @@ class Gateway:
     ) -> JSON:
         deployment, body, est = await self._chat_call(principal, model_id, body)
         async with self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone) as held:
-            async with deployment.lease(principal.org_id, client_gone) as engine:
-                held.usage.replica = engine.name
-                data = await engine.request("/v1/chat/completions", upstream(deployment, body, self.log_prompts))
+            data = await _call(held, "/v1/chat/completions", upstream(deployment, body, self.log_prompts))
             held.usage.add(usage_from(data))
             _parse_tool_calls(data, _tool_names(body))
         return _finish(data, held.usage, "chat.completion")
@@ -187,15 +200,13 @@ class Gateway:
         deployment, body, est = await self._completion_call(principal, model_id, body, prompts)
         choices: list[JSON] = []
         async with self.holds.open(principal, deployment, "completions", est, headers, client_gone) as held:
-            async with deployment.lease(principal.org_id, client_gone) as engine:
-                held.usage.replica = engine.name
-                for i, prompt in enumerate(prompts):
-                    request = upstream(deployment, {**body, "prompt": prompt}, self.log_prompts)
-                    data = await engine.request("/v1/completions", request)
-                    held.usage.add(usage_from(data))
-                    for choice in data.get("choices") or []:
-                        choice["index"] = i
-                        choices.append(choice)
+            for i, prompt in enumerate(prompts):
+                request = upstream(deployment, {**body, "prompt": prompt}, self.log_prompts)
+                data = await _call(held, "/v1/completions", request)
+                held.usage.add(usage_from(data))
+                for choice in data.get("choices") or []:
+                    choice["index"] = i
+                    choices.append(choice)
         result: JSON = {"created": int(time.time()), "choices": choices, "system_fingerprint": None}
         return _finish(result, held.usage, "text_completion")
 
@@ -232,11 +243,9 @@ class Gateway:
         self.check_context(deployment, counts, "input", "input")
         est = Estimate(sum(c.tokens for c in counts), 0)
         async with self.holds.open(principal, deployment, "embeddings", est, headers, client_gone) as held:
-            async with deployment.lease(principal.org_id, client_gone) as engine:
-                held.usage.replica = engine.name
-                request = upstream(deployment, body, self.log_prompts)
-                request["encoding_format"] = "float"
-                data = await engine.request("/v1/embeddings", request)
+            request = upstream(deployment, body, self.log_prompts)
+            request["encoding_format"] = "float"
+            data = await _call(held, "/v1/embeddings", request)
             held.usage.add(usage_from(data))
             vectors = data.get("data")
             if not isinstance(vectors, list):
