@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from typer.testing import CliRunner
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 from yun.api import build_services, create_app
 from yun.cli import app as cli_app
 from yun.settings import Settings
+from yun.store import Database
 from yun.tenancy import DEFAULT_ORG
 
 
@@ -103,3 +105,37 @@ def cli(live_server: LiveServer, cli_env: Path, monkeypatch: pytest.MonkeyPatch)
 def bare_cli(cli_env: Path) -> Cli:
     """The CLI with nothing configured."""
     return Cli(CliRunner())
+
+
+@dataclass
+class Deployable:
+    """A local model of the live server's catalog that deployments can name, and the server's database
+    (for replica-registry rows, which only the controller writes in production)."""
+
+    model: str
+    db: Database
+
+
+@pytest.fixture(scope="package")
+def deployable(live_server: LiveServer, tiny_model: Path) -> Iterator[Deployable]:
+    """The tiny model, registered once for the package and left in the catalog: its replica (which today's
+    catalog sync starts) is running before any test uses it and stops with the server, never halfway
+    through a start or a stop when the server shuts down. The deployments made with it go at the end."""
+    model = "dep-tiny"
+    headers = {"Authorization": f"Bearer {live_server.admin_key}"}
+    db = Database(f"sqlite:///{live_server.data_dir / 'yun.db'}")
+    with httpx.Client(base_url=live_server.url, headers=headers, trust_env=False, timeout=60) as http:
+        r = http.post("/admin/models", json={"id": model, "file": str(tiny_model)})
+        assert r.status_code == 201, r.text
+        for _ in range(600):  # bounded: 120 s
+            if http.get("/health").json().get("models", {}).get(model, {}).get("healthy_replicas"):
+                break
+            threading.Event().wait(0.2)
+        else:
+            raise AssertionError(f"{model} never became healthy: {http.get('/health').text}")
+        try:
+            yield Deployable(model, db)
+        finally:
+            for d in http.get("/admin/deployments", params={"model": model}).json()["data"]:
+                http.delete(f"/admin/deployments/{d['id']}")
+            db.dispose()

@@ -172,6 +172,23 @@ def test_what_does_not_restart_replicas_keeps_the_generation(repo: DeploymentRep
     assert (several.threads, several.parallel, several.context, several.generation) == (None, 2, 1024, 2)
 
 
+def test_none_puts_a_field_back_to_its_default(repo: DeploymentRepository) -> None:
+    d = repo.create("m1", engine="vllm", cpus=4, gpus=1, memory_mb=512, threads=8, command=["x"], autoscale={"a": 1})
+    reset = repo.update(
+        d.id, engine=None, cpus=None, gpus=None, memory_mb=None, threads=None, command=None, autoscale=None
+    )
+    assert (reset.engine, reset.cpus, reset.gpus, reset.memory_mb, reset.threads, reset.command) == (
+        "llamacpp",
+        1.0,
+        0.0,
+        0,
+        None,
+        None,
+    )
+    assert reset.autoscale == {} and reset.generation == 2
+    assert repo.update(d.id, cpus=None).generation == 2
+
+
 def test_update_refuses_what_it_cannot_change(repo: DeploymentRepository) -> None:
     d = repo.create("m1")
     for field in ("model_id", "owner_org", "generation", "state", "desired_replicas"):

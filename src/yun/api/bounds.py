@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from yun.billing.pricing import NANO
+from yun.catalog.registry import MAX_CONTEXT
 from yun.metering.usage import MAX_PAGE
 from yun.store.money import MAX_FREE_TOKENS, MAX_PRICE_PER_MTOK
 
@@ -29,21 +30,31 @@ __all__ = [
     "MAX_RPM",
     "MAX_TPM",
     "MAX_PAGE",
+    "MAX_REPLICAS",
+    "Command",
+    "ContextTokens",
+    "Cpus",
     "CreditUSD",
     "Cursor",
     "Day",
     "Email",
     "FreeTokens",
     "FutureInstant",
+    "Gpus",
+    "IdleSeconds",
     "Identifier",
     "Instant",
+    "MemoryMb",
     "Month",
     "Name",
     "Note",
     "PageLimit",
     "PriceUSD",
+    "ReplicaCount",
     "Rpm",
+    "Slots",
     "Text",
+    "Threads",
     "Tpm",
     "no_nul",
 ]
@@ -58,6 +69,8 @@ MAX_CREDIT_USD = Decimal(1_000_000_000)
 """Largest single credit or debit, in USD ($1e9 = 1e18 nanodollars; a balance holds at most ~$9.2e9)."""
 MAX_PRICE_USD = Decimal(MAX_PRICE_PER_MTOK) / NANO
 """Largest price per 1M tokens, in USD (the money store's own limit)."""
+MAX_REPLICAS = 1000
+"""Replicas of one deployment (min, max, desired)."""
 DAY_MIN = date(2000, 1, 1)
 """Earliest day a usage query or statement may name (before Yun existed: simply empty)."""
 DAY_MAX = date(2199, 12, 31)
@@ -127,3 +140,21 @@ def _future(value: datetime) -> datetime:
 
 FutureInstant = Annotated[datetime, AfterValidator(_future)]
 """A moment after now and before DAY_MAX (UTC when no offset is given): a key's expiry."""
+
+
+# -- deployments: replicas and what each one takes ------------------------------------------------
+ReplicaCount = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+Cpus = Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False, description="CPUs per replica (fractions allowed)")]
+Gpus = Annotated[float, Field(ge=0, le=64, allow_inf_nan=False, description="GPUs per replica (fractions allowed)")]
+MemoryMb = Annotated[int, Field(ge=0, le=INT32_MAX, description="Memory per replica in MiB; 0: not reserved")]
+Threads = Annotated[int, Field(ge=1, le=1024, description="Engine threads per replica")]
+Slots = Annotated[int, Field(ge=1, le=1024, description="Requests one replica runs at once")]
+ContextTokens = Annotated[int, Field(ge=16, le=MAX_CONTEXT, description="Tokens per slot (prompt + output)")]
+IdleSeconds = Annotated[
+    float, Field(gt=0, le=30 * 86400, allow_inf_nan=False, description="Seconds without requests before scaling to 0")
+]
+Command = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(no_nul)]],
+    Field(min_length=1, max_length=256),
+]
+"""An engine command line, one argument per item."""

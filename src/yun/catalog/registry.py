@@ -12,7 +12,7 @@ from yun.catalog.gguf_info import read_gguf_card
 from yun.errors import InvalidRequest, ModelNotFound, ModelSourceMissing
 from yun.store import ModelRecord, ModelRepository
 
-__all__ = ["DEFAULT_CHAT_MODEL", "DEFAULT_EMBEDDING_MODEL", "EXTERNAL_SOURCE", "Catalog", "ModelKind"]
+__all__ = ["DEFAULT_CHAT_MODEL", "DEFAULT_EMBEDDING_MODEL", "EXTERNAL_SOURCE", "MAX_CONTEXT", "Catalog", "ModelKind"]
 
 ModelKind = Literal["chat", "embedding"]
 DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -37,12 +37,13 @@ def _check_id(model_id: str) -> None:
         )
 
 
-_MAX_CONTEXT = 1 << 20
+MAX_CONTEXT = 1 << 20
+"""Most tokens per request (slot) a model or deployment may be given."""
 
 
 def _check_context(context: int | None) -> None:
-    if context is not None and not 16 <= context <= _MAX_CONTEXT:
-        raise InvalidRequest(f"context must be between 16 and {_MAX_CONTEXT:,} tokens", param="context")
+    if context is not None and not 16 <= context <= MAX_CONTEXT:
+        raise InvalidRequest(f"context must be between 16 and {MAX_CONTEXT:,} tokens", param="context")
 
 
 class Catalog:

@@ -16,6 +16,7 @@ import typer
 from yun.cli._common import YunGroup
 from yun.cli.billing import register as register_billing
 from yun.cli.database import register as register_database
+from yun.cli.deployments import deployments_app
 from yun.cli.keys import keys_app
 from yun.cli.models import models_app
 from yun.cli.orgs import members_app, orgs_app, users_app
@@ -52,6 +53,7 @@ register_serve(app)
 register_database(app)
 register_session(app)
 app.add_typer(models_app, name="models")
+app.add_typer(deployments_app, name="deployments")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(members_app, name="members")
 app.add_typer(users_app, name="users")

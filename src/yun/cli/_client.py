@@ -118,6 +118,9 @@ class AdminClient:
     def put(self, url: str, body: Any) -> Any:
         return self.request("PUT", url, json=body).json()
 
+    def patch(self, url: str, body: Any) -> Any:
+        return self.request("PATCH", url, json=body).json()
+
     def delete(self, url: str) -> Any:
         return self.request("DELETE", url).json()
 

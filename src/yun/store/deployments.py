@@ -36,6 +36,8 @@ ENGINE_FIELDS = frozenset({"engine", "threads", "parallel", "context", "cpus", "
 """What a replica is started with: an update that changes one of these bumps `generation`, and the
 controller rolls the replicas over to the new one."""
 _UPDATABLE = ENGINE_FIELDS | {"autoscale", "idle_timeout_s"}
+_DEFAULTS: dict[str, Any] = {"engine": "llamacpp", "cpus": 1.0, "gpus": 0.0, "memory_mb": 0, "autoscale": {}}
+"""What None means for an update of a field that is never null (the others' None: the installation's default)."""
 IDLE_REPLICA_STATES = ("failed", "stopped")
 """Replica states that hold no compute: a deployment with no replica in any other state has nothing to stop."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -182,14 +184,14 @@ class DeploymentRepository:
         model_id: str,
         *,
         deployment_id: str | None = None,
-        engine: str = "llamacpp",
+        engine: str = _DEFAULTS["engine"],
         owner_org: str | None = None,
         replicas: int | None = None,
         min_replicas: int | None = None,
         max_replicas: int | None = None,
-        cpus: float = 1.0,
-        gpus: float = 0.0,
-        memory_mb: int = 0,
+        cpus: float = _DEFAULTS["cpus"],
+        gpus: float = _DEFAULTS["gpus"],
+        memory_mb: int = _DEFAULTS["memory_mb"],
         threads: int | None = None,
         parallel: int | None = None,
         context: int | None = None,
@@ -246,19 +248,19 @@ class DeploymentRepository:
         return row
 
     def update(self, deployment_id: str, **changes: Any) -> DeploymentRecord:
-        """Change how replicas run or scale automatically (`ENGINE_FIELDS`, `autoscale`, `idle_timeout_s`;
-        None puts an engine argument back to the installation's default). A change of an engine field
-        bumps `generation` once; setting a field to the value it has changes nothing."""
+        """Change how replicas run or scale automatically (`ENGINE_FIELDS`, `autoscale`, `idle_timeout_s`).
+        None puts a field back to its default (for engine arguments, the installation's). A change of an
+        engine field bumps `generation` once; setting a field to the value it has changes nothing."""
         unknown = sorted(set(changes) - _UPDATABLE)
         if unknown:
             raise InvalidRequest(f"cannot change {unknown[0]!r} of a deployment", param=unknown[0])
-        if "engine" in changes:
+        if changes.get("engine") is not None:
             _check_engine(changes["engine"])
         with self._db.session() as s, s.begin():
             row = self._active(s, deployment_id)
             moved = False
             for name, value in changes.items():
-                value = _stored(name, value)
+                value = _stored(name, _DEFAULTS.get(name) if value is None else value)
                 if getattr(row, name) == value:
                     continue
                 setattr(row, name, value)

@@ -1,4 +1,4 @@
-"""Dependencies of the admin API: the organization a path names, by id or by name."""
+"""Dependencies of the admin API: the organization a path names, by id or by name; the deployments."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from fastapi import Depends, Path
 
 from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
-from yun.store import OrganizationRecord
+from yun.store import DeploymentRepository, OrganizationRecord
 
-__all__ = ["OrgDep"]
+__all__ = ["DeploymentsDep", "OrgDep"]
 
 
 async def _org(
@@ -22,4 +22,11 @@ async def _org(
     return await asyncio.to_thread(services.org_service.resolve, org)
 
 
+async def _deployments(services: ServicesDep) -> DeploymentRepository:
+    # A repository holds nothing but the database, so one per request costs an object: Services (the
+    # lead's, shared with the controller) need not carry it.
+    return DeploymentRepository(services.db)
+
+
 OrgDep = Annotated[OrganizationRecord, Depends(_org)]
+DeploymentsDep = Annotated[DeploymentRepository, Depends(_deployments)]

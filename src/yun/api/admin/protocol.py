@@ -8,17 +8,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from yun.api.bounds import (
+    Command,
+    ContextTokens,
+    Cpus,
     CreditUSD,
     Email,
     FreeTokens,
     FutureInstant,
+    Gpus,
     Identifier,
+    IdleSeconds,
     Instant,
+    MemoryMb,
     Name,
     Note,
     PriceUSD,
+    ReplicaCount,
     Rpm,
+    Slots,
     Text,
+    Threads,
     Tpm,
 )
 from yun.store import MemberRecord
@@ -27,6 +36,12 @@ __all__ = [
     "AdminKeyIn",
     "ModelIn",
     "CreditIn",
+    "DeploymentDeleted",
+    "DeploymentDetail",
+    "DeploymentIn",
+    "DeploymentList",
+    "DeploymentOut",
+    "DeploymentUpdate",
     "FreeAllowanceIn",
     "KeyIn",
     "KeyOut",
@@ -35,6 +50,8 @@ __all__ = [
     "OrgIn",
     "OrgOut",
     "PriceIn",
+    "ReplicaOut",
+    "ScaleIn",
     "key_out",
     "member_out",
 ]
@@ -169,3 +186,106 @@ class ModelIn(Strict):
         default=None,
         description="Tokens per request (prompt + output) for this model; default engine.context_per_slot",
     )
+
+
+# -- deployments ------------------------------------------------------------------------------
+Engine = Literal["llamacpp", "vllm"]
+_DEFAULTED = "; null: the installation's default (YUN_ENGINE__*)"
+
+
+class DeploymentUpdate(Strict):
+    """What PATCH may change (replica counts go through `/scale`); a field left out keeps its value and
+    null puts it back to its default. A change to anything but `idle_timeout_s` starts a new generation:
+    the controller replaces the replicas (new ready before old drained)."""
+
+    engine: Engine | None = Field(default=None, description="llamacpp (CPU) or vllm (GPU); null: llamacpp")
+    cpus: Cpus | None = Field(default=None, description="CPUs per replica; null: 1")
+    gpus: Gpus | None = Field(default=None, description="GPUs per replica; null: 0")
+    memory_mb: MemoryMb | None = Field(default=None, description="MiB per replica; null: 0 (not reserved)")
+    threads: Threads | None = Field(default=None, description="Engine threads per replica" + _DEFAULTED)
+    parallel: Slots | None = Field(default=None, description="Requests one replica runs at once" + _DEFAULTED)
+    context: ContextTokens | None = Field(default=None, description="Tokens per slot" + _DEFAULTED)
+    command: Command | None = Field(
+        default=None,
+        description="Engine command replacing the default one; {host}, {port}, {model} and {secret} are filled in",
+    )
+    idle_timeout_s: IdleSeconds | None = Field(default=None, description="Scale to zero after this; null: never")
+
+
+class DeploymentIn(DeploymentUpdate):
+    """A new deployment of a model of the catalog, shared or dedicated to one organization."""
+
+    model: Identifier = Field(description="A local model of the catalog (not an external one)")
+    id: Text | None = Field(
+        default=None, min_length=1, max_length=80, description="Deployment id [default: dep-<random>]"
+    )
+    owner: Identifier | None = Field(default=None, description="Organization id or name; null: shared by every org")
+    replicas: ReplicaCount | None = Field(default=None, description="Desired replicas [default: 1, within min..max]")
+    min: ReplicaCount | None = Field(default=None, description="Fewest replicas [default: 1, or 0 for replicas=0]")
+    max: ReplicaCount | None = Field(default=None, description="Most replicas [default: max(min, replicas, 1)]")
+
+
+class ScaleIn(Strict):
+    """The desired replica count, its bounds, or both; new bounds alone clamp the count into them."""
+
+    replicas: ReplicaCount | None = None
+    min: ReplicaCount | None = None
+    max: ReplicaCount | None = None
+
+
+class ReplicaOut(Strict):
+    """One replica from the registry. The engine's secret is never part of it."""
+
+    id: str
+    state: str = Field(description="starting, ready, restarting, draining or failed")
+    generation: int
+    node: str
+    endpoint: str | None
+    backend: str
+    shape: str
+    restarts: int
+    error: str | None = Field(description="The last failure (for failed replicas: why)")
+    created_at: datetime
+    ready_at: datetime | None
+
+
+class DeploymentOut(Strict):
+    id: str
+    object: Literal["deployment"] = "deployment"
+    model: str
+    engine: str
+    owner: str | None = Field(description="The organization it is dedicated to; null: shared")
+    min: int
+    max: int
+    desired: int
+    ready: int = Field(description="Replicas ready now")
+    cpus: float
+    gpus: float
+    memory_mb: int
+    shape: str = Field(description="Resource shape compute is metered and priced by, e.g. cpu1")
+    threads: int | None
+    parallel: int | None
+    context: int | None
+    command: list[str] | None
+    idle_timeout_s: float | None
+    generation: int
+    state: str = Field(description="active, or deleting (its replicas are being stopped)")
+    message: str = Field(description="Why it is not running as asked; empty when it is")
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeploymentDetail(DeploymentOut):
+    replicas: list[ReplicaOut] = Field(description="Its replicas that have not stopped, failed ones included")
+
+
+class DeploymentList(Strict):
+    object: Literal["list"] = "list"
+    data: list[DeploymentOut]
+
+
+class DeploymentDeleted(Strict):
+    id: str
+    object: Literal["deployment"] = "deployment"
+    deleted: bool = Field(description="Gone now (no replica held compute), or being stopped by the controller")
+    state: Literal["deleted", "deleting"]

@@ -1,0 +1,192 @@
+"""Admin API: deployments, the records the controller makes true (which model, how many replicas of what
+shape, shared or dedicated to one organization), and the replicas it made for each, from the registry.
+
+Writing a deployment starts nothing here: the active controller notices and places or stops replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from yun.api.admin.deps import DeploymentsDep
+from yun.api.admin.protocol import (
+    DeploymentDeleted,
+    DeploymentDetail,
+    DeploymentIn,
+    DeploymentList,
+    DeploymentOut,
+    DeploymentUpdate,
+    ReplicaOut,
+    ScaleIn,
+)
+from yun.api.bounds import Identifier
+from yun.api.deps import AdminDep, ServicesDep
+from yun.api.services import Services
+from yun.cluster.base import Resources
+from yun.errors import InvalidRequest, NotFound
+from yun.store import DeploymentRecord, DeploymentRepository, ReplicaRecord
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+# Fields of a deployment that are never null: a create that leaves one out takes the store's default.
+_NEVER_NULL = ("engine", "cpus", "gpus", "memory_mb")
+
+
+def _out(d: DeploymentRecord, ready: int) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "model": d.model_id,
+        "engine": d.engine,
+        "owner": d.owner_org,
+        "min": d.min_replicas,
+        "max": d.max_replicas,
+        "desired": d.desired_replicas,
+        "ready": ready,
+        "cpus": d.cpus,
+        "gpus": d.gpus,
+        "memory_mb": d.memory_mb,
+        "shape": Resources(d.cpus, d.gpus, d.memory_mb).shape,
+        "threads": d.threads,
+        "parallel": d.parallel,
+        "context": d.context,
+        "command": None if d.command is None else list(d.command),
+        "idle_timeout_s": d.idle_timeout_s,
+        "generation": d.generation,
+        "state": d.state,
+        "message": d.message,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+    }
+
+
+def _replica_out(r: ReplicaRecord) -> ReplicaOut:
+    return ReplicaOut(
+        id=r.id,
+        state=r.state,
+        generation=r.generation,
+        node=r.node,
+        endpoint=r.endpoint,
+        backend=r.backend,
+        shape=r.shape,
+        restarts=r.restarts,
+        error=r.error,
+        created_at=r.created_at,
+        ready_at=r.ready_at,
+    )
+
+
+def _summary(repo: DeploymentRepository, d: DeploymentRecord) -> DeploymentOut:
+    return DeploymentOut(**_out(d, repo.ready_counts([d.id]).get(d.id, 0)))
+
+
+def _detail(repo: DeploymentRepository, deployment_id: str) -> DeploymentDetail:
+    d = repo.get(deployment_id)
+    if d is None:
+        raise NotFound(f"no deployment {deployment_id!r}", param="deployment_id")
+    replicas = repo.replicas(d.id)
+    ready = sum(r.state == "ready" for r in replicas)
+    return DeploymentDetail(**_out(d, ready), replicas=[_replica_out(r) for r in replicas])
+
+
+def _owner_id(services: Services, ref: str) -> str:
+    try:
+        return services.org_service.resolve(ref).id
+    except NotFound as exc:
+        raise NotFound(exc.message, param="owner") from exc
+
+
+@router.post("/deployments", status_code=201)
+async def create_deployment(
+    body: DeploymentIn, _: AdminDep, services: ServicesDep, repo: DeploymentsDep
+) -> DeploymentOut:
+    """Deploy a local model of the catalog; the controller starts its replicas."""
+
+    def create() -> DeploymentOut:
+        model = services.catalog.get(body.model)  # 404 for a model that is not in the catalog
+        if model.source == "external":
+            raise InvalidRequest(
+                f"'{model.id}' is served by an external server; only models Yun runs itself can be deployed",
+                param="model",
+            )
+        given = body.model_dump(exclude={"model", "id", "owner", "replicas", "min", "max"})
+        d = repo.create(
+            model.id,
+            deployment_id=body.id,
+            owner_org=None if body.owner is None else _owner_id(services, body.owner),
+            replicas=body.replicas,
+            min_replicas=body.min,
+            max_replicas=body.max,
+            **{k: v for k, v in given.items() if v is not None or k not in _NEVER_NULL},
+        )
+        return DeploymentOut(**_out(d, 0))
+
+    return await asyncio.to_thread(create)
+
+
+@router.get("/deployments")
+async def list_deployments(
+    _: AdminDep,
+    services: ServicesDep,
+    repo: DeploymentsDep,
+    model: Annotated[Identifier | None, Query(description="Only deployments of this model")] = None,
+    owner: Annotated[Identifier | None, Query(description="Only those dedicated to this org (id or name)")] = None,
+) -> DeploymentList:
+    def listing() -> DeploymentList:
+        owner_id = None if owner is None else _owner_id(services, owner)
+        found = repo.list(model_id=model, owner_org=owner_id)
+        if not found and model is not None:
+            services.catalog.get(model)  # an unknown model is a 404, not an empty list
+        ready = repo.ready_counts([d.id for d in found])
+        return DeploymentList(data=[DeploymentOut(**_out(d, ready.get(d.id, 0))) for d in found])
+
+    return await asyncio.to_thread(listing)
+
+
+@router.get("/deployments/{deployment_id}")
+async def get_deployment(deployment_id: Identifier, _: AdminDep, repo: DeploymentsDep) -> DeploymentDetail:
+    """A deployment with its replicas: where each runs, its state, restarts and last error."""
+    return await asyncio.to_thread(_detail, repo, deployment_id)
+
+
+@router.post("/deployments/{deployment_id}/scale")
+async def scale_deployment(
+    deployment_id: Identifier, body: ScaleIn, _: AdminDep, repo: DeploymentsDep
+) -> DeploymentOut:
+    """Set the desired replica count (within min..max), or min and max (which clamp the count)."""
+
+    def scale() -> DeploymentOut:
+        d = repo.scale(deployment_id, body.replicas, min_replicas=body.min, max_replicas=body.max)
+        return _summary(repo, d)
+
+    return await asyncio.to_thread(scale)
+
+
+@router.patch("/deployments/{deployment_id}")
+async def update_deployment(
+    deployment_id: Identifier, body: DeploymentUpdate, _: AdminDep, repo: DeploymentsDep
+) -> DeploymentOut:
+    """Change the engine, its arguments or the resources per replica: a new generation, rolled out by the
+    controller (new replicas ready before old ones drain)."""
+
+    def update() -> DeploymentOut:
+        return _summary(repo, repo.update(deployment_id, **body.model_dump(exclude_unset=True)))
+
+    return await asyncio.to_thread(update)
+
+
+@router.delete("/deployments/{deployment_id}")
+async def delete_deployment(deployment_id: Identifier, _: AdminDep, repo: DeploymentsDep) -> DeploymentDeleted:
+    """Mark a deployment for deletion: the controller stops its replicas, then removes it. One with no
+    replica holding compute goes at once."""
+
+    def remove() -> DeploymentDeleted:
+        repo.mark_deleting(deployment_id)
+        gone = repo.delete(deployment_id, only_if_idle=True)
+        return DeploymentDeleted(id=deployment_id, deleted=gone, state="deleted" if gone else "deleting")
+
+    return await asyncio.to_thread(remove)
