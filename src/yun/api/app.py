@@ -48,13 +48,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # The inference routes go on the app's own router, ahead of the docs: FastAPI matches the routes of
     # an included router through an extra layer on every request, and these three are nearly all of the
     # traffic (each route tried before the match costs ~1.5 µs).
-    app.router.routes[0:0] = [*chat_router.routes, *completions_router.routes, *embeddings_router.routes]
-    for router in (
-        models_router,
-        ops_router,
-        organization_router,
-        admin_router,
-    ):
-        app.include_router(router)
+    # A controller (`--role controller`) serves no inference: only health, metrics and the admin API.
+    serving = settings.cluster.role != "controller"
+    if serving:
+        app.router.routes[0:0] = [*chat_router.routes, *completions_router.routes, *embeddings_router.routes]
+    for router in (models_router, ops_router, organization_router, admin_router):
+        if serving or router in (ops_router, admin_router):
+            app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     return app

@@ -3,6 +3,7 @@ they reveal model names and replica health, never keys, tenants or prompts."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from yun.api.deps import ServicesDep
+from yun.api.services import Services
 
 router = APIRouter()
 
@@ -33,8 +35,30 @@ async def health(services: ServicesDep) -> JSONResponse:
                 for r in d.replicas
             ],
         }
-    ready = all(v["healthy_replicas"] > 0 for v in models.values())
-    return JSONResponse({"status": "ok" if ready else "degraded", "models": models})
+    deployments = await asyncio.to_thread(_deployments, services)
+    ready = all(v["healthy_replicas"] > 0 for v in models.values()) and all(
+        d["ready"] >= d["desired"] for d in deployments.values()
+    )
+    body = {"status": "ok" if ready else "degraded", "models": models, "deployments": deployments}
+    return JSONResponse(body)
+
+
+def _deployments(services: Services) -> dict[str, Any]:
+    """Desired vs ready replicas of every deployment, from the registry (what the controller made), and
+    in a line why it is not as asked. Dedicated deployments are shown without their owner."""
+    records = services.deployments.list()
+    ready = services.deployments.ready_counts()
+    return {
+        d.id: {
+            "model": d.model_id,
+            "dedicated": d.owner_org is not None,
+            "state": d.state,
+            "desired": d.desired_replicas,
+            "ready": ready.get(d.id, 0),
+            "message": d.message.split("\n", 1)[0][:300],
+        }
+        for d in records
+    }
 
 
 @router.get("/metrics")
