@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from yun.cluster import Endpoint, Pool, ReplicaSpec
+from yun.cluster.fair import QUANTUM
 from yun.errors import ClientDisconnected, EngineUnavailable
 
 
@@ -34,11 +35,12 @@ class _Runner:
         self.release: dict[str, asyncio.Event] = {}
         self.tasks: dict[str, asyncio.Task[Any]] = {}
 
-    def start(self, tenant: str, name: str) -> None:
+    def start(self, tenant: str, name: str, cost: int = QUANTUM) -> None:
+        """A request of `cost` tokens (default: one quantum, so equal requests take turns one by one)."""
         self.release[name] = asyncio.Event()
 
         async def run() -> str:
-            async with self.deployment.lease(tenant) as engine:
+            async with self.deployment.lease(tenant, cost=cost) as engine:
                 self.order.append(name)
                 await self.release[name].wait()
                 return engine.name
@@ -79,6 +81,41 @@ async def test_a_tenant_with_one_request_does_not_wait_behind_another_tenants_bu
     await run.finish_all()
     assert run.order[4:] == [f"f{i}" for i in range(3, 8)]
     assert len(d.queue) == 0 and d.replicas[0].outstanding == 0
+
+
+async def test_slots_are_shared_by_tokens_not_requests(tmp_path: Path) -> None:
+    """Deficit round-robin on token estimates: a tenant whose requests are 4x as long gets a quarter as
+    many of them served while both wait, and a weight doubles a tenant's share."""
+    d = _deployment(tmp_path, slots=1)
+    run = _Runner(d)
+    run.start("warm", "w")  # holds the one slot while the others queue
+    for i in range(6):
+        run.start("long", f"L{i}", cost=4 * QUANTUM)
+    for i in range(12):
+        run.start("short", f"S{i}", cost=QUANTUM)
+    await _settle()
+    while len(run.order) < 11:  # one slot: finishing the request that runs lets the next one in
+        await run.finish(run.order[-1])
+        await _settle()
+    served = run.order[1:11]
+    # Request round-robin would serve 5 and 5; by tokens the long tenant gets about one turn in five.
+    assert sum(n.startswith("L") for n in served) <= 3 and sum(n.startswith("S") for n in served) >= 7
+    await run.finish_all()
+
+    d = _deployment(tmp_path, slots=1)
+    d.queue.set_weights({"gold": 2.0})
+    run = _Runner(d)
+    run.start("warm", "w")
+    for i in range(8):
+        run.start("gold", f"G{i}")
+        run.start("plain", f"P{i}")
+    await _settle()
+    while len(run.order) < 13:
+        await run.finish(run.order[-1])
+        await _settle()
+    served = run.order[1:13]
+    assert sum(n.startswith("G") for n in served) == 8 and sum(n.startswith("P") for n in served) == 4
+    await run.finish_all()
 
 
 async def test_round_robin_across_three_tenants_and_least_loaded_replica(tmp_path: Path) -> None:

@@ -1,10 +1,16 @@
-"""Requests waiting for a replica slot, served round-robin across tenants.
+"""Requests waiting for a replica slot, shared out across tenants by the tokens they ask for.
 
 A llama.cpp replica runs a fixed number of sequences at once (its slots) and queues the rest itself, first
 come first served: one tenant's burst of 500 requests would sit ahead of everyone else's next request for
 minutes. So the gateway gives a replica no more requests than it has slots and keeps the rest here, one
-queue per tenant, and each freed slot goes to the next tenant in turn. A tenant with one request waiting is
-served after at most one request of every other waiting tenant, however many those have queued.
+queue per tenant, and shares freed slots out by deficit round-robin (DRR) on each request's token
+estimate (its prompt plus the output it may produce: what it will hold the replica for): each turn a
+tenant is credited `quantum x weight` tokens and is served while its credit covers its next request. A
+tenant sending 10x another's traffic, or requests 10x as long, does not get 10x the replica; a tenant with
+a higher weight (a per-organization setting) gets proportionally more when both wait.
+
+Fairness is per gateway: each gateway shares out the slots its own requests wait for. Across several
+gateways behind a load balancer it holds as far as the balancer spreads each tenant's traffic.
 
 Touched only from the event loop, so no lock.
 """
@@ -20,10 +26,21 @@ __all__ = ["FairQueue"]
 T = TypeVar("T")
 
 
+QUANTUM = 2048
+"""Tokens credited per turn at weight 1: about one typical request, so light tenants are served each turn."""
+
+
 class FairQueue(Generic[T]):
-    def __init__(self) -> None:
-        self._tenants: OrderedDict[str, deque[asyncio.Future[T]]] = OrderedDict()
+    def __init__(self, quantum: int = QUANTUM) -> None:
+        self._tenants: OrderedDict[str, deque[tuple[asyncio.Future[T], int]]] = OrderedDict()
+        self._deficit: dict[str, float] = {}
+        self._weights: dict[str, float] = {}
+        self.quantum = quantum
         self._size = 0
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Per-tenant weights (absent: 1)."""
+        self._weights = weights
 
     def __len__(self) -> int:
         """Waiters queued."""
@@ -33,13 +50,15 @@ class FairQueue(Generic[T]):
         """Queued waiters per tenant, for metrics and tests."""
         return {tenant: len(q) for tenant, q in self._tenants.items()}
 
-    def push(self, tenant: str) -> asyncio.Future[T]:
-        """Queue a waiter for `tenant`; it is resolved with a slot by `grant`, or cancelled by its owner."""
+    def push(self, tenant: str, cost: int = 1) -> asyncio.Future[T]:
+        """Queue a waiter for `tenant` whose request may use `cost` tokens; it is resolved with a slot by
+        `grant`, or cancelled by its owner."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         queue = self._tenants.get(tenant)
         if queue is None:
             self._tenants[tenant] = queue = deque()
-        queue.append(future)
+            self._deficit[tenant] = 0.0
+        queue.append((future, max(1, cost)))
         self._size += 1
         return future
 
@@ -48,33 +67,55 @@ class FairQueue(Generic[T]):
         queue = self._tenants.get(tenant)
         if queue is None:
             return
-        try:
-            queue.remove(future)
-        except ValueError:
+        for i, (waiting, _) in enumerate(queue):
+            if waiting is future:
+                del queue[i]
+                break
+        else:
             return  # already taken off by `grant`
         self._size -= 1
         if not queue:
-            del self._tenants[tenant]
+            self._forget(tenant)
+
+    def _forget(self, tenant: str) -> None:
+        """A tenant with nothing queued keeps no credit (DRR: idle time earns no burst later)."""
+        del self._tenants[tenant]
+        self._deficit.pop(tenant, None)
 
     def grant(self, slot: T) -> bool:
-        """Give `slot` to the oldest live waiter of the tenant whose turn it is; False if nobody waits."""
+        """Give `slot` to the oldest live waiter of the tenant whose turn it is; False if nobody waits.
+
+        The tenant at the front is served while its credit covers its next request; otherwise its turn ends:
+        it is credited for its next turn and goes to the back. Every turn adds credit, so the loop ends."""
         while self._tenants:
             tenant, queue = next(iter(self._tenants.items()))
-            future = queue.popleft()
+            future, cost = queue[0]
+            if future.done():  # a waiter whose client left or whose wait timed out is skipped
+                queue.popleft()
+                self._size -= 1
+                if not queue:
+                    self._forget(tenant)
+                continue
+            if self._deficit[tenant] < cost:
+                self._deficit[tenant] += self.quantum * max(0.01, self._weights.get(tenant, 1.0))
+                self._tenants.move_to_end(tenant)
+                continue
+            queue.popleft()
             self._size -= 1
-            if queue:
-                self._tenants.move_to_end(tenant)  # next turn goes to the next tenant
-            else:
-                del self._tenants[tenant]
-            if not future.done():  # a waiter whose client left or whose wait timed out is skipped
-                future.set_result(slot)
-                return True
+            self._deficit[tenant] -= cost
+            if not queue:
+                self._forget(tenant)
+            elif self._deficit[tenant] < queue[0][1]:
+                self._tenants.move_to_end(tenant)  # its credit is spent: the next tenant's turn
+            future.set_result(slot)
+            return True
         return False
 
     def fail_all(self, exc: BaseException) -> None:
         """Wake every waiter with `exc` (the deployment is going away)."""
         tenants, self._tenants, self._size = self._tenants, OrderedDict(), 0
+        self._deficit.clear()
         for queue in tenants.values():
-            for future in queue:
+            for future, _ in queue:
                 if not future.done():
                     future.set_exception(exc)

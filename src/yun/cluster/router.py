@@ -64,13 +64,15 @@ class Pool:
         return best if best.slots is None or best.outstanding < best.slots else None
 
     @contextlib.asynccontextmanager
-    async def lease(self, tenant: str = "", client_gone: ClientGone | None = None) -> AsyncIterator[Engine]:
+    async def lease(
+        self, tenant: str = "", client_gone: ClientGone | None = None, cost: int = 1
+    ) -> AsyncIterator[Engine]:
         """Borrow a replica slot for one request: at once if one is free and nobody waits, else in the
         tenant's turn (see fair.py). `client_gone` returns when the client disconnects: a request still
         waiting then leaves the queue (ClientDisconnected) instead of running for nobody."""
         replica = self._free_replica()  # raises at once when no replica is healthy: nothing to wait for
         if replica is None or len(self.queue):
-            replica = await self._wait(tenant, client_gone)
+            replica = await self._wait(tenant, client_gone, cost)
         else:
             replica.outstanding += 1
         try:
@@ -82,8 +84,8 @@ class Pool:
                 replica.release()
             self.dispatch()
 
-    async def _wait(self, tenant: str, client_gone: ClientGone | None) -> Endpoint:
-        future = self.queue.push(tenant)
+    async def _wait(self, tenant: str, client_gone: ClientGone | None, cost: int) -> Endpoint:
+        future = self.queue.push(tenant, cost)
         self.dispatch()  # a slot may be free already (the queue was not empty only because of us)
         # Only a request that really waits watches its client: the hot path pays nothing for this.
         watcher = None if client_gone is None or future.done() else asyncio.ensure_future(client_gone())

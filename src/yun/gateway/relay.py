@@ -74,7 +74,7 @@ async def _relay_one(
     request["stream_options"] = {"include_usage": True}
     buffer = ToolStreamBuffer(tool_names) if tool_names else None
     while True:
-        async with deployment.lease(held.hold.org_id, held.client_gone) as engine:
+        async with deployment.lease(held.hold.org_id, held.client_gone, held.estimated_tokens) as engine:
             held.usage.replica = engine.name
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
             as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged

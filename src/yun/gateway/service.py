@@ -40,7 +40,7 @@ async def _call(held: Holding, path: str, request: JSON) -> JSON:
     One that accepted it and then dropped it is not retried: the request itself may be what kills engines."""
     deployment = held.deployment
     while True:
-        async with deployment.lease(held.hold.org_id, held.client_gone) as engine:
+        async with deployment.lease(held.hold.org_id, held.client_gone, held.estimated_tokens) as engine:
             held.usage.replica = engine.name
             try:
                 return await engine.request(path, request)
