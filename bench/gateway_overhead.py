@@ -77,8 +77,12 @@ class Processes:
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[bytes]] = []
+        self.direct: str | None = None
+        """The fake upstream's address when Yun placed it (`--via deployment`)."""
 
-    def start(self, cpu: int, args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, cpu: int, args: list[str], log: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = log.open("wb") if log else subprocess.DEVNULL
         proc = subprocess.Popen(
             ["taskset", "-c", str(cpu), *args],
@@ -86,6 +90,7 @@ class Processes:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             process_group=0,
+            env={**os.environ, **(env or {})},
         )
         self.started.append(proc)
         return proc
@@ -104,11 +109,14 @@ class Processes:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """utime+stime (+ reaped children's) of `pid` and all its live descendants."""
+    """utime+stime (+ reaped children's) of `pid` and all its live descendants, but not a fake upstream
+    it runs as a deployment's replica (`--via deployment`: that is the engine's time, not Yun's)."""
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
         try:
+            if b"fake_upstream.py" in Path(f"/proc/{p}/cmdline").read_bytes():
+                continue
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
             for task in Path(f"/proc/{p}/task").iterdir():
@@ -154,13 +162,18 @@ def add_fake_model(bin_dir: Path, base: str, admin_key: str, upstream: str, data
 
 
 def start_yun(
-    procs: Processes, tmp: Path, upstream: str, port: int, bin_dir: Path = VENV_BIN
+    procs: Processes, tmp: Path, upstream: str | None, port: int, bin_dir: Path = VENV_BIN
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`yun serve` from `bin_dir` (this checkout's venv unless told), model "fake" -> `upstream`, on core 1."""
+    """`yun serve` from `bin_dir` (this checkout's venv unless told), on core 1, model "fake" -> `upstream`
+    (an external model), or with no upstream (`--via deployment`) a deployment whose replica is the fake
+    upstream (see deploy_fake)."""
     data = tmp / "data"
     log = tmp / "yun.log"
     yun = procs.start(
-        1, [str(bin_dir / "yun"), "serve", "--data-dir", str(data), "--port", str(port), "--no-default-models"], log
+        1,
+        [str(bin_dir / "yun"), "serve", "--data-dir", str(data), "--port", str(port), "--no-default-models"],
+        log,
+        env={"YUN_ENGINE__DRAIN_S": "0"},
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -173,7 +186,10 @@ def start_yun(
     match = KEY_RE.search(log.read_text())
     if not match:
         raise RuntimeError(f"no bootstrap key in {log}")
-    add_fake_model(bin_dir, base, match.group(0), upstream, data)
+    if upstream is not None:
+        add_fake_model(bin_dir, base, match.group(0), upstream, data)
+    else:
+        procs.direct = deploy_fake(base, match.group(0), data)
 
     def ready() -> bool:
         up()
@@ -182,6 +198,37 @@ def start_yun(
 
     wait_until(ready, "model fake in yun serve /health")
     return yun, match.group(0)
+
+
+def deploy_fake(base: str, admin_key: str, data: Path) -> str:
+    """`--via deployment`: "fake" becomes a local model whose deployment's replica is the fake upstream,
+    placed by Yun's controller (engine command, on core 0) and found by the gateway in the replica
+    registry, as every replica Yun runs is. Returns the replica's own address (the direct baseline)."""
+    sys.path.insert(0, str(BENCH.parent))
+    from tests.support.tiny_model import tiny_model_path  # a GGUF to stand in the catalog; never loaded
+
+    env = {**os.environ, "YUN_URL": base, "YUN_API_KEY": admin_key}
+    add = [str(VENV_BIN / "yun"), "models", "add", "fake", "--file", str(tiny_model_path())]
+    done = subprocess.run(add, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"yun models add failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
+    command = ["taskset", "-c", "0", PY, str(BENCH / "fake_upstream.py"), "--port", "{port}"]
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10) as c:
+        wait_until(lambda: c.get("/admin/deployments/fake").status_code == 200, "deployment fake")
+        r = c.patch("/admin/deployments/fake", json={"engine": "vllm", "command": command})
+        if r.status_code >= 300:
+            raise RuntimeError(f"PATCH /admin/deployments/fake: {r.status_code} {r.text}")
+        generation = r.json()["generation"]
+
+        def rolled() -> str | None:
+            replicas = c.get("/admin/deployments/fake").json()["replicas"]
+            live = [x for x in replicas if x["state"] not in ("stopped", "failed")]
+            if len(live) == 1 and live[0]["generation"] == generation and live[0]["state"] == "ready":
+                return str(live[0]["endpoint"])
+            return None
+
+        endpoint = wait_until(rolled, "the fake upstream as the deployment's one replica")
+    return str(endpoint)
 
 
 def yun_org_key(base: str, admin_key: str) -> tuple[str, str]:
@@ -291,6 +338,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument(
+        "--via",
+        choices=("external", "deployment"),
+        default="external",
+        help="external: the fake upstream is an external model; deployment: it is the one replica of a "
+        "deployment Yun's controller places, routed to from the replica registry",
+    )
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 cores (0: upstream + wrk, 1: yun)")
@@ -301,10 +355,15 @@ def main() -> None:
         try:
             busy = [procs.start(cpu, [PY, "-c", BUSY]) for cpu in (0, 1)]
             up_port, yun_port = free_port(), free_port()
-            procs.start(0, [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port)], tmp / "upstream.log")
-            upstream = f"http://127.0.0.1:{up_port}"
-            wait_until(lambda: httpx.get(f"{upstream}/health", timeout=2).status_code == 200, "fake upstream")
-            yun, admin_key = start_yun(procs, tmp, upstream, yun_port)
+            if args.via == "external":
+                procs.start(0, [PY, str(BENCH / "fake_upstream.py"), "--port", str(up_port)], tmp / "upstream.log")
+                upstream = f"http://127.0.0.1:{up_port}"
+                wait_until(lambda: httpx.get(f"{upstream}/health", timeout=2).status_code == 200, "fake upstream")
+                yun, admin_key = start_yun(procs, tmp, upstream, yun_port)
+            else:
+                yun, admin_key = start_yun(procs, tmp, None, yun_port)
+                assert procs.direct is not None
+                upstream = procs.direct
             # The full request path: an organization key with RPM/TPM limits, credits and a price, so every
             # request is authenticated, rate-limited, holds credit, and is metered and charged.
             _, key = yun_org_key(f"http://127.0.0.1:{yun_port}", admin_key)
@@ -329,7 +388,7 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = results / f"gateway_overhead-{stamp}.json"
-    meta = {"duration_s": args.duration, "cpus": os.cpu_count(), "when": stamp, "loadavg": load}
+    meta = {"duration_s": args.duration, "cpus": os.cpu_count(), "when": stamp, "loadavg": load, "via": args.via}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {path}")
 
