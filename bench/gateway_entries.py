@@ -26,8 +26,7 @@ from types import FrameType
 from typing import Any
 
 from yun.billing import BillingService
-from yun.cluster import Deployment, EngineTuning, ReplicaSpec
-from yun.cluster.replica import Replica
+from yun.cluster import Endpoint, Pool, ReplicaSpec
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore
 from yun.store import Database, OrganizationRepository, upgrade
@@ -57,10 +56,10 @@ class FakeLlama:
 
 
 class OneModel:
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Pool) -> None:
         self.deployment = deployment
 
-    def get(self, model_id: str) -> Deployment:
+    def get(self, model_id: str, org_id: str | None = None) -> Pool:
         return self.deployment
 
 
@@ -74,9 +73,8 @@ async def measure(batches: int, tmp: Path) -> None:
     money.credit("org-a", "grant", 10**12, "g1")
     money_writer(db).bind_loop(asyncio.get_running_loop())
     spec = ReplicaSpec("fake", "chat", url="http://fake.invalid", context_length=4096)
-    replica = Replica(spec, 0, EngineTuning(), tmp)
-    replica.engine, replica.healthy = FakeLlama(batches), True  # type: ignore[assignment]
-    cluster: Any = OneModel(Deployment(spec, [replica]))
+    replica = Endpoint(f"{spec.model_id}/0", FakeLlama(batches), 4)  # type: ignore[arg-type]
+    cluster: Any = OneModel(Pool(spec, [replica]))
     gateway = Gateway(cluster, Metrics(), BillingService(db, "gw-1"), MemoryRateLimitStore())
     principal = Principal(key_id="k", org_id="org-a", is_platform_admin=False, rpm_limit=10**6, tpm_limit=10**9)
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": batches}

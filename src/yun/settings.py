@@ -86,6 +86,33 @@ class EngineSettings(BaseModel):
     """Upper bound on one engine request (a long generation on CPU is slow, not dead)."""
     queue_timeout_s: float = Field(default=300.0, gt=0)
     """How long a request may wait for a free slot of a busy model (tenants take turns) before a 503."""
+    drain_s: float = Field(default=10.0, ge=0)
+    """A replica being replaced (rolling update, scale-down) first leaves every gateway's rotation (within a
+    second), then gets this long to finish the requests it has before it is stopped."""
+
+
+class ClusterSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["all", "gateway", "controller"] = "all"
+    """`all`: gateway and controller in one process (the default). `gateway`: serves requests from the
+    replica registry, never starts an engine. `controller`: places replicas, serves only /health and
+    /metrics."""
+    backend: str = "local"
+    """Where replicas run: `local` (engine processes on this machine) or `ray://HOST:PORT` / `auto` (a Ray
+    cluster)."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        if backend in ("local", "auto"):
+            return backend
+        host, _, port = backend.removeprefix("ray://").rpartition(":")
+        if not backend.startswith("ray://") or not host or not port.isdigit():
+            raise ValueError(
+                f"--cluster must be local, auto or ray://HOST:PORT (the Ray head's address), not {backend!r}"
+            )
+        return backend
 
 
 class BillingSettings(BaseModel):
@@ -134,6 +161,7 @@ class Settings(BaseSettings):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     url: str | None = None
     """The Yun server the `yun` CLI talks to (YUN_URL). Unset: the one `yun login` stored, else
     http://127.0.0.1:8000."""
@@ -170,6 +198,12 @@ class Settings(BaseSettings):
             raise ValueError("server.log_prompts must be off in production")
         if self.environment == "production" and self.database_url is None:
             raise ValueError("production needs an explicit database_url")
+        if self.cluster.role != "all" and not self.resolved_database_url.startswith("postgresql"):
+            raise ValueError(
+                f"--role {self.cluster.role} shares its replica registry with other processes through the "
+                "database: give it the same PostgreSQL (--database postgresql://...) as the others; on SQLite "
+                "run one `yun serve` (role all), which is gateway and controller in one"
+            )
         return self
 
     @property

@@ -194,7 +194,7 @@ async def test_free_tier_is_used_before_credits(yun: Harness) -> None:
 
 async def test_client_abort_is_billed_what_the_engine_generated(yun: Harness) -> None:
     org, key = await new_org(yun, "100")
-    replica = yun.services.cluster.get("tiny").replicas[0]
+    replica = yun.services.router.get("tiny").replicas[0]
     async with openai.AsyncOpenAI(api_key=key, base_url=yun.base_url + "/v1", max_retries=0) as client:
         stream = await client.chat.completions.create(model="tiny", messages=MSG, max_tokens=3000, stream=True)  # type: ignore[arg-type]
         got = 0

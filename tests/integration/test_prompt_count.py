@@ -97,7 +97,7 @@ async def funded(yun: Harness) -> dict[str, str]:
 
 
 async def gateway_count(yun: Harness, body: dict[str, Any]) -> tuple[int, bool]:
-    spec = yun.services.cluster.get("tiny").spec
+    spec = yun.services.router.get("tiny").spec
     count = await yun.services.gateway.prompts.chat(spec, body)
     return count.tokens, count.exact
 
@@ -125,7 +125,7 @@ async def test_chat_count_matches_the_engine(yun: Harness, funded: dict[str, str
 
 async def test_completion_and_embedding_counts_match_the_engine(yun: Harness, funded: dict[str, str]) -> None:
     prompts: list[Any] = ["Hello world", "  leading spaces, 123456 numbers\n\n", "你好", [9707, 1879, 0]]
-    tiny = yun.services.cluster.get("tiny").spec
+    tiny = yun.services.router.get("tiny").spec
     counted = await yun.services.gateway.prompts.inputs(tiny, prompts)
     for prompt, count in zip(prompts, counted, strict=True):
         r = await yun.http.post(
@@ -133,7 +133,7 @@ async def test_completion_and_embedding_counts_match_the_engine(yun: Harness, fu
         )
         assert r.status_code == 200, r.text
         assert count.exact and count.tokens == r.json()["usage"]["prompt_tokens"], prompt
-    minilm = yun.services.cluster.get("minilm").spec
+    minilm = yun.services.router.get("minilm").spec
     texts = ["hello", "The Quick brown fox, unaffable and naïve!", "x" * 300]
     for text, count in zip(texts, await yun.services.gateway.prompts.inputs(minilm, texts), strict=True):
         e = await yun.client.embeddings.create(model="minilm", input=text)

@@ -29,20 +29,47 @@ async def _until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-u
         await asyncio.sleep(0.1)
 
 
+def _engine_pid(address: str) -> int:
+    """The engine process (a descendant of this test process) listening at `address`, from its command line."""
+    port = address.rsplit(":", 1)[1]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            b"yun.engines.xllamacpp_worker" in argv
+            and b"--port" in argv
+            and argv[argv.index(b"--port") + 1] == port.encode()
+        ):
+            return int(proc.name)
+    raise AssertionError(f"no engine process listens at {address}")
+
+
 async def test_a_killed_replica_is_restarted(yun: Harness) -> None:
-    replica = yun.services.cluster.get("tiny").replicas[0]
-    assert replica.process is not None
-    old_pid = replica.process.pid
-    restarts = replica.restarts
-    os.kill(old_pid, signal.SIGKILL)
-    await _until(lambda: replica.restarts > restarts and replica.healthy)
-    assert replica.process is not None and replica.process.pid != old_pid
+    """The backend restarts a dead engine; the controller writes its new address to the registry and the
+    gateway routes there within a second or so."""
+    before = yun.services.router.get("tiny").replicas[0]
+    os.kill(_engine_pid(before.address), signal.SIGKILL)
+
+    def back() -> bool:
+        now = yun.services.router.get("tiny").replicas
+        return bool(now) and now[0].healthy and now[0].restarts > before.restarts
+
+    await _until(back)
+    # The engine demands its replica's secret: the registry's, which only the controller and gateways know.
+    address = yun.services.router.get("tiny").replicas[0].address
+    async with httpx.AsyncClient() as direct:
+        refused = await direct.post(address + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 1})
+    assert refused.status_code == 401
     r = await yun.client.chat.completions.create(model="tiny", messages=MSG, max_tokens=2)  # type: ignore[arg-type]
     assert r.usage is not None and r.usage.completion_tokens == 2
 
 
 async def test_no_healthy_replica_is_503_then_recovers(yun: Harness) -> None:
-    replica = yun.services.cluster.get("tiny").replicas[0]
+    replica = yun.services.router.get("tiny").replicas[0]
     replica.healthy = False  # what the supervisor sets when a probe fails
     with pytest.raises(openai.InternalServerError) as info:
         await yun.client.chat.completions.create(model="tiny", messages=MSG, max_tokens=2)  # type: ignore[arg-type]
@@ -54,8 +81,10 @@ async def test_no_healthy_replica_is_503_then_recovers(yun: Harness) -> None:
 
 async def test_client_disconnect_stops_the_engine(yun: Harness) -> None:
     """Closing a stream early releases the replica (the engine request is cancelled, not left running)."""
-    replica = yun.services.cluster.get("tiny").replicas[0]
-    engine_url = replica.engine.base_url  # type: ignore[union-attr]
+    replica = yun.services.router.get("tiny").replicas[0]
+    engine_url = replica.address
+    entry = yun.services.registry.get(replica.replica_id)
+    assert entry is not None
     async with openai.AsyncOpenAI(api_key=yun.key, base_url=yun.base_url + "/v1", max_retries=0) as client:
         stream = await client.chat.completions.create(
             model="tiny",
@@ -68,7 +97,7 @@ async def test_client_disconnect_stops_the_engine(yun: Harness) -> None:
             got += 1
             if got == 3:
                 break
-        async with httpx.AsyncClient() as probe:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {entry.secret}"}) as probe:
             busy = (await probe.get(engine_url + "/slots")).json()
             assert any(s.get("is_processing") for s in busy), "the engine should still be generating"
             await stream.close()
@@ -128,7 +157,7 @@ def upstream(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 async def test_external_openai_compatible_upstream(yun: Harness, upstream: str) -> None:
     yun.services.catalog.add_external("remote-tiny", upstream.removesuffix("/v1"), upstream_model="whatever")
     await sync_deployments(yun.services)
-    remote = yun.services.cluster.get("remote-tiny").replicas[0]
+    remote = yun.services.router.get("remote-tiny").replicas[0]
     await _until(lambda: remote.healthy, timeout=30)
     try:
         r = await yun.client.chat.completions.create(model="remote-tiny", messages=MSG, max_tokens=4)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 async def _until_healthy(yun: Harness, model_id: str, timeout: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
-    while not any(r.healthy for r in yun.services.cluster.get(model_id).replicas):
+    while not any(r.healthy for r in yun.services.router.get(model_id).replicas):
         assert asyncio.get_running_loop().time() < deadline, f"{model_id} did not become healthy"
         await asyncio.sleep(0.1)
 

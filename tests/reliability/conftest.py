@@ -11,7 +11,6 @@ exactly, to the nanodollar, across every organization in the database.
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.registry import engine_access
 from tests.support.server import Health, YunServer, answers
 from tests.support.tiny_model import tiny_model_path
 
@@ -112,12 +112,9 @@ class ReliabilityServer(YunServer):
         assert r.status_code == 200, r.text
         return r.json()
 
-    def engine_url(self) -> str:
-        """The current replica's own llama.cpp HTTP server (the worker logs `listening <url>` at start)."""
-        log = (self.data_dir / "logs" / f"{MODEL}-0.log").read_text(errors="replace")
-        found = re.findall(r"^listening (http://127\.0\.0\.1:\d+)", log, re.M)
-        assert found, "the replica log names no listening address"
-        return str(found[-1])
+    def engine(self) -> tuple[str, dict[str, str]]:
+        """The current replica's own llama.cpp HTTP server, and the headers it demands (its secret)."""
+        return engine_access(self.data_dir, MODEL)
 
 
 def _tiny_model_ready(health: Health) -> bool:

@@ -2,8 +2,10 @@
 is never settled by the other, however many recovery rounds the other runs; once the gateway is killed,
 its hold is settled (at its last recorded progress) only after its lease has expired.
 
-Each gateway runs its own replica of the tiny model. The stream through gateway B is held open
-deterministically by stopping B's replica (SIGSTOP) after the first chunk. Leases are short (2 s) and
+A, started first, is the active controller and runs the one replica of the tiny model; B stands by as
+controller and routes to that replica from the registry (both share one secrets key, as gateways sharing
+a database must). The stream through gateway B is held open deterministically by stopping the replica
+(SIGSTOP) before it starts. Leases are short (2 s) and
 recovery runs every second, so every wait below is a bounded poll on the database.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
 from tests.conftest import _postgres_database
@@ -29,6 +32,7 @@ from tests.support.tiny_model import tiny_model_path
 pytestmark = pytest.mark.reliability
 
 LEASE_S = 2.0
+SECRETS_KEY = Fernet.generate_key().decode()  # one per test run, shared by every gateway on the database
 START_TIMEOUT_S = 240.0
 WAIT_S = 120.0  # bound on every poll below; never a measured time
 
@@ -45,7 +49,7 @@ def _model_ready(health: Health) -> bool:
 def _gateway(
     root: Path, name: str, database: str, ready: Callable[[Health], bool], *, admin_key: str | None = None
 ) -> YunServer:
-    """A gateway on the shared database, with its own data dir (its logs, its replica) and gateway id."""
+    """A gateway on the shared database, with its own data dir (its logs) and gateway id."""
     return YunServer(
         root,
         data_dir=root / name,
@@ -58,6 +62,7 @@ def _gateway(
             "YUN_SERVER__LEASE_S": str(LEASE_S),
             "YUN_BILLING__PROGRESS_INTERVAL_S": "0.2",
             "YUN_SERVER__GATEWAY_ID": name,
+            "YUN_SECRETS__KEY": SECRETS_KEY,
         },
         ready=ready,
         start_timeout_s=START_TIMEOUT_S,
@@ -83,7 +88,7 @@ def test_a_live_gateways_hold_is_never_recovered_a_killed_ones_only_after_its_le
         a.start()  # asserts the one bootstrap key for the database
         admin = a.admin_key
         assert admin is not None
-        # Over A's admin API; both gateways deploy it from the shared catalog.
+        # Over A's admin API; A's controller deploys it, both gateways route to it.
         a.yun("models", "add", MODEL, "--file", str(tiny_model_path()))
         b = _gateway(tmp_path, "gw-b", pg_url, _model_ready, admin_key=admin)
         gateways.append(b)
@@ -95,8 +100,8 @@ def test_a_live_gateways_hold_is_never_recovered_a_killed_ones_only_after_its_le
             assert c.post(f"/admin/orgs/{org}/credits", json={"amount": "100"}).status_code == 201
             key = c.post(f"/admin/orgs/{org}/keys", json={"name": "k", "role": "member"}).json()["secret"]
 
-        assert b.proc is not None
-        replica = replica_pid(b.proc.pid)
+        assert a.proc is not None and b.proc is not None
+        replica = replica_pid(a.proc.pid)
         os.kill(replica, signal.SIGSTOP)  # B's request takes its hold, then waits for its engine
         stream = StreamInThread(b.url, key, 300)
         request_id = open_hold(_pg_open_holds(pg_url), org)
@@ -117,7 +122,7 @@ def test_a_live_gateways_hold_is_never_recovered_a_killed_ones_only_after_its_le
             time.sleep(0.1)
         assert _row(pg_url, "SELECT settled_at FROM reservations WHERE request_id = :r", r=request_id)[0] is None
 
-        b.kill9()  # gateway and its replica, at once
+        b.kill9()
         expires_at = _row(pg_url, "SELECT expires_at FROM gateway_instances WHERE id = :g", g=owner)[0]
         deadline = time.monotonic() + WAIT_S
         while (

@@ -397,9 +397,10 @@ DISCONNECT_AFTER_CHUNKS = 10
 DISCONNECT_ROUNDS = 3
 
 
-def _engine_counters(engine_url: str) -> tuple[float, float]:
+def _engine_counters(engine: tuple[str, dict[str, str]]) -> tuple[float, float]:
     """(tokens predicted in total, requests processing now) from llama.cpp's own /metrics."""
-    text = httpx.get(engine_url + "/metrics", trust_env=False, timeout=10).text
+    url, headers = engine
+    text = httpx.get(url + "/metrics", headers=headers, trust_env=False, timeout=10).text
 
     def value(name: str) -> float:
         m = re.search(rf"^llamacpp:{name} (\S+)$", text, re.M)
@@ -409,11 +410,11 @@ def _engine_counters(engine_url: str) -> tuple[float, float]:
     return value("tokens_predicted_total"), value("requests_processing")
 
 
-def _engine_settled_count(engine_url: str) -> float:
+def _engine_settled_count(engine: tuple[str, dict[str, str]]) -> float:
     """The engine's generated-token counter once it has stopped working (bounded poll)."""
     last = None
     for _ in range(300):
-        predicted, processing = _engine_counters(engine_url)
+        predicted, processing = _engine_counters(engine)
         if processing == 0 and predicted == last:
             return predicted
         last = predicted
@@ -434,7 +435,7 @@ def test_client_disconnect_bills_what_the_engine_generated(yun_server: Reliabili
     server = yun_server
     org = server.new_org("disconnect", "10")
     key = server.new_key(org)
-    engine = server.engine_url()
+    engine = server.engine()
     report = []
     for _ in range(DISCONNECT_ROUNDS):
         before = _engine_settled_count(engine)

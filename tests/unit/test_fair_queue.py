@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from yun.cluster import Deployment, ReplicaSpec
-from yun.cluster.replica import Replica
-from yun.cluster.spec import EngineTuning
+from yun.cluster import Endpoint, Pool, ReplicaSpec
 from yun.errors import ClientDisconnected, EngineUnavailable
 
 
@@ -21,21 +19,16 @@ class _Engine:
         self.name = name
 
 
-def _deployment(tmp_path: Path, slots: int = 2, replicas: int = 1, queue_timeout_s: float = 30.0) -> Deployment:
+def _deployment(tmp_path: Path, slots: int = 2, replicas: int = 1, queue_timeout_s: float = 30.0) -> Pool:
     spec = ReplicaSpec(model_id="m", kind="chat", path="/models/m.gguf", replicas=replicas)
-    tuning = EngineTuning(parallel=slots)
-    rs = []
-    for i in range(replicas):
-        r = Replica(spec, i, tuning, tmp_path)
-        r.healthy, r.engine = True, _Engine(r.name)  # type: ignore[assignment]
-        rs.append(r)
-    return Deployment(spec, rs, queue_timeout_s)
+    rs = [Endpoint(f"m/{i}", _Engine(f"m/{i}"), slots) for i in range(replicas)]  # type: ignore[arg-type]
+    return Pool(spec, rs, queue_timeout_s)
 
 
 class _Runner:
     """Requests that hold their slot until released, recording the order in which they got one."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Pool) -> None:
         self.deployment = deployment
         self.order: list[str] = []
         self.release: dict[str, asyncio.Event] = {}
@@ -167,9 +160,7 @@ async def test_no_healthy_replica_is_refused_at_once_and_external_servers_are_no
         async with d.lease("a"):
             pass
     spec = ReplicaSpec(model_id="ext", kind="chat", url="http://127.0.0.1:9")
-    r = Replica(spec, 0, EngineTuning(parallel=1), tmp_path)
-    r.healthy, r.engine = True, _Engine("ext/0")  # type: ignore[assignment]
-    ext = Deployment(spec, [r])
+    ext = Pool(spec, [Endpoint("ext/0", _Engine("ext/0"), None)])  # type: ignore[arg-type]
     run = _Runner(ext)
     for i in range(5):
         run.start("a", f"a{i}")

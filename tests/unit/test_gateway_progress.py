@@ -19,8 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from yun.billing import BillingService
-from yun.cluster import Deployment, EngineTuning, ReplicaSpec
-from yun.cluster.replica import Replica
+from yun.cluster import Endpoint, Pool, ReplicaSpec
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore
 from yun.store import Database
@@ -79,10 +78,10 @@ class FakeLlama:
 class OneModel:
     """The one piece of a cluster the gateway's stream path uses: `get(model_id)`."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Pool) -> None:
         self.deployment = deployment
 
-    def get(self, model_id: str) -> Deployment:
+    def get(self, model_id: str, org_id: str | None = None) -> Pool:
         assert model_id == MODEL
         return self.deployment
 
@@ -100,12 +99,11 @@ def engine() -> FakeLlama:
 @pytest.fixture
 def gateway(db: Database, engine: FakeLlama, tmp_path: Path) -> Gateway:
     spec = ReplicaSpec(MODEL, "chat", url="http://fake.invalid", context_length=4096)
-    replica = Replica(spec, 0, EngineTuning(), tmp_path)
-    replica.engine, replica.healthy = engine, True  # type: ignore[assignment]
+    replica = Endpoint(f"{spec.model_id}/0", engine, 4)  # type: ignore[arg-type]
     billing = BillingService(db, "gw-1")
     billing.money.add_price(MODEL, *PRICE)
     billing.money.credit("org-a", "grant", 10**12, "g1")
-    cluster: Any = OneModel(Deployment(spec, [replica]))
+    cluster: Any = OneModel(Pool(spec, [replica]))
     return Gateway(cluster, Metrics(), billing, MemoryRateLimitStore(), progress_interval_s=INTERVAL_S)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from yun.billing import BillingService, Estimate
-from yun.cluster import Deployment, ReplicaSpec
+from yun.cluster import Pool, ReplicaSpec
 from yun.errors import ClientDisconnected, EngineFailure, QuotaExceeded, RateLimited
 from yun.gateway.holding import Holding, Holds
 from yun.gateway.ratelimit import Limits, MemoryRateLimitStore
@@ -27,7 +27,7 @@ from yun.tenancy import Principal
 MODEL = "m"
 GRANT = 10**12
 PRINCIPAL = Principal(key_id="key-1", org_id="org-a", is_platform_admin=False)
-DEPLOYMENT = Deployment(ReplicaSpec(MODEL, "chat", url="http://fake.invalid", context_length=4096), [])
+DEPLOYMENT = Pool(ReplicaSpec(MODEL, "chat", url="http://fake.invalid", context_length=4096), [])
 EST = Estimate(100, 200)
 
 

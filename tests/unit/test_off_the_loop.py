@@ -20,8 +20,7 @@ from sqlalchemy import event
 from tests.conftest import _postgres_database
 from tests.unit.test_gateway_progress import BODY, MODEL, PRICE, PRINCIPAL, FakeLlama, OneModel
 from yun.billing import BillingService
-from yun.cluster import Deployment, EngineTuning, ReplicaSpec
-from yun.cluster.replica import Replica
+from yun.cluster import Endpoint, Pool, ReplicaSpec
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore
 from yun.store import Database, OrganizationRepository, upgrade
@@ -68,13 +67,12 @@ def pg_db() -> Iterator[Database]:
 
 def _gateway(db: Database, engine: FakeLlama, kind: str, tmp_path: Path) -> Gateway:
     spec = ReplicaSpec(MODEL, kind, url="http://fake.invalid", context_length=4096)
-    replica = Replica(spec, 0, EngineTuning(), tmp_path)
-    replica.engine, replica.healthy = engine, True  # type: ignore[assignment]
+    replica = Endpoint(f"{spec.model_id}/0", engine, 4)  # type: ignore[arg-type]
     billing = BillingService(db, "gw-1")
     billing.money.add_price(MODEL, *PRICE)
     billing.money.credit("org-a", "grant", 10**12, "g1")
     billing.set_free_allowance("org-a", MODEL, 1000)
-    cluster: Any = OneModel(Deployment(spec, [replica]))
+    cluster: Any = OneModel(Pool(spec, [replica]))
     return Gateway(cluster, Metrics(), billing, MemoryRateLimitStore(), progress_interval_s=0.01)
 
 

@@ -1,4 +1,5 @@
-"""Start-up and shut-down: deploy every catalog model, keep deployments in step with the catalog."""
+"""Start-up and shut-down: the controller (unless this is a gateway only) places every deployment's
+replicas; the gateway (unless this is a controller only) follows the replica registry."""
 
 from __future__ import annotations
 
@@ -11,63 +12,85 @@ import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Literal
 
 from fastapi import FastAPI
 
+from yun.api.control import (
+    DeploymentRecords,
+    ensure_default_deployments,
+    make_backend,
+    model_source,
+    refresh_routes,
+    spec_for,
+)
 from yun.api.services import Services
-from yun.catalog import served_context
-from yun.cluster import ReplicaSpec
-from yun.store import ModelRecord
+from yun.cluster.controller import Controller
+from yun.store.leadership import Leadership
 
 __all__ = ["lifespan", "spec_for", "sync_deployments"]
 
 log = logging.getLogger("yun")
 
 _CHECKPOINT_EVERY_S = 0.25
-
-
-def spec_for(m: ModelRecord, context_per_slot: int) -> ReplicaSpec:
-    kind: Literal["chat", "embedding"] = "embedding" if m.kind == "embedding" else "chat"
-    dims = m.card.get("dimensions") or (m.card.get("embedding_length") if kind == "embedding" else None)
-    return ReplicaSpec(
-        model_id=m.id,
-        kind=kind,
-        path=m.path,
-        url=m.url,
-        api_key=m.upstream_key,
-        upstream_model=m.upstream_model,
-        replicas=m.replicas,
-        dimensions=dims if m.source != "external" else None,
-        context_length=served_context(m, context_per_slot),
-    )
+_ROUTES_POLL_S = 0.5
+_STAND_BY_POLL_S = 1.0
+_ROUTES_FULL_EVERY = 8  # polls; the catalog (external models, cards) is re-read at least this often
 
 
 async def sync_deployments(services: Services) -> None:
-    """Deploy models added to the catalog (by `yun models add`, maybe in another process) and
-    retire removed ones."""
-    wanted = {m.id: m for m in await asyncio.to_thread(services.catalog.list)}
-    current = {d.spec.model_id for d in services.cluster.deployments()}
-    for model_id in current - wanted.keys():
-        log.info("model %s left the catalog; stopping its replicas", model_id)
-        await services.cluster.undeploy(model_id)
-    for model_id in wanted.keys() - current:
-        log.info("deploying %s", model_id)
-        spec = spec_for(wanted[model_id], services.settings.engine.context_per_slot)
-        services.gateway.prompts.prepare(spec)  # its tokenizer loads while the replicas start
-        await services.cluster.deploy(spec)
+    """Bring everything in step now, and wait for it: catalog models get their deployments, the controller
+    (if this process runs one) places or stops replicas and waits for the placements, and this gateway's
+    routes follow. Start-up runs it; so do tests after changing the catalog."""
+    controller = services.controller
+    if controller is not None:
+        await asyncio.to_thread(ensure_default_deployments, services)
+        await controller.reconcile()
+        await controller.settled()
+    if services.settings.cluster.role != "controller":
+        await refresh_routes(services)
 
 
 async def _keep_in_sync(services: Services) -> None:
     while True:
         await asyncio.sleep(services.settings.engine.health_interval_s * 2)
         try:
-            await sync_deployments(services)
+            if services.controller is not None:  # models added or removed by `yun models` meanwhile
+                await asyncio.to_thread(ensure_default_deployments, services)
+                services.controller.poke()
+            await services.router.check_external()
             await asyncio.to_thread(services.keys.flush_last_used)
             # A gateway that died (its lease expired) leaves holds no request of its own can still settle.
             await asyncio.to_thread(_recover, services, False)
         except Exception:  # noqa: BLE001 - a bad catalog row must not stop the loop that serves the rest
             log.exception("catalog sync failed")
+
+
+async def _keep_routes(services: Services, changed: asyncio.Event) -> None:
+    """Follow the registry: poll its version (one aggregate query) a few times a second, and rebuild the
+    routes when it, the deployments or the catalog moved, or at once when this process's controller says
+    it changed something."""
+    seen: object = None
+    ticks = 0
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), _ROUTES_POLL_S)
+        poked = changed.is_set()
+        changed.clear()
+        ticks += 1
+        try:
+            version = await asyncio.to_thread(_fingerprint, services)
+            if poked or version != seen or ticks % _ROUTES_FULL_EVERY == 0:
+                seen = version
+                await refresh_routes(services)
+        except Exception:  # noqa: BLE001 - the routes it has keep serving; the next poll tries again
+            log.exception("refreshing routes from the registry failed")
+
+
+def _fingerprint(services: Services) -> object:
+    deployments = tuple(
+        (d.id, d.generation, d.desired_replicas, d.state, d.updated_at) for d in services.deployments.list()
+    )
+    return services.registry.version(), deployments
 
 
 def _recover(services: Services, exclusive: bool) -> int:
@@ -116,6 +139,61 @@ async def _keep_lease(services: Services) -> None:
         renewer.shutdown(wait=False)  # a renewal in flight finishes on its own; the loop never waits for it
 
 
+async def _take_over(services: Services, routes_changed: asyncio.Event) -> None:
+    """This process became the active controller: connect its backend and build the controller (whose
+    first pass adopts the replicas a predecessor left running, and places what is missing)."""
+    backend = services.backend or make_backend(services.settings)
+    services.backend = None  # used once: a later take-over connects afresh
+    await backend.start()
+    e = services.settings.engine
+    services.controller = Controller(
+        backend,
+        DeploymentRecords(services),
+        services.registry,
+        partial(model_source, services),
+        start_timeout_s=e.start_timeout_s,
+        drain_s=e.drain_s,
+        on_change=routes_changed.set,
+    )
+    log.info("this process is the active controller (cluster backend: %s)", backend.name)
+
+
+async def _step_down(services: Services) -> None:
+    """Stop acting as the controller. Local replicas are this process's children and stop with it; Ray's
+    keep running for the controller that takes over (it adopts them)."""
+    controller, services.controller = services.controller, None
+    if controller is not None:
+        await controller.close(stop_replicas=controller.backend.name == "local")
+
+
+async def _stand_for_controller(services: Services, leadership: Leadership, routes_changed: asyncio.Event) -> None:
+    """Run the controller while this process holds the controller lock; stand by (try again every
+    second) while another does. A lost lock (the database connection died) stops it at once."""
+    running: asyncio.Task[None] | None = None
+    try:
+        while True:
+            if services.controller is None and await asyncio.to_thread(leadership.try_acquire):
+                try:
+                    await _take_over(services, routes_changed)
+                except Exception:  # noqa: BLE001 - e.g. the Ray cluster is unreachable: stand by, retry
+                    log.exception("could not take over as the controller")
+                    await asyncio.to_thread(leadership.release)
+            elif services.controller is not None and not await asyncio.to_thread(leadership.check):
+                log.error("this process is no longer the active controller")
+                if running is not None:
+                    running.cancel()
+                running = None
+                await _step_down(services)
+            if services.controller is not None and running is None:
+                running = asyncio.create_task(services.controller.run(), name="yun-reconcile")
+            await asyncio.sleep(_STAND_BY_POLL_S)
+    finally:
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
@@ -128,9 +206,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(_recover, services, services.exclusive)
     # Holds and settlements of an embedded database are group-committed on this loop (see store/money/writer.py).
     services.billing.writer.bind_loop(asyncio.get_running_loop())
+    routes_changed = asyncio.Event()
+    role = services.settings.cluster.role
+    leadership = Leadership(services.db.url)
+    if role != "gateway" and await asyncio.to_thread(leadership.try_acquire):
+        await _take_over(services, routes_changed)
     await sync_deployments(services)
-    services.cluster.start_supervisor()
     tasks = [asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")]
+    if role != "gateway":
+        tasks.append(
+            asyncio.create_task(_stand_for_controller(services, leadership, routes_changed), name="yun-controller")
+        )
+    if role != "controller":
+        tasks.append(asyncio.create_task(_keep_routes(services, routes_changed), name="yun-routes"))
     services.db.start_checkpoints(_CHECKPOINT_EVERY_S)
     # Everything built so far (libraries, app, services) lives for the whole process: move it out of
     # the cyclic collector's reach, so full collections scan only per-request garbage. Without this,
@@ -144,7 +232,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await services.cluster.stop()
+        await services.router.close()
+        await _step_down(services)
+        await asyncio.to_thread(leadership.release)
         await asyncio.to_thread(services.keys.flush_last_used)
         # A clean stop leaves nothing for recovery: what is queued is written, what a request left open
         # is settled at its last progress, and only then does the lease end.

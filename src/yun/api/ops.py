@@ -17,8 +17,9 @@ router = APIRouter()
 @router.get("/health")
 async def health(services: ServicesDep) -> JSONResponse:
     models: dict[str, Any] = {}
-    for d in services.cluster.deployments():
-        models[d.spec.model_id] = {
+    for d in services.router.pools():
+        models[d.deployment_id] = {
+            "model": d.spec.model_id,
             "healthy_replicas": sum(r.healthy for r in d.replicas),
             "queued": len(d.queue),  # a total only: this endpoint is public, per-tenant counts are not
             "replicas": [
@@ -39,7 +40,9 @@ async def health(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(services: ServicesDep) -> Response:
     m = services.metrics
-    for d in services.cluster.deployments():
+    for gauge in (m.replica_healthy, m.replica_outstanding, m.replica_restarts):
+        gauge.clear()  # replicas come and go (ids are per placement): only the current ones are reported
+    for d in services.router.pools():
         m.queued.labels(d.spec.model_id).set(len(d.queue))
         for r in d.replicas:
             m.replica_healthy.labels(d.spec.model_id, r.name).set(1 if r.healthy else 0)

@@ -8,7 +8,9 @@ from pathlib import Path
 from yun.billing import BillingService
 from yun.billing.statements import Statement, monthly_statement
 from yun.catalog import Catalog
-from yun.cluster import EngineTuning, LocalCluster
+from yun.cluster import Router
+from yun.cluster.base import Cluster
+from yun.cluster.controller import Controller
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
 from yun.metering.usage import UsageQueries
@@ -24,6 +26,8 @@ from yun.store import (
     setup_lock,
     upgrade,
 )
+from yun.store.deployments import DeploymentRepository
+from yun.store.replicas import ReplicaRepository
 from yun.store.secrets import load_key
 from yun.tenancy import DEFAULT_ORG, KeyService
 from yun.tenancy.orgs import OrgService
@@ -39,7 +43,10 @@ class Services:
     org_service: OrgService
     keys: KeyService
     catalog: Catalog
-    cluster: LocalCluster
+    router: Router
+    """This gateway's routes to the replicas in the registry (and to external upstreams)."""
+    deployments: DeploymentRepository
+    registry: ReplicaRepository
     metrics: Metrics
     billing: BillingService
     usage: UsageQueries
@@ -47,6 +54,10 @@ class Services:
     instances: InstanceRepository
     instance_id: str
     """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
+    backend: Cluster | None = None
+    """Where the controller places replicas, when it was connected before the app started (`yun serve`)."""
+    controller: Controller | None = None
+    """Set by the lifespan when this process places replicas (roles `all` and `controller`)."""
     exclusive: bool = False
     """True once `yun serve` holds the data-dir lock over an embedded (SQLite) database: no other gateway
     can be alive on it, so every hold not this process's own was left by a dead one."""
@@ -72,21 +83,14 @@ def build_services(settings: Settings) -> Services:
     db = Database(url)
     key = settings.secrets.key
     try:
-        models = ModelRepository(db, load_key(key.get_secret_value() if key else None, settings.secrets_key_file))
+        box = load_key(key.get_secret_value() if key else None, settings.secrets_key_file)
+        models = ModelRepository(db, box)
         models.seal_plaintext()  # secrets written before encryption; fails here, clearly, on a wrong key
     except BaseException:
         db.dispose()
         raise
     e = settings.engine
-    tuning = EngineTuning(
-        threads=e.threads,
-        parallel=e.parallel,
-        context_per_slot=e.context_per_slot,
-        start_timeout_s=e.start_timeout_s,
-        request_timeout_s=e.request_timeout_s,
-        queue_timeout_s=e.queue_timeout_s,
-    )
-    cluster = LocalCluster(tuning, settings.data_dir / "logs", health_interval_s=e.health_interval_s)
+    router = Router(request_timeout_s=e.request_timeout_s, queue_timeout_s=e.queue_timeout_s)
     metrics = Metrics()
     instance_id = new_instance_id()
     # The operator's own organization (it owns the bootstrap key) is metered, never refused for quota.
@@ -99,12 +103,14 @@ def build_services(settings: Settings) -> Services:
         org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
         keys=KeyService(KeyRepository(db)),
         catalog=Catalog(models, settings.model_cache_dir),
-        cluster=cluster,
+        router=router,
+        deployments=DeploymentRepository(db),
+        registry=ReplicaRepository(db, box),
         metrics=metrics,
         billing=billing,
         usage=UsageQueries(billing.money),
         gateway=Gateway(
-            cluster,
+            router,
             metrics,
             billing,
             limiter,

@@ -35,6 +35,8 @@ _OPTIONS = {
     "redis_url": "--redis",
     "server.host": "--host",
     "server.port": "--port",
+    "cluster.role": "--role",
+    "cluster.backend": "--cluster",
     "url": "yun login",
 }
 
@@ -64,6 +66,9 @@ def settings_message(exc: ValidationError) -> str:
         msg = str(e["msg"]).removeprefix("Value error, ")
         got = e.get("input")
         shown = f" (got {got!r})" if isinstance(got, str | int | float) and e["type"] != "value_error" else ""
+        if not dotted:  # a rule across settings: its message names the options itself
+            problems.append(f"invalid settings: {msg}")
+            continue
         problems.append(f"invalid {dotted} ({where}): {msg}{shown}")
     return "; ".join(problems)
 

@@ -40,6 +40,18 @@ def serve(
     redis: Annotated[
         str | None, typer.Option("--redis", help="Redis URL for rate limits shared by several gateways.")
     ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="all: gateway + controller in one process; gateway: serve requests from the replica registry "
+            "(several, behind a load balancer); controller: place replicas (one active, others stand by).",
+        ),
+    ] = "all",
+    cluster: Annotated[
+        str,
+        typer.Option("--cluster", help="Where replicas run: local (this machine), ray://HOST:PORT or auto (Ray)."),
+    ] = "local",
     default_models: Annotated[
         bool,
         typer.Option(
@@ -62,6 +74,7 @@ def serve(
         database_url=database,
         redis_url=redis,
         server={"host": host, "port": port},
+        cluster={"role": role, "backend": cluster},
         defaults=None if default_models else {"chat": False, "embedding": False},
     )
     # Before anything is touched (database, holds, model processes), a start that cannot serve stops here:
@@ -86,8 +99,22 @@ def _serve(settings: Settings, sock: socket.socket) -> None:
     from yun.cli._serving import AnnouncingServer, bound_port
 
     port = bound_port(sock)
+    backend = None
+    if settings.cluster.role != "gateway":
+        import asyncio
+
+        from yun.api.control import make_backend
+
+        # The compute first: a Ray address that does not answer is one line here, before any database row
+        # or model is touched (EngineUnavailable, exit status 1).
+        backend = make_backend(settings)
+        asyncio.run(backend.start())
 
     services = build_services(settings)
+    services.backend = backend
+    # Engine secrets in the registry are sealed with the installation's key: a gateway given another key
+    # could route nowhere. One line (SecretKeyError) now rather than failures at every refresh.
+    services.registry.live()
     services.exclusive = _database_in(settings)
     secret = bootstrap(services)
     if secret is not None:

@@ -1,7 +1,7 @@
-"""Deployments and replicas. Backend `local` runs engine processes on this machine."""
+"""Deployments and replicas: the `Cluster` seam and its backends, the controller that places replicas
+through it, and the gateway's router over the replica registry."""
 
-from yun.cluster.local import ClientGone, Deployment, LocalCluster
-from yun.cluster.replica import Replica
-from yun.cluster.spec import EngineTuning, ReplicaSpec
+from yun.cluster.router import ClientGone, Endpoint, Pool, Route, Router
+from yun.cluster.spec import ReplicaSpec
 
-__all__ = ["ClientGone", "Deployment", "EngineTuning", "LocalCluster", "Replica", "ReplicaSpec"]
+__all__ = ["ClientGone", "Endpoint", "Pool", "ReplicaSpec", "Route", "Router"]

@@ -5,17 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["EngineTuning", "ReplicaSpec"]
-
-
-@dataclass(frozen=True)
-class EngineTuning:
-    threads: int = 2
-    parallel: int = 4
-    context_per_slot: int = 4096
-    start_timeout_s: float = 120.0
-    request_timeout_s: float = 600.0
-    queue_timeout_s: float = 300.0
+__all__ = ["ReplicaSpec"]
 
 
 @dataclass(frozen=True)

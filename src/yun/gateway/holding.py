@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from types import TracebackType
 
 from yun.billing import BillingService, Estimate, Hold, Outcome
-from yun.cluster import ClientGone, Deployment
+from yun.cluster import ClientGone, Pool
 from yun.errors import ClientDisconnected, RateLimited
 from yun.gateway.ratelimit import Limits, RateLimitBackendError, RateLimitStore
 from yun.gateway.usage import Usage
@@ -99,7 +99,7 @@ class Holds:
     def open(
         self,
         principal: Principal,
-        deployment: Deployment,
+        deployment: Pool,
         endpoint: str,
         est: Estimate,
         headers: dict[str, str],
@@ -185,7 +185,7 @@ class Holding:
         self,
         holds: Holds,
         principal: Principal,
-        deployment: Deployment,
+        deployment: Pool,
         endpoint: str,
         est: Estimate,
         headers: dict[str, str],

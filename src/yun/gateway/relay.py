@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from yun.cluster import Deployment
+from yun.cluster import Pool
 from yun.gateway.holding import Holding
 from yun.gateway.tools import ToolStreamBuffer
 
@@ -23,7 +23,7 @@ log = logging.getLogger("yun.gateway")
 JSON = dict[str, Any]
 
 
-def upstream(deployment: Deployment, body: JSON, log_prompts: bool) -> JSON:
+def upstream(deployment: Pool, body: JSON, log_prompts: bool) -> JSON:
     """The body the engine gets: the client's, for the deployment's upstream model name."""
     if log_prompts:
         log.info("request to %s: %s", deployment.spec.model_id, json.dumps(body, ensure_ascii=False)[:8000])

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from yun.billing import BillingService, Estimate
-from yun.cluster import ClientGone, Deployment, LocalCluster
+from yun.cluster import ClientGone, Pool, Router
 from yun.engines import JSON
 from yun.errors import ContextLengthExceeded, EngineFailure, InvalidRequest, PermissionDenied
 from yun.gateway.holding import Holds, UsageSink
@@ -48,7 +48,7 @@ def _tool_names(body: JSON) -> list[str]:
 class Gateway:
     def __init__(
         self,
-        cluster: LocalCluster,
+        router: Router,
         metrics: Metrics,
         billing: BillingService,
         limiter: RateLimitStore,
@@ -56,7 +56,7 @@ class Gateway:
         log_prompts: bool = False,
         progress_interval_s: float = 1.0,
     ) -> None:
-        self.cluster = cluster
+        self.router = router
         self.metrics = metrics
         self.billing = billing
         """Called only through `holds` (gateway/holding.py), the gateway's one caller of the money path."""
@@ -68,8 +68,8 @@ class Gateway:
         self.prompts = PromptCounts()
 
     # -- routing and admission -----------------------------------------------------------------
-    def deployment(self, model_id: str, kind: str, principal: Principal | None = None) -> Deployment:
-        deployment = self.cluster.get(model_id)
+    def deployment(self, model_id: str, kind: str, principal: Principal | None = None) -> Pool:
+        deployment = self.router.get(model_id, None if principal is None else principal.org_id)
         if principal is not None and principal.allowed_models is not None and model_id not in principal.allowed_models:
             raise PermissionDenied(f"This API key may not use the model '{model_id}'.", param="model")
         if deployment.spec.kind != kind:
@@ -81,7 +81,7 @@ class Gateway:
             )
         return deployment
 
-    def max_output(self, deployment: Deployment, requested: int | None, prompt: PromptCount) -> int:
+    def max_output(self, deployment: Pool, requested: int | None, prompt: PromptCount) -> int:
         """The output bound we hold credit for and then impose on the engine, so it cannot exceed the hold.
 
         With the prompt counted, the output can never exceed the served context left after it (the
@@ -98,7 +98,7 @@ class Gateway:
         return max(16, context - prompt.tokens)  # a byte bound: only a guess at what is left
 
     @staticmethod
-    def check_context(deployment: Deployment, prompts: list[PromptCount], what: str, param: str) -> None:
+    def check_context(deployment: Pool, prompts: list[PromptCount], what: str, param: str) -> None:
         """A counted prompt the served context cannot hold is refused before any rate limit, as OpenAI
         does, with a 400 an SDK does not retry. The engine needs one token of room to answer (embedding
         models need none)."""
@@ -124,7 +124,7 @@ class Gateway:
         m.tokens.labels(usage.model_id, "completion").inc(usage.completion_tokens)
 
     # -- chat ----------------------------------------------------------------------------------
-    async def _chat_call(self, principal: Principal, model_id: str, body: JSON) -> tuple[Deployment, JSON, Estimate]:
+    async def _chat_call(self, principal: Principal, model_id: str, body: JSON) -> tuple[Pool, JSON, Estimate]:
         deployment = self.deployment(model_id, "chat", principal)
         prompt = await self.prompts.chat(deployment.spec, body)
         self.check_context(deployment, [prompt], "messages", "messages")
@@ -165,7 +165,7 @@ class Gateway:
     # -- completions ---------------------------------------------------------------------------
     async def _completion_call(
         self, principal: Principal, model_id: str, body: JSON, prompts: list[Any]
-    ) -> tuple[Deployment, JSON, Estimate]:
+    ) -> tuple[Pool, JSON, Estimate]:
         deployment = self.deployment(model_id, "chat", principal)
         counts = await self.prompts.inputs(deployment.spec, prompts)
         self.check_context(deployment, counts, "prompt", "prompt")

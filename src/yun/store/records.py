@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["ApiKeyRecord", "MemberRecord", "ModelRecord", "OrganizationRecord"]
+__all__ = [
+    "ApiKeyRecord",
+    "DeploymentRecord",
+    "MemberRecord",
+    "ModelRecord",
+    "OrganizationRecord",
+    "ReplicaRecord",
+]
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,55 @@ class MemberRecord:
     email: str
     name: str
     role: str
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """What an operator asked to run: a model on Yun's compute, shared or dedicated to `owner_org`.
+    The controller makes replicas match it; `generation` tells it which replicas run an older spec."""
+
+    id: str
+    model_id: str
+    engine: str
+    owner_org: str | None
+    """None: shared by every organization."""
+    min_replicas: int
+    max_replicas: int
+    desired_replicas: int
+    cpus: float
+    gpus: float
+    memory_mb: int
+    threads: int | None
+    parallel: int | None
+    context: int | None
+    """Engine arguments per replica; None: the installation's defaults (`YUN_ENGINE__*`)."""
+    command: tuple[str, ...] | None
+    autoscale: dict[str, Any]
+    idle_timeout_s: float | None
+    generation: int
+    state: str
+    """`active`, or `deleting` (the controller stops its replicas, then removes it)."""
+    message: str
+    created_at: datetime
+    updated_at: datetime
+    """The last change of what was asked (spec, scale, state); the controller's `message` does not move it."""
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """One replica of the registry as operators see it. Holds no engine secret: the query that reads it
+    does not even select that column."""
+
+    id: str
+    deployment_id: str
+    generation: int
+    backend: str
+    shape: str
+    node: str
+    endpoint: str | None
+    state: str
+    error: str | None
+    restarts: int
+    created_at: datetime
+    ready_at: datetime | None
+    stopped_at: datetime | None

@@ -30,7 +30,7 @@ def _redact(text: str | None) -> str | None:
 
 
 def _status(services: Services, model_id: str) -> dict[str, Any]:
-    deployment = next((d for d in services.cluster.deployments() if d.spec.model_id == model_id), None)
+    deployment = next((d for d in services.router.pools() if d.spec.model_id == model_id), None)
     if deployment is None:
         return {"status": "not deployed", "healthy_replicas": 0, "replicas": 0}
     healthy = sum(r.healthy for r in deployment.replicas)

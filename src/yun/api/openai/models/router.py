@@ -28,9 +28,10 @@ router = APIRouter(tags=["models"], responses=error_responses(400, 401, 404))
 _PRIVATE_CARD_FIELDS = {"file_size"}
 
 
-def _status(services: Services, model_id: str) -> str:
-    deployment = next((d for d in services.cluster.deployments() if d.spec.model_id == model_id), None)
-    if deployment is None:
+def _status(services: Services, model_id: str, org_id: str) -> str:
+    try:
+        deployment = services.router.get(model_id, org_id)
+    except ModelNotFound:
         return "not deployed"
     if any(r.healthy for r in deployment.replicas):
         return "ready"
@@ -53,7 +54,7 @@ def public_model(services: Services, m: ModelRecord, principal: Principal) -> di
         "created": int(m.created_at.timestamp()) if m.created_at else 0,
         "owned_by": "yun",
         "kind": m.kind,
-        "status": _status(services, m.id),
+        "status": _status(services, m.id, principal.org_id),
         "card": card,
     }
     if principal.is_platform_admin and m.source == "external":

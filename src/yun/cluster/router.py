@@ -1,0 +1,335 @@
+"""The gateway's side of the cluster: which replicas serve a model, and which one takes the next request.
+
+Replicas come from the registry the controller writes (see `cluster/controller.py`); external
+upstreams come from the catalog. A `Pool` is one deployment's replicas as this gateway sees them, with
+its fair queue; the `Router` keeps one pool per deployment, in step with the registry, and picks a
+request's pool: the caller's organization's dedicated deployment of the model if it has one, else the
+shared one. A dedicated deployment serves only its owner.
+
+Touched only from the event loop, so no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from yun.cluster.fair import FairQueue
+from yun.cluster.spec import ReplicaSpec
+from yun.engines import Engine, OpenAIHTTPEngine
+from yun.errors import ClientDisconnected, EngineUnavailable, ModelNotFound
+from yun.store.replicas import RegistryEntry
+
+__all__ = ["ClientGone", "Endpoint", "Pool", "Route", "Router"]
+
+ClientGone = Callable[[], Awaitable[None]]
+"""Returns (or its awaitable completes) once the client of a request has disconnected."""
+
+log = logging.getLogger("yun.cluster")
+
+
+class Pool:
+    """The replicas of one deployment (or one external upstream), and the requests waiting for one of
+    their slots."""
+
+    def __init__(
+        self,
+        spec: ReplicaSpec,
+        replicas: list[Endpoint],
+        queue_timeout_s: float = 300.0,
+        *,
+        deployment_id: str = "",
+        owner_org: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.deployment_id = deployment_id or spec.model_id
+        self.owner_org = owner_org
+        """None: shared by every organization; else the only one it serves."""
+        self.replicas = replicas
+        self.queue_timeout_s = queue_timeout_s
+        self.queue: FairQueue[Endpoint] = FairQueue()
+
+    def _free_replica(self) -> Endpoint | None:
+        """The healthy replica with the least work in flight, if it has a free slot; raises if none is healthy."""
+        best: Endpoint | None = None
+        for r in self.replicas:
+            if r.healthy and r.engine is not None and (best is None or r.outstanding < best.outstanding):
+                best = r
+        if best is None:
+            raise EngineUnavailable(f"no healthy replica of {self.spec.model_id!r} right now; retry shortly")
+        return best if best.slots is None or best.outstanding < best.slots else None
+
+    @contextlib.asynccontextmanager
+    async def lease(self, tenant: str = "", client_gone: ClientGone | None = None) -> AsyncIterator[Engine]:
+        """Borrow a replica slot for one request: at once if one is free and nobody waits, else in the
+        tenant's turn (see fair.py). `client_gone` returns when the client disconnects: a request still
+        waiting then leaves the queue (ClientDisconnected) instead of running for nobody."""
+        replica = self._free_replica()  # raises at once when no replica is healthy: nothing to wait for
+        if replica is None or len(self.queue):
+            replica = await self._wait(tenant, client_gone)
+        else:
+            replica.outstanding += 1
+        try:
+            assert replica.engine is not None
+            yield replica.engine
+        finally:
+            replica.outstanding -= 1
+            if replica.retired:
+                replica.release()
+            self.dispatch()
+
+    async def _wait(self, tenant: str, client_gone: ClientGone | None) -> Endpoint:
+        future = self.queue.push(tenant)
+        self.dispatch()  # a slot may be free already (the queue was not empty only because of us)
+        # Only a request that really waits watches its client: the hot path pays nothing for this.
+        watcher = None if client_gone is None or future.done() else asyncio.ensure_future(client_gone())
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                if watcher is None:
+                    return await future
+                await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
+                if not future.done():
+                    raise ClientDisconnected("the client closed the connection while the request waited")
+                return future.result()
+        except BaseException as exc:
+            self.queue.discard(tenant, future)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Granted a slot in the same moment the wait ended (client gone, timeout): hand it on.
+                future.result().outstanding -= 1
+                self.dispatch()
+            if isinstance(exc, TimeoutError):
+                raise EngineUnavailable(
+                    f"every replica of {self.spec.model_id!r} stayed busy for {self.queue_timeout_s:g}s; retry later"
+                ) from None
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    def dispatch(self) -> None:
+        """Give free slots to waiting requests, one tenant after another."""
+        while len(self.queue):
+            try:
+                replica = self._free_replica()
+            except EngineUnavailable:
+                return  # none healthy: they wait for the supervisor to bring one back (or time out)
+            if replica is None:
+                return
+            replica.outstanding += 1  # on behalf of the waiter, so the slot is not given twice
+            if not self.queue.grant(replica):
+                replica.outstanding -= 1
+                return
+
+    def close(self) -> None:
+        self.queue.fail_all(EngineUnavailable(f"the model {self.spec.model_id!r} was removed"))
+
+
+_LOCAL_CONNECTIONS = 64
+_FAILURES_TO_UNHEALTHY = 3
+
+
+class Endpoint:
+    """One replica as this gateway routes to it: its engine client and the requests in flight there.
+
+    `outstanding` is this gateway's count only (least-outstanding routing is per gateway)."""
+
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        slots: int | None,
+        *,
+        replica_id: str = "",
+        address: str = "",
+        node: str = "",
+        state: str = "ready",
+        restarts: int = 0,
+    ) -> None:
+        self.name = name
+        self.address = address
+        """Where the engine answers (never shown to tenants)."""
+        self.engine: Engine | None = engine
+        self.slots = slots
+        """Requests the engine runs at once; None for an external server (it queues or refuses by itself)."""
+        self.replica_id = replica_id
+        self.node = node
+        self.state = state
+        self.restarts = restarts
+        self.healthy = state == "ready"
+        self.outstanding = 0
+        self.failures = 0
+        self.retired = False
+
+    def retire(self) -> None:
+        """Take it out of rotation; its engine client closes once the requests on it have ended."""
+        self.retired = True
+        self.healthy = False
+        self.release()
+
+    def release(self) -> None:
+        if self.outstanding == 0 and self.engine is not None:
+            engine, self.engine = self.engine, None
+            asyncio.get_running_loop().create_task(engine.aclose())
+
+
+@dataclass(frozen=True)
+class Route:
+    """One deployment as gateways should route to it: what it serves, for whom, on which replicas."""
+
+    deployment_id: str
+    spec: ReplicaSpec
+    owner_org: str | None = None
+    entries: tuple[RegistryEntry, ...] = ()
+    """Its replicas from the registry (none for an external upstream: `spec.url` is the endpoint)."""
+    slots: int | None = None
+    llamacpp: bool = True
+
+
+class Router:
+    """One pool per deployment, kept in step with the registry by `apply`."""
+
+    def __init__(self, *, request_timeout_s: float = 600.0, queue_timeout_s: float = 300.0) -> None:
+        self.request_timeout_s = request_timeout_s
+        self.queue_timeout_s = queue_timeout_s
+        self._pools: dict[str, Pool] = {}
+        self._by_model: dict[str, list[Pool]] = {}
+
+    def pools(self) -> Iterable[Pool]:
+        return self._pools.values()
+
+    def get(self, model_id: str, org_id: str | None = None) -> Pool:
+        """The pool that serves `model_id` to `org_id`: its own dedicated deployment first, else the shared
+        one. Deployments dedicated to other organizations do not exist for it (404, like an unknown model)."""
+        shared = None
+        for pool in self._by_model.get(model_id, ()):
+            if pool.owner_org is None:
+                shared = shared or pool
+            elif org_id is not None and pool.owner_org == org_id:
+                return pool
+        if shared is None:
+            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        return shared
+
+    def apply(self, routes: Sequence[Route]) -> None:
+        """Make the pools match `routes`: new deployments get a pool, removed ones are closed (their waiters
+        fail), and each pool's endpoints follow its registry entries. An endpoint that stays keeps its
+        in-flight count; one that goes leaves rotation at once and closes after its last request."""
+        wanted = {r.deployment_id: r for r in routes}
+        for deployment_id in list(self._pools):
+            if deployment_id not in wanted:
+                pool = self._pools.pop(deployment_id)
+                pool.close()
+                for endpoint in pool.replicas:
+                    endpoint.retire()
+        for route in routes:
+            old = self._pools.get(route.deployment_id)
+            if old is not None and old.spec == route.spec and old.owner_org == route.owner_org:
+                pool = old
+            else:
+                pool = Pool(
+                    route.spec,
+                    [],
+                    self.queue_timeout_s,
+                    deployment_id=route.deployment_id,
+                    owner_org=route.owner_org,
+                )
+                if old is not None:  # what it serves changed (a catalog edit)
+                    old.close()
+                    if route.spec.external:  # a new address or key: a new client
+                        for endpoint in old.replicas:
+                            endpoint.retire()
+                    else:  # the registry's replicas carry over, with their in-flight counts
+                        pool.replicas = old.replicas
+                self._pools[route.deployment_id] = pool
+            self._sync_endpoints(pool, route)
+            pool.dispatch()  # a replica that became ready takes the requests waiting for one
+        by_model: dict[str, list[Pool]] = {}
+        for pool in self._pools.values():
+            by_model.setdefault(pool.spec.model_id, []).append(pool)
+        self._by_model = by_model
+
+    def _sync_endpoints(self, pool: Pool, route: Route) -> None:
+        if route.spec.external:
+            if not pool.replicas:
+                assert route.spec.url is not None
+                engine = OpenAIHTTPEngine(
+                    route.spec.model_id,
+                    route.spec.url,
+                    api_key=route.spec.api_key,
+                    timeout_s=self.request_timeout_s,
+                )
+                pool.replicas = [Endpoint(f"{route.spec.model_id}/0", engine, None, state="starting")]
+            return
+        current = {(e.replica_id, e.address): e for e in pool.replicas}
+        kept: list[Endpoint] = []
+        for entry in route.entries:
+            if entry.endpoint is None or entry.state not in ("ready", "restarting"):
+                continue
+            endpoint = current.pop((entry.id, entry.endpoint), None)
+            if endpoint is None:
+                name = f"{route.deployment_id}/{entry.id}"
+                endpoint = Endpoint(
+                    name,
+                    self._engine(name, entry, route.llamacpp),
+                    route.slots,
+                    replica_id=entry.id,
+                    address=entry.endpoint,
+                    node=entry.node,
+                    state=entry.state,
+                    restarts=entry.restarts,
+                )
+            endpoint.state = entry.state
+            endpoint.restarts = entry.restarts
+            endpoint.healthy = entry.state == "ready"
+            kept.append(endpoint)
+        for gone in current.values():
+            gone.retire()
+        pool.replicas = kept
+
+    def _engine(self, name: str, entry: RegistryEntry, llamacpp: bool) -> Engine:
+        assert entry.endpoint is not None
+        return OpenAIHTTPEngine(
+            name,
+            entry.endpoint,
+            llamacpp=llamacpp,
+            api_key=entry.secret or None,
+            timeout_s=self.request_timeout_s,
+            max_connections=_LOCAL_CONNECTIONS,  # the rest wait in the gateway, below the engine's HTTP threads
+            # No idle keep-alive connections to llama.cpp: its HTTP server polls each one every 10 ms
+            # (strace: ~96 polls/s per idle connection), and each wake-up takes a core from its compute
+            # threads on a 2-core machine. A connect per request costs far less than a generation.
+            keep_alive=not llamacpp,
+        )
+
+    async def check_external(self, *, new_only: bool = False) -> None:
+        """Probe external upstreams (the controller watches replicas; nobody else watches these); with
+        `new_only`, only those never probed yet (so a model just added is usable at once)."""
+        for pool in list(self._pools.values()):
+            if not pool.spec.external:
+                continue
+            for endpoint in pool.replicas:
+                if endpoint.engine is None or (new_only and endpoint.state != "starting"):
+                    continue
+                if await endpoint.engine.healthy():
+                    endpoint.failures = 0
+                    endpoint.healthy = True
+                else:
+                    # One slow probe is not an outage: only consecutive failures take it out of rotation.
+                    endpoint.failures += 1
+                    if endpoint.failures >= _FAILURES_TO_UNHEALTHY or endpoint.state == "starting":
+                        endpoint.healthy = False
+                endpoint.state = "ready" if endpoint.healthy else "unreachable"
+            pool.dispatch()
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+            for endpoint in pool.replicas:
+                endpoint.outstanding = 0
+                endpoint.retire()
+        self._pools.clear()
+        self._by_model.clear()
+        await asyncio.sleep(0)  # let the engine clients' close tasks run
