@@ -20,6 +20,9 @@ from yun.cluster.base import Cluster, EngineArgs, ReplicaOrder, ReplicaStatus, R
 
 T = TypeVar("T")
 MSG = [{"role": "user", "content": "hi"}]
+HALF_CPU = Resources(cpus=0.5)
+"""What a test replica asks for. The test nodes have one CPU each: two replicas fit one node (the one left
+after the other is lost). Not zero: Ray places an actor that asks for nothing on a random node."""
 
 
 def new_id() -> str:
@@ -36,8 +39,7 @@ def llama_order(model: Path, replica_id: str | None = None, deployment: str = "t
         model_path=str(model),
         secret=secrets.token_urlsafe(16),
         args=EngineArgs(threads=1, parallel=1, context=256),
-        # The test nodes have one CPU each: replicas take none, so any node fits them.
-        resources=Resources(cpus=0),
+        resources=HALF_CPU,
         start_timeout_s=60.0,
     )
 
@@ -51,7 +53,7 @@ def vllm_order(replica_id: str | None = None, command: tuple[str, ...] | None = 
         engine="vllm",
         model_path="fake/model",
         secret=secrets.token_urlsafe(16),
-        resources=Resources(cpus=0),
+        resources=HALF_CPU,
         start_timeout_s=30.0,
         command=command,
     )

@@ -98,7 +98,7 @@ async def main():
     backend = RayBackend(given["address"], node_ip_address=given["ip"])
     await backend.start()
     adopted = [asdict(s) for s in await backend.replicas()]
-    fields = {**given["order"], "resources": Resources(cpus=0), "command": tuple(given["order"]["command"])}
+    fields = {**given["order"], "resources": Resources(cpus=0.5), "command": tuple(given["order"]["command"])}
     order = ReplicaOrder(**fields)
     again = asdict(await backend.place(order))
     await backend.close(stop_replicas=False)
