@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -21,7 +22,6 @@ from typer.testing import CliRunner
 from yun.api import build_services, create_app
 from yun.cli import app as cli_app
 from yun.settings import Settings
-from yun.store import Database
 from yun.tenancy import DEFAULT_ORG
 
 
@@ -107,35 +107,53 @@ def bare_cli(cli_env: Path) -> Cli:
     return Cli(CliRunner())
 
 
+T = TypeVar("T")
+
+
+def until(check: Callable[[], T], what: str, timeout_s: float = 120.0) -> T:
+    """Poll `check` until it returns something truthy, and return that (the controller acts on a change
+    within a second or so; the bound is for a busy machine, never a measured time)."""
+    for _ in range(int(timeout_s / 0.1)):
+        found = check()
+        if found:
+            return found
+        threading.Event().wait(0.1)
+    raise AssertionError(f"{what}: not within {timeout_s:g} s")
+
+
 @dataclass
 class Deployable:
-    """A local model of the live server's catalog that deployments can name, and the server's database
-    (for replica-registry rows, which only the controller writes in production)."""
+    """A local model of the live server's catalog that deployments can name, and the shared deployment the
+    controller made for it (one replica, ready)."""
 
     model: str
-    db: Database
+    default: str
+
+
+NO_ENGINE = ["false"]
+"""An engine command that exits at once: deployments the tests scale up fail to place, cheaply, instead of
+loading models on a 2-core machine (tests of the records do not need engines to run)."""
 
 
 @pytest.fixture(scope="package")
 def deployable(live_server: LiveServer, tiny_model: Path) -> Iterator[Deployable]:
-    """The tiny model, registered once for the package and left in the catalog: its replica (which today's
-    catalog sync starts) is running before any test uses it and stops with the server, never halfway
-    through a start or a stop when the server shuts down. The deployments made with it go at the end."""
+    """The tiny model, registered once for the package and left in the catalog: the controller deploys it
+    (one shared replica) before any test uses it, and stops it with the server. The deployments the tests
+    made with it go at the end."""
     model = "dep-tiny"
     headers = {"Authorization": f"Bearer {live_server.admin_key}"}
-    db = Database(f"sqlite:///{live_server.data_dir / 'yun.db'}")
     with httpx.Client(base_url=live_server.url, headers=headers, trust_env=False, timeout=60) as http:
         r = http.post("/admin/models", json={"id": model, "file": str(tiny_model)})
         assert r.status_code == 201, r.text
-        for _ in range(600):  # bounded: 120 s
-            if http.get("/health").json().get("models", {}).get(model, {}).get("healthy_replicas"):
-                break
-            threading.Event().wait(0.2)
-        else:
-            raise AssertionError(f"{model} never became healthy: {http.get('/health').text}")
+
+        def ready() -> list[str]:
+            found = http.get("/admin/deployments", params={"model": model}).json()["data"]
+            return [d["id"] for d in found if d["ready"] == 1]
+
+        [default] = until(ready, f"a ready shared deployment of {model}")
         try:
-            yield Deployable(model, db)
+            yield Deployable(model, default)
         finally:
             for d in http.get("/admin/deployments", params={"model": model}).json()["data"]:
-                http.delete(f"/admin/deployments/{d['id']}")
-            db.dispose()
+                if d["id"] != default:
+                    http.delete(f"/admin/deployments/{d['id']}")

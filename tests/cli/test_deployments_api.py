@@ -1,6 +1,7 @@
-"""/admin/deployments on the live server of this package: create, list, get (with the replicas of the
-registry), scale, update (a new generation only when replicas must restart), delete; OpenAI-shaped 400/404
-for wrong input; platform-admin keys only; no engine secret in any answer."""
+"""/admin/deployments on the live server of this package, whose controller acts on them: create, list, get
+(with the replicas of the registry: real ones, placed by the controller), scale, update (a new generation
+only when replicas must restart), delete (the controller stops the replicas, then removes the record);
+OpenAI-shaped 400/404 for wrong input; platform-admin keys only; no engine secret in any answer."""
 
 from __future__ import annotations
 
@@ -9,25 +10,20 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
 
-from tests.cli.conftest import Deployable, LiveServer
-from tests.support.replicas import ENGINE_SECRET, add_replica
-from yun.store.orm import ReplicaRow
-
-
-def _no_secret(response: httpx.Response) -> None:
-    response.read()
-    assert ENGINE_SECRET not in response.text, f"{response.request.url} answered an engine secret"
+from tests.cli.conftest import NO_ENGINE, Deployable, LiveServer, until
+from tests.support.registry import engine_access
 
 
 @pytest.fixture
 def admin(live_server: LiveServer) -> Iterator[httpx.Client]:
-    """The admin key's client; every answer it gets is checked for engine secrets."""
     headers = {"Authorization": f"Bearer {live_server.admin_key}"}
-    hooks = {"response": [_no_secret]}
-    with httpx.Client(base_url=live_server.url, headers=headers, trust_env=False, timeout=30, event_hooks=hooks) as c:
+    with httpx.Client(base_url=live_server.url, headers=headers, trust_env=False, timeout=30) as c:
         yield c
+
+
+def _gone(admin: httpx.Client, deployment_id: str) -> bool:
+    return admin.get(f"/admin/deployments/{deployment_id}").status_code == 404
 
 
 def _created(admin: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +95,7 @@ def test_dedicated_deployments_by_owner_id_or_name(admin: httpx.Client, deployab
 
 
 def test_scale_within_min_and_max(admin: httpx.Client, deployable: Deployable) -> None:
-    d = _created(admin, {"model": deployable.model, "min": 0, "replicas": 0})
+    d = _created(admin, {"model": deployable.model, "min": 0, "replicas": 0, "command": NO_ENGINE})
     scale = f"/admin/deployments/{d['id']}/scale"
     assert "between min (0) and max (1)" in _refused(admin.post(scale, json={"replicas": 3}), 400, "replicas")
     r = admin.post(scale, json={"replicas": 2, "max": 3})
@@ -152,6 +148,7 @@ def test_update_bumps_the_generation_only_when_replicas_must_restart(
         ({"model": "{model}", "idle_timeout_s": 0}, 400, "idle_timeout_s"),
         ({"model": "{model}", "command": []}, 400, "command"),
         ({"model": "{model}", "command": ["a\x00b"]}, 400, "command.0"),
+        ({"model": "{model}", "command": ["engine", "--api-key={secret}"]}, 400, "command"),
         ({"model": "{model}", "id": "bad id/x"}, 400, "id"),
         ({"model": "{model}", "gen": 3}, 400, "gen"),
         ({}, 400, "model"),
@@ -160,10 +157,10 @@ def test_update_bumps_the_generation_only_when_replicas_must_restart(
 def test_wrong_input_is_an_openai_error_naming_the_field(
     admin: httpx.Client, deployable: Deployable, body: dict[str, Any], status: int, param: str
 ) -> None:
-    before = admin.get("/admin/deployments").json()["data"]
+    before = [d["id"] for d in admin.get("/admin/deployments").json()["data"]]
     body = {k: deployable.model if v == "{model}" else v for k, v in body.items()}
     _refused(admin.post("/admin/deployments", json=body), status, param)
-    assert admin.get("/admin/deployments").json()["data"] == before
+    assert [d["id"] for d in admin.get("/admin/deployments").json()["data"]] == before
 
 
 def test_an_external_model_cannot_be_deployed(admin: httpx.Client) -> None:
@@ -184,59 +181,69 @@ def test_unknown_names_are_404(admin: httpx.Client, path: str) -> None:
     assert admin.delete("/admin/deployments/dep-nope").status_code == 404
 
 
-def test_show_has_the_replicas_of_the_registry_never_their_secret(admin: httpx.Client, deployable: Deployable) -> None:
-    d = _created(admin, {"model": deployable.model, "min": 0, "replicas": 2, "max": 2})
-    add_replica(deployable.db, d["id"], f"{d['id']}-r1", "ready", node="node-a", endpoint="http://127.0.0.1:9001")
-    add_replica(deployable.db, d["id"], f"{d['id']}-r2", "failed", error="engine exited: out of memory", restarts=5)
-    add_replica(deployable.db, d["id"], f"{d['id']}-r0", "stopped")
-    shown = admin.get(f"/admin/deployments/{d['id']}").json()
-    assert (shown["desired"], shown["ready"]) == (2, 1)
-    ready, failed = shown["replicas"]
-    assert ready == {
-        "id": f"{d['id']}-r1",
-        "state": "ready",
-        "generation": 1,
-        "node": "node-a",
-        "endpoint": "http://127.0.0.1:9001",
-        "backend": "local",
-        "shape": "cpu1",
-        "restarts": 0,
-        "error": None,
-        "created_at": ready["created_at"],
-        "ready_at": ready["ready_at"],
+def test_show_has_the_replicas_of_the_registry_never_their_secret(
+    admin: httpx.Client, deployable: Deployable, live_server: LiveServer
+) -> None:
+    """The shared deployment the controller made for the model: its one real replica, where it answers,
+    and nowhere in any answer the secret its engine demands."""
+    _, headers = engine_access(live_server.data_dir, deployable.default)
+    secret = headers["Authorization"].removeprefix("Bearer ")
+    at = f"/admin/deployments/{deployable.default}"
+    answers = [admin.get(at), admin.get("/admin/deployments"), admin.post(f"{at}/scale", json={"replicas": 1})]
+    answers += [admin.patch(at, json={}), admin.get("/openapi.json")]
+    assert [r.status_code for r in answers] == [200] * len(answers)
+    assert all(secret not in r.text for r in answers)
+    shown = answers[0].json()
+    assert (shown["model"], shown["owner"], shown["desired"], shown["ready"]) == (deployable.model, None, 1, 1)
+    [replica] = shown["replicas"]
+    assert set(replica) == {
+        "id",
+        "state",
+        "generation",
+        "node",
+        "endpoint",
+        "backend",
+        "shape",
+        "restarts",
+        "error",
+        "created_at",
+        "ready_at",
     }
-    assert ready["ready_at"] is not None
-    assert (failed["state"], failed["error"], failed["restarts"]) == ("failed", "engine exited: out of memory", 5)
-    listed = {x["id"]: x for x in admin.get("/admin/deployments").json()["data"]}
-    assert listed[d["id"]]["ready"] == 1 and "replicas" not in listed[d["id"]]
-    scaled = admin.post(f"/admin/deployments/{d['id']}/scale", json={"replicas": 1}).json()
-    assert scaled["ready"] == 1
+    assert (replica["state"], replica["generation"], replica["backend"], replica["shape"]) == (
+        "ready",
+        1,
+        "local",
+        "cpu1",
+    )
+    assert replica["endpoint"].startswith("http://127.0.0.1:") and replica["node"] and replica["ready_at"]
+    # The engine answers that secret, and refuses a request without it.
+    with httpx.Client(trust_env=False, timeout=30) as engine:
+        assert engine.get(f"{replica['endpoint']}/v1/models").status_code == 401
+        assert engine.get(f"{replica['endpoint']}/v1/models", headers=headers).status_code == 200
 
 
-def test_delete_marks_deleting_until_no_replica_holds_compute(admin: httpx.Client, deployable: Deployable) -> None:
-    idle = _created(admin, {"model": deployable.model, "min": 0, "replicas": 0})
-    assert admin.delete(f"/admin/deployments/{idle['id']}").json() == {
-        "id": idle["id"],
-        "object": "deployment",
-        "deleted": True,
-        "state": "deleted",
-    }
-    assert admin.get(f"/admin/deployments/{idle['id']}").status_code == 404
+def test_a_replica_that_cannot_start_is_failed_with_its_error(admin: httpx.Client, deployable: Deployable) -> None:
+    d = _created(admin, {"model": deployable.model, "command": NO_ENGINE})
 
-    busy = _created(admin, {"model": deployable.model})
-    replica = f"{busy['id']}-r1"
-    add_replica(deployable.db, busy["id"], replica, "ready")
-    at = f"/admin/deployments/{busy['id']}"
-    for _ in range(2):  # idempotent while the replica runs
-        r = admin.delete(at)
-        assert r.status_code == 200 and (r.json()["deleted"], r.json()["state"]) == (False, "deleting"), r.text
-    assert admin.get(at).json()["state"] == "deleting"
-    assert "being deleted" in _refused(admin.post(f"{at}/scale", json={"replicas": 1}), 400, None)
-    _refused(admin.patch(at, json={"threads": 2}), 400, None)
-    with deployable.db.engine.begin() as c:  # the controller stopped it
-        c.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(state="stopped"))
-    assert admin.delete(at).json()["deleted"] is True
-    assert admin.get(at).status_code == 404
+    def failed() -> dict[str, Any] | None:
+        shown = admin.get(f"/admin/deployments/{d['id']}").json()
+        return shown if any(r["state"] == "failed" for r in shown["replicas"]) else None
+
+    shown = until(failed, "a failed replica of a deployment whose engine exits at once")
+    replica = next(r for r in shown["replicas"] if r["state"] == "failed")
+    assert replica["error"] and replica["endpoint"] is None and shown["ready"] == 0
+    assert "replica failed" in shown["message"], shown["message"]
+
+
+def test_delete_marks_deleting_and_the_controller_removes_it(admin: httpx.Client, deployable: Deployable) -> None:
+    for body in ({"min": 0, "replicas": 0}, {"command": NO_ENGINE}):
+        d = _created(admin, {"model": deployable.model, **body})
+        r = admin.delete(f"/admin/deployments/{d['id']}")
+        assert r.status_code == 202 and r.json()["state"] == "deleting", r.text
+        assert r.json()["id"] == d["id"] and r.json()["desired"] == d["desired"]
+        until(lambda d=d: _gone(admin, d["id"]), f"{d['id']} removed by the controller")
+        assert d["id"] not in [x["id"] for x in admin.get("/admin/deployments").json()["data"]]
+    _refused(admin.delete("/admin/deployments/dep-nope"), 404, None)
 
 
 def test_only_platform_admins(live_server: LiveServer, admin: httpx.Client, deployable: Deployable) -> None:
@@ -273,4 +280,5 @@ def test_documented_in_openapi(live_server: LiveServer) -> None:
     assert "secret" not in schemas["ReplicaOut"]["properties"]
     created = paths["/admin/deployments"]["post"]["responses"]
     assert created["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/DeploymentOut")
+    assert "202" in paths["/admin/deployments/{deployment_id}"]["delete"]["responses"]
     assert {"400", "401", "403", "404"} <= set(created)

@@ -6,13 +6,42 @@ import dataclasses
 import re
 import threading
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
+from sqlalchemy import Table, insert
 
-from tests.support.replicas import ENGINE_SECRET, add_replica
 from yun.errors import InvalidRequest, NotFound
 from yun.store import Database, DeploymentRepository
 from yun.store.deployments import replica_bounds
+from yun.store.orm import ReplicaRow
+
+ENGINE_SECRET = "engine-secret-7f3a9c-never-shown"
+
+
+def add_replica(db: Database, deployment_id: str, replica_id: str, state: str, **columns: Any) -> None:
+    """One replica-registry row, as the controller's registry writes them (this repository only reads them)."""
+    now = datetime.now(UTC)
+    row = {
+        "id": replica_id,
+        "deployment_id": deployment_id,
+        "generation": 1,
+        "backend": "local",
+        "shape": "cpu1",
+        "node": "node-a",
+        "endpoint": "http://127.0.0.1:9" if state == "ready" else None,
+        "secret": ENGINE_SECRET,
+        "state": state,
+        "error": None,
+        "restarts": 0,
+        "created_at": now,
+        "ready_at": now if state == "ready" else None,
+        "stopped_at": now if state == "stopped" else None,
+        "updated_at": now,
+        **columns,
+    }
+    with db.engine.begin() as c:
+        c.execute(insert(cast(Table, ReplicaRow.__table__)).values(**row))
 
 
 @pytest.fixture
@@ -122,6 +151,7 @@ def test_replica_bounds_refuse_what_cannot_hold(given: tuple[int | None, ...], p
         ({"engine": "tgi"}, "engine"),
         ({"deployment_id": "bad id/"}, "id"),
         ({"replicas": 3, "max_replicas": 2}, "replicas"),
+        ({"command": ["engine", "--api-key", "{secret}"]}, "command"),
     ],
 )
 def test_create_refuses_bad_input(repo: DeploymentRepository, kwargs: dict[str, object], param: str) -> None:
@@ -255,7 +285,7 @@ def test_messages_do_not_move_updated_at(repo: DeploymentRepository) -> None:
     assert not repo.set_message("dep-missing", "x")
 
 
-def test_deleting_then_delete(repo: DeploymentRepository, org_db: Database) -> None:
+def test_deleting_then_delete(repo: DeploymentRepository) -> None:
     d = repo.create("m1")
     gone = repo.mark_deleting(d.id)
     assert gone.state == "deleting" and repo.mark_deleting(d.id) == gone  # idempotent
@@ -263,20 +293,10 @@ def test_deleting_then_delete(repo: DeploymentRepository, org_db: Database) -> N
         repo.scale(d.id, 1)
     with pytest.raises(InvalidRequest, match="being deleted"):
         repo.update(d.id, threads=1)
-    add_replica(org_db, d.id, "r-live", "ready")
-    assert not repo.delete(d.id, only_if_idle=True), "a replica still holds compute"
-    assert repo.get(d.id) is not None
     assert repo.delete(d.id)
     assert repo.get(d.id) is None and not repo.delete(d.id)
     with pytest.raises(NotFound):
         repo.mark_deleting(d.id)
-
-
-def test_delete_only_if_idle_once_every_replica_failed_or_stopped(repo: DeploymentRepository, org_db: Database) -> None:
-    d = repo.create("m1")
-    add_replica(org_db, d.id, "r-failed", "failed", error="exit 1")
-    add_replica(org_db, d.id, "r-stopped", "stopped")
-    assert repo.delete(d.id, only_if_idle=True)
 
 
 def test_replicas_are_read_without_their_secret(repo: DeploymentRepository, org_db: Database) -> None:

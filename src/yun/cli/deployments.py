@@ -35,9 +35,7 @@ Parallel = Annotated[
 Context = Annotated[int | None, typer.Option("--context", help="Tokens per request slot (default: the server's).")]
 Command = Annotated[
     str | None,
-    typer.Option(
-        "--command", help="Engine command line replacing the default; {host} {port} {model} {secret} filled in."
-    ),
+    typer.Option("--command", help="Engine command line replacing the default; {host} {port} {model} filled in."),
 ]
 IdleTimeout = Annotated[
     float | None,
@@ -252,8 +250,5 @@ def deployments_update(
 def deployments_delete(deployment_id: DeploymentId) -> None:
     """Delete a deployment: the controller stops its replicas, then removes it."""
     with connect() as client:
-        done = client.delete(path("admin", "deployments", deployment_id))
-    if done["deleted"]:
-        say(f"deleted {done['id']}")
-    else:
-        say(f"deleting {done['id']}: its replicas are being stopped")
+        d = client.delete(path("admin", "deployments", deployment_id))
+    say(f"deleting {d['id']}: the controller stops its replicas, then removes it")

@@ -26,7 +26,6 @@ from yun.store.repos import _utc
 __all__ = [
     "ENGINES",
     "ENGINE_FIELDS",
-    "IDLE_REPLICA_STATES",
     "DeploymentRepository",
     "replica_bounds",
 ]
@@ -38,8 +37,6 @@ controller rolls the replicas over to the new one."""
 _UPDATABLE = ENGINE_FIELDS | {"autoscale", "idle_timeout_s"}
 _DEFAULTS: dict[str, Any] = {"engine": "llamacpp", "cpus": 1.0, "gpus": 0.0, "memory_mb": 0, "autoscale": {}}
 """What None means for an update of a field that is never null (the others' None: the installation's default)."""
-IDLE_REPLICA_STATES = ("failed", "stopped")
-"""Replica states that hold no compute: a deployment with no replica in any other state has nothing to stop."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 # Replica columns operators may see: every one but `secret`.
 _SHOWN = (
@@ -119,7 +116,15 @@ def _record(row: DeploymentRow) -> DeploymentRecord:
 def _stored(name: str, value: Any) -> Any:
     """A field as its column holds it (a command is a JSON list)."""
     if name == "command" and value is not None:
-        return [str(part) for part in value]
+        command = [str(part) for part in value]
+        if any("{secret}" in part for part in command):
+            # A command line is readable by every user of the machine: engines find the secret in their
+            # environment (YUN_ENGINE_SECRET), and backends refuse a command that would show it.
+            raise InvalidRequest(
+                "an engine command must not carry {secret}: the engine finds it in YUN_ENGINE_SECRET",
+                param="command",
+            )
+        return command
     if name == "autoscale":
         return dict(value or {})
     return value
@@ -315,16 +320,9 @@ class DeploymentRepository:
                 row.updated_at = datetime.now(UTC)
             return _record(row)
 
-    def delete(self, deployment_id: str, *, only_if_idle: bool = False) -> bool:
-        """Remove a deployment's row; False if there was none. With `only_if_idle`, only when none of its
-        replicas holds compute (every one failed or stopped), checked in the same transaction."""
+    def delete(self, deployment_id: str) -> bool:
+        """Remove a deployment's row (the controller, once it stopped every replica); False if there was none."""
         with self._db.session() as s, s.begin():
-            if only_if_idle:
-                live = select(ReplicaRow.id).where(
-                    ReplicaRow.deployment_id == deployment_id, ReplicaRow.state.not_in(IDLE_REPLICA_STATES)
-                )
-                if s.execute(live.limit(1)).first() is not None:
-                    return False
             row = s.get(DeploymentRow, deployment_id, with_for_update=True)
             if row is None:
                 return False

@@ -1,7 +1,8 @@
 """Admin API: deployments, the records the controller makes true (which model, how many replicas of what
 shape, shared or dedicated to one organization), and the replicas it made for each, from the registry.
 
-Writing a deployment starts nothing here: the active controller notices and places or stops replicas.
+Writing a deployment starts nothing here: the active controller (told at once when it runs in this process)
+places or stops replicas.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from fastapi import APIRouter, Query
 
 from yun.api.admin.deps import DeploymentsDep
 from yun.api.admin.protocol import (
-    DeploymentDeleted,
     DeploymentDetail,
     DeploymentIn,
     DeploymentList,
@@ -93,6 +93,14 @@ def _detail(repo: DeploymentRepository, deployment_id: str) -> DeploymentDetail:
     return DeploymentDetail(**_out(d, ready), replicas=[_replica_out(r) for r in replicas])
 
 
+def _changed(services: Services, answer: DeploymentOut) -> DeploymentOut:
+    """Have this process's controller (if it runs one) act on a change now rather than at its next pass;
+    another process's controller sees it at its next pass, within a second or so."""
+    if services.controller is not None:
+        services.controller.poke()
+    return answer
+
+
 def _owner_id(services: Services, ref: str) -> str:
     try:
         return services.org_service.resolve(ref).id
@@ -125,7 +133,7 @@ async def create_deployment(
         )
         return DeploymentOut(**_out(d, 0))
 
-    return await asyncio.to_thread(create)
+    return _changed(services, await asyncio.to_thread(create))
 
 
 @router.get("/deployments")
@@ -155,7 +163,7 @@ async def get_deployment(deployment_id: Identifier, _: AdminDep, repo: Deploymen
 
 @router.post("/deployments/{deployment_id}/scale")
 async def scale_deployment(
-    deployment_id: Identifier, body: ScaleIn, _: AdminDep, repo: DeploymentsDep
+    deployment_id: Identifier, body: ScaleIn, _: AdminDep, services: ServicesDep, repo: DeploymentsDep
 ) -> DeploymentOut:
     """Set the desired replica count (within min..max), or min and max (which clamp the count)."""
 
@@ -163,12 +171,12 @@ async def scale_deployment(
         d = repo.scale(deployment_id, body.replicas, min_replicas=body.min, max_replicas=body.max)
         return _summary(repo, d)
 
-    return await asyncio.to_thread(scale)
+    return _changed(services, await asyncio.to_thread(scale))
 
 
 @router.patch("/deployments/{deployment_id}")
 async def update_deployment(
-    deployment_id: Identifier, body: DeploymentUpdate, _: AdminDep, repo: DeploymentsDep
+    deployment_id: Identifier, body: DeploymentUpdate, _: AdminDep, services: ServicesDep, repo: DeploymentsDep
 ) -> DeploymentOut:
     """Change the engine, its arguments or the resources per replica: a new generation, rolled out by the
     controller (new replicas ready before old ones drain)."""
@@ -176,17 +184,18 @@ async def update_deployment(
     def update() -> DeploymentOut:
         return _summary(repo, repo.update(deployment_id, **body.model_dump(exclude_unset=True)))
 
-    return await asyncio.to_thread(update)
+    return _changed(services, await asyncio.to_thread(update))
 
 
-@router.delete("/deployments/{deployment_id}")
-async def delete_deployment(deployment_id: Identifier, _: AdminDep, repo: DeploymentsDep) -> DeploymentDeleted:
-    """Mark a deployment for deletion: the controller stops its replicas, then removes it. One with no
-    replica holding compute goes at once."""
+@router.delete("/deployments/{deployment_id}", status_code=202)
+async def delete_deployment(
+    deployment_id: Identifier, _: AdminDep, services: ServicesDep, repo: DeploymentsDep
+) -> DeploymentOut:
+    """Mark a deployment for deletion (state `deleting`): the controller stops its replicas, then removes
+    it, and `GET` answers 404 from then on. Only the controller removes it: it alone knows whether a
+    replica is being placed right now, which would otherwise outlive its deployment."""
 
-    def remove() -> DeploymentDeleted:
-        repo.mark_deleting(deployment_id)
-        gone = repo.delete(deployment_id, only_if_idle=True)
-        return DeploymentDeleted(id=deployment_id, deleted=gone, state="deleted" if gone else "deleting")
+    def mark() -> DeploymentOut:
+        return _summary(repo, repo.mark_deleting(deployment_id))
 
-    return await asyncio.to_thread(remove)
+    return _changed(services, await asyncio.to_thread(mark))

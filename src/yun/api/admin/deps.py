@@ -23,9 +23,7 @@ async def _org(
 
 
 async def _deployments(services: ServicesDep) -> DeploymentRepository:
-    # A repository holds nothing but the database, so one per request costs an object: Services (the
-    # lead's, shared with the controller) need not carry it.
-    return DeploymentRepository(services.db)
+    return services.deployments
 
 
 OrgDep = Annotated[OrganizationRecord, Depends(_org)]

@@ -36,7 +36,6 @@ __all__ = [
     "AdminKeyIn",
     "ModelIn",
     "CreditIn",
-    "DeploymentDeleted",
     "DeploymentDetail",
     "DeploymentIn",
     "DeploymentList",
@@ -207,7 +206,8 @@ class DeploymentUpdate(Strict):
     context: ContextTokens | None = Field(default=None, description="Tokens per slot" + _DEFAULTED)
     command: Command | None = Field(
         default=None,
-        description="Engine command replacing the default one; {host}, {port}, {model} and {secret} are filled in",
+        description="Engine command replacing the default one; {host}, {port} and {model} are filled in, "
+        "the secret is in the environment (YUN_ENGINE_SECRET)",
     )
     idle_timeout_s: IdleSeconds | None = Field(default=None, description="Scale to zero after this; null: never")
 
@@ -282,10 +282,3 @@ class DeploymentDetail(DeploymentOut):
 class DeploymentList(Strict):
     object: Literal["list"] = "list"
     data: list[DeploymentOut]
-
-
-class DeploymentDeleted(Strict):
-    id: str
-    object: Literal["deployment"] = "deployment"
-    deleted: bool = Field(description="Gone now (no replica held compute), or being stopped by the controller")
-    state: Literal["deleted", "deleting"]
