@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -231,3 +232,45 @@ async def test_a_replica_that_refuses_before_any_output_is_retried_on_another(yu
     finally:
         yun.services.deployments.scale("tiny", 1, max_replicas=1)
         await sync_deployments(yun.services)
+
+
+async def test_a_replica_that_dies_mid_stream_ends_it_with_an_error_event_billed_what_was_received(
+    yun: Harness,
+) -> None:
+    """Once output has reached the client a request cannot move to another replica: the stream ends with an
+    OpenAI-style error event, and the request is billed the tokens the client received, no more, no less."""
+    from tests.integration.test_billing import new_org, org_get
+
+    org, key = await new_org(yun, "100")
+    address = yun.services.router.get("tiny").replicas[0].address
+    received, error = 0, None
+    async with (
+        httpx.AsyncClient(base_url=yun.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 3000, "stream": True}
+        ) as r,
+    ):
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                error = event["error"]
+                continue
+            if event.get("choices") and event["choices"][0]["delta"].get("content"):
+                received += 1
+                if received == 5:
+                    os.kill(_engine_pid(address), signal.SIGKILL)
+    assert error is not None and error["type"] == "server_error", error
+    assert 5 <= received < 3000
+    for _ in range(100):
+        records = (await org_get(yun, key, "usage/records"))["data"]
+        if records:
+            break
+        await asyncio.sleep(0.1)
+    [record] = records
+    assert record["completion_tokens"] == received  # each content chunk of llama.cpp's stream is one token
+    await _until(
+        lambda: bool(yun.services.router.get("tiny").replicas) and yun.services.router.get("tiny").replicas[0].healthy
+    )
