@@ -274,3 +274,62 @@ async def test_a_replica_that_dies_mid_stream_ends_it_with_an_error_event_billed
     await _until(
         lambda: bool(yun.services.router.get("tiny").replicas) and yun.services.router.get("tiny").replicas[0].healthy
     )
+
+
+async def test_a_rolling_update_under_load_fails_no_request(yun: Harness) -> None:
+    """An update that changes how replicas run starts a new generation: its replica is ready before the old
+    one leaves rotation and drains, so clients sending requests throughout see no failure."""
+    before = yun.services.deployments.get("tiny")
+    assert before is not None
+    # Earlier tests killed engines (a backend restarts one a few times, then fails it and the controller
+    # places a new one; a restart window refuses requests): start from one replica that answers.
+    for _ in range(240):
+        try:
+            await yun.client.chat.completions.create(model="tiny", messages=MSG, max_tokens=1)  # type: ignore[arg-type]
+            break
+        except openai.APIStatusError:
+            await asyncio.sleep(0.5)
+    await _until(lambda: [e.state for e in yun.services.registry.of_deployment("tiny")] == ["ready"], timeout=120)
+    old = {r.replica_id for r in yun.services.router.get("tiny").replicas}
+    failures: list[BaseException] = []
+    answered = 0
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        nonlocal answered
+        while not stop.is_set():
+            try:
+                stream = await yun.client.chat.completions.create(
+                    model="tiny",
+                    messages=MSG,
+                    max_tokens=8,
+                    stream=True,  # type: ignore[arg-type]
+                )
+                async for _ in stream:
+                    pass
+                answered += 1
+            except openai.APIError as exc:
+                failures.append(exc)
+                await asyncio.sleep(0.5)
+
+    clients = [asyncio.create_task(load()) for _ in range(3)]
+    try:
+        updated = yun.services.deployments.update("tiny", threads=1)
+        assert updated.generation == before.generation + 1
+        yun.services.controller.poke()  # type: ignore[union-attr]
+
+        def rolled() -> bool:
+            entries = yun.services.registry.of_deployment("tiny")
+            live = [e for e in entries if e.state != "failed"]
+            return bool(live) and all(e.generation == updated.generation and e.state == "ready" for e in live)
+
+        await _until(rolled, timeout=120)
+        await _until(lambda: not {r.replica_id for r in yun.services.router.get("tiny").replicas} & old)
+        settled = answered
+        await _until(lambda: answered >= settled + 3)  # and the new replica serves
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+        yun.services.deployments.update("tiny", threads=before.threads)
+        await sync_deployments(yun.services)
+    assert failures == [], failures

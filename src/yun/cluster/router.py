@@ -240,15 +240,13 @@ class Router:
         wanted = {r.deployment_id: r for r in routes}
         for deployment_id in list(self._pools):
             if deployment_id not in wanted:
-                pool = self._pools.pop(deployment_id)
-                pool.close()
-                for endpoint in pool.replicas:
+                gone = self._pools.pop(deployment_id)
+                gone.close()
+                for endpoint in gone.replicas:
                     endpoint.retire()
         for route in routes:
-            old = self._pools.get(route.deployment_id)
-            if old is not None and old.spec == route.spec and old.owner_org == route.owner_org:
-                pool = old
-            else:
+            pool = self._pools.get(route.deployment_id)
+            if pool is None:
                 pool = Pool(
                     route.spec,
                     [],
@@ -256,14 +254,15 @@ class Router:
                     deployment_id=route.deployment_id,
                     owner_org=route.owner_org,
                 )
-                if old is not None:  # what it serves changed (a catalog edit)
-                    old.close()
-                    if route.spec.external:  # a new address or key: a new client
-                        for endpoint in old.replicas:
-                            endpoint.retire()
-                    else:  # the registry's replicas carry over, with their in-flight counts
-                        pool.replicas = old.replicas
                 self._pools[route.deployment_id] = pool
+            elif pool.spec != route.spec or pool.owner_org != route.owner_org:
+                # What it serves changed (a catalog edit, a new context): the same pool, so requests queued
+                # for it keep their place; requests in flight finish with the spec they started with.
+                if route.spec.external and pool.spec != route.spec:  # a new address or key: a new client
+                    for endpoint in pool.replicas:
+                        endpoint.retire()
+                    pool.replicas = []
+                pool.spec, pool.owner_org = route.spec, route.owner_org
             self._sync_endpoints(pool, route)
             pool.dispatch()  # a replica that became ready takes the requests waiting for one
         by_model: dict[str, list[Pool]] = {}
