@@ -21,7 +21,7 @@ from yun.catalog import served_context
 from yun.cluster import ReplicaSpec, Route
 from yun.cluster.base import Cluster, EngineArgs, Resources
 from yun.cluster.controller import Wanted
-from yun.errors import InvalidRequest
+from yun.errors import InvalidRequest, ModelNotFound
 from yun.settings import Settings
 from yun.store import ModelRecord
 from yun.store.deployments import DeploymentRepository
@@ -115,8 +115,11 @@ def make_backend(settings: Settings) -> Cluster:
 
 
 def model_source(services: Services, model_id: str) -> tuple[str, Literal["chat", "embedding"]] | None:
-    m = services.catalog.get(model_id)
-    if m is None or m.path is None or m.url is not None:
+    try:
+        m = services.catalog.get(model_id)
+    except ModelNotFound:
+        return None
+    if m.path is None or m.url is not None:
         return None
     return m.path, "embedding" if m.kind == "embedding" else "chat"
 
