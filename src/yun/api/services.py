@@ -13,6 +13,7 @@ from yun.cluster.base import Cluster
 from yun.cluster.controller import Controller
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
+from yun.metering.compute import ComputeMeter
 from yun.metering.usage import UsageQueries
 from yun.settings import Settings
 from yun.store import (
@@ -54,6 +55,8 @@ class Services:
     instances: InstanceRepository
     instance_id: str
     """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
+    compute: ComputeMeter
+    """Meters every replica's seconds; run by the active controller's process (see the lifespan)."""
     backend: Cluster | None = None
     """Where the controller places replicas, when it was connected before the app started (`yun serve`)."""
     controller: Controller | None = None
@@ -119,6 +122,7 @@ def build_services(settings: Settings) -> Services:
         ),
         instances=InstanceRepository(db),
         instance_id=instance_id,
+        compute=ComputeMeter(db, interval_s=settings.billing.compute_interval_s),
     )
 
 

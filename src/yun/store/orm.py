@@ -25,6 +25,7 @@ __all__ = [
     "ApiKeyRow",
     "BalanceRow",
     "Base",
+    "ComputeUsageRow",
     "DeploymentRow",
     "FreeAllowanceRow",
     "FreeUsageRow",
@@ -336,3 +337,34 @@ class ReplicaRow(Base):
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ComputeUsageRow(Base):
+    """One closed interval of one replica's life: the compute it held from `started_at` to `ended_at`
+    (whole UTC seconds, never across a UTC midnight), with the deployment, owner and model it served then.
+    Written once per (replica, start) by the compute meter (metering/compute.py): a replica's intervals
+    follow each other without gap or overlap, from its `created_at` to its `stopped_at`."""
+
+    __tablename__ = "compute_usage"
+    __table_args__ = (
+        UniqueConstraint("replica_id", "started_at", name="uq_compute_usage_replica_start"),
+        Index("ix_compute_usage_day", "day"),
+        # Which stopped replicas are metered to their end: a small index (one entry per replica).
+        Index("ix_compute_usage_final", "replica_id", sqlite_where=text("final"), postgresql_where=text("final")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    replica_id: Mapped[str] = mapped_column(String(80))
+    deployment_id: Mapped[str] = mapped_column(String(80))
+    owner_org: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """The deployment's owner when metered; None: a shared deployment (the operator's cost)."""
+    model_id: Mapped[str] = mapped_column(String(200))
+    shape: Mapped[str] = mapped_column(String(80))
+    node: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC) of the whole interval
+    seconds: Mapped[int] = mapped_column(BigInteger)
+    final: Mapped[bool] = mapped_column(Boolean)
+    """The replica's last interval: it ends at its `stopped_at`."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,203 @@
+"""Compute usage: the closed intervals of replica-seconds the compute meter writes, read for billing and reports.
+
+The replica registry (`replicas`) is the controller's; here it is only read, to find what is left to
+meter: every replica that holds compute now, and every stopped one whose last interval is not written
+yet. Interval rows are immutable once written (unique on replica and start), so a meter that runs twice,
+or two that race, write each second of a replica's life once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, exists, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from yun.store.db import Database
+from yun.store.orm import ComputeUsageRow, DeploymentRow, ReplicaRow
+from yun.store.replicas import LIVE_STATES
+from yun.store.repos import _utc
+
+__all__ = ["ComputeInterval", "ComputeRepository", "MeterCandidate"]
+
+_U = cast(Table, ComputeUsageRow.__table__)
+_R = cast(Table, ReplicaRow.__table__)
+_D = cast(Table, DeploymentRow.__table__)
+
+
+@dataclass(frozen=True)
+class ComputeInterval:
+    """One closed interval of one replica's life, in whole UTC seconds within one UTC day."""
+
+    replica_id: str
+    deployment_id: str
+    owner_org: str | None
+    model_id: str
+    shape: str
+    node: str
+    started_at: datetime
+    ended_at: datetime
+    final: bool
+    """The replica's last interval (it ends at its `stopped_at`)."""
+    id: int | None = None
+    """Set once written."""
+
+    @property
+    def seconds(self) -> int:
+        return int((self.ended_at - self.started_at).total_seconds())
+
+    @property
+    def day(self) -> str:
+        return self.started_at.date().isoformat()
+
+
+@dataclass(frozen=True)
+class MeterCandidate:
+    """A replica with compute left to meter, as the registry has it, and what its deployment is now."""
+
+    replica_id: str
+    deployment_id: str
+    shape: str
+    node: str
+    state: str
+    created_at: datetime
+    stopped_at: datetime | None
+    """When it stopped holding compute (`failed` and `stopped`); None while it holds it."""
+    metered_until: datetime | None
+    """The end of its last written interval; None: nothing metered yet."""
+    deployment: tuple[str | None, str] | None
+    """(owner org, model id) of its deployment, or None when the deployment row is gone."""
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _interval(row: Any) -> ComputeInterval:
+    return ComputeInterval(
+        replica_id=row.replica_id,
+        deployment_id=row.deployment_id,
+        owner_org=row.owner_org,
+        model_id=row.model_id,
+        shape=row.shape,
+        node=row.node,
+        started_at=cast(datetime, _utc(row.started_at)),
+        ended_at=cast(datetime, _utc(row.ended_at)),
+        final=bool(row.final),
+        id=int(row.id),
+    )
+
+
+class ComputeRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- metering -------------------------------------------------------------------------------
+    def candidates(self) -> list[MeterCandidate]:
+        """Every replica with compute left to meter: those in a state that holds compute, and those that
+        stopped (or failed) without their last interval written. Oldest first."""
+        last_end = (
+            select(_U.c.ended_at)
+            .where(_U.c.replica_id == _R.c.id)
+            .order_by(_U.c.started_at.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        finished = exists().where(_U.c.replica_id == _R.c.id, _U.c.final)
+        q = (
+            select(
+                _R.c.id,
+                _R.c.deployment_id,
+                _R.c.shape,
+                _R.c.node,
+                _R.c.state,
+                _R.c.created_at,
+                _R.c.stopped_at,
+                _R.c.updated_at,
+                _D.c.id.label("known"),
+                _D.c.owner_org,
+                _D.c.model_id,
+                last_end.label("metered_until"),
+            )
+            .select_from(_R.outerjoin(_D, _D.c.id == _R.c.deployment_id))
+            .where(or_(_R.c.state.in_(LIVE_STATES), ~finished))
+            .order_by(_R.c.created_at, _R.c.id)
+        )
+        with self._db.reader.connect() as c:
+            rows = c.execute(q).all()
+        return [
+            MeterCandidate(
+                replica_id=r.id,
+                deployment_id=r.deployment_id,
+                shape=r.shape,
+                node=r.node,
+                state=r.state,
+                created_at=cast(datetime, _utc(r.created_at)),
+                # A replica out of the live states always has a stop time; `updated_at` (when it left
+                # them) stands in should one not.
+                stopped_at=None if r.state in LIVE_STATES else _utc(r.stopped_at or r.updated_at),
+                metered_until=_utc(r.metered_until),
+                deployment=None if r.known is None else (r.owner_org, r.model_id),
+            )
+            for r in rows
+        ]
+
+    def last_attribution(self, deployment_id: str) -> tuple[str | None, str] | None:
+        """(owner org, model id) of the deployment's latest metered interval: what a replica whose
+        deployment row is gone (deleted after its replicas stopped) was metered for while it ran."""
+        q = (
+            select(_U.c.owner_org, _U.c.model_id)
+            .where(_U.c.deployment_id == deployment_id)
+            .order_by(_U.c.id.desc())
+            .limit(1)
+        )
+        with self._db.reader.connect() as c:
+            row = c.execute(q).first()
+        return None if row is None else (row.owner_org, row.model_id)
+
+    def record(self, intervals: list[ComputeInterval], now: datetime) -> list[ComputeInterval]:
+        """Write intervals, in one transaction; those whose (replica, start) is written already are
+        skipped (a meter that ran twice or raced another). Returns those written, with their ids."""
+        written: list[ComputeInterval] = []
+        with self._db.engine.begin() as c:
+            for i in intervals:
+                stmt = (
+                    _insert(c)(_U)
+                    .values(
+                        replica_id=i.replica_id,
+                        deployment_id=i.deployment_id,
+                        owner_org=i.owner_org,
+                        model_id=i.model_id,
+                        shape=i.shape,
+                        node=i.node,
+                        started_at=i.started_at,
+                        ended_at=i.ended_at,
+                        day=i.day,
+                        seconds=i.seconds,
+                        final=i.final,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["replica_id", "started_at"])
+                    .returning(_U.c.id)
+                )
+                new_id = c.execute(stmt).scalar()
+                if new_id is not None:
+                    written.append(replace(i, id=int(new_id)))
+        return written
+
+    # -- reading ----------------------------------------------------------------------------------
+    def intervals(self, replica_id: str | None = None, deployment_id: str | None = None) -> list[ComputeInterval]:
+        """Written intervals, in the order written (for operators' checks and tests, not the hot path)."""
+        q = select(_U).order_by(_U.c.id)
+        if replica_id is not None:
+            q = q.where(_U.c.replica_id == replica_id)
+        if deployment_id is not None:
+            q = q.where(_U.c.deployment_id == deployment_id)
+        with self._db.reader.connect() as c:
+            return [_interval(r) for r in c.execute(q)]

@@ -1,0 +1,51 @@
+"""Compute metering: every replica's life as closed intervals of replica-seconds.
+
+The compute meter (metering/compute.py) cuts each replica's life, from the registry's `created_at` to
+its `stopped_at`, into intervals of whole seconds, each written once (unique on replica and start), by
+deployment, owner, model, resource shape and node.
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+_FINAL = sa.text("final")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "compute_usage",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("replica_id", sa.String(length=80), nullable=False),
+        sa.Column("deployment_id", sa.String(length=80), nullable=False),
+        sa.Column("owner_org", sa.String(length=40), nullable=True),
+        sa.Column("model_id", sa.String(length=200), nullable=False),
+        sa.Column("shape", sa.String(length=80), nullable=False),
+        sa.Column("node", sa.String(length=255), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("seconds", sa.BigInteger(), nullable=False),
+        sa.Column("final", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("replica_id", "started_at", name="uq_compute_usage_replica_start"),
+    )
+    op.create_index("ix_compute_usage_day", "compute_usage", ["day"])
+    op.create_index(
+        "ix_compute_usage_final", "compute_usage", ["replica_id"], sqlite_where=_FINAL, postgresql_where=_FINAL
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_compute_usage_final", table_name="compute_usage")
+    op.drop_index("ix_compute_usage_day", table_name="compute_usage")
+    op.drop_table("compute_usage")
