@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field
 
 from yun.billing.pricing import NANO
 from yun.metering.usage import MAX_PAGE
+from yun.store.compute import MAX_PRICE_PER_HOUR
 from yun.store.money import MAX_FREE_TOKENS, MAX_PRICE_PER_MTOK
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_RPM",
     "MAX_TPM",
     "MAX_PAGE",
+    "ComputePriceUSD",
     "CreditUSD",
     "Cursor",
     "Day",
@@ -43,6 +45,7 @@ __all__ = [
     "PageLimit",
     "PriceUSD",
     "Rpm",
+    "Shape",
     "Text",
     "Tpm",
     "no_nul",
@@ -89,6 +92,17 @@ CreditUSD = Annotated[
 PriceUSD = Annotated[
     Decimal, Field(ge=0, le=MAX_PRICE_USD, allow_inf_nan=False, description="USD per 1M tokens, number or string")
 ]
+ComputePriceUSD = Annotated[
+    Decimal,
+    Field(
+        ge=0,
+        le=Decimal(MAX_PRICE_PER_HOUR) / NANO,
+        allow_inf_nan=False,
+        description="USD per replica-hour, number or string",
+    ),
+]
+Shape = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,79}$", examples=["cpu1", "cpu8-gpu1-mem32768"])]
+"""A resource shape's name, as deployments' replicas are metered by (`cpu1`, `cpu8-gpu1-mem32768`)."""
 PageLimit = Annotated[int, Field(ge=1, le=MAX_PAGE)]
 """How many items one page of a list holds."""
 Cursor = Annotated[str, Field(min_length=1, max_length=80), AfterValidator(no_nul)]

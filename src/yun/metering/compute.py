@@ -12,6 +12,11 @@ stopped (its last interval's end, or its `created_at`) to now (a replica still r
 after a crash the next run meters from the last written end to now: nothing twice (an interval is
 unique on replica and start, and starts where the previous one ended), no gap.
 
+Each interval is priced when it is metered, at the current version of its shape's compute prices
+(`yun prices compute`): what it cost the operator, and, for a dedicated deployment, what its owner pays.
+Metered every billing interval, it is priced within one interval of its use; a price change applies to
+compute metered after it, never to an interval already written.
+
 Boundaries are whole UTC seconds: the start rounded up, the end rounded down, so a replica is never
 metered for a fraction of a second it did not hold (it may be metered up to one second less than it
 held). Intervals never cross a UTC midnight (one that would is written as one per day), so daily
@@ -26,13 +31,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from yun.store import Database
-from yun.store.compute import ComputeInterval, ComputeRepository, MeterCandidate
+from yun.store.compute import ComputeInterval, ComputePriceRecord, ComputeRepository, MeterCandidate
 
-__all__ = ["ComputeMeter", "ceil_second", "floor_second", "split_at_midnights"]
+__all__ = ["ComputeMeter", "ceil_second", "floor_second", "per_replica_hour", "split_at_midnights"]
 
 log = logging.getLogger("yun.metering")
 
 _UNKNOWN_MODEL = ""
+
+
+def per_replica_hour(seconds: int, nanodollars_per_hour: int) -> int:
+    """What `seconds` of one replica cost at a price per replica-hour, rounded up to the nanodollar."""
+    return -(-seconds * nanodollars_per_hour // 3600)
 
 
 def floor_second(t: datetime) -> datetime:
@@ -87,11 +97,12 @@ class ComputeMeter:
         cut = floor_second(now or self._clock())
         pending: list[ComputeInterval] = []
         attributions: dict[str, tuple[str | None, str]] = {}
+        prices = self.repo.prices()
         for c in self.repo.candidates():
             if c.deployment is None and c.deployment_id not in attributions:
                 attributions[c.deployment_id] = self._attribution(c)
             owner, model = c.deployment or attributions[c.deployment_id]
-            pending += _cut(c, cut, owner, model)
+            pending += _cut(c, cut, owner, model, prices.get(c.shape))
         written = self.repo.record(pending, now=datetime.now(UTC)) if pending else []
         if len(written) < len(pending):
             log.info("compute meter: %d interval(s) were written already", len(pending) - len(written))
@@ -109,8 +120,11 @@ class ComputeMeter:
         return found
 
 
-def _cut(c: MeterCandidate, now: datetime, owner: str | None, model: str) -> list[ComputeInterval]:
-    """The intervals that meter `c` up to `now` (or to its stop): none if less than a second is left."""
+def _cut(
+    c: MeterCandidate, now: datetime, owner: str | None, model: str, price: ComputePriceRecord | None = None
+) -> list[ComputeInterval]:
+    """The intervals that meter `c` up to `now` (or to its stop), priced at `price` (None: free): none
+    if less than a second is left."""
     start = c.metered_until or ceil_second(c.created_at)
     if c.stopped_at is None:
         end, final = now, False
@@ -120,6 +134,9 @@ def _cut(c: MeterCandidate, now: datetime, owner: str | None, model: str) -> lis
         # Its last interval, even an empty one: it marks the replica as metered to its end.
         end, final = max(start, floor_second(c.stopped_at)), True
     pieces = split_at_midnights(start, end)
+    cost_per_hour = 0 if price is None else price.cost_per_hour
+    # Shared compute is the operator's: nobody pays for it by the second.
+    price_per_hour = 0 if price is None or owner is None else price.price_per_hour
     return [
         ComputeInterval(
             replica_id=c.replica_id,
@@ -131,6 +148,13 @@ def _cut(c: MeterCandidate, now: datetime, owner: str | None, model: str) -> lis
             started_at=a,
             ended_at=b,
             final=final and i == len(pieces) - 1,
+            price_version=None if price is None else price.version,
+            cost=per_replica_hour(_seconds(a, b), cost_per_hour),
+            price=per_replica_hour(_seconds(a, b), price_per_hour),
         )
         for i, (a, b) in enumerate(pieces)
     ]
+
+
+def _seconds(start: datetime, end: datetime) -> int:
+    return int((end - start).total_seconds())

@@ -1,4 +1,5 @@
-"""Compute usage: the closed intervals of replica-seconds the compute meter writes, read for billing and reports.
+"""Compute usage and compute prices: the closed intervals of replica-seconds the compute meter writes (read
+for billing and reports), and the versioned prices per resource shape they are priced at.
 
 The replica registry (`replicas`) is the controller's; here it is only read, to find what is left to
 meter: every replica that holds compute now, and every stopped one whose last interval is not written
@@ -12,16 +13,23 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, exists, or_, select
+from sqlalchemy import Connection, Table, and_, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from yun.errors import InvalidRequest
 from yun.store.db import Database
-from yun.store.orm import ComputeUsageRow, DeploymentRow, ReplicaRow
+from yun.store.orm import ComputePriceRow, ComputeUsageRow, DeploymentRow, ReplicaRow
 from yun.store.replicas import LIVE_STATES
 from yun.store.repos import _utc
+from yun.store.versions import add_version
 
-__all__ = ["ComputeInterval", "ComputeRepository", "MeterCandidate"]
+__all__ = ["MAX_PRICE_PER_HOUR", "ComputeInterval", "ComputePriceRecord", "ComputeRepository", "MeterCandidate"]
 
+MAX_PRICE_PER_HOUR = 10**14
+"""Highest compute price per replica-hour, in nanodollars ($100,000): a day of a thousand replicas still
+fits in a BIGINT."""
+
+_P = cast(Table, ComputePriceRow.__table__)
 _U = cast(Table, ComputeUsageRow.__table__)
 _R = cast(Table, ReplicaRow.__table__)
 _D = cast(Table, DeploymentRow.__table__)
@@ -41,6 +49,12 @@ class ComputeInterval:
     ended_at: datetime
     final: bool
     """The replica's last interval (it ends at its `stopped_at`)."""
+    price_version: int | None = None
+    """The compute price version of its shape it was priced at; None: the shape had no price."""
+    cost: int = 0
+    """What it cost the operator, in nanodollars."""
+    price: int = 0
+    """What its owner pays for it, in nanodollars (0 for shared compute)."""
     id: int | None = None
     """Set once written."""
 
@@ -51,6 +65,19 @@ class ComputeInterval:
     @property
     def day(self) -> str:
         return self.started_at.date().isoformat()
+
+
+@dataclass(frozen=True)
+class ComputePriceRecord:
+    """One version of a shape's compute prices, in nanodollars per replica-hour."""
+
+    shape: str
+    version: int
+    cost_per_hour: int
+    """What a replica of the shape costs the operator."""
+    price_per_hour: int
+    """What an organization pays for a replica of its dedicated deployment."""
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -90,7 +117,16 @@ def _interval(row: Any) -> ComputeInterval:
         started_at=cast(datetime, _utc(row.started_at)),
         ended_at=cast(datetime, _utc(row.ended_at)),
         final=bool(row.final),
+        price_version=row.price_version,
+        cost=int(row.cost),
+        price=int(row.price),
         id=int(row.id),
+    )
+
+
+def _price(row: Any) -> ComputePriceRecord:
+    return ComputePriceRecord(
+        row.shape, row.version, int(row.cost_per_hour), int(row.price_per_hour), cast(datetime, _utc(row.created_at))
     )
 
 
@@ -181,6 +217,9 @@ class ComputeRepository:
                         day=i.day,
                         seconds=i.seconds,
                         final=i.final,
+                        price_version=i.price_version,
+                        cost=i.cost,
+                        price=i.price,
                         created_at=now,
                     )
                     .on_conflict_do_nothing(index_elements=["replica_id", "started_at"])
@@ -190,6 +229,27 @@ class ComputeRepository:
                 if new_id is not None:
                     written.append(replace(i, id=int(new_id)))
         return written
+
+    # -- prices -----------------------------------------------------------------------------------
+    def add_price(self, shape: str, cost_per_hour: int, price_per_hour: int) -> ComputePriceRecord:
+        """Append a new price version of a shape; intervals priced at earlier versions keep theirs."""
+        for param, value in (("cost", cost_per_hour), ("price", price_per_hour)):
+            if not 0 <= value <= MAX_PRICE_PER_HOUR:
+                raise InvalidRequest(f"{param} must be between 0 and $100,000 per replica-hour", param=param)
+        values = {"cost_per_hour": cost_per_hour, "price_per_hour": price_per_hour}
+        version, created_at = add_version(self._db, _P, "shape", shape, values)
+        return ComputePriceRecord(shape, version, cost_per_hour, price_per_hour, created_at)
+
+    def prices(self) -> dict[str, ComputePriceRecord]:
+        """The current (newest) compute price of every priced shape."""
+        newest = select(_P.c.shape, func.max(_P.c.version).label("v")).group_by(_P.c.shape).subquery()
+        q = select(_P).join(newest, and_(_P.c.shape == newest.c.shape, _P.c.version == newest.c.v))
+        with self._db.reader.connect() as c:
+            return {r.shape: _price(r) for r in c.execute(q)}
+
+    def price_history(self, shape: str) -> list[ComputePriceRecord]:
+        with self._db.reader.connect() as c:
+            return [_price(r) for r in c.execute(select(_P).where(_P.c.shape == shape).order_by(_P.c.version))]
 
     # -- reading ----------------------------------------------------------------------------------
     def intervals(self, replica_id: str | None = None, deployment_id: str | None = None) -> list[ComputeInterval]:

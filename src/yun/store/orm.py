@@ -25,6 +25,7 @@ __all__ = [
     "ApiKeyRow",
     "BalanceRow",
     "Base",
+    "ComputePriceRow",
     "ComputeUsageRow",
     "DeploymentRow",
     "FreeAllowanceRow",
@@ -367,4 +368,26 @@ class ComputeUsageRow(Base):
     seconds: Mapped[int] = mapped_column(BigInteger)
     final: Mapped[bool] = mapped_column(Boolean)
     """The replica's last interval: it ends at its `stopped_at`."""
+    price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The shape's compute price version it was priced at when metered; None: the shape had no price."""
+    cost: Mapped[int] = mapped_column(BigInteger)
+    """What it cost the operator (nanodollars, the version's cost price)."""
+    price: Mapped[int] = mapped_column(BigInteger)
+    """What its owner pays for it (nanodollars, the version's dedicated price); 0 for shared compute."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ComputePriceRow(Base):
+    """One version of a resource shape's two compute prices, in nanodollars per replica-hour: what a
+    replica of the shape costs the operator, and what an organization pays for one of its dedicated
+    deployment. Versions are only ever added, so intervals priced earlier keep theirs."""
+
+    __tablename__ = "compute_prices"
+    __table_args__ = (UniqueConstraint("shape", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shape: Mapped[str] = mapped_column(String(80), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    cost_per_hour: Mapped[int] = mapped_column(BigInteger)
+    price_per_hour: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

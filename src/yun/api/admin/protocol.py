@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from yun.api.bounds import (
+    ComputePriceUSD,
     CreditUSD,
     Email,
     FreeTokens,
@@ -25,6 +26,7 @@ from yun.store import MemberRecord
 
 __all__ = [
     "AdminKeyIn",
+    "ComputePriceIn",
     "ModelIn",
     "CreditIn",
     "FreeAllowanceIn",
@@ -78,6 +80,16 @@ class PriceIn(Strict):
     input: PriceUSD = Field(description="USD per 1M input tokens")
     output: PriceUSD = Field(description="USD per 1M output tokens")
     cached_input: PriceUSD | None = Field(default=None, description="USD per 1M cached input tokens")
+
+
+class ComputePriceIn(Strict):
+    cost: ComputePriceUSD | None = Field(
+        default=None, description="USD per replica-hour the compute costs the operator [default: unchanged]"
+    )
+    price: ComputePriceUSD | None = Field(
+        default=None,
+        description="USD per replica-hour an org pays for its dedicated deployment [default: unchanged]",
+    )
 
 
 class FreeAllowanceIn(Strict):

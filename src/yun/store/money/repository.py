@@ -14,7 +14,6 @@ Row locks are always taken in the same order (free_usage, then balances) so Post
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -47,6 +46,7 @@ from yun.store.orm import (
     RollupRow,
     UsageRow,
 )
+from yun.store.versions import add_version
 
 __all__ = ["MoneyRepository"]
 
@@ -79,16 +79,9 @@ class MoneyRepository:
         for param, value in (("input", input_per_mtok), ("output", output_per_mtok), ("cached_input", cached)):
             if not 0 <= value <= MAX_PRICE_PER_MTOK:
                 raise InvalidRequest(f"{param} must be between 0 and $1,000,000 per 1M tokens", param=param)
-        for _ in range(5):
-            try:
-                with self._db.engine.begin() as c:
-                    last = c.execute(select(func.max(_P.c.version)).where(_P.c.model_id == model_id)).scalar()
-                    price = PriceRecord(model_id, (last or 0) + 1, input_per_mtok, output_per_mtok, cached, _now())
-                    c.execute(insert(_P).values(**dataclasses.asdict(price)))
-                    return price
-            except IntegrityError:
-                continue  # another writer took that version number; take the next
-        raise InvalidRequest("could not record the price; retry")
+        values = {"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok, "cached_input_per_mtok": cached}
+        version, created_at = add_version(self._db, _P, "model_id", model_id, values)
+        return PriceRecord(model_id, version, input_per_mtok, output_per_mtok, cached, created_at)
 
     def prices(self) -> dict[str, PriceRecord]:
         """The current (newest) price of every model."""

@@ -1,8 +1,9 @@
-"""Compute metering: every replica's life as closed intervals of replica-seconds.
+"""Compute metering and prices: every replica's life as closed intervals of replica-seconds, priced.
 
 The compute meter (metering/compute.py) cuts each replica's life, from the registry's `created_at` to
 its `stopped_at`, into intervals of whole seconds, each written once (unique on replica and start), by
-deployment, owner, model, resource shape and node.
+deployment, owner, model, resource shape and node, priced when metered at the shape's compute price
+version (`compute_prices`: the operator's cost and the dedicated price per replica-hour, versioned).
 
 Revision ID: 0009
 Revises: 0008
@@ -23,6 +24,17 @@ _FINAL = sa.text("final")
 
 def upgrade() -> None:
     op.create_table(
+        "compute_prices",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("shape", sa.String(length=80), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("cost_per_hour", sa.BigInteger(), nullable=False),
+        sa.Column("price_per_hour", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("shape", "version"),
+    )
+    op.create_index("ix_compute_prices_shape", "compute_prices", ["shape"])
+    op.create_table(
         "compute_usage",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("replica_id", sa.String(length=80), nullable=False),
@@ -36,6 +48,9 @@ def upgrade() -> None:
         sa.Column("day", sa.String(length=10), nullable=False),
         sa.Column("seconds", sa.BigInteger(), nullable=False),
         sa.Column("final", sa.Boolean(), nullable=False),
+        sa.Column("price_version", sa.Integer(), nullable=True),
+        sa.Column("cost", sa.BigInteger(), nullable=False),
+        sa.Column("price", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("replica_id", "started_at", name="uq_compute_usage_replica_start"),
     )
@@ -49,3 +64,5 @@ def downgrade() -> None:
     op.drop_index("ix_compute_usage_final", table_name="compute_usage")
     op.drop_index("ix_compute_usage_day", table_name="compute_usage")
     op.drop_table("compute_usage")
+    op.drop_index("ix_compute_prices_shape", table_name="compute_prices")
+    op.drop_table("compute_prices")
