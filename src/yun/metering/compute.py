@@ -68,24 +68,13 @@ def split_at_midnights(start: datetime, end: datetime) -> list[tuple[datetime, d
 
 class ComputeMeter:
     """Writes the compute usage of every replica in the registry (`replicas`), reading nothing of the
-    controller but that table. Run it from the active controller's process, every billing interval:
-    `await meter.run_once()`; any number of runs, a crash between two, or a second meter racing it,
-    meter each second of a replica's life once."""
+    controller but that table. The active controller's process runs it every billing interval, through
+    billing/compute.py's `ComputeBilling`, which bills what it metered. Any number of runs, a crash
+    between two, or a second meter racing it, meter each second of a replica's life once."""
 
-    def __init__(self, db: Database, *, interval_s: float = 60.0, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
         self.repo = ComputeRepository(db)
-        self.interval_s = interval_s
         self._clock = clock or (lambda: datetime.now(UTC))
-
-    async def run(self, active: Callable[[], bool]) -> None:
-        """`run_once` now and every `interval_s`, while `active()` (this process is the active controller)."""
-        while True:
-            if active():
-                try:
-                    await self.run_once()
-                except Exception:  # noqa: BLE001 - the next run meters from where this one stopped
-                    log.exception("metering compute failed")
-            await asyncio.sleep(self.interval_s)
 
     async def run_once(self, now: datetime | None = None) -> list[ComputeInterval]:
         """Meter everything up to now (off the event loop); returns the intervals this run wrote."""

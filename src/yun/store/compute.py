@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from yun.errors import InvalidRequest
 from yun.store.db import Database
-from yun.store.orm import ComputePriceRow, ComputeUsageRow, DeploymentRow, ReplicaRow
+from yun.store.money import compute_holder
+from yun.store.orm import ComputePriceRow, ComputeUsageRow, DeploymentRow, ReplicaRow, ReservationRow
 from yun.store.replicas import LIVE_STATES
 from yun.store.repos import _utc
 from yun.store.versions import add_version
@@ -33,6 +34,7 @@ _P = cast(Table, ComputePriceRow.__table__)
 _U = cast(Table, ComputeUsageRow.__table__)
 _R = cast(Table, ReplicaRow.__table__)
 _D = cast(Table, DeploymentRow.__table__)
+_H = cast(Table, ReservationRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class ComputeInterval:
     """What its owner pays for it, in nanodollars (0 for shared compute)."""
     id: int | None = None
     """Set once written."""
+    charge_ref: str | None = None
+    """The compute hold whose settlement charged it; None: not (yet) billed."""
 
     @property
     def seconds(self) -> int:
@@ -121,6 +125,7 @@ def _interval(row: Any) -> ComputeInterval:
         cost=int(row.cost),
         price=int(row.price),
         id=int(row.id),
+        charge_ref=row.charge_ref,
     )
 
 
@@ -185,17 +190,24 @@ class ComputeRepository:
         ]
 
     def last_attribution(self, deployment_id: str) -> tuple[str | None, str] | None:
-        """(owner org, model id) of the deployment's latest metered interval: what a replica whose
-        deployment row is gone (deleted after its replicas stopped) was metered for while it ran."""
-        q = (
+        """(owner org, model id) a deployment whose row is gone (deleted once its replicas stopped) was
+        metered for: that of its latest interval, else of its latest compute hold (a dedicated deployment
+        holds from its first billing pass on, maybe before anything of it was metered)."""
+        latest = (
             select(_U.c.owner_org, _U.c.model_id)
             .where(_U.c.deployment_id == deployment_id)
             .order_by(_U.c.id.desc())
             .limit(1)
         )
+        held = (
+            select(_H.c.org_id, _H.c.model_id)
+            .where(_H.c.gateway_id == compute_holder(deployment_id))
+            .order_by(_H.c.created_at.desc())
+            .limit(1)
+        )
         with self._db.reader.connect() as c:
-            row = c.execute(q).first()
-        return None if row is None else (row.owner_org, row.model_id)
+            row = c.execute(latest).first() or c.execute(held).first()
+        return None if row is None else (row[0], row[1])
 
     def record(self, intervals: list[ComputeInterval], now: datetime) -> list[ComputeInterval]:
         """Write intervals, in one transaction; those whose (replica, start) is written already are
@@ -229,6 +241,22 @@ class ComputeRepository:
                 if new_id is not None:
                     written.append(replace(i, id=int(new_id)))
         return written
+
+    # -- billing ----------------------------------------------------------------------------------
+    def unbilled(self) -> dict[str, list[ComputeInterval]]:
+        """Dedicated compute not billed yet, by deployment, in the order it was metered."""
+        q = select(_U).where(_U.c.charge_ref.is_(None), _U.c.owner_org.is_not(None)).order_by(_U.c.id)
+        found: dict[str, list[ComputeInterval]] = {}
+        with self._db.reader.connect() as c:
+            for r in c.execute(q):
+                found.setdefault(r.deployment_id, []).append(_interval(r))
+        return found
+
+    def live_replicas(self) -> dict[str, int]:
+        """How many replicas of each deployment hold compute now (absent: none)."""
+        q = select(_R.c.deployment_id, func.count()).where(_R.c.state.in_(LIVE_STATES)).group_by(_R.c.deployment_id)
+        with self._db.reader.connect() as c:
+            return {dep: int(n) for dep, n in c.execute(q)}
 
     # -- prices -----------------------------------------------------------------------------------
     def add_price(self, shape: str, cost_per_hour: int, price_per_hour: int) -> ComputePriceRecord:

@@ -222,6 +222,8 @@ class UsageRow(Base):
     price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    compute_seconds: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Replica-seconds of a dedicated deployment this record bills (endpoint `compute`); 0 for requests."""
 
 
 class RollupRow(Base):
@@ -242,6 +244,9 @@ class RollupRow(Base):
     cached_input_cost: Mapped[int] = mapped_column(BigInteger, default=0)
     output_cost: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute_seconds: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    compute_cost: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Dedicated deployments' replica-seconds and what they cost (already in `cost`, which is every charge)."""
 
 
 class FreeAllowanceRow(Base):
@@ -352,6 +357,13 @@ class ComputeUsageRow(Base):
         Index("ix_compute_usage_day", "day"),
         # Which stopped replicas are metered to their end: a small index (one entry per replica).
         Index("ix_compute_usage_final", "replica_id", sqlite_where=text("final"), postgresql_where=text("final")),
+        # What the compute biller has left to charge: dedicated intervals not billed yet.
+        Index(
+            "ix_compute_usage_unbilled",
+            "deployment_id",
+            sqlite_where=text("charge_ref IS NULL AND owner_org IS NOT NULL"),
+            postgresql_where=text("charge_ref IS NULL AND owner_org IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -374,6 +386,9 @@ class ComputeUsageRow(Base):
     """What it cost the operator (nanodollars, the version's cost price)."""
     price: Mapped[int] = mapped_column(BigInteger)
     """What its owner pays for it (nanodollars, the version's dedicated price); 0 for shared compute."""
+    charge_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    """The compute hold (`reservations.request_id`) whose settlement charged it, in the same transaction;
+    None: not billed yet (or shared compute, which nobody is billed for)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
 from yun.store.money.records import (
+    COMPUTE_ENDPOINT,
     INT64_MAX,
     MAX_FREE_TOKENS,
     MAX_PRICE_PER_MTOK,
@@ -32,6 +33,7 @@ from yun.store.money.records import (
     HoldRecord,
     PeriodFigures,
     PriceRecord,
+    compute_holder,
 )
 from yun.store.orm import (
     BalanceRow,
@@ -204,14 +206,31 @@ class MoneyRepository:
             return [dict(r._mapping) for r in rows]
 
     # -- open holds (written by the group-committing writer; read here for recovery) --------------
-    def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
-        """Unsettled holds, with the progress last recorded on each (what recovery bills)."""
+    def open_holds(
+        self, gateway_id: str | None = None, older_than: datetime | None = None, endpoint: str | None = None
+    ) -> list[HoldRecord]:
+        """Unsettled holds, oldest first, with the progress last recorded on each (what recovery bills)."""
         q = select(_R).where(_R.c.settled_at.is_(None))
         if gateway_id is not None:
             q = q.where(_R.c.gateway_id == gateway_id)
         if older_than is not None:
             q = q.where(_R.c.created_at < older_than)
-        return self._holds(q)
+        if endpoint is not None:
+            q = q.where(_R.c.endpoint == endpoint)
+        return self._holds(q.order_by(_R.c.created_at, _R.c.request_id))
+
+    def compute_holds(self) -> dict[str, list[HoldRecord]]:
+        """Open compute holds by the deployment they are for (see `compute_holder`), oldest first."""
+        q = (
+            select(_R)
+            .where(_R.c.settled_at.is_(None), _R.c.endpoint == COMPUTE_ENDPOINT)
+            .order_by(_R.c.created_at, _R.c.request_id)
+        )
+        found: dict[str, list[HoldRecord]] = {}
+        with self._db.reader.connect() as c:
+            for r in c.execute(q):
+                found.setdefault(r.gateway_id.removeprefix(compute_holder("")), []).append(_hold(r))
+        return found
 
     def dead_holds(
         self, now: datetime, orphaned_before: datetime, *, exclusive_of: str | None = None
@@ -219,7 +238,8 @@ class MoneyRepository:
         """Unsettled holds whose owner is dead: its lease (`gateway_instances`) expired before `now`, or it
         has no lease row and the hold was taken before `orphaned_before`. With `exclusive_of`, the caller
         (that instance) holds the database alone, so every other owner is dead, whatever its lease says."""
-        q = select(_R).where(_R.c.settled_at.is_(None))
+        # Compute holds are the compute biller's to settle, against metered intervals (billing/compute.py).
+        q = select(_R).where(_R.c.settled_at.is_(None), _R.c.endpoint != COMPUTE_ENDPOINT)
         if exclusive_of is not None:
             return self._holds(q.where(_R.c.gateway_id != exclusive_of))
         expired = select(_G.c.id).where(_G.c.expires_at < now)
@@ -228,24 +248,7 @@ class MoneyRepository:
 
     def _holds(self, query: Any) -> list[HoldRecord]:
         with self._db.reader.connect() as c:
-            return [
-                HoldRecord(
-                    r.request_id,
-                    r.org_id,
-                    r.key_id,
-                    r.model_id,
-                    r.endpoint,
-                    int(r.amount),
-                    int(r.free_tokens),
-                    r.free_month,
-                    r.price_version,
-                    r.created_at,
-                    int(r.progress_prompt_tokens),
-                    int(r.progress_completion_tokens),
-                    int(r.progress_cached_tokens),
-                )
-                for r in c.execute(query)
-            ]
+            return [_hold(r) for r in c.execute(query)]
 
     # -- reading usage -------------------------------------------------------------------------
     def rollups(self, org_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
@@ -322,6 +325,24 @@ class MoneyRepository:
             )
             during = {kind: int(amount) for kind, amount in rows}
         return PeriodFigures(usage=usage, opening_balance=int(opening or 0), ledger_during=during)
+
+
+def _hold(r: Any) -> HoldRecord:
+    return HoldRecord(
+        r.request_id,
+        r.org_id,
+        r.key_id,
+        r.model_id,
+        r.endpoint,
+        int(r.amount),
+        int(r.free_tokens),
+        r.free_month,
+        r.price_version,
+        r.created_at,
+        int(r.progress_prompt_tokens),
+        int(r.progress_completion_tokens),
+        int(r.progress_cached_tokens),
+    )
 
 
 def _rollup_sums(c: Connection, org_id: str, first_day: str, last_day: str, group_by: str) -> list[dict[str, Any]]:

@@ -5,6 +5,11 @@ its `stopped_at`, into intervals of whole seconds, each written once (unique on 
 deployment, owner, model, resource shape and node, priced when metered at the shape's compute price
 version (`compute_prices`: the operator's cost and the dedicated price per replica-hour, versioned).
 
+A dedicated deployment's intervals are charged to its owner through the money path: a settlement of a
+compute hold (endpoint `compute`) marks the intervals it charges (`charge_ref`) and writes their
+replica-seconds on its usage record and the daily rollup (`compute_seconds`, `compute_cost`), so
+statements show compute beside tokens and still reconcile with the ledger.
+
 Revision ID: 0009
 Revises: 0008
 """
@@ -20,6 +25,8 @@ branch_labels = None
 depends_on = None
 
 _FINAL = sa.text("final")
+_UNBILLED = sa.text("charge_ref IS NULL AND owner_org IS NOT NULL")
+_ZERO = sa.text("0")
 
 
 def upgrade() -> None:
@@ -51,6 +58,7 @@ def upgrade() -> None:
         sa.Column("price_version", sa.Integer(), nullable=True),
         sa.Column("cost", sa.BigInteger(), nullable=False),
         sa.Column("price", sa.BigInteger(), nullable=False),
+        sa.Column("charge_ref", sa.String(length=80), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("replica_id", "started_at", name="uq_compute_usage_replica_start"),
     )
@@ -58,9 +66,23 @@ def upgrade() -> None:
     op.create_index(
         "ix_compute_usage_final", "compute_usage", ["replica_id"], sqlite_where=_FINAL, postgresql_where=_FINAL
     )
+    op.create_index(
+        "ix_compute_usage_unbilled",
+        "compute_usage",
+        ["deployment_id"],
+        sqlite_where=_UNBILLED,
+        postgresql_where=_UNBILLED,
+    )
+    op.add_column("usage_records", sa.Column("compute_seconds", sa.BigInteger(), nullable=False, server_default=_ZERO))
+    for name in ("compute_seconds", "compute_cost"):
+        op.add_column("usage_rollups", sa.Column(name, sa.BigInteger(), nullable=False, server_default=_ZERO))
 
 
 def downgrade() -> None:
+    for name in ("compute_cost", "compute_seconds"):
+        op.drop_column("usage_rollups", name)
+    op.drop_column("usage_records", "compute_seconds")
+    op.drop_index("ix_compute_usage_unbilled", table_name="compute_usage")
     op.drop_index("ix_compute_usage_final", table_name="compute_usage")
     op.drop_index("ix_compute_usage_day", table_name="compute_usage")
     op.drop_table("compute_usage")
