@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.cli.conftest import Cli, LiveServer
+from yun.billing import BillingService
+from yun.billing.compute import ComputeBilling
+from yun.store import Database, DeploymentRepository
+from yun.store.compute import ComputeInterval, ComputeRepository
+from yun.tenancy import DEFAULT_ORG
 
 
 @pytest.fixture
@@ -73,3 +83,56 @@ def test_compute_prices_through_the_cli(cli: Cli) -> None:
     assert "cpu1-gpu1" in table and "2.750000000" in table
     assert "give a cost, a price or both" in cli.fail("prices", "compute", "set", "cpu1-gpu1")
     assert "no compute price for the shape 'cpu99'" in cli.fail("prices", "compute", "list", "cpu99")
+
+
+def test_economics_through_the_api_and_the_cli(admin: httpx.Client, live_server: LiveServer, cli: Cli) -> None:
+    """Dedicated compute metered on the live server's database and billed by a compute biller (a second one:
+    the server's own runs too, each second is billed once whichever does), then read back as unit economics:
+    equal to the ledger's charges and to the intervals' cost."""
+    org = admin.post("/admin/orgs", json={"name": "econ-org"}).json()["id"]
+    admin.post(f"/admin/orgs/{org}/credits", json={"amount": "1"})
+    admin.put("/admin/compute-prices/cpu3", json={"cost": "0.36", "price": "0.72"})  # 100,000 / 200,000 a second
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=300)
+    db = Database(f"sqlite:///{live_server.data_dir / 'yun.db'}")
+    try:
+        interval = ComputeInterval(
+            "econ-r1", "econ-dep", org, "econ-model", "cpu3", "node-a", start, start + timedelta(seconds=100), True
+        )
+        ComputeRepository(db).record([replace(interval, price_version=1, cost=10_000_000, price=20_000_000)], start)
+        billing = BillingService(db, "econ-test", internal_orgs=frozenset({DEFAULT_ORG}))
+        ComputeBilling(db, billing, DeploymentRepository(db), interval_s=60).bill()
+    finally:
+        db.dispose()
+    charges = [e for e in admin.get(f"/admin/orgs/{org}/ledger").json()["data"] if e["kind"] == "charge"]
+    assert [e["amount_nanodollars"] for e in charges] == [-20_000_000]
+
+    by_org = admin.get("/admin/economics", params={"days": 2, "by": "org"}).json()
+    mine = [r for r in by_org["data"] if r["org_id"] == org]
+    assert sum(r["compute_revenue"] for r in mine) == sum(r["revenue"] for r in mine) == 20_000_000
+    assert sum(r["cost"] for r in mine) == 10_000_000 and sum(r["replica_seconds"] for r in mine) == 100
+    assert {"revenue_usd", "cost_usd", "margin_usd"} <= mine[0].keys()
+    assert by_org["totals"]["revenue"] == sum(r["revenue"] for r in by_org["data"])
+    by_model = admin.get("/admin/economics", params={"days": 2}).json()
+    assert by_model["by"] == "model"
+    assert sum(r["margin"] for r in by_model["data"] if r["model"] == "econ-model") == 10_000_000
+    for bad in ({"by": "week"}, {"days": 0}, {"days": 3661}):
+        r = admin.get("/admin/economics", params=bad)
+        assert r.status_code == 400 and r.json()["error"]["param"] in ("by", "days"), r.text
+
+    table = cli.run("economics", "--days", "2", "--by", "org")
+    assert org in table and re.search(r"^total: revenue \$\d+\.\d{9}, compute cost \$", table, re.M)
+    assert json.loads(cli.run("economics", "--by", "model", "--json"))["by"] == "model"
+    assert "by" in cli.fail("economics", "--by", "week")
+
+
+def test_the_readme_compute_commands_work_as_written(cli: Cli) -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Compute by the second") :]
+    block = section[
+        section.index("```bash\n") + len("```bash\n") : section.index("```\n", section.index("```bash") + 7)
+    ]
+    steps = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    assert [s[:2] for s in steps] == [["yun", "prices"], ["yun", "prices"], ["yun", "economics"]]
+    outputs = [cli.run(*step[1:]) for step in steps]
+    assert outputs[0].startswith("cpu1: compute price version ")
+    assert "cpu1" in outputs[1] and "total: revenue $" in outputs[2]

@@ -1,4 +1,4 @@
-"""`yun credits`, `yun prices`, `yun free-tier`, `yun usage`, `yun statement`, `yun ledger`."""
+"""`yun credits`, `yun prices`, `yun free-tier`, `yun usage`, `yun statement`, `yun ledger`, `yun economics`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from yun.cli._client import connect, path
 from yun.cli._output import print_json, print_table, say, when
-from yun.cli.compute import compute_prices_app
+from yun.cli.compute import compute_prices_app, economics
 
 __all__ = ["register"]
 
@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command("usage")(usage)
     app.command("statement")(statement)
     app.command("ledger")(ledger)
+    app.command("economics")(economics)
 
 
 def _range(days: int) -> dict[str, str]:

@@ -9,7 +9,7 @@ import typer
 from yun.cli._client import connect, path
 from yun.cli._output import print_json, print_table, say, when
 
-__all__ = ["compute_prices_app"]
+__all__ = ["compute_prices_app", "economics"]
 
 compute_prices_app = typer.Typer(
     help="Versioned compute prices per resource shape (USD per replica-hour): the operator's cost and the "
@@ -56,3 +56,28 @@ def compute_prices_list(
         ["shape", "version", "cost $/h", "price $/h", "since"],
         ([p["shape"], p["version"], p["cost"], p["price"], when(p["created_at"])] for p in found["data"]),
     )
+
+
+def economics(
+    days: Annotated[int, typer.Option("--days", min=1, max=3660, help="The last N UTC days, today included.")] = 30,
+    by: Annotated[str, typer.Option("--by", help="Per model or per org.")] = "model",
+    json: Json = False,
+) -> None:
+    """Revenue (tokens and dedicated compute) against the operator's compute cost, per day and model or org."""
+    with connect() as client:
+        found = client.get("/admin/economics", days=days, by=by)
+    if json:
+        print_json(found)
+        return
+    key = "model" if by == "model" else "org_id"
+    print_table(
+        ["day", "model" if by == "model" else "org", "tokens $", "compute $", "revenue $", "cost $", "margin $"]
+        + ["replica-s"],
+        (
+            [r["day"], r[key] if r[key] is not None else "(shared)", r["token_revenue_usd"], r["compute_revenue_usd"]]
+            + [r["revenue_usd"], r["cost_usd"], r["margin_usd"], r["replica_seconds"]]
+            for r in found["data"]
+        ),
+    )
+    t = found["totals"]
+    say(f"total: revenue ${t['revenue_usd']}, compute cost ${t['cost_usd']}, margin ${t['margin_usd']}")

@@ -258,6 +258,23 @@ class ComputeRepository:
         with self._db.reader.connect() as c:
             return {dep: int(n) for dep, n in c.execute(q)}
 
+    def cost_by_day(self, first_day: str, last_day: str, group_by: str) -> list[dict[str, Any]]:
+        """What compute cost the operator per UTC day and model or owner (None: shared), for the days
+        first_day..last_day (both included), summed in SQL: rows of day, the key, `seconds`, `cost`."""
+        if group_by not in ("model_id", "owner_org"):
+            raise ValueError(f"cannot group compute by {group_by!r}")
+        key = getattr(_U.c, group_by)
+        q = (
+            select(_U.c.day, key, func.sum(_U.c.seconds).label("seconds"), func.sum(_U.c.cost).label("cost"))
+            .where(_U.c.day >= first_day, _U.c.day <= last_day)
+            .group_by(_U.c.day, key)
+        )
+        with self._db.reader.connect() as c:
+            return [
+                {"day": r["day"], group_by: r[group_by], "seconds": int(r["seconds"]), "cost": int(r["cost"])}
+                for r in c.execute(q).mappings()
+            ]
+
     # -- prices -----------------------------------------------------------------------------------
     def add_price(self, shape: str, cost_per_hour: int, price_per_hour: int) -> ComputePriceRecord:
         """Append a new price version of a shape; intervals priced at earlier versions keep theirs."""

@@ -1,15 +1,18 @@
-"""Admin API: compute prices per resource shape (the operator's cost and the dedicated price, versioned)."""
+"""Admin API: compute prices per resource shape (the operator's cost and the dedicated price, versioned),
+and unit economics (revenue against compute cost, per day and model or organization)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from yun.api.admin.protocol import ComputePriceIn
 from yun.api.bounds import Shape
 from yun.api.deps import AdminDep, ServicesDep
+from yun.billing.economics import unit_economics
 from yun.errors import NotFound
 from yun.metering import format_usd
 from yun.store.compute import ComputePriceRecord
@@ -47,6 +50,36 @@ async def compute_price_history(shape: Shape, _: AdminDep, services: ServicesDep
     if not history:
         raise NotFound(f"no compute price for the shape {shape!r}")
     return {"object": "list", "data": [_out(p) for p in history]}
+
+
+@router.get("/economics")
+async def economics(
+    _: AdminDep,
+    services: ServicesDep,
+    days: Annotated[int, Query(ge=1, le=3660, description="The last N UTC days, today included")] = 30,
+    by: Literal["model", "org"] = "model",
+) -> dict[str, Any]:
+    """Per UTC day and model (or organization): revenue (tokens and dedicated compute, as charged) against
+    the operator's compute cost (every replica-second at its shape's cost price). By organization, shared
+    compute is the operator's own row (`org_id` null)."""
+    last = datetime.now(UTC).date()
+    first = last - timedelta(days=days - 1)
+    billing = services.billing
+    rows = await asyncio.to_thread(
+        unit_economics, billing.money, billing.compute, first, last, by, internal_orgs=billing.internal_orgs
+    )
+    totals = {
+        k: sum(getattr(r, k) for r in rows)
+        for k in ("token_revenue", "compute_revenue", "revenue", "cost", "margin", "replica_seconds")
+    }
+    return {
+        "object": "list",
+        "by": by,
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "data": [r.to_dict(by) for r in rows],
+        "totals": totals | {f"{k}_usd": format_usd(v) for k, v in totals.items() if k != "replica_seconds"},
+    }
 
 
 def _out(p: ComputePriceRecord) -> dict[str, Any]:

@@ -297,6 +297,38 @@ class MoneyRepository:
         with self._db.reader.connect() as c:
             return _rollup_sums(c, org_id, first_day, last_day, group_by)
 
+    def revenue_by_day(
+        self, first_day: str, last_day: str, group_by: str, *, excluding: frozenset[str] = frozenset()
+    ) -> list[dict[str, Any]]:
+        """Every organization's charges (tokens and dedicated compute) per UTC day and model or org, from
+        the rollups, for the days first_day..last_day (both included); `excluding` leaves orgs out (the
+        operator's own, whose charges the ledger covers). Rows: day, the key, `cost` (all of it),
+        `compute_cost` (its compute part), `compute_seconds`."""
+        if group_by not in ("model_id", "org_id"):
+            raise ValueError(f"cannot group revenue by {group_by!r}")
+        key = getattr(_RU.c, group_by)
+        q = (
+            select(
+                _RU.c.day,
+                key,
+                func.sum(_RU.c.cost).label("cost"),
+                func.sum(_RU.c.compute_cost).label("compute_cost"),
+                func.sum(_RU.c.compute_seconds).label("compute_seconds"),
+            )
+            .where(_RU.c.day >= first_day, _RU.c.day <= last_day, _RU.c.org_id.not_in(sorted(excluding)))
+            .group_by(_RU.c.day, key)
+            .order_by(_RU.c.day, key)
+        )
+        with self._db.reader.connect() as c:
+            return [
+                {
+                    "day": r["day"],
+                    group_by: r[group_by],
+                    **{k: int(r[k]) for k in ("cost", "compute_cost", "compute_seconds")},
+                }
+                for r in c.execute(q).mappings()
+            ]
+
     def period_figures(self, org_id: str, start: datetime, end: datetime) -> PeriodFigures:
         """Usage by model and ledger sums by kind for [start, end) (UTC midnights), read in one snapshot:
         a request settling meanwhile is in both the usage and the ledger figures, or in neither."""
