@@ -5,6 +5,7 @@ never a negative balance, and scaled to zero when the credit runs out."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -234,7 +235,7 @@ def test_compute_past_its_hold_is_refused_whole_when_the_balance_cannot_cover_it
     assert deployments.get("ded").desired_replicas == 0  # type: ignore[union-attr]
     biller.meter.meter(at(100))
     [interval] = ComputeRepository(org_db).unbilled()["ded"]
-    hold = biller._reserve(biller._deployments()[0], 10 * PER_SECOND, None)
+    hold = biller._reserve(biller._deployments()[0], 10 * PER_SECOND)
     with pytest.raises(QuotaExceeded):
         biller._write(hold, "ded", [interval], internal=False)  # 100 > 10 held + 40 available
     assert [h.request_id for h in billing.money.open_holds(endpoint=COMPUTE_ENDPOINT)] == [hold.request_id]
@@ -265,4 +266,22 @@ def test_a_balance_held_meanwhile_falls_back_to_what_the_hold_covers(
     # Refused by the guard, it settled what the hold alone covers: one interval; the other is owed.
     assert done.charged == 90 * PER_SECOND and done.owed == {"ded": 90 * PER_SECOND}
     assert billing.money.balance("org-a") == (40 * PER_SECOND, 0)
+    audit(org_db, billing, "org-a")
+
+
+def test_two_billers_racing_bill_every_second_once(
+    org_db: Database, billing: BillingService, deployments: DeploymentRepository, biller: ComputeBilling
+) -> None:
+    """Two controllers' billers (a stale one not yet stepped down) running the same passes at once."""
+    billing.credit("org-a", "10")
+    deployments.create("m", deployment_id="ded", owner_org="org-a", replicas=2)
+    add_replica(org_db, "ded", "r1", "ready", created_at=at(0))
+    add_replica(org_db, "ded", "r2", "ready", created_at=at(0))
+    other = ComputeBilling(org_db, BillingService(org_db, "gw-other"), deployments, interval_s=60)
+    for second in (0, 60, 120, 180):
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(ComputeBilling.bill, [biller, other], [at(second)] * 2))
+    biller.bill(at(240))
+    assert charged(org_db) == (2 * 240, 2 * 240 * PER_SECOND)
+    assert billing.money.balance("org-a")[0] == 10 * USD - 2 * 240 * PER_SECOND
     audit(org_db, billing, "org-a")

@@ -27,6 +27,7 @@ and their compute is covered by `internal` entries, as their requests are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -77,6 +78,8 @@ class _Deployment:
     intervals: list[ComputeInterval]
     replicas: int
     """Replicas to hold for: those running, or those asked for if more; 0 when it is not to run."""
+    price: ComputePriceRecord | None
+    """The current compute price of its shape (None: unpriced, or nothing to hold)."""
 
 
 class ComputeBilling:
@@ -98,8 +101,15 @@ class ComputeBilling:
         """`run_once` now and every `interval_s`, while `active()` (this process is the active controller)."""
         while True:
             if active():
+                running = asyncio.ensure_future(self.run_once())
                 try:
-                    await self.run_once()
+                    await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    # Shutting down: the pass in flight (a thread) finishes its writes before the database
+                    # closes; the next start would take them up anyway.
+                    with contextlib.suppress(Exception):
+                        await running
+                    raise
                 except Exception:  # noqa: BLE001 - the next pass takes up where this one stopped
                     log.exception("metering and billing compute failed")
             await asyncio.sleep(self.interval_s)
@@ -124,6 +134,7 @@ class ComputeBilling:
         unbilled = compute.unbilled()
         live = compute.live_replicas()
         dedicated = {d.id: d for d in self.deployments.list() if d.owner_org is not None}
+        prices = compute.prices()
         running = {i for i, d in dedicated.items() if d.state == "active" and (d.desired_replicas or live.get(i))}
         out = []
         for dep in sorted(set(holds) | set(unbilled) | running):
@@ -136,17 +147,18 @@ class ComputeBilling:
                 org, model = rows[0].owner_org or "", rows[0].model_id
             wanted = d is not None and d.state == "active" and d.desired_replicas > 0
             n = max(live.get(dep, 0), d.desired_replicas) if d is not None and wanted else 0
-            out.append(_Deployment(dep, org, model, d, hs, rows, n))
+            shape = None if d is None else Resources(cpus=d.cpus, gpus=d.gpus, memory_mb=d.memory_mb).shape
+            out.append(_Deployment(dep, org, model, d, hs, rows, n, None if shape is None else prices.get(shape)))
         return out
 
     def _bill(self, d: _Deployment, done: BillingPass) -> None:
-        price, amount = self._next_hold(d)
+        amount = self._next_hold(d)
         if not d.intervals and len(d.holds) == 1 and d.replicas and d.holds[0].amount == amount:
             return  # nothing metered since, and its hold already covers the next interval
         holds = d.holds
         owed = 0
         if d.intervals:
-            carrier = holds[0] if holds else self._reserve(d, 0, price)
+            carrier = holds[0] if holds else self._reserve(d, 0)
             owed = self._settle(carrier, d, d.intervals, done)
             holds = holds[1:]
         for extra in holds:  # more than one open (a pass cut short): release the others
@@ -156,23 +168,19 @@ class ComputeBilling:
             self._stop(d, f"{format_usd(owed)} USD of compute it used is unpaid", done)
         elif d.replicas:
             try:
-                self._reserve(d, amount, price)
+                self._reserve(d, amount)
                 done.held += 1
             except QuotaExceeded:
                 need = f"the next {self.interval_s}s of {d.replicas} replica(s) need a hold of {format_usd(amount)} USD"
                 self._stop(d, need, done)
 
-    def _next_hold(self, d: _Deployment) -> tuple[ComputePriceRecord | None, int]:
-        """The shape's current price, and the hold that covers the deployment's next interval at it."""
-        if d.record is None or not d.replicas:
-            return None, 0
-        shape = Resources(cpus=d.record.cpus, gpus=d.record.gpus, memory_mb=d.record.memory_mb).shape
-        price = self.billing.compute.prices().get(shape)
-        if price is None or d.org_id in self.billing.internal_orgs:
-            return price, 0
-        return price, per_replica_hour(d.replicas * self.interval_s, price.price_per_hour)
+    def _next_hold(self, d: _Deployment) -> int:
+        """The hold that covers the deployment's next interval, at its shape's current price."""
+        if d.record is None or not d.replicas or d.price is None or d.org_id in self.billing.internal_orgs:
+            return 0
+        return per_replica_hour(d.replicas * self.interval_s, d.price.price_per_hour)
 
-    def _reserve(self, d: _Deployment, amount: int, price: ComputePriceRecord | None) -> HoldRecord:
+    def _reserve(self, d: _Deployment, amount: int) -> HoldRecord:
         request = HoldRequest(
             request_id=f"cmp-{uuid.uuid4().hex}",
             org_id=d.org_id,
@@ -180,7 +188,7 @@ class ComputeBilling:
             model_id=d.model_id,
             endpoint=COMPUTE_ENDPOINT,
             gateway_id=compute_holder(d.id),
-            price_version=None if price is None else price.version,
+            price_version=None if d.price is None else d.price.version,
             free_tokens_wanted=0,
             free_allowance=0,
             month=datetime.now(UTC).strftime("%Y-%m"),
@@ -202,9 +210,11 @@ class ComputeBilling:
             # Someone held part of that balance meanwhile: what the hold alone covers always settles.
             take = _affordable(rows, hold.amount)
             settled = self._write(hold, d.id, take, internal)
-        if settled:
-            done.settled += 1
-            done.charged += sum(i.price for i in take)
+        if not settled:
+            # Only another biller (a second controller) settles compute holds: leave it to the next pass.
+            raise RuntimeError(f"compute hold {hold.request_id} was settled meanwhile by another biller")
+        done.settled += 1
+        done.charged += sum(i.price for i in take)
         return sum(i.price for i in rows[len(take) :])
 
     def _write(self, hold: HoldRecord, deployment_id: str, take: Sequence[ComputeInterval], internal: bool) -> bool:

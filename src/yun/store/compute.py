@@ -101,10 +101,6 @@ class MeterCandidate:
     deployment: tuple[str | None, str] | None
     """(owner org, model id) of its deployment, or None when the deployment row is gone."""
 
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_STATES
-
 
 def _insert(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
