@@ -122,6 +122,10 @@ class BillingSettings(BaseModel):
     """While a stream is relayed, the tokens generated so far are written onto its reservation at most
     this often (never for a stream that ends within one interval). A crash bills the last such record,
     so at most this much generation per cut stream goes unbilled; shorter means more writes."""
+    compute_interval_s: int = Field(default=60, ge=1, le=3600)
+    """The billing interval of compute: the active controller meters every replica's seconds this often
+    (a running replica's usage is written in intervals this long) and a dedicated deployment's hold covers
+    this long ahead."""
 
 
 class SecretsSettings(BaseModel):

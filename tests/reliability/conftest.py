@@ -164,6 +164,11 @@ def audit_ledger(db_path: Path) -> Audit:
         reservations = _rows(c, "SELECT * FROM reservations")
         balances = _rows(c, "SELECT org_id, balance, held FROM balances")
         ledger = _rows(c, "SELECT org_id, kind, amount, reference FROM ledger_entries")
+        billed = _rows(
+            c,
+            "SELECT charge_ref, SUM(seconds) AS seconds, SUM(price) AS price FROM compute_usage"
+            " WHERE charge_ref IS NOT NULL GROUP BY charge_ref",
+        )
         rollups = _rows(
             c,
             "SELECT org_id, SUM(requests) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS t, "
@@ -196,9 +201,17 @@ def audit_ledger(db_path: Path) -> Audit:
         else:
             audit.credits[e["org_id"]] = audit.credits.get(e["org_id"], 0) + e["amount"]
 
+    compute = {b["charge_ref"]: (b["seconds"], b["price"]) for b in billed}
+    assert compute.keys() <= audit.records.keys(), "compute intervals charged by no usage record"
     for rid, r in audit.records.items():
         hold = audit.reservations[rid]
         assert r["org_id"] == hold["org_id"] and r["key_id"] == hold["key_id"]
+        if r["endpoint"] == "compute":
+            # A dedicated deployment's replica-seconds: exactly the price of the intervals it marked; what
+            # passed its hold came from the balance then available (the balance checks below).
+            assert (r["compute_seconds"], r["cost"]) == compute.get(rid, (0, 0)), f"{rid} mispriced: {r}"
+            assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge != usage cost"
+            continue
         assert r["cost"] == expected_cost(r["prompt_tokens"], r["completion_tokens"]), f"{rid} mispriced: {r}"
         assert 0 <= r["cost"] <= hold["amount"], f"{rid} cost {r['cost']} exceeds its hold {hold['amount']}"
         assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge {charges.get(rid)} != usage cost {r['cost']}"
@@ -222,7 +235,7 @@ def audit_ledger(db_path: Path) -> Audit:
     for roll in rollups:
         mine = [r for r in audit.records.values() if r["org_id"] == roll["org_id"]]
         assert (roll["n"], roll["p"], roll["t"], roll["cost"]) == (
-            len(mine),
+            sum(r["endpoint"] != "compute" for r in mine),  # compute settlements are not requests
             sum(r["prompt_tokens"] for r in mine),
             sum(r["completion_tokens"] for r in mine),
             sum(r["cost"] for r in mine),

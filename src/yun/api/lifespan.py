@@ -217,6 +217,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks.append(
             asyncio.create_task(_stand_for_controller(services, leadership, routes_changed), name="yun-controller")
         )
+        # Hook (compute metering): the active controller's process meters every replica's seconds.
+        metering = services.compute.run(lambda: services.controller is not None)
+        tasks.append(asyncio.create_task(metering, name="yun-compute"))
     if role != "controller":
         tasks.append(asyncio.create_task(_keep_routes(services, routes_changed), name="yun-routes"))
     services.db.start_checkpoints(_CHECKPOINT_EVERY_S)

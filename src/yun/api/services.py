@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yun.billing import BillingService
+from yun.billing.compute import ComputeBilling
 from yun.billing.statements import Statement, monthly_statement
 from yun.catalog import Catalog
 from yun.cluster import Router
@@ -54,6 +55,9 @@ class Services:
     instances: InstanceRepository
     instance_id: str
     """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
+    compute: ComputeBilling
+    """Meters every replica's seconds and bills dedicated deployments for theirs; run by the active
+    controller's process (see the lifespan)."""
     backend: Cluster | None = None
     """Where the controller places replicas, when it was connected before the app started (`yun serve`)."""
     controller: Controller | None = None
@@ -95,6 +99,7 @@ def build_services(settings: Settings) -> Services:
     instance_id = new_instance_id()
     # The operator's own organization (it owns the bootstrap key) is metered, never refused for quota.
     billing = BillingService(db, instance_id, internal_orgs=frozenset({DEFAULT_ORG}))
+    deployments = DeploymentRepository(db)
     limiter: RateLimitStore = RedisRateLimitStore(settings.redis_url) if settings.redis_url else MemoryRateLimitStore()
     return Services(
         settings=settings,
@@ -104,7 +109,7 @@ def build_services(settings: Settings) -> Services:
         keys=KeyService(KeyRepository(db)),
         catalog=Catalog(models, settings.model_cache_dir),
         router=router,
-        deployments=DeploymentRepository(db),
+        deployments=deployments,
         registry=ReplicaRepository(db, box),
         metrics=metrics,
         billing=billing,
@@ -119,6 +124,7 @@ def build_services(settings: Settings) -> Services:
         ),
         instances=InstanceRepository(db),
         instance_id=instance_id,
+        compute=ComputeBilling(db, billing, deployments, interval_s=settings.billing.compute_interval_s),
     )
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from yun.api.bounds import (
     Command,
+    ComputePriceUSD,
     ContextTokens,
     Cpus,
     CreditUSD,
@@ -34,6 +35,7 @@ from yun.store import MemberRecord
 
 __all__ = [
     "AdminKeyIn",
+    "ComputePriceIn",
     "ModelIn",
     "CreditIn",
     "DeploymentDetail",
@@ -94,6 +96,16 @@ class PriceIn(Strict):
     input: PriceUSD = Field(description="USD per 1M input tokens")
     output: PriceUSD = Field(description="USD per 1M output tokens")
     cached_input: PriceUSD | None = Field(default=None, description="USD per 1M cached input tokens")
+
+
+class ComputePriceIn(Strict):
+    cost: ComputePriceUSD | None = Field(
+        default=None, description="USD per replica-hour the compute costs the operator [default: unchanged]"
+    )
+    price: ComputePriceUSD | None = Field(
+        default=None,
+        description="USD per replica-hour an org pays for its dedicated deployment [default: unchanged]",
+    )
 
 
 class FreeAllowanceIn(Strict):
