@@ -188,7 +188,7 @@ def test_a_deleted_deployment_is_settled_and_holds_nothing_more(
     biller.bill(at(0))
     stop(org_db, "r1", at(30))
     deployments.mark_deleting("ded")
-    assert deployments.delete("ded", only_if_idle=True)
+    assert deployments.delete("ded")
     done = biller.bill(at(45))
     assert (done.charged, done.held, done.scaled_to_zero) == (30 * PER_SECOND, 0, [])
     assert billing.money.balance("org-a") == (USD - 30 * PER_SECOND, 0)
