@@ -31,7 +31,16 @@ from yun.store.loads import Load, LoadRepository
 if TYPE_CHECKING:
     from yun.cluster.router import Router
 
-__all__ = ["DatabaseLoadBoard", "Load", "LoadBoard", "LoadBoardError", "LoadPublisher", "RedisLoadBoard"]
+__all__ = [
+    "DatabaseLoadBoard",
+    "Load",
+    "LoadBoard",
+    "LoadBoardError",
+    "LoadPublisher",
+    "RedisLoadBoard",
+    "gateway_load",
+    "load_ttl_s",
+]
 
 log = logging.getLogger("yun.cluster")
 
@@ -82,7 +91,8 @@ for i, key in ipairs(KEYS) do
     redis.call('HDEL', key, gateway)
   else
     redis.call('HSET', key, gateway, v .. ' ' .. string.format('%.3f', now + ttl))
-    redis.call('EXPIRE', key, math.ceil(ttl))
+    -- The hash outlives its longest-lived field (never shortened: another gateway's may last longer).
+    if redis.call('TTL', key) < math.ceil(ttl) then redis.call('EXPIRE', key, math.ceil(ttl)) end
   end
 end
 return 0
@@ -110,38 +120,37 @@ end
 return out
 """
 
-_PREFIX = "yun:load:"
-
 
 class RedisLoadBoard:
     """The load in Redis, shared by every gateway and the controller. Each script runs atomically on the
     Redis server's clock, so gateways' clocks need not agree."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "yun:load:") -> None:
+        self._prefix = prefix
         self._redis = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._publish = self._redis.register_script(_PUBLISH)
         self._totals = self._redis.register_script(_TOTALS)
-        self._published: set[str] = set()
-        """Deployments this process last published a load for (their fields go when the load does)."""
+        self._published: dict[str, set[str]] = {}
+        """gateway -> the deployments it last published a load for (their fields go when the load does)."""
 
     def publish(self, gateway_id: str, loads: Mapping[str, Load], ttl_s: float) -> None:
         busy = {d: load for d, load in loads.items() if load.busy}
-        ids = sorted(busy.keys() | self._published)
+        ids = sorted(busy.keys() | self._published.get(gateway_id, set()))
         if not ids:
             return
         values = [f"{busy[d].queued} {busy[d].in_flight}" if d in busy else "" for d in ids]
         try:
-            self._publish(keys=[_PREFIX + d for d in ids], args=[gateway_id, ttl_s, *values])
+            self._publish(keys=[self._prefix + d for d in ids], args=[gateway_id, ttl_s, *values])
         except RedisError as exc:
             raise LoadBoardError(f"could not publish the load to Redis: {exc}") from exc
-        self._published = set(busy)
+        self._published[gateway_id] = set(busy)
 
     def totals(self, deployment_ids: Sequence[str]) -> dict[str, Load]:
         ids = list(deployment_ids)
         if not ids:
             return {}
         try:
-            sums = self._totals(keys=[_PREFIX + d for d in ids])
+            sums = self._totals(keys=[self._prefix + d for d in ids])
         except RedisError as exc:
             raise LoadBoardError(f"could not read the load from Redis: {exc}") from exc
         out = {}
@@ -153,6 +162,18 @@ class RedisLoadBoard:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def gateway_load(router: Router) -> dict[str, Load]:
+    """This gateway's non-zero loads, by deployment (external upstreams scale themselves: left out)."""
+    out = {}
+    for pool in router.pools():
+        if pool.spec.external:
+            continue
+        load = Load(len(pool.queue), sum(r.outstanding for r in pool.replicas))
+        if load.busy:
+            out[pool.deployment_id] = load
+    return out
 
 
 def load_ttl_s(interval_s: float) -> float:
@@ -183,20 +204,9 @@ class LoadPublisher:
         self._last: dict[str, Load] = {}
         self._last_at = -math.inf
 
-    def snapshot(self) -> dict[str, Load]:
-        """This gateway's non-zero loads, by deployment (external upstreams scale themselves: left out)."""
-        out = {}
-        for pool in self.router.pools():
-            if pool.spec.external:
-                continue
-            load = Load(len(pool.queue), sum(r.outstanding for r in pool.replicas))
-            if load.busy:
-                out[pool.deployment_id] = load
-        return out
-
     async def publish_once(self) -> bool:
         """Publish if the load moved or a heartbeat is due; True if it wrote."""
-        loads = self.snapshot()
+        loads = gateway_load(self.router)
         if loads == self._last and (not loads or time.monotonic() - self._last_at < self.ttl_s / 3):
             return False
         await asyncio.to_thread(self.board.publish, self.gateway_id, loads, self.ttl_s)
