@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from tests.conftest import _postgres_database
 from tests.support.registry import engine_access
 from tests.support.server import Health, YunServer, answers
 from tests.support.tiny_model import tiny_model_path
@@ -115,6 +117,47 @@ class ReliabilityServer(YunServer):
     def engine(self) -> tuple[str, dict[str, str]]:
         """The current replica's own llama.cpp HTTP server, and the headers it demands (its secret)."""
         return engine_access(self.data_dir, MODEL)
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (skipped, with the reason, where none is running)."""
+    yield from _postgres_database()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+def role_server(
+    root: Path,
+    name: str,
+    role: str,
+    database: str,
+    args: Sequence[str],
+    env: dict[str, str],
+    ready: Callable[[Health], bool],
+    admin_key: str | None = None,
+) -> YunServer:
+    """One `yun serve --role ROLE` of a scale-out installation on `database`, with its own data dir
+    (`root/name`) and no default models; `args` adds e.g. `--redis URL`."""
+    return YunServer(
+        root,
+        data_dir=root / name,
+        database=database,
+        args=["--role", role, *args, "--no-default-models"],
+        env=env,
+        ready=ready,
+        admin_key=admin_key,
+    )
 
 
 def _tiny_model_ready(health: Health) -> bool:

@@ -19,6 +19,7 @@ from typing import Literal
 from yun.api.services import Services
 from yun.catalog import served_context
 from yun.cluster import ReplicaSpec, Route
+from yun.cluster.autoscale import Policy
 from yun.cluster.base import Cluster, EngineArgs, Resources
 from yun.cluster.controller import Wanted
 from yun.errors import InvalidRequest, ModelNotFound
@@ -75,6 +76,7 @@ class DeploymentRecords:
         out = []
         for d in self._repo.list():
             engine: Literal["llamacpp", "vllm"] = "vllm" if d.engine == "vllm" else "llamacpp"
+            parallel = d.parallel or e.parallel
             out.append(
                 Wanted(
                     id=d.id,
@@ -85,20 +87,36 @@ class DeploymentRecords:
                     resources=Resources(cpus=d.cpus, gpus=d.gpus, memory_mb=d.memory_mb),
                     args=EngineArgs(
                         threads=d.threads or e.threads,
-                        parallel=d.parallel or e.parallel,
+                        parallel=parallel,
                         context=d.context or e.context_per_slot,
                     ),
                     command=tuple(d.command) if d.command else None,
                     deleting=d.state == "deleting",
+                    min_replicas=d.min_replicas,
+                    max_replicas=d.max_replicas,
+                    autoscale=_policy(d, parallel),
+                    idle_timeout_s=d.idle_timeout_s,
                 )
             )
         return out
+
+    def scale(self, deployment_id: str, desired: int) -> None:
+        self._repo.scale(deployment_id, desired)
 
     def set_message(self, deployment_id: str, message: str) -> None:
         self._repo.set_message(deployment_id, message)
 
     def remove(self, deployment_id: str) -> None:
         self._repo.delete(deployment_id)
+
+
+def _policy(d: DeploymentRecord, slots: int) -> Policy | None:
+    """The deployment's autoscaling policy; none (logged) for one the admin API would have refused."""
+    try:
+        return Policy.parse(d.autoscale, slots)
+    except ValueError as exc:
+        log.warning("deployment %s: autoscale policy %r ignored: %s", d.id, d.autoscale, exc)
+        return None
 
 
 def make_backend(settings: Settings) -> Cluster:
@@ -172,6 +190,9 @@ def routes(
                 entries=tuple(of.get(d.id, ())),
                 slots=slots,
                 llamacpp=d.engine != "vllm",
+                desired=d.desired_replicas,
+                wakes=bool(d.autoscale) or d.idle_timeout_s is not None,
+                failing=bool(d.message),
             )
         )
     return out

@@ -12,6 +12,7 @@ from yun.catalog import Catalog
 from yun.cluster import Router
 from yun.cluster.base import Cluster
 from yun.cluster.controller import Controller
+from yun.cluster.load import DatabaseLoadBoard, LoadBoard, RedisLoadBoard
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
 from yun.metering.usage import UsageQueries
@@ -28,6 +29,7 @@ from yun.store import (
     upgrade,
 )
 from yun.store.deployments import DeploymentRepository
+from yun.store.loads import LoadRepository
 from yun.store.replicas import ReplicaRepository
 from yun.store.secrets import load_key
 from yun.tenancy import DEFAULT_ORG, KeyService
@@ -48,6 +50,8 @@ class Services:
     """This gateway's routes to the replicas in the registry (and to external upstreams)."""
     deployments: DeploymentRepository
     registry: ReplicaRepository
+    loads: LoadBoard
+    """Where gateways publish their queued and in-flight requests, and the autoscaler reads their sums."""
     metrics: Metrics
     billing: BillingService
     usage: UsageQueries
@@ -94,13 +98,20 @@ def build_services(settings: Settings) -> Services:
         db.dispose()
         raise
     e = settings.engine
-    router = Router(request_timeout_s=e.request_timeout_s, queue_timeout_s=e.queue_timeout_s)
+    router = Router(
+        request_timeout_s=e.request_timeout_s,
+        queue_timeout_s=e.queue_timeout_s,
+        cold_start_timeout_s=e.cold_start_timeout_s,
+    )
     metrics = Metrics()
     instance_id = new_instance_id()
     # The operator's own organization (it owns the bootstrap key) is metered, never refused for quota.
     billing = BillingService(db, instance_id, internal_orgs=frozenset({DEFAULT_ORG}))
     deployments = DeploymentRepository(db)
     limiter: RateLimitStore = RedisRateLimitStore(settings.redis_url) if settings.redis_url else MemoryRateLimitStore()
+    loads: LoadBoard = (
+        RedisLoadBoard(settings.redis_url) if settings.redis_url else DatabaseLoadBoard(LoadRepository(db))
+    )
     return Services(
         settings=settings,
         db=db,
@@ -111,6 +122,7 @@ def build_services(settings: Settings) -> Services:
         router=router,
         deployments=deployments,
         registry=ReplicaRepository(db, box),
+        loads=loads,
         metrics=metrics,
         billing=billing,
         usage=UsageQueries(billing.money),

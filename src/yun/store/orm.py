@@ -31,6 +31,7 @@ __all__ = [
     "FreeAllowanceRow",
     "FreeUsageRow",
     "GatewayInstanceRow",
+    "GatewayLoadRow",
     "LedgerRow",
     "MembershipRow",
     "ModelRow",
@@ -406,3 +407,18 @@ class ComputePriceRow(Base):
     cost_per_hour: Mapped[int] = mapped_column(BigInteger)
     price_per_hour: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GatewayLoadRow(Base):
+    """The load one gateway has on one deployment (requests queued and in flight there), as it last
+    published it; read by the controller's autoscaler when there is no Redis. A row exists only while the
+    load is not zero, and counts only until `expires_at`: a gateway that died stops counting by itself."""
+
+    __tablename__ = "gateway_loads"
+
+    gateway_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    queued: Mapped[int] = mapped_column(Integer)
+    in_flight: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
