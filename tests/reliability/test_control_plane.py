@@ -9,7 +9,6 @@ PostgreSQL database and Redis, the official `openai` client.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -17,7 +16,6 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from tests.conftest import _postgres_database
 from tests.reliability.conftest import MODEL
 from tests.reliability.test_second_serve import _children
 from tests.support.server import KEY_RE, Health, YunServer, answers
@@ -27,11 +25,6 @@ pytestmark = pytest.mark.reliability
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WAIT_S = 120.0  # bound on every wait below; never a measured time
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from _postgres_database()
 
 
 @pytest.fixture
