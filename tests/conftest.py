@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-import os
-import uuid
+import contextlib
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from tests.support.postgres import PG_ADMIN_URL, fresh_database
 from tests.support.tiny_model import cache_root, tiny_model_path
-
-PG_ADMIN_URL = os.environ.get("YUN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     return tiny_model_path()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One real two-node Ray cluster for the whole session (tests/support/raycluster.py), shared by the
+    cluster backend's tests and the reliability tier's. A test that kills its worker node starts it again."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (scripts/install.sh installs it): the ray backend is not tested")
+    from tests.support.raycluster import RayCluster
+
+    cluster = RayCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -33,20 +48,13 @@ def minilm_gguf() -> Path:
 
 
 def _postgres_database() -> Iterator[str]:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"yun_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc.orig}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A fresh database (tests/support/postgres.py); the test is skipped, saying why, without PostgreSQL."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_database())
+        except OperationalError as exc:
+            pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc.orig}")
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,10 +1,9 @@
 """The `Cluster` contract runs on both backends: `local` (child processes) and `ray` (actors on a real
-two-node Ray cluster, started once per session, see tests/support/raycluster.py)."""
+two-node Ray cluster, the session fixture `ray_cluster` of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,6 @@ from yun.cluster.base import Cluster
 
 # Fast supervision for tests: a dead engine is noticed within half a second and restarted 0.2 s later.
 RESTARTS: dict[str, Any] = {"max_restarts": 2, "backoff_s": 0.2, "max_backoff_s": 1.0}
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Any]:
-    """One real two-node Ray cluster for the whole session."""
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed (scripts/install.sh installs it): the ray backend is not tested")
-    from tests.support.raycluster import RayCluster
-
-    cluster = RayCluster()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def ray_backend_for(cluster: Any, **kwargs: Any) -> Cluster:

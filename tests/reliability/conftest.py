@@ -4,8 +4,9 @@
 killed and started again on the same data dir and port, the restarted server holds the data dir's
 lock, so no other gateway can be alive on its SQLite database, and its crash recovery settles what the
 dead process left open before it serves.
-`audit_ledger` opens the SQLite file directly and checks the money invariants of ARCHITECTURE.md
-exactly, to the nanodollar, across every organization in the database.
+`MoneyServer` is any `yun serve` of the tier with the money helpers (prices, orgs, keys) its tests share.
+`audit_ledger` reads the database directly (the SQLite file, or a PostgreSQL URL) and checks the money
+invariants of ARCHITECTURE.md exactly, to the nanodollar, across every organization in the database.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import create_engine, text
 
 from tests.conftest import _postgres_database
 from tests.support.registry import engine_access
@@ -49,39 +51,9 @@ def expected_cost(prompt_tokens: int, completion_tokens: int) -> int:
     return prompt_tokens * INPUT_NANO + completion_tokens * OUTPUT_NANO
 
 
-class ReliabilityServer(YunServer):
-    """A `yun serve` with the tiny model, the reliability tier's settings and the helpers its tests share."""
+class MoneyServer(YunServer):
+    """A `yun serve` with the helpers the tier's money tests share (all through the admin and org APIs)."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
-        super().__init__(
-            root,
-            port=port,
-            args=["--no-default-models"],
-            env={
-                "YUN_ENGINE__PARALLEL": "4",
-                "YUN_ENGINE__CONTEXT_PER_SLOT": "512",
-                "YUN_SERVER__GATEWAY_ID": GATEWAY_ID,
-                "YUN_BILLING__PROGRESS_INTERVAL_S": str(PROGRESS_INTERVAL_S),
-            },
-            ready=answers,  # the model is added after the first start
-            start_timeout_s=START_TIMEOUT_S,
-        )
-        self.model_registered = False
-
-    def start(self) -> None:
-        """Start, add the tiny model on the first start, and wait for its one healthy replica."""
-        super().start()
-        if not self.model_registered:
-            self.register_model()
-        self.wait_until(_tiny_model_ready)
-
-    def register_model(self) -> None:
-        """`yun models add` over HTTP, as an operator would, against the running server (which deploys it
-        within seconds): the CLI never opens the database behind a server's back."""
-        self.yun("models", "add", MODEL, "--file", str(tiny_model_path()))
-        self.model_registered = True
-
-    # -- APIs ----------------------------------------------------------------------------------
     def set_price(self) -> None:
         with self.admin() as c:
             r = c.put(f"/admin/prices/{MODEL}", json=PRICE)
@@ -113,6 +85,39 @@ class ReliabilityServer(YunServer):
         )
         assert r.status_code == 200, r.text
         return r.json()
+
+
+class ReliabilityServer(MoneyServer):
+    """A `yun serve` with the tiny model and the reliability tier's settings, on its own SQLite database."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        super().__init__(
+            root,
+            port=port,
+            args=["--no-default-models"],
+            env={
+                "YUN_ENGINE__PARALLEL": "4",
+                "YUN_ENGINE__CONTEXT_PER_SLOT": "512",
+                "YUN_SERVER__GATEWAY_ID": GATEWAY_ID,
+                "YUN_BILLING__PROGRESS_INTERVAL_S": str(PROGRESS_INTERVAL_S),
+            },
+            ready=answers,  # the model is added after the first start
+            start_timeout_s=START_TIMEOUT_S,
+        )
+        self.model_registered = False
+
+    def start(self) -> None:
+        """Start, add the tiny model on the first start, and wait for its one healthy replica."""
+        super().start()
+        if not self.model_registered:
+            self.register_model()
+        self.wait_until(_tiny_model_ready)
+
+    def register_model(self) -> None:
+        """`yun models add` over HTTP, as an operator would, against the running server (which deploys it
+        within seconds): the CLI never opens the database behind a server's back."""
+        self.yun("models", "add", MODEL, "--file", str(tiny_model_path()))
+        self.model_registered = True
 
     def engine(self) -> tuple[str, dict[str, str]]:
         """The current replica's own llama.cpp HTTP server, and the headers it demands (its secret)."""
@@ -198,26 +203,40 @@ def _rows(c: sqlite3.Connection, sql: str) -> list[dict[str, Any]]:
     return [dict(r) for r in c.execute(sql)]
 
 
-def audit_ledger(db_path: Path) -> Audit:
-    """Read the money tables in one snapshot and assert every invariant that must hold when Yun is idle."""
-    with contextlib.closing(sqlite3.connect(db_path, timeout=30, isolation_level=None)) as c:
-        c.row_factory = sqlite3.Row
-        c.execute("BEGIN")  # one read snapshot (WAL) for every query below
-        records = _rows(c, "SELECT * FROM usage_records")
-        reservations = _rows(c, "SELECT * FROM reservations")
-        balances = _rows(c, "SELECT org_id, balance, held FROM balances")
-        ledger = _rows(c, "SELECT org_id, kind, amount, reference FROM ledger_entries")
-        billed = _rows(
-            c,
-            "SELECT charge_ref, SUM(seconds) AS seconds, SUM(price) AS price FROM compute_usage"
-            " WHERE charge_ref IS NOT NULL GROUP BY charge_ref",
-        )
-        rollups = _rows(
-            c,
-            "SELECT org_id, SUM(requests) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS t, "
-            "SUM(cost) AS cost FROM usage_rollups GROUP BY org_id",
-        )
-        c.execute("COMMIT")
+_MONEY_TABLES = (
+    "SELECT * FROM usage_records",
+    "SELECT * FROM reservations",
+    "SELECT org_id, balance, held FROM balances",
+    "SELECT org_id, kind, amount, reference FROM ledger_entries",
+    "SELECT org_id, SUM(requests) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS t, "
+    "SUM(cost) AS cost FROM usage_rollups GROUP BY org_id",
+    "SELECT charge_ref, SUM(seconds) AS seconds, SUM(price) AS price FROM compute_usage"
+    " WHERE charge_ref IS NOT NULL GROUP BY charge_ref",
+)
+
+
+def _snapshot(db: Path | str) -> list[list[dict[str, Any]]]:
+    """The rows of every `_MONEY_TABLES` query, all read in one snapshot: of the SQLite file `db`, or of
+    the database at the URL `db` (PostgreSQL, in one REPEATABLE READ transaction)."""
+    if isinstance(db, str):
+        engine = create_engine(db)
+        try:
+            with engine.connect().execution_options(isolation_level="REPEATABLE READ") as c, c.begin():
+                return [[dict(r._mapping) for r in c.execute(text(q))] for q in _MONEY_TABLES]
+        finally:
+            engine.dispose()
+    with contextlib.closing(sqlite3.connect(db, timeout=30, isolation_level=None)) as lite:
+        lite.row_factory = sqlite3.Row
+        lite.execute("BEGIN")  # one read snapshot (WAL) for every query below
+        rows = [_rows(lite, q) for q in _MONEY_TABLES]
+        lite.execute("COMMIT")
+        return rows
+
+
+def audit_ledger(db: Path | str) -> Audit:
+    """Read the money tables in one snapshot (`db`: a SQLite file, or a database URL) and assert every
+    invariant that must hold when Yun is idle."""
+    records, reservations, balances, ledger, rollups, billed = _snapshot(db)
 
     audit = Audit(
         records={r["request_id"]: r for r in records},

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
-from tests.conftest import _postgres_database
 from tests.reliability.conftest import MODEL, PRICE
 from tests.reliability.test_second_serve import StreamInThread, open_hold, replica_pid
 from tests.support.server import Health, YunServer, answers
@@ -35,11 +34,6 @@ LEASE_S = 2.0
 SECRETS_KEY = Fernet.generate_key().decode()  # one per test run, shared by every gateway on the database
 START_TIMEOUT_S = 240.0
 WAIT_S = 120.0  # bound on every poll below; never a measured time
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from _postgres_database()
 
 
 def _model_ready(health: Health) -> bool:

@@ -8,6 +8,8 @@ Every node leader is a `ray start --block` in its own session (its PGID is its P
 test run (PR_SET_PDEATHSIG). Teardown is by PID and process group only, never `ray stop` (which kills
 every Ray process on the machine by name, other people's too). `kill_worker_node()` is losing a machine:
 SIGKILL to the worker's whole process group; `start_worker_node()` brings a fresh one back.
+`named_actors()` and `kill_named_actors()` look at the cluster from a short-lived driver process of their
+own, so the caller (a test, a benchmark) never becomes a Ray driver itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -68,6 +71,20 @@ def _descendants(roots: set[int]) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+# A driver of its own: lists the named actors of a namespace and kills those whose name starts with a prefix.
+_NAMED_ACTORS = """
+import json, sys
+import ray
+address, ip, namespace, kill_prefix = sys.argv[1:5]
+ray.init(address=address, _node_ip_address=ip, namespace=namespace, log_to_driver=False, logging_level="ERROR")
+names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace)
+for name in names:
+    if kill_prefix and name.startswith(kill_prefix):
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+print(json.dumps(names))
+"""
 
 
 class RayCluster:
@@ -146,6 +163,20 @@ class RayCluster:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         self.worker.wait(10)
+
+    def named_actors(self, namespace: str, *, kill_prefix: str = "") -> list[str]:
+        """The names of the live named actors in `namespace` (a restarting one counts: it still holds its
+        name); with `kill_prefix`, those whose name starts with it are killed for good (after listing)."""
+        done = subprocess.run(
+            [sys.executable, "-c", _NAMED_ACTORS, self.address, HEAD_IP, namespace, kill_prefix],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **ENV},
+        )
+        assert done.returncode == 0, f"listing Ray's named actors failed: {done.stderr[-3000:]}"
+        names: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+        return names
 
     def stop(self) -> None:
         """Stop every process this cluster started, by PID and process group, then remove its files."""
