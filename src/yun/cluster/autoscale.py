@@ -16,7 +16,9 @@ A deployment's `autoscale` policy (JSON, all fields optional; `{}`: no autoscali
 The policy never goes below one replica. Zero is the idle timeout's (`idle_timeout_s`, with min 0): no
 queued or in-flight work for that long scales to zero, with or without a policy. A deployment at zero
 that has either (a policy or an idle timeout) is woken at once by the first request that waits for it
-(its queued count): to the policy's wanted count, or to one.
+(its queued count): to the policy's wanted count, or to one. One whose record says why it is not running
+(its replicas failed to start, or its owner has no credit for it) is not woken: gateways refuse its
+requests at once, and only an operator's scale starts it again.
 
 Decisions are the controller's alone (one is active) and are written through the deployment record,
 which stays the truth: operators see the count move, and a count they set is the autoscaler's next
@@ -77,6 +79,8 @@ class Scaling:
     max: int
     policy: Policy | None = None
     idle_timeout_s: float | None = None
+    blocked: bool = False
+    """Its record says why it is not running (failed starts, no credit): never woken from zero."""
 
     @property
     def scaled(self) -> bool:
@@ -122,7 +126,8 @@ class Autoscaler:
         if d.desired == 0:
             track.up = track.down = None
             # Woken by the first request that waits: someone is waiting for a cold start, so no window.
-            return self._wanted(d, load) if load.busy else 0
+            # (Requests still in flight at zero are a drained replica's last ones: no reason to start one.)
+            return self._wanted(d, load) if load.queued > 0 and not d.blocked else 0
         if d.idle_timeout_s is not None and d.min == 0 and now - track.busy_at >= d.idle_timeout_s:
             track.up = track.down = None
             return 0
