@@ -103,6 +103,20 @@ class _Track:
     down: _Window | None = None
 
 
+def _hold(
+    window: _Window | None, now: float, wanted: int, keep: Callable[[int, int], int], after_s: float
+) -> tuple[_Window | None, int | None]:
+    """One more reading inside a window where the wanted count stays on one side of `desired`: `keep` (min
+    going up, max going down) folds it into the count to move to. Once the window has lasted `after_s`
+    it closes and that count is returned."""
+    if window is None:
+        window = _Window(now, wanted)
+    window.bound = keep(window.bound, wanted)
+    if now - window.since >= after_s:
+        return None, window.bound
+    return window, None
+
+
 class Autoscaler:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -134,25 +148,16 @@ class Autoscaler:
         if d.policy is None:
             return d.desired
         wanted = self._wanted(d, load)
+        moved = None
         if wanted > d.desired:
             track.down = None
-            if track.up is None:
-                track.up = _Window(now, wanted)
-            track.up.bound = min(track.up.bound, wanted)
-            if now - track.up.since >= d.policy.up_after_s:
-                bound, track.up = track.up.bound, None
-                return bound
+            track.up, moved = _hold(track.up, now, wanted, min, d.policy.up_after_s)
         elif wanted < d.desired:
             track.up = None
-            if track.down is None:
-                track.down = _Window(now, wanted)
-            track.down.bound = max(track.down.bound, wanted)
-            if now - track.down.since >= d.policy.down_after_s:
-                bound, track.down = track.down.bound, None
-                return bound
+            track.down, moved = _hold(track.down, now, wanted, max, d.policy.down_after_s)
         else:
             track.up = track.down = None
-        return d.desired
+        return d.desired if moved is None else moved
 
     @staticmethod
     def _wanted(d: Scaling, load: Load) -> int:
