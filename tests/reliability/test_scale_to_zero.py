@@ -25,7 +25,7 @@ from cryptography.fernet import Fernet
 
 from tests.reliability.conftest import MODEL, role_server
 from tests.reliability.test_control_plane import _deployed, _serving_model
-from tests.support.server import Health, YunServer, answers
+from tests.support.server import Health, YunServer, answers, at_zero
 from tests.support.tiny_model import tiny_model_path
 
 pytestmark = pytest.mark.reliability
@@ -96,7 +96,10 @@ def test_scale_to_zero_and_cold_start_through_a_gateway(tmp_path: Path, pg_url: 
 
         # min 0 with an idle timeout: it goes to zero once nothing has been asked of it for that long.
         key = _dedicated(controller, "cold-org", {"id": "cold", "min": 0, "replicas": 1, "idle_timeout_s": 2})
-        _wait(lambda: _deployment(controller, "cold") | {"message": ""} == _at_zero("cold"), "scaled to zero")
+        _wait(
+            lambda: _deployment(controller, "cold") | {"message": ""} == at_zero(MODEL, dedicated=True),
+            "scaled to zero",
+        )
         # ... and the gateway has nothing left to route to (its replica drained away).
         _wait(lambda: _gateway_routes(gateway)["cold"]["replicas"] == [], "the gateway sees no replica")
         answer = _chat(gateway, key)  # waits for the cold start its queued count asked for
@@ -124,19 +127,6 @@ def test_scale_to_zero_and_cold_start_through_a_gateway(tmp_path: Path, pg_url: 
     finally:
         for s in servers:
             s.kill9()
-
-
-def _at_zero(name: str) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "dedicated": True,
-        "state": "active",
-        "desired": 0,
-        "ready": 0,
-        "queued": 0,
-        "in_flight": 0,
-        "message": "",
-    }
 
 
 def _gateway_routes(gateway: YunServer) -> Health:

@@ -93,6 +93,10 @@ def test_idle_timeout_scales_to_zero_only_with_min_zero_and_the_first_waiting_re
     assert _run(scaler, clock, dataclasses.replace(d, min=1), [Load()] * 30)[-1] == 1
     fixed = Scaling("f", desired=0, min=0, max=2)
     assert _run(scaler, clock, fixed, [Load(queued=3)]) == [0]
+    # Nor does a deployment whose record says why it is not running (failed starts, no credit), nor
+    # requests still in flight on a replica draining away: only a waiting request wakes one.
+    assert _run(scaler, clock, dataclasses.replace(asleep, blocked=True), [Load(queued=3)]) == [0]
+    assert _run(scaler, clock, asleep, [Load(in_flight=2)]) == [0]
 
 
 def test_the_idle_clock_restarts_with_any_work() -> None:

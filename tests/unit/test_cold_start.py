@@ -25,8 +25,10 @@ def _entry(replica_id: str, state: str) -> RegistryEntry:
     )
 
 
-def _route(*entries: RegistryEntry, desired: int = 1, wakes: bool = True, failing: bool = False) -> Route:
-    return Route("d", SPEC, entries=entries, slots=1, desired=desired, wakes=wakes, failing=failing)
+def _route(
+    *entries: RegistryEntry, desired: int = 1, wakes: bool = True, failure: str = "", owner: str | None = None
+) -> Route:
+    return Route("d", SPEC, owner_org=owner, entries=entries, slots=1, desired=desired, wakes=wakes, failure=failure)
 
 
 @pytest.fixture
@@ -76,9 +78,14 @@ async def test_nothing_on_its_way_is_refused_at_once(router: Router) -> None:
     router.apply([_route(desired=0, wakes=False)])  # scaled to zero by hand, no autoscaling
     with pytest.raises(EngineUnavailable, match="scaled to zero"):
         await _lease(router)
-    router.apply([_route(_entry("r1", "failed"), failing=True)])  # failed to start, backing off
-    with pytest.raises(EngineUnavailable, match="failed to start"):
+    router.apply([_route(_entry("r1", "failed"), failure="replica failed: exit 1 /srv/x.log")])  # backing off
+    with pytest.raises(EngineUnavailable, match="failed to start; Yun retries") as info:
         await _lease(router)
+    assert "/srv" not in info.value.message  # a shared deployment's failure is the operator's to read
+    why = "scaled to zero: no credit for its compute"
+    router.apply([_route(desired=0, failure=why, owner="org-a")])  # a dedicated one its owner cannot pay for
+    with pytest.raises(EngineUnavailable, match=f"is not running: {why}"):
+        await router.get("m", "org-a").lease("org-a").__aenter__()
     router.apply([_route(_entry("r1", "restarting"))])  # a replica that exists but is not ready
     with pytest.raises(EngineUnavailable, match="no healthy replica"):
         await _lease(router)
@@ -90,7 +97,7 @@ async def test_waiters_are_told_at_once_when_the_start_they_wait_for_fails(route
     waiter = asyncio.create_task(_lease(router))
     await _settle()
     assert not waiter.done()
-    router.apply([_route(_entry("r1", "failed"), failing=True)])
+    router.apply([_route(_entry("r1", "failed"), failure="replica failed")])
     with pytest.raises(EngineUnavailable, match="failed to start"):
         await waiter
 

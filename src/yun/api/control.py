@@ -96,12 +96,13 @@ class DeploymentRecords:
                     max_replicas=d.max_replicas,
                     autoscale=_policy(d, parallel),
                     idle_timeout_s=d.idle_timeout_s,
+                    blocked=bool(d.message),
                 )
             )
         return out
 
-    def scale(self, deployment_id: str, desired: int) -> None:
-        self._repo.scale(deployment_id, desired)
+    def scale(self, deployment_id: str, desired: int, *, was: int) -> bool:
+        return self._repo.scale(deployment_id, desired, if_desired=was).desired_replicas == desired
 
     def set_message(self, deployment_id: str, message: str) -> None:
         self._repo.set_message(deployment_id, message)
@@ -192,7 +193,7 @@ def routes(
                 llamacpp=d.engine != "vllm",
                 desired=d.desired_replicas,
                 wakes=bool(d.autoscale) or d.idle_timeout_s is not None,
-                failing=bool(d.message),
+                failure=d.message.split("\n", 1)[0][:300],
             )
         )
     return out

@@ -96,8 +96,10 @@ async def _keep_routes(services: Services, changed: asyncio.Event) -> None:
 
 
 def _fingerprint(services: Services) -> object:
+    # The message too: a deployment that starts failing (or loses its credit) must stop making requests
+    # wait for its cold start at once, and `set_message` moves nothing else.
     deployments = tuple(
-        (d.id, d.generation, d.desired_replicas, d.state, d.updated_at) for d in services.deployments.list()
+        (d.id, d.generation, d.desired_replicas, d.state, d.message, d.updated_at) for d in services.deployments.list()
     )
     return services.registry.version(), deployments
 

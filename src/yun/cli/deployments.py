@@ -139,7 +139,7 @@ def deployments_show(deployment_id: DeploymentId, json: Json = False) -> None:
     if d["idle_timeout_s"] is not None:
         lines.append(("idle timeout", f"{d['idle_timeout_s']:g} s"))
     if d.get("autoscale"):
-        lines.append(("autoscale", jsonlib.dumps(d["autoscale"])))
+        lines.append(("autoscale", ", ".join(f"{k} {v:g}" for k, v in d["autoscale"].items())))
     if d["message"]:
         lines.append(("message", d["message"]))
     width = max(len(k) for k, _ in lines)

@@ -16,7 +16,9 @@ A deployment's `autoscale` policy (JSON, all fields optional; `{}`: no autoscali
 The policy never goes below one replica. Zero is the idle timeout's (`idle_timeout_s`, with min 0): no
 queued or in-flight work for that long scales to zero, with or without a policy. A deployment at zero
 that has either (a policy or an idle timeout) is woken at once by the first request that waits for it
-(its queued count): to the policy's wanted count, or to one.
+(its queued count): to the policy's wanted count, or to one. One whose record says why it is not running
+(its replicas failed to start, or its owner has no credit for it) is not woken: gateways refuse its
+requests at once, and only an operator's scale starts it again.
 
 Decisions are the controller's alone (one is active) and are written through the deployment record,
 which stays the truth: operators see the count move, and a count they set is the autoscaler's next
@@ -77,6 +79,8 @@ class Scaling:
     max: int
     policy: Policy | None = None
     idle_timeout_s: float | None = None
+    blocked: bool = False
+    """Its record says why it is not running (failed starts, no credit): never woken from zero."""
 
     @property
     def scaled(self) -> bool:
@@ -97,6 +101,20 @@ class _Track:
     busy_at: float
     up: _Window | None = None
     down: _Window | None = None
+
+
+def _hold(
+    window: _Window | None, now: float, wanted: int, keep: Callable[[int, int], int], after_s: float
+) -> tuple[_Window | None, int | None]:
+    """One more reading inside a window where the wanted count stays on one side of `desired`: `keep` (min
+    going up, max going down) folds it into the count to move to. Once the window has lasted `after_s`
+    it closes and that count is returned."""
+    if window is None:
+        window = _Window(now, wanted)
+    window.bound = keep(window.bound, wanted)
+    if now - window.since >= after_s:
+        return None, window.bound
+    return window, None
 
 
 class Autoscaler:
@@ -122,32 +140,24 @@ class Autoscaler:
         if d.desired == 0:
             track.up = track.down = None
             # Woken by the first request that waits: someone is waiting for a cold start, so no window.
-            return self._wanted(d, load) if load.busy else 0
+            # (Requests still in flight at zero are a drained replica's last ones: no reason to start one.)
+            return self._wanted(d, load) if load.queued > 0 and not d.blocked else 0
         if d.idle_timeout_s is not None and d.min == 0 and now - track.busy_at >= d.idle_timeout_s:
             track.up = track.down = None
             return 0
         if d.policy is None:
             return d.desired
         wanted = self._wanted(d, load)
+        moved = None
         if wanted > d.desired:
             track.down = None
-            if track.up is None:
-                track.up = _Window(now, wanted)
-            track.up.bound = min(track.up.bound, wanted)
-            if now - track.up.since >= d.policy.up_after_s:
-                bound, track.up = track.up.bound, None
-                return bound
+            track.up, moved = _hold(track.up, now, wanted, min, d.policy.up_after_s)
         elif wanted < d.desired:
             track.up = None
-            if track.down is None:
-                track.down = _Window(now, wanted)
-            track.down.bound = max(track.down.bound, wanted)
-            if now - track.down.since >= d.policy.down_after_s:
-                bound, track.down = track.down.bound, None
-                return bound
+            track.down, moved = _hold(track.down, now, wanted, max, d.policy.down_after_s)
         else:
             track.up = track.down = None
-        return d.desired
+        return d.desired if moved is None else moved
 
     @staticmethod
     def _wanted(d: Scaling, load: Load) -> int:

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal, Protocol
 
 from yun.cluster.autoscale import Autoscaler, Policy, Scaling
@@ -64,10 +65,20 @@ class Wanted:
     max_replicas: int = 0
     autoscale: Policy | None = None
     idle_timeout_s: float | None = None
+    blocked: bool = False
+    """Its record says why it is not running (failed starts, no credit for it)."""
 
     @property
     def scaling(self) -> Scaling:
-        return Scaling(self.id, self.desired, self.min_replicas, self.max_replicas, self.autoscale, self.idle_timeout_s)
+        return Scaling(
+            self.id,
+            self.desired,
+            self.min_replicas,
+            self.max_replicas,
+            self.autoscale,
+            self.idle_timeout_s,
+            blocked=self.blocked,
+        )
 
 
 class DeploymentStore(Protocol):
@@ -75,8 +86,9 @@ class DeploymentStore(Protocol):
 
     def wanted(self) -> Sequence[Wanted]: ...
 
-    def scale(self, deployment_id: str, desired: int) -> None:
-        """Set the desired count (the autoscaler's decision), within the deployment's bounds."""
+    def scale(self, deployment_id: str, desired: int, *, was: int) -> bool:
+        """Set the desired count (the autoscaler's decision, within the deployment's bounds) if it is still
+        `was`; False if someone else changed it first (their change stands)."""
         ...
 
     def set_message(self, deployment_id: str, message: str) -> None: ...
@@ -182,10 +194,12 @@ class Controller:
             if desired == w.desired:
                 continue
             try:
-                await asyncio.to_thread(self.deployments.scale, w.id, desired)
+                moved = await asyncio.to_thread(partial(self.deployments.scale, w.id, desired, was=w.desired))
             except YunError as exc:  # deleted or re-bounded meanwhile: the next pass sees the new record
                 log.info("autoscaling %s to %d skipped: %s", w.id, desired, exc.message)
                 continue
+            if not moved:
+                continue  # an operator or the biller changed it since this pass read it: theirs stands
             log.info(
                 "autoscaled %s from %d to %d replicas (queued %d, in flight %d)",
                 w.id, w.desired, desired, load.queued, load.in_flight,

@@ -10,7 +10,7 @@ Cold start: a deployment at zero replicas (scaled to zero, and woken by demand) 
 is `starting`: a request for it waits in its queue, up to `cold_start_timeout_s`, instead of being refused,
 and the queued count, published to the controller (cluster/load.py), is what makes it scale up. One with
 replicas that are not ready (a restart), or that failed to start (its record says why and it backs off), or
-that was scaled to zero by hand refuses at once: nothing is on its way.
+that was scaled to zero by hand or for want of credit refuses at once: nothing is on its way.
 
 Touched only from the event loop, so no lock.
 """
@@ -64,8 +64,8 @@ class Pool:
         self.starting = False
         """No replica is ready and one is on its way (placed, or about to be for the requests waiting):
         requests wait for it rather than being refused."""
-        self.failing = False
-        """Its replicas failed to start and the controller backs off before the next try."""
+        self.failure = ""
+        """Why it is not running (its record's message): failed starts, no credit. Empty: nothing stops it."""
         self.scaled_to_zero = False
         """Zero replicas by an operator's choice, with no autoscaling to wake it."""
         self._notify = notify or (lambda: None)
@@ -86,7 +86,9 @@ class Pool:
     def unavailable(self) -> EngineUnavailable:
         """Why a request is refused at once: no replica can take it and none is on its way."""
         model = self.spec.model_id
-        if self.failing:
+        if self.failure and self.owner_org is not None:  # its owner's own deployment: tell them why
+            return EngineUnavailable(f"the model {model!r} is not running: {self.failure}")
+        if self.failure:  # a shared one: why is the operator's business (engine logs, paths)
             return EngineUnavailable(f"the model {model!r} failed to start; Yun retries it after a pause: retry later")
         if self.scaled_to_zero:
             return EngineUnavailable(f"the model {model!r} is scaled to zero replicas; retry once it is scaled up")
@@ -248,8 +250,9 @@ class Route:
     """Replicas the deployment asks for (0: scaled to zero)."""
     wakes: bool = False
     """It autoscales (a policy or an idle timeout): at zero, a request that waits starts a replica."""
-    failing: bool = False
-    """Its replicas failed to start and the controller is backing off (its record says why)."""
+    failure: str = ""
+    """Why it is not running, from its record (its replicas failed to start and the controller backs off;
+    its owner has no credit for it); empty when nothing stops it."""
 
 
 class Router:
@@ -359,10 +362,10 @@ class Router:
             gone.retire()
         pool.replicas = kept
         was_starting = pool.starting
-        pool.failing = route.failing
+        pool.failure = route.failure
         pool.scaled_to_zero = route.desired == 0 and not route.wakes
         serving = any(e.endpoint is not None and e.state in ("ready", "restarting") for e in route.entries)
-        pool.starting = not serving and not route.failing and (route.desired > 0 or route.wakes)
+        pool.starting = not serving and not route.failure and (route.desired > 0 or route.wakes)
         if was_starting and not pool.starting and not kept:
             # The start it waited for is off (it failed, or the deployment was scaled to zero by hand).
             pool.queue.fail_all(pool.unavailable())
