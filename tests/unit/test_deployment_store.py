@@ -6,42 +6,13 @@ import dataclasses
 import re
 import threading
 from datetime import UTC, datetime
-from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, insert
 
+from tests.support.replicas import ENGINE_SECRET, add_replica
 from yun.errors import InvalidRequest, NotFound
 from yun.store import Database, DeploymentRepository
 from yun.store.deployments import replica_bounds
-from yun.store.orm import ReplicaRow
-
-ENGINE_SECRET = "engine-secret-7f3a9c-never-shown"
-
-
-def add_replica(db: Database, deployment_id: str, replica_id: str, state: str, **columns: Any) -> None:
-    """One replica-registry row, as the controller's registry writes them (this repository only reads them)."""
-    now = datetime.now(UTC)
-    row = {
-        "id": replica_id,
-        "deployment_id": deployment_id,
-        "generation": 1,
-        "backend": "local",
-        "shape": "cpu1",
-        "node": "node-a",
-        "endpoint": "http://127.0.0.1:9" if state == "ready" else None,
-        "secret": ENGINE_SECRET,
-        "state": state,
-        "error": None,
-        "restarts": 0,
-        "created_at": now,
-        "ready_at": now if state == "ready" else None,
-        "stopped_at": now if state == "stopped" else None,
-        "updated_at": now,
-        **columns,
-    }
-    with db.engine.begin() as c:
-        c.execute(insert(cast(Table, ReplicaRow.__table__)).values(**row))
 
 
 @pytest.fixture
