@@ -86,6 +86,9 @@ class EngineSettings(BaseModel):
     """Upper bound on one engine request (a long generation on CPU is slow, not dead)."""
     queue_timeout_s: float = Field(default=300.0, gt=0)
     """How long a request may wait for a free slot of a busy model (tenants take turns) before a 503."""
+    cold_start_timeout_s: float = Field(default=120.0, gt=0)
+    """How long a request for a deployment with no replica running (scaled to zero, or all still starting)
+    waits for one to start before a 503 that says the model is starting (retry)."""
     drain_s: float = Field(default=10.0, ge=0)
     """A replica being replaced (rolling update, scale-down) first leaves every gateway's rotation (within a
     second), then gets this long to finish the requests it has before it is stopped."""
@@ -101,6 +104,10 @@ class ClusterSettings(BaseModel):
     backend: str = "local"
     """Where replicas run: `local` (engine processes on this machine) or `ray://HOST:PORT` / `auto` (a Ray
     cluster)."""
+    load_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """How often a gateway checks its load (per deployment: queued and in-flight requests) and publishes it
+    for the autoscaler when it moved (in Redis if set, else the database). A published load counts for
+    5x this (at least 3 s), so a dead gateway's load is gone within that."""
 
     @field_validator("backend")
     @classmethod
@@ -122,6 +129,10 @@ class BillingSettings(BaseModel):
     """While a stream is relayed, the tokens generated so far are written onto its reservation at most
     this often (never for a stream that ends within one interval). A crash bills the last such record,
     so at most this much generation per cut stream goes unbilled; shorter means more writes."""
+    compute_interval_s: int = Field(default=60, ge=1, le=3600)
+    """The billing interval of compute: the active controller meters every replica's seconds this often
+    (a running replica's usage is written in intervals this long) and a dedicated deployment's hold covers
+    this long ahead."""
 
 
 class SecretsSettings(BaseModel):

@@ -117,6 +117,9 @@ def test_update_bumps_the_generation_only_when_replicas_must_restart(
     d = _created(admin, {"model": deployable.model, "min": 0, "replicas": 0, "cpus": 2})
     at = f"/admin/deployments/{d['id']}"
     assert admin.patch(at, json={"idle_timeout_s": 120}).json()["generation"] == 1
+    scaled = admin.patch(at, json={"autoscale": {"target_in_flight": 2, "down_after_s": 30}}).json()
+    assert (scaled["autoscale"], scaled["generation"]) == ({"target_in_flight": 2, "down_after_s": 30}, 1)
+    assert admin.patch(at, json={"autoscale": None}).json()["autoscale"] == {}
     changed = admin.patch(at, json={"threads": 3, "context": 1024}).json()
     assert (changed["threads"], changed["context"], changed["generation"]) == (3, 1024, 2)
     assert admin.patch(at, json={"threads": 3}).json()["generation"] == 2, "the same value is no change"
@@ -146,6 +149,9 @@ def test_update_bumps_the_generation_only_when_replicas_must_restart(
         ({"model": "{model}", "parallel": 100_000}, 400, "parallel"),
         ({"model": "{model}", "context": 8}, 400, "context"),
         ({"model": "{model}", "idle_timeout_s": 0}, 400, "idle_timeout_s"),
+        ({"model": "{model}", "autoscale": {"target_in_flight": 0}}, 400, "autoscale.target_in_flight"),
+        ({"model": "{model}", "autoscale": {"up_after_s": -1}}, 400, "autoscale.up_after_s"),
+        ({"model": "{model}", "autoscale": {"target_inflight": 2}}, 400, "autoscale.target_inflight"),
         ({"model": "{model}", "command": []}, 400, "command"),
         ({"model": "{model}", "command": ["a\x00b"]}, 400, "command.0"),
         ({"model": "{model}", "command": ["engine", "--api-key={secret}"]}, 400, "command"),

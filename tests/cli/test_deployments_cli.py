@@ -46,12 +46,13 @@ def test_create_list_show_scale_update_delete(cli: Cli, deployable: Deployable) 
         "deployments", "update", dep, "--threads", "2", "--command", command
     )
     assert "updated (generation 2, replicas keep running)" in cli.run(
-        "deployments", "update", dep, "--idle-timeout", "60"
+        "deployments", "update", dep, "--idle-timeout", "60", "--autoscale", '{"target_in_flight": 3}'
     )
     shown = cli.run("deployments", "show", dep)
     assert re.search(r"^replicas\s+0 ready of 1 desired \(min 0, max 1\)$", shown, re.M), shown
     assert re.search(r"^engine args\s+threads 2, parallel default, context default$", shown, re.M), shown
     assert re.search(rf"^command\s+{FAILS} --port '\{{port\}}' --model '\{{model\}}'$", shown, re.M), shown
+    assert re.search(r"^autoscale\s+target_in_flight 3$", shown, re.M), shown
     full = json.loads(cli.run("deployments", "show", dep, "--json"))
     assert full["command"] == [*NO_ENGINE, "--port", "{port}", "--model", "{model}"] and full["idle_timeout_s"] == 60
     assert "generation 3" in cli.run("deployments", "update", dep, "--reset", "threads", "--reset", "idle-timeout-s")

@@ -39,7 +39,7 @@ async def yun(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, minilm
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("yun"),
         defaults={"chat": False, "embedding": False},
-        engine={"parallel": 2, "context_per_slot": CONTEXT_PER_SLOT, "health_interval_s": 0.3},
+        engine={"parallel": 2, "context_per_slot": CONTEXT_PER_SLOT, "health_interval_s": 0.3, "drain_s": 1.0},
         server={"max_body_bytes": 200_000},
     )
     services = build_services(settings)

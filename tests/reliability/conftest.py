@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 
 from tests.conftest import _postgres_database
@@ -123,15 +124,50 @@ class ReliabilityServer(MoneyServer):
         return engine_access(self.data_dir, MODEL)
 
 
-def _tiny_model_ready(health: Health) -> bool:
-    model = health.get("models", {}).get(MODEL, {})
-    return health.get("status") == "ok" and model.get("healthy_replicas") == 1
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the test (skips with the reason when PostgreSQL is absent)."""
+    """A fresh PostgreSQL database (skipped, with the reason, where none is running)."""
     yield from _postgres_database()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+def role_server(
+    root: Path,
+    name: str,
+    role: str,
+    database: str,
+    args: Sequence[str],
+    env: dict[str, str],
+    ready: Callable[[Health], bool],
+    admin_key: str | None = None,
+) -> YunServer:
+    """One `yun serve --role ROLE` of a scale-out installation on `database`, with its own data dir
+    (`root/name`) and no default models; `args` adds e.g. `--redis URL`."""
+    return YunServer(
+        root,
+        data_dir=root / name,
+        database=database,
+        args=["--role", role, *args, "--no-default-models"],
+        env=env,
+        ready=ready,
+        admin_key=admin_key,
+    )
+
+
+def _tiny_model_ready(health: Health) -> bool:
+    model = health.get("models", {}).get(MODEL, {})
+    return health.get("status") == "ok" and model.get("healthy_replicas") == 1
 
 
 @pytest.fixture
@@ -174,6 +210,8 @@ _MONEY_TABLES = (
     "SELECT org_id, kind, amount, reference FROM ledger_entries",
     "SELECT org_id, SUM(requests) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS t, "
     "SUM(cost) AS cost FROM usage_rollups GROUP BY org_id",
+    "SELECT charge_ref, SUM(seconds) AS seconds, SUM(price) AS price FROM compute_usage"
+    " WHERE charge_ref IS NOT NULL GROUP BY charge_ref",
 )
 
 
@@ -198,7 +236,7 @@ def _snapshot(db: Path | str) -> list[list[dict[str, Any]]]:
 def audit_ledger(db: Path | str) -> Audit:
     """Read the money tables in one snapshot (`db`: a SQLite file, or a database URL) and assert every
     invariant that must hold when Yun is idle."""
-    records, reservations, balances, ledger, rollups = _snapshot(db)
+    records, reservations, balances, ledger, rollups, billed = _snapshot(db)
 
     audit = Audit(
         records={r["request_id"]: r for r in records},
@@ -225,9 +263,17 @@ def audit_ledger(db: Path | str) -> Audit:
         else:
             audit.credits[e["org_id"]] = audit.credits.get(e["org_id"], 0) + e["amount"]
 
+    compute = {b["charge_ref"]: (b["seconds"], b["price"]) for b in billed}
+    assert compute.keys() <= audit.records.keys(), "compute intervals charged by no usage record"
     for rid, r in audit.records.items():
         hold = audit.reservations[rid]
         assert r["org_id"] == hold["org_id"] and r["key_id"] == hold["key_id"]
+        if r["endpoint"] == "compute":
+            # A dedicated deployment's replica-seconds: exactly the price of the intervals it marked; what
+            # passed its hold came from the balance then available (the balance checks below).
+            assert (r["compute_seconds"], r["cost"]) == compute.get(rid, (0, 0)), f"{rid} mispriced: {r}"
+            assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge != usage cost"
+            continue
         assert r["cost"] == expected_cost(r["prompt_tokens"], r["completion_tokens"]), f"{rid} mispriced: {r}"
         assert 0 <= r["cost"] <= hold["amount"], f"{rid} cost {r['cost']} exceeds its hold {hold['amount']}"
         assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge {charges.get(rid)} != usage cost {r['cost']}"
@@ -251,7 +297,7 @@ def audit_ledger(db: Path | str) -> Audit:
     for roll in rollups:
         mine = [r for r in audit.records.values() if r["org_id"] == roll["org_id"]]
         assert (roll["n"], roll["p"], roll["t"], roll["cost"]) == (
-            len(mine),
+            sum(r["endpoint"] != "compute" for r in mine),  # compute settlements are not requests
             sum(r["prompt_tokens"] for r in mine),
             sum(r["completion_tokens"] for r in mine),
             sum(r["cost"] for r in mine),

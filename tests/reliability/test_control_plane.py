@@ -9,31 +9,21 @@ PostgreSQL database and Redis, the official `openai` client.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import openai
 import pytest
-import redis
 from cryptography.fernet import Fernet
 
-from tests.reliability.conftest import MODEL
+from tests.reliability.conftest import MODEL, role_server
 from tests.reliability.test_second_serve import _children
 from tests.support.server import KEY_RE, Health, YunServer, answers
 from tests.support.tiny_model import tiny_model_path
 
 pytestmark = pytest.mark.reliability
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 WAIT_S = 120.0  # bound on every wait below; never a measured time
-
-
-@pytest.fixture
-def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    return REDIS_URL
 
 
 def _serving_model(health: Health) -> bool:
@@ -60,16 +50,8 @@ def test_gateways_serve_the_controllers_replicas_and_a_standby_takes_over(
         "YUN_ENGINE__HEALTH_INTERVAL_S": "0.5",
     }
 
-    def server(name: str, role: str, ready: object, admin_key: str | None = None) -> YunServer:
-        return YunServer(
-            tmp_path,
-            data_dir=tmp_path / name,
-            database=pg_url,
-            args=["--role", role, "--redis", redis_url, "--no-default-models"],
-            env=env,
-            ready=ready,  # type: ignore[arg-type]
-            admin_key=admin_key,
-        )
+    def server(name: str, role: str, ready: Callable[[Health], bool], admin_key: str | None = None) -> YunServer:
+        return role_server(tmp_path, name, role, pg_url, ["--redis", redis_url], env, ready, admin_key)
 
     active = server("controller-a", "controller", answers)
     servers = [active]

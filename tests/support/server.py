@@ -30,7 +30,7 @@ import httpx
 
 from tests.support.net import free_port
 
-__all__ = ["KEY_RE", "Health", "YunServer", "answers", "healthy"]
+__all__ = ["KEY_RE", "Health", "YunServer", "answers", "at_zero", "healthy"]
 
 KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 LISTENING_RE = re.compile(r"listening on (http://\S+)/v1")
@@ -47,6 +47,21 @@ def healthy(health: Health) -> bool:
 def answers(health: Health) -> bool:
     """Ready as soon as `/health` answers at all (the gateway is up; there may be no model yet)."""
     return True
+
+
+def at_zero(model: str, *, dedicated: bool) -> Health:
+    """What `/health` says of an active deployment of `model` scaled to zero with nothing queued or in
+    flight (its `message` aside: compare `deployment | {"message": ""}` with it)."""
+    return {
+        "model": model,
+        "dedicated": dedicated,
+        "state": "active",
+        "desired": 0,
+        "ready": 0,
+        "queued": 0,
+        "in_flight": 0,
+        "message": "",
+    }
 
 
 class YunServer:

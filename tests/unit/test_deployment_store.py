@@ -254,6 +254,9 @@ def test_scale_within_bounds_and_bounds_clamp_the_count(repo: DeploymentReposito
     assert repo.get(d.id) == zero
     with pytest.raises(NotFound):
         repo.scale("dep-missing", 1)
+    # The autoscaler's compare-and-set: a count that moved since it was read is left as it is.
+    assert repo.scale(d.id, 2, if_desired=1).desired_replicas == 0
+    assert repo.scale(d.id, 2, if_desired=0).desired_replicas == 2
 
 
 def test_concurrent_updates_and_scales_all_land(repo: DeploymentRepository) -> None:

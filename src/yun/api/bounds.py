@@ -19,6 +19,7 @@ from pydantic import AfterValidator, Field
 from yun.billing.pricing import NANO
 from yun.catalog.registry import MAX_CONTEXT
 from yun.metering.usage import MAX_PAGE
+from yun.store.compute import MAX_PRICE_PER_HOUR
 from yun.store.money import MAX_FREE_TOKENS, MAX_PRICE_PER_MTOK
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Command",
     "ContextTokens",
     "Cpus",
+    "ComputePriceUSD",
     "CreditUSD",
     "Cursor",
     "Day",
@@ -53,6 +55,7 @@ __all__ = [
     "ReplicaCount",
     "Rpm",
     "Slots",
+    "Shape",
     "Text",
     "Threads",
     "Tpm",
@@ -102,6 +105,17 @@ CreditUSD = Annotated[
 PriceUSD = Annotated[
     Decimal, Field(ge=0, le=MAX_PRICE_USD, allow_inf_nan=False, description="USD per 1M tokens, number or string")
 ]
+ComputePriceUSD = Annotated[
+    Decimal,
+    Field(
+        ge=0,
+        le=Decimal(MAX_PRICE_PER_HOUR) / NANO,
+        allow_inf_nan=False,
+        description="USD per replica-hour, number or string",
+    ),
+]
+Shape = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,79}$", examples=["cpu1", "cpu8-gpu1-mem32768"])]
+"""A resource shape's name, as deployments' replicas are metered by (`cpu1`, `cpu8-gpu1-mem32768`)."""
 PageLimit = Annotated[int, Field(ge=1, le=MAX_PAGE)]
 """How many items one page of a list holds."""
 Cursor = Annotated[str, Field(min_length=1, max_length=80), AfterValidator(no_nul)]

@@ -19,9 +19,10 @@ from typing import Literal
 from yun.api.services import Services
 from yun.catalog import served_context
 from yun.cluster import ReplicaSpec, Route
+from yun.cluster.autoscale import Policy
 from yun.cluster.base import Cluster, EngineArgs, Resources
 from yun.cluster.controller import Wanted
-from yun.errors import InvalidRequest
+from yun.errors import InvalidRequest, ModelNotFound
 from yun.settings import Settings
 from yun.store import ModelRecord
 from yun.store.deployments import DeploymentRepository
@@ -75,6 +76,7 @@ class DeploymentRecords:
         out = []
         for d in self._repo.list():
             engine: Literal["llamacpp", "vllm"] = "vllm" if d.engine == "vllm" else "llamacpp"
+            parallel = d.parallel or e.parallel
             out.append(
                 Wanted(
                     id=d.id,
@@ -85,20 +87,37 @@ class DeploymentRecords:
                     resources=Resources(cpus=d.cpus, gpus=d.gpus, memory_mb=d.memory_mb),
                     args=EngineArgs(
                         threads=d.threads or e.threads,
-                        parallel=d.parallel or e.parallel,
+                        parallel=parallel,
                         context=d.context or e.context_per_slot,
                     ),
                     command=tuple(d.command) if d.command else None,
                     deleting=d.state == "deleting",
+                    min_replicas=d.min_replicas,
+                    max_replicas=d.max_replicas,
+                    autoscale=_policy(d, parallel),
+                    idle_timeout_s=d.idle_timeout_s,
+                    blocked=bool(d.message),
                 )
             )
         return out
+
+    def scale(self, deployment_id: str, desired: int, *, was: int) -> bool:
+        return self._repo.scale(deployment_id, desired, if_desired=was).desired_replicas == desired
 
     def set_message(self, deployment_id: str, message: str) -> None:
         self._repo.set_message(deployment_id, message)
 
     def remove(self, deployment_id: str) -> None:
         self._repo.delete(deployment_id)
+
+
+def _policy(d: DeploymentRecord, slots: int) -> Policy | None:
+    """The deployment's autoscaling policy; none (logged) for one the admin API would have refused."""
+    try:
+        return Policy.parse(d.autoscale, slots)
+    except ValueError as exc:
+        log.warning("deployment %s: autoscale policy %r ignored: %s", d.id, d.autoscale, exc)
+        return None
 
 
 def make_backend(settings: Settings) -> Cluster:
@@ -115,8 +134,11 @@ def make_backend(settings: Settings) -> Cluster:
 
 
 def model_source(services: Services, model_id: str) -> tuple[str, Literal["chat", "embedding"]] | None:
-    m = services.catalog.get(model_id)
-    if m is None or m.path is None or m.url is not None:
+    try:
+        m = services.catalog.get(model_id)
+    except ModelNotFound:
+        return None
+    if m.path is None or m.url is not None:
         return None
     return m.path, "embedding" if m.kind == "embedding" else "chat"
 
@@ -169,6 +191,9 @@ def routes(
                 entries=tuple(of.get(d.id, ())),
                 slots=slots,
                 llamacpp=d.engine != "vllm",
+                desired=d.desired_replicas,
+                wakes=bool(d.autoscale) or d.idle_timeout_s is not None,
+                failure=d.message.split("\n", 1)[0][:300],
             )
         )
     return out

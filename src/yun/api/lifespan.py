@@ -1,5 +1,6 @@
 """Start-up and shut-down: the controller (unless this is a gateway only) places every deployment's
-replicas; the gateway (unless this is a controller only) follows the replica registry."""
+replicas and autoscales them; the gateway (unless this is a controller only) follows the replica registry
+and publishes its load for the autoscaler."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from yun.api.control import (
 )
 from yun.api.services import Services
 from yun.cluster.controller import Controller
+from yun.cluster.load import LoadPublisher
 from yun.store.leadership import Leadership
 
 __all__ = ["lifespan", "spec_for", "sync_deployments"]
@@ -48,6 +50,13 @@ async def sync_deployments(services: Services) -> None:
         await controller.settled()
     if services.settings.cluster.role != "controller":
         await refresh_routes(services)
+
+
+def _poke_controller(services: Services) -> None:
+    """The controller in this process (role `all`) reads the load just published at once: a request
+    waiting for a deployment at zero starts its replica a reconcile interval sooner."""
+    if services.controller is not None:
+        services.controller.poke()
 
 
 async def _keep_in_sync(services: Services) -> None:
@@ -87,8 +96,10 @@ async def _keep_routes(services: Services, changed: asyncio.Event) -> None:
 
 
 def _fingerprint(services: Services) -> object:
+    # The message too: a deployment that starts failing (or loses its credit) must stop making requests
+    # wait for its cold start at once, and `set_message` moves nothing else.
     deployments = tuple(
-        (d.id, d.generation, d.desired_replicas, d.state, d.updated_at) for d in services.deployments.list()
+        (d.id, d.generation, d.desired_replicas, d.state, d.message, d.updated_at) for d in services.deployments.list()
     )
     return services.registry.version(), deployments
 
@@ -154,6 +165,7 @@ async def _take_over(services: Services, routes_changed: asyncio.Event) -> None:
         start_timeout_s=e.start_timeout_s,
         drain_s=e.drain_s,
         on_change=routes_changed.set,
+        loads=services.loads,
     )
     log.info("this process is the active controller (cluster backend: %s)", backend.name)
 
@@ -217,8 +229,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks.append(
             asyncio.create_task(_stand_for_controller(services, leadership, routes_changed), name="yun-controller")
         )
+        # Hook (compute metering): the active controller's process meters every replica's seconds.
+        metering = services.compute.run(lambda: services.controller is not None)
+        tasks.append(asyncio.create_task(metering, name="yun-compute"))
+    publisher = None
     if role != "controller":
         tasks.append(asyncio.create_task(_keep_routes(services, routes_changed), name="yun-routes"))
+        publisher = LoadPublisher(
+            services.router,
+            services.loads,
+            services.instance_id,
+            services.settings.cluster.load_interval_s,
+            woken=partial(_poke_controller, services),
+        )
+        tasks.append(asyncio.create_task(publisher.run(), name="yun-load"))
     services.db.start_checkpoints(_CHECKPOINT_EVERY_S)
     # Everything built so far (libraries, app, services) lives for the whole process: move it out of
     # the cyclic collector's reach, so full collections scan only per-request garbage. Without this,
@@ -232,6 +256,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if publisher is not None:
+            with contextlib.suppress(Exception):  # its TTL takes it away regardless
+                await publisher.withdraw()
         await services.router.close()
         await _step_down(services)
         await asyncio.to_thread(leadership.release)
@@ -244,4 +271,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await lease
         await asyncio.to_thread(services.instances.end, services.instance_id)
+        services.loads.close()
         services.db.dispose()

@@ -4,6 +4,7 @@ they reveal model names and replica health, never keys, tenants or prompts."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,8 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from yun.api.deps import ServicesDep
 from yun.api.services import Services
+from yun.cluster.load import Load
 
 router = APIRouter()
+log = logging.getLogger("yun.api")
 
 
 @router.get("/health")
@@ -36,18 +39,26 @@ async def health(services: ServicesDep) -> JSONResponse:
             ],
         }
     deployments = await asyncio.to_thread(_deployments, services)
-    ready = all(v["healthy_replicas"] > 0 for v in models.values()) and all(
-        d["ready"] >= d["desired"] for d in deployments.values()
-    )
+    # A deployment at zero replicas (scaled to zero, idle) is as asked: not a degraded one.
+    ready = all(
+        v["healthy_replicas"] > 0 or deployments.get(name, {}).get("desired") == 0 for name, v in models.items()
+    ) and all(d["ready"] >= d["desired"] for d in deployments.values())
     body = {"status": "ok" if ready else "degraded", "models": models, "deployments": deployments}
     return JSONResponse(body)
 
 
 def _deployments(services: Services) -> dict[str, Any]:
-    """Desired vs ready replicas of every deployment, from the registry (what the controller made), and
-    in a line why it is not as asked. Dedicated deployments are shown without their owner."""
+    """Desired vs ready replicas of every deployment, from the registry (what the controller made), the
+    requests queued and in flight for it over every gateway (as they published it for the autoscaler:
+    null when it cannot be read), and in a line why it is not as asked. Dedicated deployments are shown
+    without their owner."""
     records = services.deployments.list()
     ready = services.deployments.ready_counts()
+    try:
+        loads: dict[str, Load] | None = services.loads.totals([d.id for d in records])
+    except Exception:  # noqa: BLE001 - health answers without the load rather than not at all
+        log.exception("reading the gateways' load failed")
+        loads = None
     return {
         d.id: {
             "model": d.model_id,
@@ -55,6 +66,8 @@ def _deployments(services: Services) -> dict[str, Any]:
             "state": d.state,
             "desired": d.desired_replicas,
             "ready": ready.get(d.id, 0),
+            "queued": None if loads is None else loads.get(d.id, Load()).queued,
+            "in_flight": None if loads is None else loads.get(d.id, Load()).in_flight,
             "message": d.message.split("\n", 1)[0][:300],
         }
         for d in records
@@ -64,8 +77,15 @@ def _deployments(services: Services) -> dict[str, Any]:
 @router.get("/metrics")
 async def metrics(services: ServicesDep) -> Response:
     m = services.metrics
-    for gauge in (m.replica_healthy, m.replica_outstanding, m.replica_restarts):
-        gauge.clear()  # replicas come and go (ids are per placement): only the current ones are reported
+    deployments = await asyncio.to_thread(_deployments, services)
+    gauges = (m.replica_healthy, m.replica_outstanding, m.replica_restarts)
+    for gauge in (*gauges, m.deployment_desired, m.deployment_ready, m.deployment_queued):
+        gauge.clear()  # replicas and deployments come and go: only the current ones are reported
+    for name, d in deployments.items():
+        m.deployment_desired.labels(name, d["model"]).set(d["desired"])
+        m.deployment_ready.labels(name, d["model"]).set(d["ready"])
+        if d["queued"] is not None:
+            m.deployment_queued.labels(name, d["model"]).set(d["queued"])
     for d in services.router.pools():
         m.queued.labels(d.spec.model_id).set(len(d.queue))
         for r in d.replicas:

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yun.billing import BillingService
+from yun.billing.compute import ComputeBilling
 from yun.billing.statements import Statement, monthly_statement
 from yun.catalog import Catalog
 from yun.cluster import Router
 from yun.cluster.base import Cluster
 from yun.cluster.controller import Controller
+from yun.cluster.load import DatabaseLoadBoard, LoadBoard, RedisLoadBoard
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
 from yun.metering.usage import UsageQueries
@@ -27,6 +29,7 @@ from yun.store import (
     upgrade,
 )
 from yun.store.deployments import DeploymentRepository
+from yun.store.loads import LoadRepository
 from yun.store.replicas import ReplicaRepository
 from yun.store.secrets import load_key
 from yun.tenancy import DEFAULT_ORG, KeyService
@@ -47,6 +50,8 @@ class Services:
     """This gateway's routes to the replicas in the registry (and to external upstreams)."""
     deployments: DeploymentRepository
     registry: ReplicaRepository
+    loads: LoadBoard
+    """Where gateways publish their queued and in-flight requests, and the autoscaler reads their sums."""
     metrics: Metrics
     billing: BillingService
     usage: UsageQueries
@@ -54,6 +59,9 @@ class Services:
     instances: InstanceRepository
     instance_id: str
     """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
+    compute: ComputeBilling
+    """Meters every replica's seconds and bills dedicated deployments for theirs; run by the active
+    controller's process (see the lifespan)."""
     backend: Cluster | None = None
     """Where the controller places replicas, when it was connected before the app started (`yun serve`)."""
     controller: Controller | None = None
@@ -90,12 +98,20 @@ def build_services(settings: Settings) -> Services:
         db.dispose()
         raise
     e = settings.engine
-    router = Router(request_timeout_s=e.request_timeout_s, queue_timeout_s=e.queue_timeout_s)
+    router = Router(
+        request_timeout_s=e.request_timeout_s,
+        queue_timeout_s=e.queue_timeout_s,
+        cold_start_timeout_s=e.cold_start_timeout_s,
+    )
     metrics = Metrics()
     instance_id = new_instance_id()
     # The operator's own organization (it owns the bootstrap key) is metered, never refused for quota.
     billing = BillingService(db, instance_id, internal_orgs=frozenset({DEFAULT_ORG}))
+    deployments = DeploymentRepository(db)
     limiter: RateLimitStore = RedisRateLimitStore(settings.redis_url) if settings.redis_url else MemoryRateLimitStore()
+    loads: LoadBoard = (
+        RedisLoadBoard(settings.redis_url) if settings.redis_url else DatabaseLoadBoard(LoadRepository(db))
+    )
     return Services(
         settings=settings,
         db=db,
@@ -104,8 +120,9 @@ def build_services(settings: Settings) -> Services:
         keys=KeyService(KeyRepository(db)),
         catalog=Catalog(models, settings.model_cache_dir),
         router=router,
-        deployments=DeploymentRepository(db),
+        deployments=deployments,
         registry=ReplicaRepository(db, box),
+        loads=loads,
         metrics=metrics,
         billing=billing,
         usage=UsageQueries(billing.money),
@@ -119,6 +136,7 @@ def build_services(settings: Settings) -> Services:
         ),
         instances=InstanceRepository(db),
         instance_id=instance_id,
+        compute=ComputeBilling(db, billing, deployments, interval_s=settings.billing.compute_interval_s),
     )
 
 

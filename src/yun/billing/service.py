@@ -20,6 +20,7 @@ from typing import TypeVar
 from yun.billing.pricing import charge, dollars, nanodollars
 from yun.errors import InvalidRequest
 from yun.store import Database
+from yun.store.compute import ComputePriceRecord, ComputeRepository
 from yun.store.money import (
     HoldRecord,
     HoldRequest,
@@ -70,6 +71,8 @@ class Outcome:
 class BillingService:
     def __init__(self, db: Database, gateway_id: str, internal_orgs: frozenset[str] = frozenset()) -> None:
         self.money = MoneyRepository(db)
+        self.compute = ComputeRepository(db)
+        """Compute usage (replica-seconds, written by the compute meter) and compute prices per shape."""
         self.writer = money_writer(db)
         self.gateway_id = gateway_id
         """The owner written on every hold: this process's gateway instance id (see store/instances.py)."""
@@ -289,6 +292,21 @@ class BillingService:
         price = self.money.add_price(model_id, values[0], values[1], cached)
         self.invalidate()
         return price
+
+    def set_compute_price(
+        self, shape: str, cost_usd: str | float | None, price_usd: str | float | None
+    ) -> ComputePriceRecord:
+        """Add a version of a resource shape's compute prices (USD per replica-hour): the operator's cost and
+        the dedicated price. One left out keeps its current value (0 for a shape without prices). Compute
+        metered before keeps the version it was priced at."""
+        if cost_usd is None and price_usd is None:
+            raise InvalidRequest("give a cost, a price or both", param="cost")
+        current = self.compute.prices().get(shape)
+        cost = nanodollars(cost_usd) if cost_usd is not None else (current.cost_per_hour if current else 0)
+        price = nanodollars(price_usd) if price_usd is not None else (current.price_per_hour if current else 0)
+        if min(cost, price) < 0:
+            raise InvalidRequest("prices cannot be negative", param="cost" if cost < 0 else "price")
+        return self.compute.add_price(shape, cost, price)
 
     def set_free_allowance(self, org_id: str, model_id: str, monthly_tokens: int) -> None:
         if monthly_tokens < 0:

@@ -1,4 +1,4 @@
-"""`yun credits`, `yun prices`, `yun free-tier`, `yun usage`, `yun statement`, `yun ledger`."""
+"""`yun credits`, `yun prices`, `yun free-tier`, `yun usage`, `yun statement`, `yun ledger`, `yun economics`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import typer
 
 from yun.cli._client import connect, path
 from yun.cli._output import print_json, print_table, say, when
+from yun.cli.compute import compute_prices_app, economics
 
 __all__ = ["register"]
 
 credits_app = typer.Typer(help="Prepaid credits: grant and read balances.", no_args_is_help=True)
-prices_app = typer.Typer(help="Versioned model prices (USD per 1M tokens).", no_args_is_help=True)
+prices_app = typer.Typer(
+    help="Versioned prices: models (USD per 1M tokens) and compute (`yun prices compute`).", no_args_is_help=True
+)
+prices_app.add_typer(compute_prices_app, name="compute")
 
 Org = Annotated[str, typer.Argument(help="Organization id or name.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the server's full answer as JSON.")]
@@ -27,6 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command("usage")(usage)
     app.command("statement")(statement)
     app.command("ledger")(ledger)
+    app.command("economics")(economics)
 
 
 def _range(days: int) -> dict[str, str]:

@@ -6,6 +6,7 @@ read the records (`/admin/deployments`).
 
 from __future__ import annotations
 
+import json as jsonlib
 import shlex
 from typing import Annotated, Any
 
@@ -41,11 +42,21 @@ IdleTimeout = Annotated[
     float | None,
     typer.Option("--idle-timeout", help="Seconds without requests before scaling to zero (default: never)."),
 ]
+Autoscale = Annotated[
+    str | None,
+    typer.Option(
+        "--autoscale",
+        help='Autoscaling policy, JSON: {"target_in_flight": 2, "up_after_s": 5, "down_after_s": 60}; '
+        "every field optional; {} for none (default: none).",
+    ),
+]
 Replicas = Annotated[int | None, typer.Option("--replicas", help="Replicas to run (default: 1).")]
 Min = Annotated[int | None, typer.Option("--min", help="Fewest replicas, the autoscaler's floor (default: 1).")]
 Max = Annotated[int | None, typer.Option("--max", help="Most replicas (default: max(min, replicas)).")]
 
-_RESETTABLE = ("engine", "cpus", "gpus", "memory_mb", "threads", "parallel", "context", "command", "idle_timeout_s")
+_RESETTABLE = (
+    "engine", "cpus", "gpus", "memory_mb", "threads", "parallel", "context", "command", "idle_timeout_s", "autoscale",
+)  # fmt: skip
 
 
 def _engine_args(**given: Any) -> dict[str, Any]:
@@ -56,6 +67,11 @@ def _engine_args(**given: Any) -> dict[str, Any]:
             body["command"] = shlex.split(body["command"])
         except ValueError as exc:
             raise CliError(f"--command: {exc}") from exc
+    if "autoscale" in body:
+        try:
+            body["autoscale"] = jsonlib.loads(body["autoscale"])
+        except ValueError as exc:
+            raise CliError(f"--autoscale: not JSON: {exc}") from exc
     return body
 
 
@@ -122,6 +138,8 @@ def deployments_show(deployment_id: DeploymentId, json: Json = False) -> None:
         lines.append(("command", shlex.join(d["command"])))
     if d["idle_timeout_s"] is not None:
         lines.append(("idle timeout", f"{d['idle_timeout_s']:g} s"))
+    if d.get("autoscale"):
+        lines.append(("autoscale", ", ".join(f"{k} {v:g}" for k, v in d["autoscale"].items())))
     if d["message"]:
         lines.append(("message", d["message"]))
     width = max(len(k) for k, _ in lines)
@@ -162,6 +180,7 @@ def deployments_create(
     context: Context = None,
     command: Command = None,
     idle_timeout: IdleTimeout = None,
+    autoscale: Autoscale = None,
 ) -> None:
     """Deploy a model and print the deployment's id; the server's controller starts its replicas."""
     body = {"model": model, "id": deployment_id, "owner": owner, "replicas": replicas, "min": min, "max": max}
@@ -175,6 +194,7 @@ def deployments_create(
         context=context,
         command=command,
         idle_timeout_s=idle_timeout,
+        autoscale=autoscale,
     )
     with connect() as client:
         d = client.post("/admin/deployments", {k: v for k, v in body.items() if v is not None})
@@ -209,6 +229,7 @@ def deployments_update(
     context: Context = None,
     command: Command = None,
     idle_timeout: IdleTimeout = None,
+    autoscale: Autoscale = None,
     reset: Annotated[
         list[str] | None,
         typer.Option("--reset", help=f"Put a field back to its default (repeatable): {', '.join(_RESETTABLE)}."),
@@ -216,8 +237,8 @@ def deployments_update(
 ) -> None:
     """Change the engine, its arguments or the resources per replica (replica counts: `scale`).
 
-    Any change but --idle-timeout starts a new generation: the controller replaces the replicas, new ones
-    ready before old ones drain."""
+    Any change but --idle-timeout and --autoscale starts a new generation: the controller replaces the
+    replicas, new ones ready before old ones drain."""
     body: dict[str, Any] = {}
     for field in reset or []:
         name = field.replace("-", "_")
@@ -234,6 +255,7 @@ def deployments_update(
         context=context,
         command=command,
         idle_timeout_s=idle_timeout,
+        autoscale=autoscale,
     )
     if not body:
         raise CliError("nothing to change: give an option (see `yun deployments update --help`)")

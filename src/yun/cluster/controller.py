@@ -10,6 +10,11 @@ One pass (`reconcile`), every second or so and whenever told something changed:
    gateways, which see the registry within a second, finish what they sent there, then stop);
 3. a deployment being deleted has its replicas stopped, then its record removed.
 
+Before converging, the autoscaler (cluster/autoscale.py) moves `desired` of the deployments that have a
+policy or an idle timeout, from the load gateways publish (cluster/load.py), and writes it to their
+record: an unreadable load changes nothing. A replica that goes because the count went down drains
+first, as in a rolling update.
+
 A replica that cannot start is `failed` with the backend's reason; its deployment backs off
 (exponentially, up to `max_backoff_s`) before the next attempt, so a model that cannot load does not spin
 the machine, and says why in its message. Nothing here blocks the event loop on the database for long:
@@ -27,12 +32,15 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal, Protocol
 
+from yun.cluster.autoscale import Autoscaler, Policy, Scaling
 from yun.cluster.base import Cluster, EngineArgs, ReplicaOrder, ReplicaStatus, Resources
-from yun.errors import EngineUnavailable
+from yun.cluster.load import Load, LoadBoard
+from yun.errors import EngineUnavailable, YunError
 from yun.store.replicas import RegistryEntry, ReplicaRepository
 
 __all__ = ["Controller", "DeploymentStore", "ModelSource", "Wanted"]
@@ -53,12 +61,35 @@ class Wanted:
     args: EngineArgs = EngineArgs()
     command: tuple[str, ...] | None = None
     deleting: bool = False
+    min_replicas: int = 0
+    max_replicas: int = 0
+    autoscale: Policy | None = None
+    idle_timeout_s: float | None = None
+    blocked: bool = False
+    """Its record says why it is not running (failed starts, no credit for it)."""
+
+    @property
+    def scaling(self) -> Scaling:
+        return Scaling(
+            self.id,
+            self.desired,
+            self.min_replicas,
+            self.max_replicas,
+            self.autoscale,
+            self.idle_timeout_s,
+            blocked=self.blocked,
+        )
 
 
 class DeploymentStore(Protocol):
     """Where the controller reads deployments and reports on them (the deployments repository)."""
 
     def wanted(self) -> Sequence[Wanted]: ...
+
+    def scale(self, deployment_id: str, desired: int, *, was: int) -> bool:
+        """Set the desired count (the autoscaler's decision, within the deployment's bounds) if it is still
+        `was`; False if someone else changed it first (their change stands)."""
+        ...
 
     def set_message(self, deployment_id: str, message: str) -> None: ...
 
@@ -88,6 +119,8 @@ class Controller:
         drain_s: float = 5.0,
         max_backoff_s: float = 300.0,
         on_change: Callable[[], None] | None = None,
+        loads: LoadBoard | None = None,
+        autoscaler: Autoscaler | None = None,
     ) -> None:
         self.backend = backend
         self.deployments = deployments
@@ -97,6 +130,9 @@ class Controller:
         self.drain_s = drain_s
         self.max_backoff_s = max_backoff_s
         self.on_change = on_change or (lambda: None)
+        self.loads = loads
+        """Where gateways publish their load; None: no autoscaling."""
+        self.autoscaler = autoscaler or Autoscaler()
         self._placing: dict[str, asyncio.Task[None]] = {}
         self._backoff: dict[str, _Backoff] = {}
         self._draining: dict[str, float] = {}  # replica id -> when it started draining
@@ -127,6 +163,7 @@ class Controller:
     async def reconcile(self) -> None:
         async with self._lock:
             wanted = {w.id: w for w in await asyncio.to_thread(self.deployments.wanted)}
+            wanted = await self._autoscale(wanted)
             entries = await asyncio.to_thread(self.registry.live)
             running = {s.replica_id: s for s in await self.backend.replicas()}
             changed = await self._sync(entries, running, wanted)
@@ -139,6 +176,36 @@ class Controller:
                 changed |= await self._converge(w, by_deployment.get(w.id, []))
             if changed:
                 self.on_change()
+
+    # -- 0. the autoscaler moves `desired` ------------------------------------------------------------
+    async def _autoscale(self, wanted: dict[str, Wanted]) -> dict[str, Wanted]:
+        self.autoscaler.forget(wanted)
+        scaled = [w for w in wanted.values() if not w.deleting and w.scaling.scaled]
+        if self.loads is None or not scaled:
+            return wanted
+        try:
+            loads = await asyncio.to_thread(self.loads.totals, [w.id for w in scaled])
+        except Exception:  # noqa: BLE001 - an unknown load is not a zero load: scale nothing this pass
+            log.exception("reading the gateways' load failed; no autoscaling this pass")
+            return wanted
+        for w in scaled:
+            load = loads.get(w.id, Load())
+            desired = self.autoscaler.decide(w.scaling, load)
+            if desired == w.desired:
+                continue
+            try:
+                moved = await asyncio.to_thread(partial(self.deployments.scale, w.id, desired, was=w.desired))
+            except YunError as exc:  # deleted or re-bounded meanwhile: the next pass sees the new record
+                log.info("autoscaling %s to %d skipped: %s", w.id, desired, exc.message)
+                continue
+            if not moved:
+                continue  # an operator or the biller changed it since this pass read it: theirs stands
+            log.info(
+                "autoscaled %s from %d to %d replicas (queued %d, in flight %d)",
+                w.id, w.desired, desired, load.queued, load.in_flight,
+            )  # fmt: skip
+            wanted[w.id] = replace(w, desired=desired)
+        return wanted
 
     # -- 1. the registry follows the backend ------------------------------------------------------
     async def _sync(
@@ -191,11 +258,30 @@ class Controller:
     async def _converge(self, w: Wanted, entries: list[RegistryEntry]) -> bool:
         if w.deleting:
             return await self._delete(w, entries)
+        entries, revived = await self._revive(w, entries)
         live = [e for e in entries if e.state in ("starting", "ready", "restarting")]
         current = [e for e in live if e.generation == w.generation]
         scaled = await self._scale(w, current)
         rolled = await self._roll(w, current, entries)
-        return scaled or rolled
+        return revived or scaled or rolled
+
+    async def _revive(self, w: Wanted, entries: list[RegistryEntry]) -> tuple[list[RegistryEntry], bool]:
+        """Replicas of the current generation still draining after a scale-down are taken back into
+        rotation, rather than started anew, when the count goes up again (a cold start saved)."""
+        live = sum(e.state in ("starting", "ready", "restarting") and e.generation == w.generation for e in entries)
+        missing = w.desired - live
+        if missing <= 0:
+            return entries, False
+        out, revived = [], False
+        for e in entries:
+            if missing > 0 and e.state == "draining" and e.generation == w.generation:
+                await self._write(e.id, state="ready")
+                self._draining.pop(e.id, None)
+                e = replace(e, state="ready")
+                missing -= 1
+                revived = True
+            out.append(e)
+        return out, revived
 
     async def _delete(self, w: Wanted, entries: list[RegistryEntry]) -> bool:
         for e in entries:
@@ -208,15 +294,20 @@ class Controller:
         return True
 
     async def _scale(self, w: Wanted, current: list[RegistryEntry]) -> bool:
-        """Stop the current generation's extras (not yet ready first, then the newest), or place the missing
-        ones unless the deployment is backing off after failures."""
+        """Take the current generation's extras away (not yet ready first, stopped at once; then the newest
+        ready ones, drained: gateways stop sending them requests, those they have get `drain_s`), or place
+        the missing ones unless the deployment is backing off after failures."""
         extra = len(current) - w.desired
         if extra > 0:
             for e in sorted(current, key=lambda e: (e.state == "ready", e.created_at))[:extra]:
                 task = self._placing.pop(e.id, None)
                 if task is not None:
                     task.cancel()
-                await self._stop(e)
+                if e.state == "ready" and task is None:
+                    await self._write(e.id, state="draining")
+                    self._draining[e.id] = time.monotonic()
+                else:
+                    await self._stop(e)
             return True
         backoff = self._backoff.get(w.id)
         if extra == 0 or (backoff is not None and time.monotonic() < backoff.until):

@@ -26,8 +26,10 @@ __all__ = ["FairQueue"]
 T = TypeVar("T")
 
 
-QUANTUM = 2048
-"""Tokens credited per turn at weight 1: about one typical request, so light tenants are served each turn."""
+QUANTUM = 64
+"""Tokens credited per turn at weight 1. Smaller than any real request, so turns interleave request by
+request (a large quantum would let a tenant's many small requests all run in one turn); the rounds in
+which nobody could be served are credited at once (see `grant`), so a small quantum costs no loops."""
 
 
 class FairQueue(Generic[T]):
@@ -87,6 +89,7 @@ class FairQueue(Generic[T]):
 
         The tenant at the front is served while its credit covers its next request; otherwise its turn ends:
         it is credited for its next turn and goes to the back. Every turn adds credit, so the loop ends."""
+        self._skip_idle_rounds()
         while self._tenants:
             tenant, queue = next(iter(self._tenants.items()))
             future, cost = queue[0]
@@ -97,7 +100,7 @@ class FairQueue(Generic[T]):
                     self._forget(tenant)
                 continue
             if self._deficit[tenant] < cost:
-                self._deficit[tenant] += self.quantum * max(0.01, self._weights.get(tenant, 1.0))
+                self._deficit[tenant] += self.quantum * self._weight(tenant)
                 self._tenants.move_to_end(tenant)
                 continue
             queue.popleft()
@@ -110,6 +113,22 @@ class FairQueue(Generic[T]):
             future.set_result(slot)
             return True
         return False
+
+    def _skip_idle_rounds(self) -> None:
+        """Credit at once the whole rounds in which no tenant's credit would cover its next request: what
+        DRR would do turn by turn, without the turns."""
+        rounds = None
+        for tenant, queue in self._tenants.items():
+            need = queue[0][1] - self._deficit[tenant]
+            per_round = self.quantum * self._weight(tenant)
+            r = 0 if need <= 0 else int(need // per_round)  # whole rounds that still leave it short or even
+            rounds = r if rounds is None else min(rounds, r)
+        if rounds:
+            for tenant in self._tenants:
+                self._deficit[tenant] += (rounds - 1) * self.quantum * self._weight(tenant) if rounds > 1 else 0
+
+    def _weight(self, tenant: str) -> float:
+        return max(0.01, self._weights.get(tenant, 1.0))
 
     def fail_all(self, exc: BaseException) -> None:
         """Wake every waiter with `exc` (the deployment is going away)."""

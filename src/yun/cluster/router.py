@@ -6,6 +6,12 @@ its fair queue; the `Router` keeps one pool per deployment, in step with the reg
 request's pool: the caller's organization's dedicated deployment of the model if it has one, else the
 shared one. A dedicated deployment serves only its owner.
 
+Cold start: a deployment at zero replicas (scaled to zero, and woken by demand) or with only starting ones
+is `starting`: a request for it waits in its queue, up to `cold_start_timeout_s`, instead of being refused,
+and the queued count, published to the controller (cluster/load.py), is what makes it scale up. One with
+replicas that are not ready (a restart), or that failed to start (its record says why and it backs off), or
+that was scaled to zero by hand or for want of credit refuses at once: nothing is on its way.
+
 Touched only from the event loop, so no lock.
 """
 
@@ -44,6 +50,8 @@ class Pool:
         *,
         deployment_id: str = "",
         owner_org: str | None = None,
+        cold_start_timeout_s: float = 120.0,
+        notify: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.deployment_id = deployment_id or spec.model_id
@@ -51,17 +59,40 @@ class Pool:
         """None: shared by every organization; else the only one it serves."""
         self.replicas = replicas
         self.queue_timeout_s = queue_timeout_s
+        self.cold_start_timeout_s = cold_start_timeout_s
         self.queue: FairQueue[Endpoint] = FairQueue()
+        self.starting = False
+        """No replica is ready and one is on its way (placed, or about to be for the requests waiting):
+        requests wait for it rather than being refused."""
+        self.failure = ""
+        """Why it is not running (its record's message): failed starts, no credit. Empty: nothing stops it."""
+        self.scaled_to_zero = False
+        """Zero replicas by an operator's choice, with no autoscaling to wake it."""
+        self._notify = notify or (lambda: None)
 
     def _free_replica(self) -> Endpoint | None:
-        """The healthy replica with the least work in flight, if it has a free slot; raises if none is healthy."""
+        """The healthy replica with the least work in flight, if it has a free slot; raises if none is
+        healthy and none is starting (nothing to wait for)."""
         best: Endpoint | None = None
         for r in self.replicas:
             if r.healthy and r.engine is not None and (best is None or r.outstanding < best.outstanding):
                 best = r
         if best is None:
-            raise EngineUnavailable(f"no healthy replica of {self.spec.model_id!r} right now; retry shortly")
+            if self.starting:
+                return None
+            raise self.unavailable()
         return best if best.slots is None or best.outstanding < best.slots else None
+
+    def unavailable(self) -> EngineUnavailable:
+        """Why a request is refused at once: no replica can take it and none is on its way."""
+        model = self.spec.model_id
+        if self.failure and self.owner_org is not None:  # its owner's own deployment: tell them why
+            return EngineUnavailable(f"the model {model!r} is not running: {self.failure}")
+        if self.failure:  # a shared one: why is the operator's business (engine logs, paths)
+            return EngineUnavailable(f"the model {model!r} failed to start; Yun retries it after a pause: retry later")
+        if self.scaled_to_zero:
+            return EngineUnavailable(f"the model {model!r} is scaled to zero replicas; retry once it is scaled up")
+        return EngineUnavailable(f"no healthy replica of {model!r} right now; retry shortly")
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -70,7 +101,7 @@ class Pool:
         """Borrow a replica slot for one request: at once if one is free and nobody waits, else in the
         tenant's turn (see fair.py). `client_gone` returns when the client disconnects: a request still
         waiting then leaves the queue (ClientDisconnected) instead of running for nobody."""
-        replica = self._free_replica()  # raises at once when no replica is healthy: nothing to wait for
+        replica = self._free_replica()  # raises at once when no replica is healthy nor starting
         if replica is None or len(self.queue):
             replica = await self._wait(tenant, client_gone, cost)
         else:
@@ -86,11 +117,15 @@ class Pool:
 
     async def _wait(self, tenant: str, client_gone: ClientGone | None, cost: int) -> Endpoint:
         future = self.queue.push(tenant, cost)
+        cold = self.starting
+        if cold:
+            self._notify()  # its queued count is what wakes a deployment at zero: publish it now
+        timeout_s = self.cold_start_timeout_s if cold else self.queue_timeout_s
         self.dispatch()  # a slot may be free already (the queue was not empty only because of us)
         # Only a request that really waits watches its client: the hot path pays nothing for this.
         watcher = None if client_gone is None or future.done() else asyncio.ensure_future(client_gone())
         try:
-            async with asyncio.timeout(self.queue_timeout_s):
+            async with asyncio.timeout(timeout_s):
                 if watcher is None:
                     return await future
                 await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
@@ -104,8 +139,13 @@ class Pool:
                 future.result().outstanding -= 1
                 self.dispatch()
             if isinstance(exc, TimeoutError):
+                if self.starting:
+                    raise EngineUnavailable(
+                        f"the model {self.spec.model_id!r} is starting (no replica was running) and was not ready "
+                        f"within {timeout_s:g}s; retry in a moment"
+                    ) from None
                 raise EngineUnavailable(
-                    f"every replica of {self.spec.model_id!r} stayed busy for {self.queue_timeout_s:g}s; retry later"
+                    f"every replica of {self.spec.model_id!r} stayed busy for {timeout_s:g}s; retry later"
                 ) from None
             raise
         finally:
@@ -206,14 +246,26 @@ class Route:
     """Its replicas from the registry (none for an external upstream: `spec.url` is the endpoint)."""
     slots: int | None = None
     llamacpp: bool = True
+    desired: int = 1
+    """Replicas the deployment asks for (0: scaled to zero)."""
+    wakes: bool = False
+    """It autoscales (a policy or an idle timeout): at zero, a request that waits starts a replica."""
+    failure: str = ""
+    """Why it is not running, from its record (its replicas failed to start and the controller backs off;
+    its owner has no credit for it); empty when nothing stops it."""
 
 
 class Router:
     """One pool per deployment, kept in step with the registry by `apply`."""
 
-    def __init__(self, *, request_timeout_s: float = 600.0, queue_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, *, request_timeout_s: float = 600.0, queue_timeout_s: float = 300.0, cold_start_timeout_s: float = 120.0
+    ) -> None:
         self.request_timeout_s = request_timeout_s
         self.queue_timeout_s = queue_timeout_s
+        self.cold_start_timeout_s = cold_start_timeout_s
+        self.load_moved = asyncio.Event()
+        """Set when a request starts waiting for a deployment at zero (the load publisher writes at once)."""
         self._pools: dict[str, Pool] = {}
         self._by_model: dict[str, list[Pool]] = {}
 
@@ -253,6 +305,8 @@ class Router:
                     self.queue_timeout_s,
                     deployment_id=route.deployment_id,
                     owner_org=route.owner_org,
+                    cold_start_timeout_s=self.cold_start_timeout_s,
+                    notify=self.load_moved.set,
                 )
                 self._pools[route.deployment_id] = pool
             elif pool.spec != route.spec or pool.owner_org != route.owner_org:
@@ -307,6 +361,14 @@ class Router:
         for gone in current.values():
             gone.retire()
         pool.replicas = kept
+        was_starting = pool.starting
+        pool.failure = route.failure
+        pool.scaled_to_zero = route.desired == 0 and not route.wakes
+        serving = any(e.endpoint is not None and e.state in ("ready", "restarting") for e in route.entries)
+        pool.starting = not serving and not route.failure and (route.desired > 0 or route.wakes)
+        if was_starting and not pool.starting and not kept:
+            # The start it waited for is off (it failed, or the deployment was scaled to zero by hand).
+            pool.queue.fail_all(pool.unavailable())
 
     def _engine(self, name: str, entry: RegistryEntry, llamacpp: bool) -> Engine:
         assert entry.endpoint is not None

@@ -57,5 +57,26 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Cluster-wide views of each deployment (the same on every gateway that is scraped): the count its
+        # record asks for, the replicas the registry has ready, the requests every gateway has queued.
+        self.deployment_desired = Gauge(
+            "yun_deployment_desired_replicas",
+            "Replicas the deployment asks for (set by operators and the autoscaler)",
+            ["deployment", "model"],
+            registry=self.registry,
+        )
+        self.deployment_ready = Gauge(
+            "yun_deployment_ready_replicas",
+            "Replicas of the deployment ready to serve",
+            ["deployment", "model"],
+            registry=self.registry,
+        )
+        self.deployment_queued = Gauge(
+            "yun_deployment_queued",
+            "Requests waiting for a replica of the deployment, over every gateway (as published for the autoscaler)",
+            ["deployment", "model"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,6 +35,7 @@ _RECORD_FIELDS = (
     "price_version",
     "latency_ms",
     "ttft_ms",
+    "compute_seconds",
 )
 
 
@@ -67,6 +68,10 @@ class UsageSummaryRow:
     cached_input_cost: int
     output_cost: int
     cost: int
+    """Everything charged: tokens and dedicated compute."""
+    compute_seconds: int = 0
+    """Replica-seconds of the org's dedicated deployments (billed as usage records of endpoint `compute`)."""
+    compute_cost: int = 0
 
     @property
     def input_tokens(self) -> int:
@@ -110,6 +115,8 @@ class UsageQueries:
                 cached_input_cost=r["cached_input_cost"],
                 output_cost=r["output_cost"],
                 cost=r["cost"],
+                compute_seconds=r["compute_seconds"],
+                compute_cost=r["compute_cost"],
             )
             for r in rows
         ]

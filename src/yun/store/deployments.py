@@ -283,14 +283,21 @@ class DeploymentRepository:
         *,
         min_replicas: int | None = None,
         max_replicas: int | None = None,
+        if_desired: int | None = None,
     ) -> DeploymentRecord:
         """Set the desired replica count, its bounds, or both. New bounds without a count clamp the desired
         count into them; a count outside the bounds it would have is refused. No new generation: the same
-        replicas, more or fewer of them."""
+        replicas, more or fewer of them.
+
+        `if_desired`: change nothing unless the desired count is still this (the autoscaler decides from
+        what it read: an operator's or the biller's change in between wins). The record is returned
+        either way."""
         if replicas is None and min_replicas is None and max_replicas is None:
             raise InvalidRequest("give replicas, min or max", param="replicas")
         with self._db.session() as s, s.begin():
             row = self._active(s, deployment_id)
+            if if_desired is not None and row.desired_replicas != if_desired:
+                return _record(row)
             lo = row.min_replicas if min_replicas is None else min_replicas
             hi = row.max_replicas if max_replicas is None else max_replicas
             desired = replicas if replicas is not None else min(max(row.desired_replicas, lo), hi)

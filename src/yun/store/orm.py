@@ -25,10 +25,13 @@ __all__ = [
     "ApiKeyRow",
     "BalanceRow",
     "Base",
+    "ComputePriceRow",
+    "ComputeUsageRow",
     "DeploymentRow",
     "FreeAllowanceRow",
     "FreeUsageRow",
     "GatewayInstanceRow",
+    "GatewayLoadRow",
     "LedgerRow",
     "MembershipRow",
     "ModelRow",
@@ -220,6 +223,8 @@ class UsageRow(Base):
     price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    compute_seconds: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Replica-seconds of a dedicated deployment this record bills (endpoint `compute`); 0 for requests."""
 
 
 class RollupRow(Base):
@@ -240,6 +245,9 @@ class RollupRow(Base):
     cached_input_cost: Mapped[int] = mapped_column(BigInteger, default=0)
     output_cost: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute_seconds: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    compute_cost: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Dedicated deployments' replica-seconds and what they cost (already in `cost`, which is every charge)."""
 
 
 class FreeAllowanceRow(Base):
@@ -336,3 +344,81 @@ class ReplicaRow(Base):
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ComputeUsageRow(Base):
+    """One closed interval of one replica's life: the compute it held from `started_at` to `ended_at`
+    (whole UTC seconds, never across a UTC midnight), with the deployment, owner and model it served then.
+    Written once per (replica, start) by the compute meter (metering/compute.py): a replica's intervals
+    follow each other without gap or overlap, from its `created_at` to its `stopped_at`."""
+
+    __tablename__ = "compute_usage"
+    __table_args__ = (
+        UniqueConstraint("replica_id", "started_at", name="uq_compute_usage_replica_start"),
+        Index("ix_compute_usage_day", "day"),
+        # Which stopped replicas are metered to their end: a small index (one entry per replica).
+        Index("ix_compute_usage_final", "replica_id", sqlite_where=text("final"), postgresql_where=text("final")),
+        # What the compute biller has left to charge: dedicated intervals not billed yet.
+        Index(
+            "ix_compute_usage_unbilled",
+            "deployment_id",
+            sqlite_where=text("charge_ref IS NULL AND owner_org IS NOT NULL"),
+            postgresql_where=text("charge_ref IS NULL AND owner_org IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    replica_id: Mapped[str] = mapped_column(String(80))
+    deployment_id: Mapped[str] = mapped_column(String(80))
+    owner_org: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """The deployment's owner when metered; None: a shared deployment (the operator's cost)."""
+    model_id: Mapped[str] = mapped_column(String(200))
+    shape: Mapped[str] = mapped_column(String(80))
+    node: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC) of the whole interval
+    seconds: Mapped[int] = mapped_column(BigInteger)
+    final: Mapped[bool] = mapped_column(Boolean)
+    """The replica's last interval: it ends at its `stopped_at`."""
+    price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The shape's compute price version it was priced at when metered; None: the shape had no price."""
+    cost: Mapped[int] = mapped_column(BigInteger)
+    """What it cost the operator (nanodollars, the version's cost price)."""
+    price: Mapped[int] = mapped_column(BigInteger)
+    """What its owner pays for it (nanodollars, the version's dedicated price); 0 for shared compute."""
+    charge_ref: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    """The compute hold (`reservations.request_id`) whose settlement charged it, in the same transaction;
+    None: not billed yet (or shared compute, which nobody is billed for)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ComputePriceRow(Base):
+    """One version of a resource shape's two compute prices, in nanodollars per replica-hour: what a
+    replica of the shape costs the operator, and what an organization pays for one of its dedicated
+    deployment. Versions are only ever added, so intervals priced earlier keep theirs."""
+
+    __tablename__ = "compute_prices"
+    __table_args__ = (UniqueConstraint("shape", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shape: Mapped[str] = mapped_column(String(80), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    cost_per_hour: Mapped[int] = mapped_column(BigInteger)
+    price_per_hour: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GatewayLoadRow(Base):
+    """The load one gateway has on one deployment (requests queued and in flight there), as it last
+    published it; read by the controller's autoscaler when there is no Redis. A row exists only while the
+    load is not zero, and counts only until `expires_at`: a gateway that died stops counting by itself."""
+
+    __tablename__ = "gateway_loads"
+
+    gateway_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    queued: Mapped[int] = mapped_column(Integer)
+    in_flight: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

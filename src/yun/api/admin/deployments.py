@@ -56,12 +56,20 @@ def _out(d: DeploymentRecord, ready: int) -> dict[str, Any]:
         "context": d.context,
         "command": None if d.command is None else list(d.command),
         "idle_timeout_s": d.idle_timeout_s,
+        "autoscale": d.autoscale,
         "generation": d.generation,
         "state": d.state,
         "message": d.message,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
     }
+
+
+def _fields(given: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's fields as the store takes them: an autoscaling policy holds only what was set."""
+    if given.get("autoscale") is not None:
+        given["autoscale"] = {k: v for k, v in given["autoscale"].items() if v is not None}
+    return given
 
 
 def _replica_out(r: ReplicaRecord) -> ReplicaOut:
@@ -121,7 +129,7 @@ async def create_deployment(
                 f"'{model.id}' is served by an external server; only models Yun runs itself can be deployed",
                 param="model",
             )
-        given = body.model_dump(exclude={"model", "id", "owner", "replicas", "min", "max"})
+        given = _fields(body.model_dump(exclude={"model", "id", "owner", "replicas", "min", "max"}))
         d = repo.create(
             model.id,
             deployment_id=body.id,
@@ -179,10 +187,11 @@ async def update_deployment(
     deployment_id: Identifier, body: DeploymentUpdate, _: AdminDep, services: ServicesDep, repo: DeploymentsDep
 ) -> DeploymentOut:
     """Change the engine, its arguments or the resources per replica: a new generation, rolled out by the
-    controller (new replicas ready before old ones drain)."""
+    controller (new replicas ready before old ones drain). The autoscaling policy and the idle timeout
+    change without one."""
 
     def update() -> DeploymentOut:
-        return _summary(repo, repo.update(deployment_id, **body.model_dump(exclude_unset=True)))
+        return _summary(repo, repo.update(deployment_id, **_fields(body.model_dump(exclude_unset=True))))
 
     return _changed(services, await asyncio.to_thread(update))
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from yun.api.bounds import (
     Command,
+    ComputePriceUSD,
     ContextTokens,
     Cpus,
     CreditUSD,
@@ -34,6 +35,8 @@ from yun.store import MemberRecord
 
 __all__ = [
     "AdminKeyIn",
+    "ComputePriceIn",
+    "AutoscaleIn",
     "ModelIn",
     "CreditIn",
     "DeploymentDetail",
@@ -94,6 +97,16 @@ class PriceIn(Strict):
     input: PriceUSD = Field(description="USD per 1M input tokens")
     output: PriceUSD = Field(description="USD per 1M output tokens")
     cached_input: PriceUSD | None = Field(default=None, description="USD per 1M cached input tokens")
+
+
+class ComputePriceIn(Strict):
+    cost: ComputePriceUSD | None = Field(
+        default=None, description="USD per replica-hour the compute costs the operator [default: unchanged]"
+    )
+    price: ComputePriceUSD | None = Field(
+        default=None,
+        description="USD per replica-hour an org pays for its dedicated deployment [default: unchanged]",
+    )
 
 
 class FreeAllowanceIn(Strict):
@@ -192,10 +205,37 @@ Engine = Literal["llamacpp", "vllm"]
 _DEFAULTED = "; null: the installation's default (YUN_ENGINE__*)"
 
 
+class AutoscaleIn(Strict):
+    """Autoscaling between min and max from the requests queued and in flight over every gateway ({}: none,
+    the replica count stays as set). Scaling to zero is `idle_timeout_s`'s (with min 0), not this policy's."""
+
+    target_in_flight: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        allow_inf_nan=False,
+        description="Requests (queued + in flight) per replica; default: its slots (parallel)",
+    )
+    up_after_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds the load must ask for more replicas before scaling up (default 5)",
+    )
+    down_after_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds the load must ask for fewer replicas before scaling down (default 60)",
+    )
+
+
 class DeploymentUpdate(Strict):
     """What PATCH may change (replica counts go through `/scale`); a field left out keeps its value and
-    null puts it back to its default. A change to anything but `idle_timeout_s` starts a new generation:
-    the controller replaces the replicas (new ready before old drained)."""
+    null puts it back to its default. A change to anything but `autoscale` and `idle_timeout_s` starts a
+    new generation: the controller replaces the replicas (new ready before old drained)."""
 
     engine: Engine | None = Field(default=None, description="llamacpp (CPU) or vllm (GPU); null: llamacpp")
     cpus: Cpus | None = Field(default=None, description="CPUs per replica; null: 1")
@@ -209,7 +249,10 @@ class DeploymentUpdate(Strict):
         description="Engine command replacing the default one; {host}, {port} and {model} are filled in, "
         "the secret is in the environment (YUN_ENGINE_SECRET)",
     )
-    idle_timeout_s: IdleSeconds | None = Field(default=None, description="Scale to zero after this; null: never")
+    idle_timeout_s: IdleSeconds | None = Field(
+        default=None, description="With min 0, scale to zero after this long with no request; null: never"
+    )
+    autoscale: AutoscaleIn | None = Field(default=None, description="Autoscaling policy; null or {}: none")
 
 
 class DeploymentIn(DeploymentUpdate):
@@ -268,6 +311,7 @@ class DeploymentOut(Strict):
     context: int | None
     command: list[str] | None
     idle_timeout_s: float | None
+    autoscale: dict[str, Any] = Field(description="Autoscaling policy as set ({}: none)")
     generation: int
     state: str = Field(description="active, or deleting (its replicas are being stopped)")
     message: str = Field(description="Why it is not running as asked; empty when it is")

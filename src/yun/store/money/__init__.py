@@ -10,28 +10,34 @@ One name per operation through every layer: `reserve` (take a hold), `record_pro
 """
 
 from yun.store.money.records import (
+    COMPUTE_ENDPOINT,
     INT64_MAX,
     MAX_FREE_TOKENS,
     MAX_PRICE_PER_MTOK,
     POSTING_KINDS,
     ROLLUP_SUMS,
+    ComputeBill,
     HoldRecord,
     HoldRequest,
     PeriodFigures,
     PriceRecord,
     ProgressRecord,
     SettleRecord,
+    StaleComputeBill,
+    compute_holder,
     quota_message,
 )
 from yun.store.money.repository import MoneyRepository
 from yun.store.money.writer import MoneyWriter, money_writer
 
 __all__ = [
+    "COMPUTE_ENDPOINT",
     "INT64_MAX",
     "MAX_FREE_TOKENS",
     "MAX_PRICE_PER_MTOK",
     "POSTING_KINDS",
     "ROLLUP_SUMS",
+    "ComputeBill",
     "HoldRecord",
     "HoldRequest",
     "MoneyRepository",
@@ -40,6 +46,8 @@ __all__ = [
     "PriceRecord",
     "ProgressRecord",
     "SettleRecord",
+    "StaleComputeBill",
+    "compute_holder",
     "money_writer",
     "quota_message",
 ]

@@ -11,21 +11,37 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "COMPUTE_ENDPOINT",
     "INT64_MAX",
     "MAX_FREE_TOKENS",
     "MAX_PRICE_PER_MTOK",
     "POSTING_KINDS",
     "ROLLUP_SUMS",
+    "ComputeBill",
     "HoldRecord",
     "HoldRequest",
     "PeriodFigures",
     "PriceRecord",
     "ProgressRecord",
     "SettleRecord",
+    "StaleComputeBill",
+    "compute_holder",
     "quota_message",
 ]
 
 POSTING_KINDS = ("grant", "topup", "refund", "adjustment")
+
+COMPUTE_ENDPOINT = "compute"
+"""The endpoint of a dedicated deployment's compute holds and of the usage records that bill its
+replica-seconds. Those holds are the compute biller's (billing/compute.py), which settles them against
+metered intervals: gateway crash recovery never touches them."""
+
+
+def compute_holder(deployment_id: str) -> str:
+    """The owner written on a deployment's compute holds (`reservations.gateway_id`): the deployment,
+    not a gateway, so its holds are found again after any crash."""
+    return f"compute:{deployment_id}"
+
 
 INT64_MAX = 2**63 - 1
 """The largest amount a money column (BIGINT) holds, in nanodollars (~$9.2e9). A balance never passes
@@ -45,6 +61,8 @@ ROLLUP_SUMS = (
     "cached_input_cost",
     "output_cost",
     "cost",
+    "compute_seconds",
+    "compute_cost",
 )
 
 
@@ -123,6 +141,25 @@ class ProgressRecord:
 
 
 @dataclass(frozen=True)
+class ComputeBill:
+    """The metered intervals of one dedicated deployment a settlement charges: every interval of it not
+    billed yet with an id in [first_id, last_id] (`intervals` of them, checked), in the same transaction."""
+
+    deployment_id: str
+    first_id: int
+    last_id: int
+    intervals: int
+    seconds: int
+    cost: int
+    """The sum of the intervals' prices, in nanodollars."""
+
+
+class StaleComputeBill(Exception):
+    """The intervals a compute settlement names are not the ones left to bill (billed meanwhile): the
+    settlement is rolled back, and the next billing pass reads them again."""
+
+
+@dataclass(frozen=True)
 class SettleRecord:
     replica: str
     prompt_tokens: int
@@ -138,10 +175,15 @@ class SettleRecord:
     internal: bool = False
     """The platform operator's own use: charged at list price and covered by an `internal` ledger entry of
     the same amount in the same transaction, so the balance does not move (see BillingService)."""
+    compute: ComputeBill | None = None
+    """For a compute hold: the replica-seconds it charges. Their cost may pass the hold (a replica placed
+    after the hold was sized, a billing pass that ran late): what passes it is charged from the balance
+    left available, guarded like a hold, or the settlement is refused and nothing is written."""
 
     @property
     def cost(self) -> int:
-        return self.input_cost + self.cached_input_cost + self.output_cost
+        compute = 0 if self.compute is None else self.compute.cost
+        return self.input_cost + self.cached_input_cost + self.output_cost + compute
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ Row locks are always taken in the same order (free_usage, then balances) so Post
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
 from yun.store.money.records import (
+    COMPUTE_ENDPOINT,
     INT64_MAX,
     MAX_FREE_TOKENS,
     MAX_PRICE_PER_MTOK,
@@ -33,6 +33,7 @@ from yun.store.money.records import (
     HoldRecord,
     PeriodFigures,
     PriceRecord,
+    compute_holder,
 )
 from yun.store.orm import (
     BalanceRow,
@@ -47,6 +48,7 @@ from yun.store.orm import (
     RollupRow,
     UsageRow,
 )
+from yun.store.versions import add_version
 
 __all__ = ["MoneyRepository"]
 
@@ -79,16 +81,9 @@ class MoneyRepository:
         for param, value in (("input", input_per_mtok), ("output", output_per_mtok), ("cached_input", cached)):
             if not 0 <= value <= MAX_PRICE_PER_MTOK:
                 raise InvalidRequest(f"{param} must be between 0 and $1,000,000 per 1M tokens", param=param)
-        for _ in range(5):
-            try:
-                with self._db.engine.begin() as c:
-                    last = c.execute(select(func.max(_P.c.version)).where(_P.c.model_id == model_id)).scalar()
-                    price = PriceRecord(model_id, (last or 0) + 1, input_per_mtok, output_per_mtok, cached, _now())
-                    c.execute(insert(_P).values(**dataclasses.asdict(price)))
-                    return price
-            except IntegrityError:
-                continue  # another writer took that version number; take the next
-        raise InvalidRequest("could not record the price; retry")
+        values = {"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok, "cached_input_per_mtok": cached}
+        version, created_at = add_version(self._db, _P, "model_id", model_id, values)
+        return PriceRecord(model_id, version, input_per_mtok, output_per_mtok, cached, created_at)
 
     def prices(self) -> dict[str, PriceRecord]:
         """The current (newest) price of every model."""
@@ -211,14 +206,31 @@ class MoneyRepository:
             return [dict(r._mapping) for r in rows]
 
     # -- open holds (written by the group-committing writer; read here for recovery) --------------
-    def open_holds(self, gateway_id: str | None = None, older_than: datetime | None = None) -> list[HoldRecord]:
-        """Unsettled holds, with the progress last recorded on each (what recovery bills)."""
+    def open_holds(
+        self, gateway_id: str | None = None, older_than: datetime | None = None, endpoint: str | None = None
+    ) -> list[HoldRecord]:
+        """Unsettled holds, oldest first, with the progress last recorded on each (what recovery bills)."""
         q = select(_R).where(_R.c.settled_at.is_(None))
         if gateway_id is not None:
             q = q.where(_R.c.gateway_id == gateway_id)
         if older_than is not None:
             q = q.where(_R.c.created_at < older_than)
-        return self._holds(q)
+        if endpoint is not None:
+            q = q.where(_R.c.endpoint == endpoint)
+        return self._holds(q.order_by(_R.c.created_at, _R.c.request_id))
+
+    def compute_holds(self) -> dict[str, list[HoldRecord]]:
+        """Open compute holds by the deployment they are for (see `compute_holder`), oldest first."""
+        q = (
+            select(_R)
+            .where(_R.c.settled_at.is_(None), _R.c.endpoint == COMPUTE_ENDPOINT)
+            .order_by(_R.c.created_at, _R.c.request_id)
+        )
+        found: dict[str, list[HoldRecord]] = {}
+        with self._db.reader.connect() as c:
+            for r in c.execute(q):
+                found.setdefault(r.gateway_id.removeprefix(compute_holder("")), []).append(_hold(r))
+        return found
 
     def dead_holds(
         self, now: datetime, orphaned_before: datetime, *, exclusive_of: str | None = None
@@ -226,7 +238,8 @@ class MoneyRepository:
         """Unsettled holds whose owner is dead: its lease (`gateway_instances`) expired before `now`, or it
         has no lease row and the hold was taken before `orphaned_before`. With `exclusive_of`, the caller
         (that instance) holds the database alone, so every other owner is dead, whatever its lease says."""
-        q = select(_R).where(_R.c.settled_at.is_(None))
+        # Compute holds are the compute biller's to settle, against metered intervals (billing/compute.py).
+        q = select(_R).where(_R.c.settled_at.is_(None), _R.c.endpoint != COMPUTE_ENDPOINT)
         if exclusive_of is not None:
             return self._holds(q.where(_R.c.gateway_id != exclusive_of))
         expired = select(_G.c.id).where(_G.c.expires_at < now)
@@ -235,24 +248,7 @@ class MoneyRepository:
 
     def _holds(self, query: Any) -> list[HoldRecord]:
         with self._db.reader.connect() as c:
-            return [
-                HoldRecord(
-                    r.request_id,
-                    r.org_id,
-                    r.key_id,
-                    r.model_id,
-                    r.endpoint,
-                    int(r.amount),
-                    int(r.free_tokens),
-                    r.free_month,
-                    r.price_version,
-                    r.created_at,
-                    int(r.progress_prompt_tokens),
-                    int(r.progress_completion_tokens),
-                    int(r.progress_cached_tokens),
-                )
-                for r in c.execute(query)
-            ]
+            return [_hold(r) for r in c.execute(query)]
 
     # -- reading usage -------------------------------------------------------------------------
     def rollups(self, org_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
@@ -301,6 +297,38 @@ class MoneyRepository:
         with self._db.reader.connect() as c:
             return _rollup_sums(c, org_id, first_day, last_day, group_by)
 
+    def revenue_by_day(
+        self, first_day: str, last_day: str, group_by: str, *, excluding: frozenset[str] = frozenset()
+    ) -> list[dict[str, Any]]:
+        """Every organization's charges (tokens and dedicated compute) per UTC day and model or org, from
+        the rollups, for the days first_day..last_day (both included); `excluding` leaves orgs out (the
+        operator's own, whose charges the ledger covers). Rows: day, the key, `cost` (all of it),
+        `compute_cost` (its compute part), `compute_seconds`."""
+        if group_by not in ("model_id", "org_id"):
+            raise ValueError(f"cannot group revenue by {group_by!r}")
+        key = getattr(_RU.c, group_by)
+        q = (
+            select(
+                _RU.c.day,
+                key,
+                func.sum(_RU.c.cost).label("cost"),
+                func.sum(_RU.c.compute_cost).label("compute_cost"),
+                func.sum(_RU.c.compute_seconds).label("compute_seconds"),
+            )
+            .where(_RU.c.day >= first_day, _RU.c.day <= last_day, _RU.c.org_id.not_in(sorted(excluding)))
+            .group_by(_RU.c.day, key)
+            .order_by(_RU.c.day, key)
+        )
+        with self._db.reader.connect() as c:
+            return [
+                {
+                    "day": r["day"],
+                    group_by: r[group_by],
+                    **{k: int(r[k]) for k in ("cost", "compute_cost", "compute_seconds")},
+                }
+                for r in c.execute(q).mappings()
+            ]
+
     def period_figures(self, org_id: str, start: datetime, end: datetime) -> PeriodFigures:
         """Usage by model and ledger sums by kind for [start, end) (UTC midnights), read in one snapshot:
         a request settling meanwhile is in both the usage and the ledger figures, or in neither."""
@@ -329,6 +357,24 @@ class MoneyRepository:
             )
             during = {kind: int(amount) for kind, amount in rows}
         return PeriodFigures(usage=usage, opening_balance=int(opening or 0), ledger_during=during)
+
+
+def _hold(r: Any) -> HoldRecord:
+    return HoldRecord(
+        r.request_id,
+        r.org_id,
+        r.key_id,
+        r.model_id,
+        r.endpoint,
+        int(r.amount),
+        int(r.free_tokens),
+        r.free_month,
+        r.price_version,
+        r.created_at,
+        int(r.progress_prompt_tokens),
+        int(r.progress_completion_tokens),
+        int(r.progress_cached_tokens),
+    )
 
 
 def _rollup_sums(c: Connection, org_id: str, first_day: str, last_day: str, group_by: str) -> list[dict[str, Any]]:

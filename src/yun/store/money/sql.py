@@ -8,6 +8,9 @@ the group-committing writer (`writer.py`), inside whatever transaction it has op
   batch are unaffected;
 - a settlement starts by flipping `settled_at` from NULL: only the transaction that flipped it writes
   the usage record, the charge and the rollup;
+- a compute settlement (a dedicated deployment's replica-seconds) marks the intervals it charges in the
+  same transaction, all of the ones it names or it is rolled back; a cost past its hold is charged with
+  a guarded `UPDATE ... WHERE balance - held + :amount >= :cost`, so `balance - held` stays >= 0;
 - a progress record touches only the open hold's own counts (`... AND settled_at IS NULL`): it moves
   no money, and one that lands after the settlement changes nothing.
 """
@@ -27,6 +30,7 @@ from yun.store.money.records import (
     HoldRequest,
     ProgressRecord,
     SettleRecord,
+    StaleComputeBill,
     quota_message,
 )
 
@@ -66,6 +70,14 @@ _SQL = {
         " WHERE org_id = :org AND model_id = :model_id AND month = :month"
     ),
     "charge_balance": "UPDATE balances SET balance = balance - :cost, held = held - :amount WHERE org_id = :org",
+    "charge_balance_over_hold": (
+        "UPDATE balances SET balance = balance - :cost, held = held - :amount"
+        " WHERE org_id = :org AND balance - held + :amount >= :cost"
+    ),
+    "bill_intervals": (
+        "UPDATE compute_usage SET charge_ref = :request_id WHERE deployment_id = :deployment_id"
+        " AND charge_ref IS NULL AND owner_org IS NOT NULL AND id >= :first_id AND id <= :last_id"
+    ),
     "charge": (
         "INSERT INTO ledger_entries (org_id, kind, amount, reference, note, created_at)"
         " VALUES (:org, 'charge', :amount, :request_id, :model_id, :now)"
@@ -77,9 +89,9 @@ _SQL = {
     "usage": (
         "INSERT INTO usage_records (request_id, org_id, key_id, model_id, endpoint, replica, prompt_tokens,"
         " completion_tokens, cached_tokens, free_tokens, status, latency_ms, ttft_ms, price_version, cost,"
-        " created_at) VALUES (:request_id, :org, :key_id, :model_id, :endpoint, :replica, :prompt_tokens,"
-        " :completion_tokens, :cached_tokens, :free_tokens, :status, :latency_ms, :ttft_ms, :price_version, :cost,"
-        " :now)"
+        " compute_seconds, created_at) VALUES (:request_id, :org, :key_id, :model_id, :endpoint, :replica,"
+        " :prompt_tokens, :completion_tokens, :cached_tokens, :free_tokens, :status, :latency_ms, :ttft_ms,"
+        " :price_version, :cost, :compute_seconds, :now)"
     ),
     "rollup": (
         "INSERT INTO usage_rollups (org_id, model_id, day, "  # noqa: S608 - constant column names
@@ -185,9 +197,32 @@ def settle(s: Statements, cur: Cursor, hold: HoldRecord, rec: SettleRecord) -> b
             "free_settle",
             {"held": hold.free_tokens, "used": rec.free_tokens, "org": org, "model_id": model, "month": hold.month},
         )
+    bill = rec.compute
+    if bill is not None:
+        marked = s.run(
+            cur,
+            "bill_intervals",
+            {
+                "request_id": hold.request_id,
+                "deployment_id": bill.deployment_id,
+                "first_id": bill.first_id,
+                "last_id": bill.last_id,
+            },
+        )
+        if marked != bill.intervals:
+            raise StaleComputeBill(f"{hold.request_id}: {bill.intervals} interval(s) to bill, {marked} left unbilled")
     # Internal use moves no balance: its charge and the entry covering it sum to zero in the ledger.
     debit = 0 if rec.internal else cost
-    if hold.amount or debit:
+    if debit > hold.amount:
+        # Only compute passes its hold (see SettleRecord.compute): the rest comes from what is available.
+        if s.run(cur, "charge_balance_over_hold", {"cost": debit, "amount": hold.amount, "org": org}) != 1:
+            s.run(cur, "balance_read", {"org": org})
+            balance, held = cur.fetchone()
+            raise QuotaExceeded(
+                f"{hold.request_id} costs {debit} nanodollars, its hold {hold.amount}: more than the "
+                f"{int(balance) - int(held)} available"
+            )
+    elif hold.amount or debit:
         s.run(cur, "charge_balance", {"cost": debit, "amount": hold.amount, "org": org})
     if cost:
         entry = {"org": org, "request_id": hold.request_id, "model_id": model, "now": ts}
@@ -213,11 +248,12 @@ def settle(s: Statements, cur: Cursor, hold: HoldRecord, rec: SettleRecord) -> b
             "ttft_ms": rec.ttft_ms,
             "price_version": hold.price_version,
             "cost": cost,
+            "compute_seconds": 0 if bill is None else bill.seconds,
             "now": ts,
         },
     )
     sums = {
-        "requests": 1,
+        "requests": 0 if bill is not None else 1,
         "prompt_tokens": rec.prompt_tokens,
         "completion_tokens": rec.completion_tokens,
         "cached_tokens": rec.cached_tokens,
@@ -226,6 +262,8 @@ def settle(s: Statements, cur: Cursor, hold: HoldRecord, rec: SettleRecord) -> b
         "cached_input_cost": rec.cached_input_cost,
         "output_cost": rec.output_cost,
         "cost": cost,
+        "compute_seconds": 0 if bill is None else bill.seconds,
+        "compute_cost": 0 if bill is None else bill.cost,
     }
     s.run(cur, "rollup", {"org": org, "model_id": model, "day": now.strftime("%Y-%m-%d"), **sums})
     return True
