@@ -38,6 +38,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # tests/support: the Ray cluster, Yun's processes, the models
 
+from tests.support.net import refuses  # noqa: E402
 from tests.support.postgres import fresh_database  # noqa: E402
 from tests.support.raycluster import WORKER_IP, RayCluster  # noqa: E402
 from tests.support.server import KEY_RE, YunServer  # noqa: E402
@@ -85,6 +86,8 @@ def failover_run(yun: YunOnRay, cluster: RayCluster, controller: YunServer, mode
     (lost,) = [e for e in placed if e.endpoint and f"//{WORKER_IP}:" in e.endpoint]
     killed = time.monotonic()
     cluster.kill_worker_node()
+    until(lambda: refuses(lost.endpoint or "") or None, "the lost engine is gone", every_s=0.01)
+    gone = time.monotonic()
     moved, moved_ready, moved_served = first_served(
         yun,
         model,
@@ -98,6 +101,7 @@ def failover_run(yun: YunOnRay, cluster: RayCluster, controller: YunServer, mode
     until(lambda: yun.settled(model, 1), "back to one replica")
     return {
         "killed_at": killed,
+        "engine_gone_s": gone - killed,
         "cold_start_s": new_served - asked,
         "cold_start_registry_ready_s": new_ready - asked,
         "new_replica_node_ip": (new.endpoint or "").split("//")[-1].split(":")[0],
@@ -127,14 +131,19 @@ def throughput(
 
 
 def failures(outcomes: list[Outcome], runs: list[dict[str, Any]]) -> list[str]:
-    """Each failed request, and whether it was under way when a node was killed (the only failures the
-    gateway lets through by design: a request the engine took and then dropped is not sent again)."""
-    kills = [r["killed_at"] for r in runs]
-    return [
-        f"{'under way at a kill' if any(o.started <= k <= o.ended for k in kills) else 'NOT at a kill'}: {o.error}"
-        for o in outcomes
-        if o.error is not None
-    ]
+    """Each failed request, when it was sent and ended from the nearest kill of a node, and whether it was
+    under way when that node's engine died (sent before it was gone, still open at the kill)."""
+    out = []
+    for o in outcomes:
+        if o.error is None:
+            continue
+        run = min(runs, key=lambda r: abs(o.started - r["killed_at"]))
+        sent, ended = o.started - run["killed_at"], o.ended - run["killed_at"]
+        under_way = sent <= run["engine_gone_s"] and ended >= 0
+        kind = "stream" if o.stream else "non-stream"
+        when = f"sent {sent:+.2f}s, ended {ended:+.2f}s from a kill (engine gone at +{run['engine_gone_s']:.2f}s)"
+        out.append(f"{'under way' if under_way else 'NOT under way'}: {kind} {when}: {o.error}")
+    return out
 
 
 def pressure() -> str:
@@ -220,7 +229,7 @@ def report(
     failed = failures(outcomes, runs)
     print(f"  requests by two clients during all runs: {len(outcomes)}, failed: {len(failed)}")
     for error in failed:
-        print(f"    {error[:160]}")
+        print(f"    {error[:220]}")
     one = rates["1 replica x 1 thread"]["tokens_per_s"]
     print(f"\ntokens/s through the gateway, {args.streams} concurrent streams, {args.duration:g} s each:")
     for name, rate in rates.items():

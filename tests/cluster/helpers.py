@@ -88,6 +88,12 @@ def engine_pid(endpoint: str) -> int:
     return listener_pid(address.hostname, address.port)
 
 
+def engine_environment(endpoint: str) -> dict[str, str]:
+    """The environment the engine answering at `endpoint` runs with."""
+    raw = Path(f"/proc/{engine_pid(endpoint)}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
 def kill_engine(endpoint: str) -> None:
     os.kill(engine_pid(endpoint), signal.SIGKILL)
 

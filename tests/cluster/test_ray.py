@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.cluster.conftest import ray_backend_for
-from tests.cluster.helpers import chat, engine_pid, llama_order, status_of, until, vllm_order
+from tests.cluster.helpers import chat, engine_environment, engine_pid, llama_order, status_of, until, vllm_order
 from tests.support.net import free_port
 from tests.support.raycluster import HEAD_IP, WORKER_IP
-from yun.cluster.base import Cluster, ReplicaStatus
+from yun.cluster.base import Cluster, EngineArgs, ReplicaStatus
 from yun.errors import EngineUnavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -36,13 +36,16 @@ async def test_replicas_spread_over_nodes_and_survive_losing_one(ray_cluster: An
     backend = ray_backend_for(ray_cluster, call_timeout_s=2.0)
     await backend.start()
     try:
-        orders = [llama_order(tiny_model, deployment="spread") for _ in range(2)]
+        two_threads = EngineArgs(threads=2, parallel=1, context=256)
+        orders = [replace(llama_order(tiny_model, deployment="spread"), args=two_threads) for _ in range(2)]
         placed = await asyncio.gather(*(backend.place(order) for order in orders))
         assert {host(s) for s in placed} == {HEAD_IP, WORKER_IP}
         assert len({s.node for s in placed}) == 2
         for order, status in zip(orders, placed, strict=True):
             assert status.endpoint is not None
             assert (await chat(status.endpoint, order.secret)).status_code == 200
+            # Its own thread count for OpenMP, not the 1 that Ray gives the worker of a one-CPU actor.
+            assert engine_environment(status.endpoint)["OMP_NUM_THREADS"] == "2"
 
         (lost,) = [s for s in placed if host(s) == WORKER_IP]
         secret = next(o.secret for o in orders if o.replica_id == lost.replica_id)
@@ -89,7 +92,7 @@ async def test_a_killed_actor_is_restarted_and_its_engine_dies_with_it(ray_backe
 
 _DRIVER = """
 import asyncio, json, sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from yun.cluster.backends.ray import RayBackend
 from yun.cluster.base import ReplicaOrder, Resources
 

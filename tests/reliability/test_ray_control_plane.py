@@ -14,7 +14,6 @@ actors on both nodes, the official `openai` client sending requests (streamed an
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.reliability.conftest import MODEL, MoneyServer, audit_ledger
+from tests.support.net import refuses
 from tests.support.raycluster import HEAD_IP, WORKER_IP, RayCluster
 from tests.support.server import Health, YunServer
 from tests.support.tiny_model import tiny_model_path
@@ -40,17 +40,6 @@ TAKEN_OVER = "this process is the active controller"
 
 def _host(entry: RegistryEntry) -> str | None:
     return None if entry.endpoint is None else urlsplit(entry.endpoint).hostname
-
-
-def _refuses(endpoint: str) -> bool:
-    """Nothing listens at `endpoint` any more (its process is gone)."""
-    url = urlsplit(endpoint)
-    assert url.hostname is not None and url.port is not None
-    try:
-        socket.create_connection((url.hostname, url.port), timeout=2).close()
-    except OSError:
-        return True
-    return False
 
 
 def _serving(n: int) -> Any:
@@ -129,7 +118,7 @@ def test_yun_on_ray_keeps_serving_when_its_controller_and_then_a_node_die(
         killed = time.monotonic()
         ray_cluster.kill_worker_node()
         worker_lost = True
-        until(lambda: _refuses(lost_endpoint) or None, "the lost node's engine stopped answering")
+        until(lambda: refuses(lost_endpoint) or None, "the lost node's engine stopped answering")
         gone = time.monotonic()
 
         def back() -> RegistryEntry | None:

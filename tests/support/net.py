@@ -7,8 +7,9 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
-__all__ = ["free_port", "listener_pid", "taken_port"]
+__all__ = ["free_port", "listener_pid", "refuses", "taken_port"]
 
 
 def free_port() -> int:
@@ -17,6 +18,17 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def refuses(url: str) -> bool:
+    """Nothing listens at `url` (`http://host:port`) any more: its process is gone."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+    except OSError:
+        return True
+    return False
 
 
 @contextlib.contextmanager
