@@ -183,7 +183,8 @@ def test_concurrent_flood_never_overdraws_and_bills_each_accepted_request_once(y
 # ------------------------------------------------------------------------------------------------
 KILL_ROUNDS = 10
 STREAMS = 8
-LONG_MAX_TOKENS = 200
+LONG_MAX_TOKENS = 450
+"""Long enough (the context per slot is 512) that a long stream outlives BILLED_AFTER_S on a fast machine."""
 SHORT_MAX_TOKENS = (8, 32)
 REQUESTS_PER_STREAM = 40  # bound on each worker's loop; the kill always comes first
 BILLED_AFTER_S = 1.0
@@ -258,24 +259,45 @@ async def _stream_load_then_kill(
     streaming, completed, killed = asyncio.Event(), asyncio.Event(), asyncio.Event()
     limits = _limits(STREAMS)
     async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120, trust_env=False) as client:
+        live: set[int] = set()
+        results_by_id: dict[int, StreamResult] = {}
 
         async def worker(max_tokens: Callable[[], int]) -> None:
             for _ in range(REQUESTS_PER_STREAM):
                 if killed.is_set():
                     return
-                res = await _stream_once(client, key, StreamResult(round_, max_tokens()), streaming, completed)
+                res = StreamResult(round_, max_tokens())
+                results_by_id[id(res)] = res
+                live.add(id(res))
+                try:
+                    await _stream_once(client, key, res, streaming, completed)
+                finally:
+                    live.discard(id(res))
                 results.append(res)
                 if res.status != 200 or res.error is not None:
                     return
 
+        async def a_long_stream_is_billable() -> None:
+            """Until some long stream in flight has shown output for longer than BILLED_AFTER_S, so every
+            round cuts one that recovery must bill from a progress record, however fast the machine is."""
+            while not any(
+                (r := results_by_id[i]).max_tokens == LONG_MAX_TOKENS
+                and r.content_at
+                and time.monotonic() - r.content_at[0] >= BILLED_AFTER_S + 0.2
+                for i in live
+            ):
+                await asyncio.sleep(0.02)
+
         # Short streams first; once they stream, long ones, which take the engine's 4 slots as the short
-        # ones finish and are cut by the kill. The random delay starts when a first stream has completed,
-        # so every round has streams seen to their final usage chunk however slow the machine is.
+        # ones finish and are cut by the kill. The kill waits for a first stream to complete and for a
+        # long one to have streamed past BILLED_AFTER_S, then a random moment, so every round has streams
+        # seen to their final usage chunk and one cut late, however slow or fast the machine is.
         short = [asyncio.create_task(worker(lambda: rng.choice(SHORT_MAX_TOKENS))) for _ in range(STREAMS // 2)]
         await asyncio.wait_for(streaming.wait(), 120)
         long = [asyncio.create_task(worker(lambda: LONG_MAX_TOKENS)) for _ in range(STREAMS - len(short))]
         await asyncio.wait_for(completed.wait(), 120)
-        await asyncio.sleep(rng.uniform(0.3, 1.5))
+        await asyncio.wait_for(a_long_stream_is_billable(), 120)
+        await asyncio.sleep(rng.uniform(0.0, 0.5))
         killed.set()
         killed_at = time.monotonic()
         server.kill9()
