@@ -64,6 +64,8 @@ def test_orgs_by_id_or_name_and_full_ids(cli: Cli) -> None:
     assert by_name["id"] == org_id and by_name["rpm_limit"] == 600
     assert json.loads(cli.run("orgs", "show", org_id, "--json"))["name"] == "acme-ids"
     assert "rpm=unlimited tpm=1000" in cli.run("orgs", "limits", "acme-ids", "--tpm", "1000")
+    assert f"{org_id}: weight=2.5" in cli.run("orgs", "weight", "acme-ids", "2.5")
+    assert json.loads(cli.run("orgs", "show", "acme-ids", "--json"))["weight"] == 2.5
     assert "already exists" in cli.fail("orgs", "create", "acme-ids")
 
 
@@ -102,6 +104,8 @@ def test_keys_create_list_revoke_with_whole_ids_at_80_columns(cli: Cli, live_ser
         (["keys", "create", "k", "--rpm", "-5"], "rpm_limit"),
         (["keys", "create", "k", "--tpm", "0"], "tpm_limit"),
         (["orgs", "create", "x-limits", "--rpm", "-5"], "rpm_limit"),
+        (["orgs", "weight", "org-default", "0"], "weight"),
+        (["orgs", "weight", "nope", "2"], "no organization 'nope'"),
         (["statement", "org-default", "1999-12"], "month"),
         (["statement", "org-default", "12-2026"], "month"),
         (["usage", "org-default", "--by", "week"], "group_by"),

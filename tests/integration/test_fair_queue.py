@@ -44,7 +44,11 @@ async def test_a_small_tenant_is_served_between_a_big_tenants_queued_requests(yu
     assert (await yun.http.get("/health")).json()["models"]["tiny"]["queued"] == 0
 
 
-async def test_a_request_whose_client_leaves_while_queued_never_runs_and_costs_nothing(yun: Harness) -> None:
+async def test_a_request_whose_client_leaves_while_queued_never_runs_and_costs_nothing(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The burst must fill both slots: no headroom kept for the tenants of the tests just before.
+    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)
     _, big = await new_org(yun, None)
     _, small = await new_org(yun, "1")
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 64, "temperature": 0}
@@ -79,3 +83,18 @@ async def test_a_request_whose_client_leaves_while_queued_never_runs_and_costs_n
     assert rec["status"] == "aborted" and rec["completion_tokens"] == 0 and rec["cost_nanodollars"] == 0, rec
     balance = await org_get(yun, small, "balance")
     assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 1_000_000_000
+
+
+async def test_an_organizations_weight_reaches_the_fair_queues_at_once(yun: Harness) -> None:
+    org, _ = await new_org(yun, None)
+    admin = {"Authorization": f"Bearer {yun.admin_key}"}
+    r = await yun.http.put(f"/admin/orgs/{org}/weight", json={"weight": 2}, headers=admin)
+    assert r.status_code == 200 and r.json()["weight"] == 2, r.text
+    pools = list(yun.services.router.pools())
+    assert pools and all(pool.queue._weight(org) == 2 for pool in pools)
+    assert (await yun.http.get(f"/admin/orgs/{org}", headers=admin)).json()["weight"] == 2
+    for bad in (0, -1, 1000, "heavy"):
+        r = await yun.http.put(f"/admin/orgs/{org}/weight", json={"weight": bad}, headers=admin)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "weight", (bad, r.text)
+    r = await yun.http.put(f"/admin/orgs/{org}/weight", json={"weight": 1}, headers=admin)
+    assert all(pool.queue._weight(org) == 1 for pool in pools)

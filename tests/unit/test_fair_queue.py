@@ -76,8 +76,9 @@ async def test_a_tenant_with_one_request_does_not_wait_behind_another_tenants_bu
     await _settle()
     await run.finish("f1")
     await _settle()
-    # The flood queued first, but the freed slots alternate: flood's oldest, then the small tenant's.
-    assert run.order[2:] == ["f2", "s0"]
+    # The flood queued first, but the first freed slot goes to the small tenant: the flood holds one
+    # already and may not take the last free one while another tenant asks (headroom), then its oldest.
+    assert run.order[2:] == ["s0", "f2"]
     await run.finish_all()
     assert run.order[4:] == [f"f{i}" for i in range(3, 8)]
     assert len(d.queue) == 0 and d.replicas[0].outstanding == 0
@@ -129,11 +130,12 @@ async def test_round_robin_across_three_tenants_and_least_loaded_replica(tmp_pat
         for i in range(n):
             run.start(tenant, f"{tenant}q{i}")
     await _settle()
-    for name in ["a0", "a1", "aq0", "bq0", "cq0", "aq1", "bq0"]:
-        if not run.tasks[name].done():
-            await run.finish(name)
-            await _settle()
-    assert run.order == ["a0", "a1", "aq0", "bq0", "cq0", "aq1", "bq1", "aq2"]
+    while len(run.order) < 8:  # finish the oldest running request, one after another
+        await run.finish(next(n for n in run.order if not run.tasks[n].done()))
+        await _settle()
+    # a holds both slots when the others come: each of b and c is served before a gets another (a may
+    # not take the last free slot while it holds one and others wait), then turns go round.
+    assert run.order == ["a0", "a1", "bq0", "cq0", "aq0", "bq1", "aq1", "aq2"]
     await run.finish_all()
 
 
@@ -236,3 +238,39 @@ async def test_a_waiter_whose_client_disconnects_leaves_the_queue_and_never_runs
     await run.finish("a1")
     await waiter
     assert ran == ["b"] and d.replicas[0].outstanding == 0
+
+
+async def test_beside_another_tenant_a_busy_tenant_leaves_one_slot_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headroom: alone, a tenant fills every slot; while another tenant is active it leaves the last one
+    free, so the other's next request starts at once instead of waiting for a long generation to end."""
+    d = _deployment(tmp_path, slots=4)
+    run = _Runner(d)
+    for i in range(6):
+        run.start("busy", f"b{i}")
+    await _settle()
+    assert run.order == ["b0", "b1", "b2", "b3"], "alone, it uses every slot"
+    run.start("quiet", "q0")
+    await _settle()
+    assert "q0" not in run.order, "every slot was taken before the quiet tenant came"
+    await run.finish("b0")
+    await _settle()
+    assert run.order[4:] == ["q0"], "the freed slot goes to the quiet tenant"
+    await run.finish("q0")
+    await _settle()
+    assert run.order[5:] == [], "the busy tenant does not take the last free slot while the quiet one is active"
+    run.start("quiet", "q1")
+    await _settle()
+    assert run.order[5:] == ["q1"], "the quiet tenant's next request starts at once"
+    await run.finish("q1")
+    await _settle()
+
+    # Once the quiet tenant has been gone for the window, the busy one takes every slot again.
+    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)
+    await run.finish("b1")
+    await _settle()
+    assert sorted(run.order[6:]) == ["b4", "b5"]
+    assert d.replicas[0].outstanding == 4
+    await run.finish_all()
+    assert d.replicas[0].outstanding == 0 and d._held == {}

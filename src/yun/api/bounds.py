@@ -98,6 +98,10 @@ Email = Annotated[
 Note = Annotated[str, Field(max_length=500), AfterValidator(no_nul)]
 Rpm = Annotated[int, Field(ge=1, le=MAX_RPM)]
 Tpm = Annotated[int, Field(ge=1, le=MAX_TPM)]
+FairWeight = Annotated[
+    float,
+    Field(ge=0.01, le=100, allow_inf_nan=False, description="share of a busy model's slots; 1 is the default"),
+]
 FreeTokens = Annotated[int, Field(ge=0, le=MAX_FREE_TOKENS)]
 CreditUSD = Annotated[
     Decimal, Field(ge=-MAX_CREDIT_USD, le=MAX_CREDIT_USD, allow_inf_nan=False, description="USD, as a number or string")

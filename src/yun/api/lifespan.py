@@ -67,6 +67,7 @@ async def _keep_in_sync(services: Services) -> None:
                 await asyncio.to_thread(ensure_default_deployments, services)
                 services.controller.poke()
             await services.router.check_external()
+            services.router.set_weights(await asyncio.to_thread(services.orgs.weights))
             await asyncio.to_thread(services.keys.flush_last_used)
             # A gateway that died (its lease expired) leaves holds no request of its own can still settle.
             await asyncio.to_thread(_recover, services, False)
@@ -224,6 +225,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if role != "gateway" and await asyncio.to_thread(leadership.try_acquire):
         await _take_over(services, routes_changed)
     await sync_deployments(services)
+    services.router.set_weights(await asyncio.to_thread(services.orgs.weights))
     tasks = [asyncio.create_task(_keep_in_sync(services), name="yun-catalog-sync")]
     if role != "gateway":
         tasks.append(

@@ -66,6 +66,7 @@ def orgs_show(org: Org, json: Json = False) -> None:
     b = found["balance"]
     say(f"id        {found['id']}\nname      {found['name']}\ncreated   {when(found['created_at'])}")
     say(f"rpm       {_limit(found['rpm_limit'])}\ntpm       {_limit(found['tpm_limit'])}")
+    say(f"weight    {found['weight']:g}")
     say(f"balance   ${b['balance']:.9f} (held ${b['held']:.9f}, available ${b['available']:.9f})")
 
 
@@ -79,6 +80,18 @@ def orgs_limits(
     with connect() as client:
         done = client.put(path("admin", "orgs", org, "limits"), {"rpm_limit": rpm, "tpm_limit": tpm})
     say(f"{done['id']}: rpm={_limit(done['rpm_limit'])} tpm={_limit(done['tpm_limit'])}")
+
+
+@orgs_app.command("weight")
+def orgs_weight(
+    org: Org,
+    weight: Annotated[float, typer.Argument(help="Share of a busy model's slots (default 1; 2 = twice a 1's).")],
+) -> None:
+    """Set an organization's weight: while organizations wait for the same busy replicas, each is served
+    tokens in proportion to its weight."""
+    with connect() as client:
+        done = client.put(path("admin", "orgs", org, "weight"), {"weight": weight})
+    say(f"{done['id']}: weight={done['weight']:g}")
 
 
 @members_app.command("list")

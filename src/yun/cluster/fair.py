@@ -7,7 +7,9 @@ queue per tenant, and shares freed slots out by deficit round-robin (DRR) on eac
 estimate (its prompt plus the output it may produce: what it will hold the replica for): each turn a
 tenant is credited `quantum x weight` tokens and is served while its credit covers its next request. A
 tenant sending 10x another's traffic, or requests 10x as long, does not get 10x the replica; a tenant with
-a higher weight (a per-organization setting) gets proportionally more when both wait.
+a higher weight (a per-organization setting: `yun orgs weight`) gets proportionally more when both wait.
+Which tenants may take a slot at all is the pool's business (its headroom: cluster/router.py); a tenant
+that may not take this one is passed over and keeps its place.
 
 Fairness is per gateway: each gateway shares out the slots its own requests wait for. Across several
 gateways behind a load balancer it holds as far as the balancer spreads each tenant's traffic.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["FairQueue"]
@@ -84,13 +87,17 @@ class FairQueue(Generic[T]):
         del self._tenants[tenant]
         self._deficit.pop(tenant, None)
 
-    def grant(self, slot: T) -> bool:
-        """Give `slot` to the oldest live waiter of the tenant whose turn it is; False if nobody waits.
+    def grant(self, slot: T, eligible: Callable[[str], bool] | None = None) -> str | None:
+        """Give `slot` to the oldest live waiter of the tenant whose turn it is; returns that tenant, or
+        None if nobody (eligible) waits.
 
         The tenant at the front is served while its credit covers its next request; otherwise its turn ends:
-        it is credited for its next turn and goes to the back. Every turn adds credit, so the loop ends."""
-        self._skip_idle_rounds()
-        while self._tenants:
+        it is credited for its next turn and goes to the back. A tenant that may not take this slot
+        (`eligible` says no: see Pool's headroom) is passed over without credit and keeps its place in the
+        rotation. Every turn adds credit to an eligible tenant, so the loop ends."""
+        self._skip_idle_rounds(eligible)
+        passed = 0  # ineligible tenants passed over in a row
+        while self._tenants and passed < len(self._tenants):
             tenant, queue = next(iter(self._tenants.items()))
             future, cost = queue[0]
             if future.done():  # a waiter whose client left or whose wait timed out is skipped
@@ -99,6 +106,11 @@ class FairQueue(Generic[T]):
                 if not queue:
                     self._forget(tenant)
                 continue
+            if eligible is not None and not eligible(tenant):
+                self._tenants.move_to_end(tenant)
+                passed += 1
+                continue
+            passed = 0
             if self._deficit[tenant] < cost:
                 self._deficit[tenant] += self.quantum * self._weight(tenant)
                 self._tenants.move_to_end(tenant)
@@ -111,20 +123,24 @@ class FairQueue(Generic[T]):
             elif self._deficit[tenant] < queue[0][1]:
                 self._tenants.move_to_end(tenant)  # its credit is spent: the next tenant's turn
             future.set_result(slot)
-            return True
-        return False
+            return tenant
+        return None
 
-    def _skip_idle_rounds(self) -> None:
-        """Credit at once the whole rounds in which no tenant's credit would cover its next request: what
-        DRR would do turn by turn, without the turns."""
+    def _skip_idle_rounds(self, eligible: Callable[[str], bool] | None) -> None:
+        """Credit at once the whole rounds in which no (eligible) tenant's credit would cover its next
+        request: what DRR would do turn by turn, without the turns."""
         rounds = None
         for tenant, queue in self._tenants.items():
+            if eligible is not None and not eligible(tenant):
+                continue
             need = queue[0][1] - self._deficit[tenant]
             per_round = self.quantum * self._weight(tenant)
             r = 0 if need <= 0 else int(need // per_round)  # whole rounds that still leave it short or even
             rounds = r if rounds is None else min(rounds, r)
         if rounds:
             for tenant in self._tenants:
+                if eligible is not None and not eligible(tenant):
+                    continue
                 self._deficit[tenant] += (rounds - 1) * self.quantum * self._weight(tenant) if rounds > 1 else 0
 
     def _weight(self, tenant: str) -> float:

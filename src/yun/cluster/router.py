@@ -69,6 +69,10 @@ class Pool:
         self.scaled_to_zero = False
         """Zero replicas by an operator's choice, with no autoscaling to wake it."""
         self._notify = notify or (lambda: None)
+        self._held: dict[str, int] = {}
+        """Slots each tenant holds here (leases in flight, and slots granted to its waiters)."""
+        self._seen: dict[str, float] = {}
+        """When each tenant last asked this pool for a slot (monotonic), kept for HEADROOM_WINDOW_S."""
 
     def _free_replica(self) -> Endpoint | None:
         """The healthy replica with the least work in flight, if it has a free slot; raises if none is
@@ -102,18 +106,51 @@ class Pool:
         tenant's turn (see fair.py). `client_gone` returns when the client disconnects: a request still
         waiting then leaves the queue (ClientDisconnected) instead of running for nobody."""
         replica = self._free_replica()  # raises at once when no replica is healthy nor starting
-        if replica is None or len(self.queue):
+        self._seen[tenant] = time.monotonic()
+        if replica is None or len(self.queue) or not self._may_take(tenant):
             replica = await self._wait(tenant, client_gone, cost)
         else:
             replica.outstanding += 1
+            self._held[tenant] = self._held.get(tenant, 0) + 1
         try:
             assert replica.engine is not None
             yield replica.engine
         finally:
             replica.outstanding -= 1
+            self._let_go(tenant)
             if replica.retired:
                 replica.release()
             self.dispatch()
+
+    def _may_take(self, tenant: str) -> bool:
+        """Headroom: a tenant that already holds a slot here does not take the pool's last free one while
+        another tenant has asked for one within HEADROOM_WINDOW_S. That slot stays free for the other
+        tenant's next request, which then starts at once instead of waiting for a long generation of the
+        busy tenant to end (on a replica of 4 slots, a tenant alone keeps all 4; beside others, 3)."""
+        if not self._held.get(tenant):
+            return True
+        free = 0
+        for r in self.replicas:
+            if r.healthy and r.engine is not None:
+                if r.slots is None:
+                    return True  # an external server: no slots of ours to keep
+                free += max(0, r.slots - r.outstanding)
+        if free > 1:
+            return True
+        now = time.monotonic()
+        for other, seen in list(self._seen.items()):
+            if now - seen > HEADROOM_WINDOW_S:
+                del self._seen[other]
+            elif other != tenant:
+                return False
+        return True
+
+    def _let_go(self, tenant: str) -> None:
+        held = self._held.get(tenant, 0) - 1
+        if held > 0:
+            self._held[tenant] = held
+        else:
+            self._held.pop(tenant, None)
 
     async def _wait(self, tenant: str, client_gone: ClientGone | None, cost: int) -> Endpoint:
         future = self.queue.push(tenant, cost)
@@ -137,6 +174,7 @@ class Pool:
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Granted a slot in the same moment the wait ended (client gone, timeout): hand it on.
                 future.result().outstanding -= 1
+                self._let_go(tenant)
                 self.dispatch()
             if isinstance(exc, TimeoutError):
                 if self.starting:
@@ -171,15 +209,21 @@ class Pool:
                 return  # none healthy: they wait for the supervisor to bring one back (or time out)
             if replica is None:
                 return
-            replica.outstanding += 1  # on behalf of the waiter, so the slot is not given twice
-            if not self.queue.grant(replica):
-                replica.outstanding -= 1
+            granted = self.queue.grant(replica, self._may_take)
+            if granted is None:
                 return
+            # On behalf of the waiter, so the slot is not given twice.
+            replica.outstanding += 1
+            self._held[granted] = self._held.get(granted, 0) + 1
 
     def close(self) -> None:
         self.queue.fail_all(EngineUnavailable(f"the model {self.spec.model_id!r} was removed"))
 
 
+HEADROOM_WINDOW_S = 2.0
+"""A tenant that asked a pool for a slot this recently counts as active there (see `Pool._may_take`):
+long enough to span the gap between the requests of a conversation or an agent's loop, short enough that
+a tenant gone quiet soon stops costing a busy one its last slot."""
 _LOCAL_CONNECTIONS = 64
 _FAILURES_TO_UNHEALTHY = 3
 _SUSPECT_S = 5.0
@@ -268,6 +312,13 @@ class Router:
         """Set when a request starts waiting for a deployment at zero (the load publisher writes at once)."""
         self._pools: dict[str, Pool] = {}
         self._by_model: dict[str, list[Pool]] = {}
+        self._weights: dict[str, float] = {}
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Organizations' weights in every pool's fair queue (absent: 1)."""
+        self._weights = weights
+        for pool in self._pools.values():
+            pool.queue.set_weights(weights)
 
     def pools(self) -> Iterable[Pool]:
         return self._pools.values()
@@ -308,6 +359,7 @@ class Router:
                     cold_start_timeout_s=self.cold_start_timeout_s,
                     notify=self.load_moved.set,
                 )
+                pool.queue.set_weights(self._weights)
                 self._pools[route.deployment_id] = pool
             elif pool.spec != route.spec or pool.owner_org != route.owner_org:
                 # What it serves changed (a catalog edit, a new context): the same pool, so requests queued

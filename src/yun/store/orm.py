@@ -57,6 +57,8 @@ class OrganizationRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default=text("1"))
+    """Its share of a busy model's slots against other organizations' (cluster/fair.py)."""
 
 
 class UserRow(Base):

@@ -23,6 +23,7 @@ class OrganizationRecord:
     created_at: datetime
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)

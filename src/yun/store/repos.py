@@ -48,7 +48,9 @@ def _key(row: ApiKeyRow, org: OrganizationRow | None = None) -> ApiKeyRecord:
 
 
 def _org(row: OrganizationRow) -> OrganizationRecord:
-    return OrganizationRecord(row.id, row.name, _utc(row.created_at) or row.created_at, row.rpm_limit, row.tpm_limit)
+    return OrganizationRecord(
+        row.id, row.name, _utc(row.created_at) or row.created_at, row.rpm_limit, row.tpm_limit, row.weight
+    )
 
 
 def _model(row: ModelRow, box: SecretBox) -> ModelRecord:
@@ -74,7 +76,7 @@ class OrganizationRepository:
         with self._db.session() as s, s.begin():
             row = s.get(OrganizationRow, org_id)
             if row is None:
-                row = OrganizationRow(id=org_id, name=name, created_at=datetime.now(UTC))
+                row = OrganizationRow(id=org_id, name=name, created_at=datetime.now(UTC), weight=1.0)
                 s.add(row)
             return _org(row)
 
@@ -84,7 +86,12 @@ class OrganizationRepository:
         try:
             with self._db.session() as s, s.begin():
                 row = OrganizationRow(
-                    id=org_id, name=name, created_at=datetime.now(UTC), rpm_limit=rpm_limit, tpm_limit=tpm_limit
+                    id=org_id,
+                    name=name,
+                    created_at=datetime.now(UTC),
+                    rpm_limit=rpm_limit,
+                    tpm_limit=tpm_limit,
+                    weight=1.0,
                 )
                 s.add(row)
                 return _org(row)
@@ -113,6 +120,20 @@ class OrganizationRepository:
                 raise NotFound(f"no organization {org_id!r}")
             row.rpm_limit, row.tpm_limit = rpm_limit, tpm_limit
             return _org(row)
+
+    def set_weight(self, org_id: str, weight: float) -> OrganizationRecord:
+        with self._db.session() as s, s.begin():
+            row = s.get(OrganizationRow, org_id)
+            if row is None:
+                raise NotFound(f"no organization {org_id!r}")
+            row.weight = weight
+            return _org(row)
+
+    def weights(self) -> dict[str, float]:
+        """The organizations whose weight is not the default 1 (few): what gateways' fair queues need."""
+        with self._db.read_session() as s:
+            rows = s.execute(select(OrganizationRow.id, OrganizationRow.weight).where(OrganizationRow.weight != 1))
+            return {org_id: weight for org_id, weight in rows}
 
 
 class KeyRepository:

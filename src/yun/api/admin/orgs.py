@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from yun.api.admin.deps import OrgDep
-from yun.api.admin.protocol import AdminKeyIn, KeyOut, LimitsIn, MemberIn, OrgIn, OrgOut, key_out, member_out
+from yun.api.admin.protocol import AdminKeyIn, KeyOut, LimitsIn, MemberIn, OrgIn, OrgOut, WeightIn, key_out, member_out
 from yun.api.answers import issue_key
 from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
@@ -20,7 +20,14 @@ router = APIRouter()
 
 
 def _org_out(org: OrganizationRecord) -> OrgOut:
-    return OrgOut(id=org.id, name=org.name, created_at=org.created_at, rpm_limit=org.rpm_limit, tpm_limit=org.tpm_limit)
+    return OrgOut(
+        id=org.id,
+        name=org.name,
+        created_at=org.created_at,
+        rpm_limit=org.rpm_limit,
+        tpm_limit=org.tpm_limit,
+        weight=org.weight,
+    )
 
 
 @router.post("/orgs", status_code=201)
@@ -52,6 +59,15 @@ async def get_org(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
 async def set_org_limits(org: OrgDep, body: LimitsIn, services: ServicesDep) -> OrgOut:
     updated = await asyncio.to_thread(services.orgs.set_limits, org.id, body.rpm_limit, body.tpm_limit)
     services.keys.forget_cache()
+    return _org_out(updated)
+
+
+@router.put("/orgs/{org}/weight")
+async def set_org_weight(org: OrgDep, body: WeightIn, services: ServicesDep) -> OrgOut:
+    """Its share of a busy model's slots: while organizations wait for the same replicas, each is served
+    tokens in proportion to its weight (this gateway at once; every other within a few seconds)."""
+    updated = await asyncio.to_thread(services.orgs.set_weight, org.id, body.weight)
+    services.router.set_weights(await asyncio.to_thread(services.orgs.weights))
     return _org_out(updated)
 
 

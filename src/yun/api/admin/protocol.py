@@ -14,6 +14,7 @@ from yun.api.bounds import (
     Cpus,
     CreditUSD,
     Email,
+    FairWeight,
     FreeTokens,
     FutureInstant,
     Gpus,
@@ -76,12 +77,17 @@ class LimitsIn(Strict):
     tpm_limit: Tpm | None = None
 
 
+class WeightIn(Strict):
+    weight: FairWeight
+
+
 class OrgOut(Strict):
     id: str
     name: str
     created_at: datetime
     rpm_limit: int | None
     tpm_limit: int | None
+    weight: float = Field(description="its share of a busy model's slots against other organizations' (default 1)")
 
 
 class CreditIn(Strict):
