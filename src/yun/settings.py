@@ -89,6 +89,9 @@ class EngineSettings(BaseModel):
     cold_start_timeout_s: float = Field(default=120.0, gt=0)
     """How long a request for a deployment with no replica running (scaled to zero, or all still starting)
     waits for one to start before a 503 that says the model is starting (retry)."""
+    hung_after_s: float = Field(default=60.0, gt=0)
+    """A replica whose engine process runs but has not answered its health check for this long is killed and
+    restarted (counted against its restart budget)."""
     drain_s: float = Field(default=10.0, ge=0)
     """A replica being replaced (rolling update, scale-down) first leaves every gateway's rotation (within a
     second), then gets this long to finish the requests it has before it is stopped."""

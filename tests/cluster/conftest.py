@@ -39,6 +39,21 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await cluster.close(stop_replicas=True)
 
 
+@pytest_asyncio.fixture(loop_scope="session", params=["local", "ray"])
+async def hung_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """`backend` with a short liveness bound: an engine silent for 2 s (probed every 0.5 s) is hung."""
+    liveness = {"hung_after_s": 2.0, "probe_s": 0.5}
+    if request.param == "ray":
+        cluster: Cluster = ray_backend_for(request.getfixturevalue("ray_cluster"), **liveness)
+    else:
+        cluster = LocalBackend(tmp_path / "engines", **RESTARTS, **liveness)
+    await cluster.start()
+    try:
+        yield cluster
+    finally:
+        await cluster.close(stop_replicas=True)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def ray_backend(ray_cluster: Any) -> AsyncIterator[Cluster]:
     backend = ray_backend_for(ray_cluster)

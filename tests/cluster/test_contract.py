@@ -4,6 +4,8 @@ Qwen2 model in xllamacpp, and for the vLLM path a fake OpenAI-shaped engine (no 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,26 @@ async def test_a_killed_engine_comes_back(backend: Cluster, tiny_model: Path) ->
     assert "died" in kinds and "restarted" in kinds
     died = next(e for e in backend.events(before_kill) if e.kind == "died" and e.replica_id == order.replica_id)
     assert "killed by signal 9" in died.message
+
+
+async def test_a_hung_engine_is_killed_and_restarted(hung_backend: Cluster, tiny_model: Path) -> None:
+    """Alive but silent (SIGSTOP: a deadlock, a wedged device): past `hung_after_s` without answering its
+    health check, it is killed and restarted like an engine that died, and serves again."""
+    order = llama_order(tiny_model)
+    before = await hung_backend.place(order)
+    assert before.endpoint is not None
+    since = max((e.at for e in hung_backend.events()), default=0.0)
+    os.kill(engine_pid(before.endpoint), signal.SIGSTOP)
+
+    async def back() -> ReplicaStatus | None:
+        now = await status_of(hung_backend, order.replica_id)
+        return now if now is not None and now.state == "ready" and now.restarts == 1 else None
+
+    after = await until(back, "the hung engine is restarted")
+    assert after.endpoint is not None and after.endpoint != before.endpoint
+    assert (await chat(after.endpoint, order.secret)).status_code == 200
+    died = [e for e in hung_backend.events(since) if e.kind == "died" and e.replica_id == order.replica_id]
+    assert died and "stopped answering its health check" in died[0].message, died
 
 
 async def test_a_replica_that_keeps_dying_is_failed(backend: Cluster) -> None:

@@ -126,11 +126,11 @@ def make_backend(settings: Settings) -> Cluster:
     if target == "local":
         from yun.cluster.backends.local import LocalBackend
 
-        return LocalBackend(settings.data_dir / "logs")
+        return LocalBackend(settings.data_dir / "logs", hung_after_s=settings.engine.hung_after_s)
     from yun.cluster.backends.ray import RayBackend
 
     address = target.removeprefix("ray://")
-    return RayBackend(address)
+    return RayBackend(address, hung_after_s=settings.engine.hung_after_s)
 
 
 def model_source(services: Services, model_id: str) -> tuple[str, Literal["chat", "embedding"]] | None:

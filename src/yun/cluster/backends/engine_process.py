@@ -165,6 +165,17 @@ class EngineProcess:
             await probe.aclose()
         raise EngineUnavailable(f"replica {order.replica_id} could not start: {self.exit_reason()}")
 
+    async def answers(self, timeout_s: float) -> bool:
+        """Whether its `GET /health` answers 200 within `timeout_s` (the liveness probe of a running engine)."""
+        probe = OpenAIHTTPEngine(f"replica {self.order.replica_id}", self.endpoint, llamacpp=True, keep_alive=False)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await probe.healthy()
+        except TimeoutError:
+            return False
+        finally:
+            await probe.aclose()
+
     async def terminate(self, grace_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace_s`."""
         if self.process.poll() is not None:

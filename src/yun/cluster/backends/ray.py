@@ -105,6 +105,8 @@ class RayBackend:
         restart_window_s: float = 600.0,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
+        hung_after_s: float = 60.0,
+        probe_s: float = 5.0,
         actor_max_restarts: int = -1,
         connect_timeout_s: float = 30.0,
         call_timeout_s: float = 10.0,
@@ -113,7 +115,12 @@ class RayBackend:
         self.node_ip_address = node_ip_address
         self.log_dir = log_dir
         self.policy = RestartPolicy(
-            max_restarts=max_restarts, window_s=restart_window_s, backoff_s=backoff_s, max_backoff_s=max_backoff_s
+            max_restarts=max_restarts,
+            window_s=restart_window_s,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            hung_after_s=hung_after_s,
+            probe_s=probe_s,
         )
         self.actor_max_restarts = actor_max_restarts
         self.connect_timeout_s = connect_timeout_s

@@ -44,6 +44,13 @@ class RestartPolicy:
     max_backoff_s: float = 30.0
     poll_s: float = 0.5
     """How often the process is checked."""
+    hung_after_s: float = 60.0
+    """An engine that is alive but has not answered its health check for this long is hung (a deadlock, a
+    stopped process, a wedged GPU): it is killed and restarted like one that died. Long, because a busy
+    engine still answers /health (llama.cpp serves it outside its task queue) and a false alarm would cut
+    every stream on it."""
+    probe_s: float = 5.0
+    """How often a running engine's health is probed (each probe waits up to this long for its answer)."""
 
 
 class SupervisedReplica:
@@ -106,16 +113,35 @@ class SupervisedReplica:
         self._watcher = asyncio.create_task(self._watch(), name=f"yun-replica-{self.order.replica_id}")
 
     async def _watch(self) -> None:
+        answered = probed = time.monotonic()
         while True:
             await asyncio.sleep(self.policy.poll_s)
             engine = self.engine
-            if engine is None or engine.returncode is None:
+            if engine is None:
                 continue
-            self.error = engine.exit_reason()
+            if engine.returncode is None:
+                now = time.monotonic()
+                if now - probed < self.policy.probe_s:
+                    continue
+                probed = now
+                if await engine.answers(timeout_s=self.policy.probe_s):
+                    answered = probed = time.monotonic()
+                    continue
+                silent = time.monotonic() - answered
+                if silent < self.policy.hung_after_s or engine.returncode is not None:
+                    continue  # not yet hung; or it just died, which the next turn reports with its exit code
+                await engine.terminate(grace_s=2.0)
+                self.error = (
+                    f"engine stopped answering its health check for {silent:.0f}s while its process ran; "
+                    "killed to restart it"
+                )
+            else:
+                self.error = engine.exit_reason()
             self.state = "restarting"
             self._event("died", self.error)
             if not await self._restart():
                 return
+            answered = probed = time.monotonic()
 
     async def _restart(self) -> bool:
         """Bring the engine back within the budget; False once the replica is `failed`."""
