@@ -94,7 +94,11 @@ class EngineSettings(BaseModel):
     restarted (counted against its restart budget)."""
     drain_s: float = Field(default=10.0, ge=0)
     """A replica being replaced (rolling update, scale-down) first leaves every gateway's rotation (within a
-    second), then gets this long to finish the requests it has before it is stopped."""
+    second), then stops once its engine reports nothing running or queued (llama.cpp's and vLLM's
+    /metrics); an engine that does not report its work gets this long to finish it."""
+    drain_max_s: float = Field(default=600.0, ge=0)
+    """How long a draining replica whose engine still reports work may keep it (a long generation) before
+    it is stopped anyway."""
 
 
 class ClusterSettings(BaseModel):

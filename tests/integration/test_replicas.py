@@ -19,6 +19,7 @@ import pytest
 from tests.integration.conftest import Harness
 from tests.support.net import free_port
 from yun.api.lifespan import sync_deployments
+from yun.engines import OpenAIHTTPEngine
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MSG = [{"role": "user", "content": "hi"}]
@@ -276,9 +277,54 @@ async def test_a_replica_that_dies_mid_stream_ends_it_with_an_error_event_billed
     )
 
 
-async def test_a_rolling_update_under_load_fails_no_request(yun: Harness) -> None:
+async def test_an_engine_reports_the_requests_it_runs(yun: Harness) -> None:
+    """What a draining replica's stop waits on: the engine's own count of requests running or queued."""
+    ready = [e for e in yun.services.registry.of_deployment("tiny") if e.state == "ready" and e.endpoint]
+    engines = [OpenAIHTTPEngine("probe", e.endpoint or "", api_key=e.secret, keep_alive=False) for e in ready]
+
+    async def in_flight() -> int | None:
+        counts = [await engine.in_flight() for engine in engines]
+        return None if None in counts else sum(c or 0 for c in counts)
+
+    entry = ready[0]
+    try:
+        await _until_async(in_flight, lambda n: n == 0)
+        # Over real HTTP: the in-process transport would read the whole stream before the first chunk.
+        client = openai.AsyncOpenAI(base_url=f"{yun.base_url}/v1", api_key=yun.key)
+        stream = await client.chat.completions.create(
+            model="tiny",
+            messages=MSG,
+            max_tokens=400,
+            stream=True,  # type: ignore[arg-type]
+        )
+        seen = []
+        async for _ in stream:
+            if not seen:
+                seen.append(await in_flight())
+        await client.close()
+        assert seen[0] is not None and seen[0] >= 1, seen
+        await _until_async(in_flight, lambda n: n == 0)
+        without_key = OpenAIHTTPEngine("probe", entry.endpoint, keep_alive=False)
+        assert await without_key.in_flight() is None  # the metrics are behind the replica's secret too
+        await without_key.aclose()
+    finally:
+        for engine in engines:
+            await engine.aclose()
+
+
+async def _until_async(read, done, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done(await read()):
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_rolling_update_under_load_fails_no_request(yun: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """An update that changes how replicas run starts a new generation: its replica is ready before the old
-    one leaves rotation and drains, so clients sending requests throughout see no failure."""
+    one leaves rotation and drains, so clients sending requests throughout see no failure. The old replica
+    stops once its engine reports nothing running, well before the drain bound for engines that do not
+    say (raised here to 120 s)."""
+    monkeypatch.setattr(yun.services.controller, "drain_s", 120.0)
     before = yun.services.deployments.get("tiny")
     assert before is not None
     # Earlier tests killed engines (a backend restarts one a few times, then fails it and the controller
@@ -325,6 +371,8 @@ async def test_a_rolling_update_under_load_fails_no_request(yun: Harness) -> Non
 
         await _until(rolled, timeout=120)
         await _until(lambda: not {r.replica_id for r in yun.services.router.get("tiny").replicas} & old)
+        # Stopped (gone from the registry) once idle, long before the 120 s bound.
+        await _until(lambda: not {e.id for e in yun.services.registry.of_deployment("tiny")} & old, timeout=60)
         settled = answered
         await _until(lambda: answered >= settled + 3)  # and the new replica serves
     finally:

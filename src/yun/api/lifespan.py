@@ -165,6 +165,7 @@ async def _take_over(services: Services, routes_changed: asyncio.Event) -> None:
         partial(model_source, services),
         start_timeout_s=e.start_timeout_s,
         drain_s=e.drain_s,
+        drain_max_s=e.drain_max_s,
         on_change=routes_changed.set,
         loads=services.loads,
     )

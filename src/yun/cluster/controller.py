@@ -6,8 +6,10 @@ One pass (`reconcile`), every second or so and whenever told something changed:
    a restart (maybe on another node), a replica that failed, one the backend no longer has (stopped);
    a replica the backend runs that no deployment wants is stopped;
 2. per deployment, place replicas of its current generation until `desired` are live; stop the extras;
-   roll older generations over (new replicas ready first, then the old ones drain for `drain_s` so the
-   gateways, which see the registry within a second, finish what they sent there, then stop);
+   roll older generations over (new replicas ready first, then the old ones drain: the gateways, which
+   see the registry within a second, stop sending them requests, and each stops once its engine reports
+   nothing running or queued (its /metrics), so a long stream is never cut by an update or a scale-down;
+   an engine that does not report its work gets `drain_s`, one that reports work at most `drain_max_s`);
 3. a deployment being deleted has its replicas stopped, then its record removed.
 
 Before converging, the autoscaler (cluster/autoscale.py) moves `desired` of the deployments that have a
@@ -40,6 +42,7 @@ from typing import Literal, Protocol
 from yun.cluster.autoscale import Autoscaler, Policy, Scaling
 from yun.cluster.base import Cluster, EngineArgs, ReplicaOrder, ReplicaStatus, Resources
 from yun.cluster.load import Load, LoadBoard
+from yun.engines import OpenAIHTTPEngine
 from yun.errors import EngineUnavailable, YunError
 from yun.store.replicas import RegistryEntry, ReplicaRepository
 
@@ -107,6 +110,20 @@ class _Backoff:
     last_error: str = ""
 
 
+DRAIN_MIN_S = 1.5
+"""A draining replica keeps its engine at least this long (gateways follow the registry within a second:
+a request one of them sent just before it saw the change still arrives)."""
+
+
+def drain_done(elapsed: float, work: int | None, drain_s: float, drain_max_s: float) -> bool:
+    """The drain rule, given what the engine says is running or queued (`work`; None: it does not say)."""
+    if work == 0:
+        return elapsed >= min(DRAIN_MIN_S, drain_s)
+    if work is None:
+        return elapsed >= drain_s
+    return elapsed >= max(drain_s, drain_max_s)
+
+
 class Controller:
     def __init__(
         self,
@@ -117,6 +134,7 @@ class Controller:
         *,
         start_timeout_s: float = 120.0,
         drain_s: float = 5.0,
+        drain_max_s: float = 600.0,
         max_backoff_s: float = 300.0,
         on_change: Callable[[], None] | None = None,
         loads: LoadBoard | None = None,
@@ -128,6 +146,7 @@ class Controller:
         self.models = models
         self.start_timeout_s = start_timeout_s
         self.drain_s = drain_s
+        self.drain_max_s = drain_max_s
         self.max_backoff_s = max_backoff_s
         self.on_change = on_change or (lambda: None)
         self.loads = loads
@@ -337,11 +356,26 @@ class Controller:
             if e.state != "draining":
                 continue
             since = self._draining.setdefault(e.id, time.monotonic())
-            if time.monotonic() - since >= self.drain_s:
+            if await self._drained(e, time.monotonic() - since):
                 await self._stop(e)
                 self._draining.pop(e.id, None)
                 changed = True
         return changed
+
+    async def _drained(self, e: RegistryEntry, elapsed: float) -> bool:
+        """Whether a replica draining for `elapsed` seconds may stop: once every gateway has seen it leave
+        rotation (DRAIN_MIN_S) and its engine runs nothing; without word from its engine, after `drain_s`;
+        with work still running, after `drain_max_s` at most."""
+        if elapsed < min(DRAIN_MIN_S, self.drain_s):
+            return False
+        work = None
+        if e.endpoint is not None:
+            probe = OpenAIHTTPEngine(f"replica {e.id}", e.endpoint, api_key=e.secret or None, keep_alive=False)
+            try:
+                work = await probe.in_flight()
+            finally:
+                await probe.aclose()
+        return drain_done(elapsed, work, self.drain_s, self.drain_max_s)
 
     async def _place(self, w: Wanted, source: tuple[str, Literal["chat", "embedding"]]) -> None:
         path, kind = source

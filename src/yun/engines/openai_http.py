@@ -136,6 +136,28 @@ def _raise_for(status: int, raw: bytes, name: str, headers: Mapping[str, str], s
     raise EngineFailure(f"engine {name} failed with HTTP {status}: {message[:200]}")
 
 
+_IN_FLIGHT_GAUGES = (
+    "llamacpp:requests_processing",
+    "llamacpp:requests_deferred",
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+)
+
+
+def requests_in_flight(metrics: str) -> int | None:
+    """The sum of the in-flight gauges in a Prometheus text exposition; None if it has none of them."""
+    total, seen = 0.0, False
+    for line in metrics.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.split("{", 1)[0] in _IN_FLIGHT_GAUGES:
+            try:
+                total += float(rest.split()[0])
+            except (IndexError, ValueError):
+                return None
+            seen = True
+    return int(total) if seen else None
+
+
 class _CountingConnector(aiohttp.TCPConnector):
     """A TCPConnector that counts, per task, the connections it starts to open.
 
@@ -319,6 +341,19 @@ class OpenAIHTTPEngine:
                 raise EngineFailure(f"engine {self.name} failed mid-stream: {event['error']}")
             events.append(event)
         return events, False
+
+    async def in_flight(self) -> int | None:
+        """Requests the engine is running or has queued, from its Prometheus `/metrics` (llama.cpp's
+        `requests_processing` + `requests_deferred`, vLLM's `num_requests_running` + `num_requests_waiting`);
+        None when it does not say (no metrics endpoint, another engine, no answer within 2 s)."""
+        try:
+            async with self._client().get(self.base_url + "/metrics", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                if r.status != 200:
+                    return None
+                text = await r.text()
+        except (aiohttp.ClientError, TimeoutError, OSError, UnicodeDecodeError):
+            return None
+        return requests_in_flight(text)
 
     async def healthy(self) -> bool:
         path = "/health" if self._llamacpp else "/v1/models"
