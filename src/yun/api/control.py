@@ -20,6 +20,7 @@ from yun.api.services import Services
 from yun.catalog import served_context
 from yun.cluster import ReplicaSpec, Route
 from yun.cluster.autoscale import Policy
+from yun.cluster.backends.supervised import RestartPolicy
 from yun.cluster.base import Cluster, EngineArgs, Resources
 from yun.cluster.controller import Wanted
 from yun.errors import InvalidRequest, ModelNotFound
@@ -123,14 +124,15 @@ def _policy(d: DeploymentRecord, slots: int) -> Policy | None:
 def make_backend(settings: Settings) -> Cluster:
     """The `Cluster` backend `--cluster` names: `local`, or a Ray cluster (`ray://HOST:PORT`, `auto`)."""
     target = settings.cluster.backend
+    policy = RestartPolicy(hung_after_s=settings.engine.hung_after_s)
     if target == "local":
         from yun.cluster.backends.local import LocalBackend
 
-        return LocalBackend(settings.data_dir / "logs", hung_after_s=settings.engine.hung_after_s)
+        return LocalBackend(settings.data_dir / "logs", policy=policy)
     from yun.cluster.backends.ray import RayBackend
 
     address = target.removeprefix("ray://")
-    return RayBackend(address, hung_after_s=settings.engine.hung_after_s)
+    return RayBackend(address, policy=policy)
 
 
 def model_source(services: Services, model_id: str) -> tuple[str, Literal["chat", "embedding"]] | None:

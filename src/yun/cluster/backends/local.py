@@ -26,11 +26,8 @@ class LocalBackend:
     """Replicas as supervised child processes.
 
     - `log_dir`: one log file per replica (`<replica_id>.log`), appended to on every start.
-    - `max_restarts`, `restart_window_s`: a replica whose engine died more than `max_restarts` times within
-      the window is `failed` and not restarted again.
-    - `backoff_s`, `max_backoff_s`: the wait before a restart, doubled for each restart within the window.
-    - `hung_after_s`, `probe_s`: an engine whose process runs but whose health check has not answered for
-      `hung_after_s` (probed every `probe_s`) is killed and restarted like one that died.
+    - `policy`: how engines that die or hang are restarted, and when a replica is `failed` instead
+      (RestartPolicy in supervised.py).
     """
 
     name = "local"
@@ -39,22 +36,10 @@ class LocalBackend:
         self,
         log_dir: Path,
         *,
-        max_restarts: int = 3,
-        restart_window_s: float = 600.0,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
-        hung_after_s: float = 60.0,
-        probe_s: float = 5.0,
+        policy: RestartPolicy | None = None,
     ) -> None:
         self.log_dir = log_dir
-        self.policy = RestartPolicy(
-            max_restarts=max_restarts,
-            window_s=restart_window_s,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            hung_after_s=hung_after_s,
-            probe_s=probe_s,
-        )
+        self.policy = policy or RestartPolicy()
         self._node = socket.gethostname()
         self._replicas: dict[str, SupervisedReplica] = {}
         self._events: deque[ClusterEvent] = deque(maxlen=_EVENTS_KEPT)

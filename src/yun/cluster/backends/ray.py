@@ -86,8 +86,8 @@ class RayBackend:
     - `address`: `HOST:PORT` of a running Ray head (its GCS), or `auto` (the cluster this machine is part of).
     - `node_ip_address`: this driver's address as Ray should know it (None: Ray picks it).
     - `log_dir`: where each node writes its engines' logs (None: `yun-replicas/` in the node's Ray temp dir).
-    - `max_restarts`, `restart_window_s`, `backoff_s`, `max_backoff_s`: the engine's restart budget inside
-      its actor, as for the local backend.
+    - `policy`: how the engine inside each actor is restarted when it dies or hangs, as for the local
+      backend.
     - `actor_max_restarts`: how often Ray restarts an actor whose process or node died (-1: always).
     - `connect_timeout_s`: how long `start()` waits for the cluster to answer.
     - `call_timeout_s`: how long any one question to an actor may take.
@@ -101,12 +101,7 @@ class RayBackend:
         *,
         node_ip_address: str | None = None,
         log_dir: str | None = None,
-        max_restarts: int = 3,
-        restart_window_s: float = 600.0,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
-        hung_after_s: float = 60.0,
-        probe_s: float = 5.0,
+        policy: RestartPolicy | None = None,
         actor_max_restarts: int = -1,
         connect_timeout_s: float = 30.0,
         call_timeout_s: float = 10.0,
@@ -114,14 +109,7 @@ class RayBackend:
         self.address = address
         self.node_ip_address = node_ip_address
         self.log_dir = log_dir
-        self.policy = RestartPolicy(
-            max_restarts=max_restarts,
-            window_s=restart_window_s,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            hung_after_s=hung_after_s,
-            probe_s=probe_s,
-        )
+        self.policy = policy or RestartPolicy()
         self.actor_max_restarts = actor_max_restarts
         self.connect_timeout_s = connect_timeout_s
         self.call_timeout_s = call_timeout_s
