@@ -5,11 +5,12 @@ calls, JSON output, stored conversations, tenant isolation, and the usage billed
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 from tests.integration.conftest import Harness
 from tests.integration.test_billing import client_for, new_org, org_get
@@ -301,3 +302,63 @@ async def test_unknown_model_and_unknown_response_are_404(yun: Harness) -> None:
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
     r = await yun.http.get("/v1/responses/resp_missing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_openai_agents_sdk_runs_a_tool_using_agent(yun: Harness, streamed: bool) -> None:
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, RunConfig, Runner, function_tool
+
+    class Forecast(BaseModel):
+        sky: str = Field(max_length=8)
+
+    _, key = await new_org(yun, "5")
+    asked: list[str] = []
+
+    @function_tool
+    def get_weather(city: Annotated[str, Field(max_length=12)]) -> str:  # bounded: random output must end
+        """The weather in a city."""
+        asked.append(city)
+        return "Sunny, 21 C"
+
+    client = openai.AsyncOpenAI(api_key=key, base_url=f"{yun.base_url}/v1", max_retries=0)
+    agent = Agent(
+        name="weather",
+        instructions="Answer questions about the weather; use the tool.",
+        tools=[get_weather],
+        model=OpenAIResponsesModel(model="tiny", openai_client=client),
+        # The tiny model's output is random: force the first turn's call (the SDK resets the choice after it).
+        model_settings=ModelSettings(tool_choice="get_weather", temperature=0, max_tokens=96),
+        # A final answer in a JSON schema, whose grammar ends it (free text from this model never ends).
+        output_type=Forecast,
+    )
+    config = RunConfig(tracing_disabled=True)
+    question = "What is the weather in Paris?"
+    try:
+        if streamed:
+            run = Runner.run_streamed(agent, question, run_config=config, max_turns=6)
+            kinds = {e.type async for e in run.stream_events()}
+            assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+            result: Any = run
+        else:
+            result = await Runner.run(agent, question, run_config=config, max_turns=6)
+    finally:
+        await client.close()
+    assert len(asked) >= 1 and isinstance(result.final_output, Forecast)
+    responses = result.raw_responses
+    assert len(responses) >= 2
+    # On the wire: the first answer's function call, sent back with its output on the next request.
+    call = next(item for item in responses[0].output if item.type == "function_call")
+    second = await _stored(yun, key, responses[1].response_id)
+    sent = {(i["type"], i.get("call_id")) for i in second["input_items"]}
+    assert ("function_call", call.call_id) in sent and ("function_call_output", call.call_id) in sent
+    # One usage record per model call, with the engine's counts the SDK saw.
+    for r in responses:
+        record = await _record(yun, key, r.response_id)
+        assert (record["prompt_tokens"], record["completion_tokens"]) == (r.usage.input_tokens, r.usage.output_tokens)
+
+
+async def _stored(yun: Harness, key: str, response_id: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    items = await yun.http.get(f"/v1/responses/{response_id}/input_items?order=asc", headers=headers)
+    assert items.status_code == 200, items.text
+    return {"input_items": items.json()["data"]}
