@@ -32,7 +32,8 @@ class StoredResponse:
     org_id: str
     model_id: str
     input_items: list[Any]
-    """This response's own input items (not those of the responses it continued), as the client sent them."""
+    """This response's own input items (not those of the responses it continued), as checked by the API:
+    each with an id, text content joined into one part."""
     response: dict[str, Any]
     """The response object as answered (its `output` items are the conversation's next turn)."""
     previous_response_id: str | None = None
