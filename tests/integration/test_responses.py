@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.integration.conftest import Harness
-from tests.integration.test_billing import client_for, new_org, org_get
+from tests.integration.test_billing import NANO, PRICE, admin, client_for, expected_cost, new_org, org_get
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -53,6 +53,27 @@ async def test_string_input_answers_and_bills_the_engine_count(yun: Harness) -> 
     assert record["endpoint"] == "responses" and record["status"] == "ok"
     if r.status == "incomplete":
         assert r.incomplete_details is not None and r.incomplete_details.reason == "max_output_tokens"
+
+
+async def test_a_priced_response_is_charged_what_its_usage_says(yun: Harness) -> None:
+    org, key = await new_org(yun, "5")
+    r = await yun.http.put("/admin/prices/tiny", json=PRICE, headers=admin(yun))
+    assert r.status_code == 200, r.text
+    try:
+        async with client_for(yun, key) as client:
+            answer = await client.responses.create(model="tiny", input="Say something.", max_output_tokens=16)
+    finally:
+        await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
+        yun.services.billing.invalidate()
+    u = answer.usage
+    assert u is not None
+    cost = expected_cost(u.input_tokens, u.input_tokens_details.cached_tokens, u.output_tokens)
+    assert cost > 0 and round(u.model_extra["cost"] * NANO) == cost  # type: ignore[index]
+    record = await _record(yun, key, answer.id)
+    assert record["cost_nanodollars"] == cost
+    balance = await org_get(yun, key, "balance")
+    assert balance["balance_nanodollars"] == 5 * NANO - cost and balance["held_nanodollars"] == 0
+    assert yun.services.billing.money.ledger_sum(org) == balance["balance_nanodollars"]
 
 
 async def test_item_input_and_instructions_reach_the_model(yun: Harness) -> None:
