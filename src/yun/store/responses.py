@@ -21,6 +21,8 @@ from yun.store.orm import ResponseRow
 __all__ = ["ResponseRepository", "StoredResponse"]
 
 _T = cast(Table, ResponseRow.__table__)
+# Built once: SQLAlchemy then reuses its compiled form (an `insert().values(...)` per call cost ~0.4 ms).
+_INSERT = insert(_T)
 
 MAX_CHAIN = 1000
 """How many responses a `previous_response_id` chain may reach back (each is one indexed read)."""
@@ -63,15 +65,16 @@ class ResponseRepository:
         created = stored.created_at or datetime.now(UTC)
         with self._db.engine.begin() as c:
             c.execute(
-                insert(_T).values(
-                    id=stored.id,
-                    org_id=stored.org_id,
-                    previous_response_id=stored.previous_response_id,
-                    model_id=stored.model_id,
-                    input_items=stored.input_items,
-                    response=stored.response,
-                    created_at=created,
-                )
+                _INSERT,
+                {
+                    "id": stored.id,
+                    "org_id": stored.org_id,
+                    "previous_response_id": stored.previous_response_id,
+                    "model_id": stored.model_id,
+                    "input_items": stored.input_items,
+                    "response": stored.response,
+                    "created_at": created,
+                },
             )
         return StoredResponse(**{**stored.__dict__, "created_at": created})
 
