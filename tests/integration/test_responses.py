@@ -4,6 +4,7 @@ calls, JSON output, stored conversations, tenant isolation, and the usage billed
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -135,6 +136,32 @@ async def test_stream_sends_typed_events_in_openai_order(yun: Harness) -> None:
     # The same answer as without streaming (temperature 0).
     plain = await yun.client.responses.create(model="tiny", input="Say something.", max_output_tokens=16, temperature=0)
     assert plain.output_text == text
+
+
+async def test_a_stream_the_client_leaves_is_billed_what_was_generated(yun: Harness) -> None:
+    _, key = await new_org(yun, "5")
+    replica = yun.services.router.get("tiny").replicas[0]
+    async with openai.AsyncOpenAI(api_key=key, base_url=yun.base_url + "/v1", max_retries=0) as client:
+        stream = await client.responses.create(model="tiny", input="Say something.", max_output_tokens=400, stream=True)
+        response_id, got = "", 0
+        async for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            got += event.type == "response.output_text.delta"
+            if got == 5:
+                break
+        await stream.close()
+    for _ in range(100):
+        records = (await org_get(yun, key, "usage/records"))["data"]
+        if records and replica.outstanding == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert [r["request_id"] for r in records] == [response_id]
+    assert records[0]["status"] == "aborted" and 5 <= records[0]["completion_tokens"] < 400
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+    # An answer never finished is not stored.
+    r = await yun.http.get(f"/v1/responses/{response_id}", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 404
 
 
 async def test_stream_wire_names_each_event(yun: Harness) -> None:
