@@ -332,6 +332,8 @@ async def test_another_tenant_gets_404(yun: Harness) -> None:
         ({"input": "hi", "truncation": "auto"}, "truncation"),
         ({"input": "hi", "include": ["file_search_call.results"]}, "include"),
         ({"input": "hi", "background": True}, "background"),
+        ({"input": "hi", "conversation": "conv_1"}, "conversation"),
+        ({"input": "hi", "prompt": {"id": "pmpt_1"}}, "prompt"),
         ({"input": []}, "input"),
         ({}, "input"),
         ({"input": 5}, "input"),

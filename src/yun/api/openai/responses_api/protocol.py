@@ -68,6 +68,9 @@ class ResponseCreateRequest(Wire):
     background: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     max_tool_calls: int | None = Field(default=None, ge=1)
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None
 
     @field_validator("metadata")
     @classmethod

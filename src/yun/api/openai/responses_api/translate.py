@@ -174,6 +174,13 @@ def _refuse_unserved(req: ResponseCreateRequest) -> None:
         raise UnsupportedParameter("reasoning options are not supported with this model", param="reasoning")
     if req.background:
         raise UnsupportedParameter("background responses are not supported", param="background")
+    for name, what in (
+        ("conversation", "conversations are not served (use previous_response_id)"),
+        ("prompt", "prompt templates are not served"),
+        ("context_management", "context management is not served"),
+    ):
+        if getattr(req, name) is not None:
+            raise UnsupportedParameter(f"{name} is not supported: {what}", param=name)
     if req.top_logprobs:
         raise UnsupportedParameter("top_logprobs is not supported on /v1/responses", param="top_logprobs")
     if req.text is not None and req.text.verbosity not in (None, "medium"):
