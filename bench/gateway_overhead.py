@@ -1,7 +1,10 @@
 """Latency and CPU that Yun adds per request in front of a fast OpenAI-compatible upstream.
 
 Run (about 2.5 minutes; needs `wrk`: apt-get install -y wrk):
-    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--concurrency 1 16 64]
+    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--concurrency 1 16 64] [--api responses]
+
+`--api responses` sends the same request to /v1/responses instead (stored, OpenAI's default), against
+the same direct baseline: the upstream's chat completions, which is what Yun calls underneath.
 
 What it does, following /work/shared/BENCH.md:
 - core 0: bench/fake_upstream.py and the load generator `wrk` (Lua script for POST bodies);
@@ -41,6 +44,9 @@ PY = str(VENV_BIN / "python")
 KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 TICK = os.sysconf("SC_CLK_TCK")
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+# `--api responses`: the same request on /v1/responses (stored, OpenAI's default), against the same direct
+# baseline (the upstream's chat completions, which is what Yun calls underneath).
+RESPONSES_BODY = {"model": "fake", "input": "Say hello.", "max_output_tokens": 16}
 
 WRK_LUA = r"""
 wrk.method = "POST"
@@ -248,9 +254,18 @@ def yun_org_key(base: str, admin_key: str) -> tuple[str, str]:
         return org, key["secret"]
 
 
-def sanity_check(base: str, key: str) -> None:
+def sanity_check(base: str, key: str, api: str = "chat") -> None:
     """One request of each kind through Yun, so a broken path fails loudly instead of timing errors."""
     headers = {"Authorization": f"Bearer {key}"}
+    if api == "responses":
+        r = httpx.post(f"{base}/v1/responses", json=RESPONSES_BODY, headers=headers, timeout=10)
+        r.raise_for_status()
+        assert r.json()["usage"]["output_tokens"] == 10, r.text
+        r = httpx.post(f"{base}/v1/responses", json={**RESPONSES_BODY, "stream": True}, headers=headers, timeout=10)
+        r.raise_for_status()
+        assert r.text.count('"response.output_text.delta"') == 10, r.text[-500:]
+        assert "event: response.completed" in r.text, r.text[-500:]
+        return
     r = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers=headers, timeout=10)
     r.raise_for_status()
     assert r.json()["usage"]["completion_tokens"] == 10, r.text
@@ -259,8 +274,10 @@ def sanity_check(base: str, key: str) -> None:
     assert r.text.count("word") == 10 and r.text.rstrip().endswith("data: [DONE]"), r.text[-500:]
 
 
-def run_wrk(script: Path, url: str, key: str, stream: bool, conc: int, seconds: float) -> dict[str, float]:
-    env = {**os.environ, "BENCH_BODY": json.dumps({**BODY, "stream": stream}), "BENCH_KEY": key}
+def run_wrk(
+    script: Path, url: str, key: str, stream: bool, conc: int, seconds: float, body: dict | None = None
+) -> dict[str, float]:
+    env = {**os.environ, "BENCH_BODY": json.dumps({**(body or BODY), "stream": stream}), "BENCH_KEY": key}
     cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "10s", "--latency"]
     cmd += ["-s", str(script), url]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -279,14 +296,15 @@ def measure(args: argparse.Namespace, script: Path, direct: str, yun_url: str, k
     """`pids`: yun serve and core 1's busy loop. Core 1 time used by neither is other people's load."""
     rows = []
     yun_pid, busy_pid = pids
+    body = RESPONSES_BODY if args.api == "responses" else BODY
     for stream in (False, True):
         # Warm both paths (connection pools, lazy imports, caches) before anything is recorded.
         run_wrk(script, direct, "", stream, 16, 2)
-        run_wrk(script, yun_url, key, stream, 16, 2)
+        run_wrk(script, yun_url, key, stream, 16, 2, body)
         for conc in args.concurrency:
             d = run_wrk(script, direct, "", stream, conc, args.duration)
             cpu0, busy0, core0 = tree_cpu_seconds(yun_pid), tree_cpu_seconds(busy_pid), core1_busy_seconds()
-            y = run_wrk(script, yun_url, key, stream, conc, args.duration)
+            y = run_wrk(script, yun_url, key, stream, conc, args.duration, body)
             cpu = tree_cpu_seconds(yun_pid) - cpu0
             others = core1_busy_seconds() - core0 - (tree_cpu_seconds(busy_pid) - busy0) - cpu
             row = {
@@ -345,6 +363,13 @@ def main() -> None:
         help="external: the fake upstream is an external model; deployment: it is the one replica of a "
         "deployment Yun's controller places, routed to from the replica registry",
     )
+    parser.add_argument(
+        "--api",
+        choices=("chat", "responses"),
+        default="chat",
+        help="the API called through Yun: chat completions, or the Responses API (stored, as by default); "
+        "the direct baseline is the upstream's chat completions either way",
+    )
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 cores (0: upstream + wrk, 1: yun)")
@@ -367,7 +392,7 @@ def main() -> None:
             # The full request path: an organization key with RPM/TPM limits, credits and a price, so every
             # request is authenticated, rate-limited, holds credit, and is metered and charged.
             _, key = yun_org_key(f"http://127.0.0.1:{yun_port}", admin_key)
-            sanity_check(f"http://127.0.0.1:{yun_port}", key)
+            sanity_check(f"http://127.0.0.1:{yun_port}", key, args.api)
             script = tmp / "post.lua"
             script.write_text(WRK_LUA)
             print(f"yun pid {yun.pid}; {args.duration:g}s per run; wrk -t1 -cN", file=sys.stderr)
@@ -375,7 +400,7 @@ def main() -> None:
                 args,
                 script,
                 f"{upstream}/v1/chat/completions",
-                f"http://127.0.0.1:{yun_port}/v1/chat/completions",
+                f"http://127.0.0.1:{yun_port}/v1/{'responses' if args.api == 'responses' else 'chat/completions'}",
                 key,
                 (yun.pid, busy[1].pid),
             )
@@ -388,7 +413,14 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = results / f"gateway_overhead-{stamp}.json"
-    meta = {"duration_s": args.duration, "cpus": os.cpu_count(), "when": stamp, "loadavg": load, "via": args.via}
+    meta = {
+        "duration_s": args.duration,
+        "cpus": os.cpu_count(),
+        "when": stamp,
+        "loadavg": load,
+        "via": args.via,
+        "api": args.api,
+    }
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {path}")
 

@@ -17,6 +17,8 @@ from yun.api.openai.chat.router import router as chat_router
 from yun.api.openai.completions.router import router as completions_router
 from yun.api.openai.embeddings.router import router as embeddings_router
 from yun.api.openai.models.router import router as models_router
+from yun.api.openai.responses_api.router import router as responses_router
+from yun.api.openai.responses_api.router import stored as stored_responses_router
 from yun.api.ops import router as ops_router
 from yun.api.organization.router import router as organization_router
 from yun.api.services import Services, build_services
@@ -52,7 +54,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     serving = settings.cluster.role != "controller"
     if serving:
         app.router.routes[0:0] = [*chat_router.routes, *completions_router.routes, *embeddings_router.routes]
-    for router in (models_router, ops_router, organization_router, admin_router):
+    routers = (responses_router, stored_responses_router, models_router, ops_router, organization_router, admin_router)
+    for router in routers:
         if serving or router in (ops_router, admin_router):
             app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)

@@ -43,6 +43,12 @@ class Call:
         self.gateway = gateway
         self._request = request
 
+    @property
+    def services(self) -> Services:
+        """The app's services, for the rare endpoint that needs more than the gateway (stored responses)."""
+        services: Services = self._request.app.state.services
+        return services
+
     async def client_gone(self) -> None:
         """Returns once the client has disconnected (the body has been read: nothing else can arrive)."""
         while (await self._request.receive())["type"] != "http.disconnect":

@@ -31,6 +31,7 @@ from yun.store import (
 from yun.store.deployments import DeploymentRepository
 from yun.store.loads import LoadRepository
 from yun.store.replicas import ReplicaRepository
+from yun.store.responses import ResponseRepository
 from yun.store.secrets import load_key
 from yun.tenancy import DEFAULT_ORG, KeyService
 from yun.tenancy.orgs import OrgService
@@ -59,6 +60,8 @@ class Services:
     instances: InstanceRepository
     instance_id: str
     """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
+    responses: ResponseRepository
+    """Stored responses of the Responses API (`store: true`), per organization."""
     compute: ComputeBilling
     """Meters every replica's seconds and bills dedicated deployments for theirs; run by the active
     controller's process (see the lifespan)."""
@@ -136,6 +139,7 @@ def build_services(settings: Settings) -> Services:
         ),
         instances=InstanceRepository(db),
         instance_id=instance_id,
+        responses=ResponseRepository(db),
         compute=ComputeBilling(db, billing, deployments, interval_s=settings.billing.compute_interval_s),
     )
 

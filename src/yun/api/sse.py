@@ -50,6 +50,16 @@ class EventStream(Response):
     """
 
     media_type = "text/event-stream"
+    done = _DONE
+    """What ends the stream (chat's `data: [DONE]`; the Responses API sends nothing after its last event)."""
+
+    def encode(self, batch: list[JSON]) -> bytes:
+        """One batch of chunks as the bytes of one write."""
+        return _events(batch)
+
+    def error_event(self, exc: YunError) -> bytes:
+        """An error after the stream started (the status is already 200)."""
+        return _event(error_body(exc.message, "server_error", exc.param, exc.code))
 
     def __init__(self, first: list[JSON] | None, chunks: AsyncIterator[list[JSON]], headers: Mapping[str, str]) -> None:
         self._first = first
@@ -71,7 +81,7 @@ class EventStream(Response):
             me.cancel()
 
         watcher = asyncio.ensure_future(watch())
-        tail = _DONE
+        tail = self.done
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
@@ -81,12 +91,12 @@ class EventStream(Response):
                 while batch is not None:
                     if batch and "usage" in batch[-1] and not batch[-1].get("choices"):
                         # OpenAI's usage chunk is a stream's last: it goes out in one write with [DONE].
-                        tail = _events(batch) + _DONE
+                        tail = self.encode(batch) + self.done
                         break
-                    await send({"type": "http.response.body", "body": _events(batch), "more_body": True})
+                    await send({"type": "http.response.body", "body": self.encode(batch), "more_body": True})
                     batch = await anext(self._chunks, None)
             except YunError as exc:
-                tail = _event(error_body(exc.message, "server_error", exc.param, exc.code)) + _DONE
+                tail = self.error_event(exc) + self.done
             # After the last body message the server reports "disconnect" to receive(): stop watching first.
             watcher.cancel()
             await send({"type": "http.response.body", "body": tail, "more_body": False})
@@ -99,8 +109,10 @@ class EventStream(Response):
             await self._chunks.aclose()  # type: ignore[attr-defined]
 
 
-async def sse_response(chunks: AsyncIterator[list[JSON]], headers: dict[str, str] | None = None) -> EventStream:
+async def sse_response(
+    chunks: AsyncIterator[list[JSON]], headers: dict[str, str] | None = None, stream: type[EventStream] = EventStream
+) -> EventStream:
     """Start streaming only after the first chunk arrived, so that errors before any output (unknown
     model, prompt too long, no healthy replica) still get a proper HTTP status instead of a 200 stream."""
     first = await anext(chunks, None)
-    return EventStream(first, chunks, headers or {})
+    return stream(first, chunks, headers or {})

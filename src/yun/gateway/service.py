@@ -153,9 +153,12 @@ class Gateway:
         body: JSON,
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
+        endpoint: str = "chat.completions",
     ) -> JSON:
+        """One chat answer. `endpoint` names the API it answers on its usage record (`responses` for the
+        Responses API, which is a chat underneath) and gives its request id's prefix."""
         deployment, body, est = await self._chat_call(principal, model_id, body)
-        async with self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone) as held:
+        async with self.holds.open(principal, deployment, endpoint, est, headers, client_gone) as held:
             data = await _call(held, "/v1/chat/completions", upstream(deployment, body, self.log_prompts))
             held.usage.add(usage_from(data))
             _parse_tool_calls(data, _tool_names(body))
@@ -169,10 +172,11 @@ class Gateway:
         include_usage: bool,
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
+        endpoint: str = "chat.completions",
     ) -> AsyncIterator[list[JSON]]:
         """The answer's chunks, in batches; the hold is opened (and refused) at the first `anext`."""
         deployment, body, est = await self._chat_call(principal, model_id, body)
-        held = self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone)
+        held = self.holds.open(principal, deployment, endpoint, est, headers, client_gone)
         return relay(held, "/v1/chat/completions", [body], include_usage, _tool_names(body), self.log_prompts)
 
     # -- completions ---------------------------------------------------------------------------

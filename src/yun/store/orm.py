@@ -39,6 +39,7 @@ __all__ = [
     "PriceRow",
     "ReplicaRow",
     "ReservationRow",
+    "ResponseRow",
     "RollupRow",
     "UsageRow",
     "UserRow",
@@ -424,3 +425,20 @@ class GatewayLoadRow(Base):
     in_flight: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ResponseRow(Base):
+    """A stored answer of the Responses API (`store: true`): its own input items and the response object
+    as the client got it, readable and deletable by its organization only. A response names the one it
+    continued (`previous_response_id`); the conversation it continued is read by following those links."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_org_created", "org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    previous_response_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    model_id: Mapped[str] = mapped_column(String(200))
+    input_items: Mapped[list[Any]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,115 @@
+"""Stored responses of the Responses API, per organization.
+
+Every read and delete names the organization: a response id of another tenant is simply not found, the
+same answer as an id that never existed, so ids cannot be probed across tenants. A response is kept
+until its organization deletes it (no expiry: OpenAI's 30-day retention is a policy of theirs, not a
+contract clients rely on; an operator who wants one deletes old rows by `created_at`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, insert, select
+
+from yun.errors import InvalidRequest, NotFound
+from yun.store.db import Database
+from yun.store.orm import ResponseRow
+
+__all__ = ["ResponseRepository", "StoredResponse"]
+
+_T = cast(Table, ResponseRow.__table__)
+# Built once: SQLAlchemy then reuses its compiled form (an `insert().values(...)` per call cost ~0.4 ms).
+_INSERT = insert(_T)
+
+MAX_CHAIN = 1000
+"""How many responses a `previous_response_id` chain may reach back (each is one indexed read)."""
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    id: str
+    org_id: str
+    model_id: str
+    input_items: list[Any]
+    """This response's own input items (not those of the responses it continued), as checked by the API:
+    each with an id, text content joined into one part."""
+    response: dict[str, Any]
+    """The response object as answered (its `output` items are the conversation's next turn)."""
+    previous_response_id: str | None = None
+    created_at: datetime | None = None
+
+
+def _record(row: Any) -> StoredResponse:
+    created = row.created_at
+    if created is not None and created.tzinfo is None:  # SQLite hands back naive datetimes; all are UTC
+        created = created.replace(tzinfo=UTC)
+    return StoredResponse(
+        id=row.id,
+        org_id=row.org_id,
+        model_id=row.model_id,
+        input_items=row.input_items,
+        response=row.response,
+        previous_response_id=row.previous_response_id,
+        created_at=created,
+    )
+
+
+class ResponseRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def save(self, stored: StoredResponse) -> StoredResponse:
+        created = stored.created_at or datetime.now(UTC)
+        with self._db.engine.begin() as c:
+            c.execute(
+                _INSERT,
+                {
+                    "id": stored.id,
+                    "org_id": stored.org_id,
+                    "previous_response_id": stored.previous_response_id,
+                    "model_id": stored.model_id,
+                    "input_items": stored.input_items,
+                    "response": stored.response,
+                    "created_at": created,
+                },
+            )
+        return StoredResponse(**{**stored.__dict__, "created_at": created})
+
+    def get(self, org_id: str, response_id: str) -> StoredResponse | None:
+        """The organization's response `response_id`, or None (also when another organization owns it)."""
+        with self._db.reader.connect() as c:
+            row = c.execute(select(_T).where(_T.c.id == response_id, _T.c.org_id == org_id)).first()
+        return None if row is None else _record(row)
+
+    def delete(self, org_id: str, response_id: str) -> bool:
+        """Delete the organization's response; False when it has none by that id."""
+        with self._db.engine.begin() as c:
+            result = c.execute(delete(_T).where(_T.c.id == response_id, _T.c.org_id == org_id))
+        return bool(result.rowcount)
+
+    def chain(self, org_id: str, response_id: str) -> list[StoredResponse]:
+        """The conversation that ends with `response_id`: that response and those it continued, oldest
+        first. NotFound (param `previous_response_id`) when it, or a response it continued, is not the
+        organization's or was deleted: a conversation with a hole would silently change the answer."""
+        out: list[StoredResponse] = []
+        next_id: str | None = response_id
+        with self._db.reader.connect() as c:
+            while next_id is not None:
+                if len(out) >= MAX_CHAIN:
+                    raise InvalidRequest(
+                        f"The conversation of '{response_id}' is longer than {MAX_CHAIN} responses.",
+                        param="previous_response_id",
+                    )
+                row = c.execute(select(_T).where(_T.c.id == next_id, _T.c.org_id == org_id)).first()
+                if row is None:
+                    which = "" if next_id == response_id else f" (it continues '{next_id}', which is gone)"
+                    raise NotFound(
+                        f"Previous response with id '{response_id}' not found{which}.", param="previous_response_id"
+                    )
+                out.append(_record(row))
+                next_id = row.previous_response_id
+        out.reverse()
+        return out
