@@ -46,6 +46,8 @@ class JsonSchemaFormat(Wire):
 class ResponseFormat(Wire):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    """llama.cpp's extension: `{"type": "json_object", "schema": {...}}` constrains the object to a schema."""
 
 
 class NamedToolChoice(Wire):

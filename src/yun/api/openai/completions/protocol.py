@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from yun.api.openai.wire import SamplingFields
+from yun.api.openai.wire import SamplingFields, Wire
 
 __all__ = ["CompletionRequest"]
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class TextResponseFormat(Wire):
+    """llama.cpp's extension on text completions: `{"type": "json_object", "schema": {...}}`."""
+
+    type: Literal["text", "json_object"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
 class CompletionRequest(SamplingFields):
@@ -24,4 +31,5 @@ class CompletionRequest(SamplingFields):
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1, le=20)
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: TextResponseFormat | None = None
