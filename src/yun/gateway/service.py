@@ -42,13 +42,15 @@ __all__ = ["Gateway", "UsageSink"]
 _DEFAULT_MAX_OUTPUT = 4096  # when neither the client nor the model card bounds the output
 
 
-async def _call(held: Holding, path: str, request: JSON) -> JSON:
+async def _call(held: Holding, path: str, request: JSON, share: int = 1) -> JSON:
     """One engine request on a replica slot of the held request's deployment. A replica that fails it
     with nothing computed (no connection, a 503) hands it to another healthy replica, unseen by the client.
-    One that accepted it and then dropped it is not retried: the request itself may be what kills engines."""
+    One that accepted it and then dropped it is not retried: the request itself may be what kills engines.
+    `share`: how many engine requests the held request makes; each weighs its part in the fair queue."""
     deployment = held.deployment
+    cost = max(1, held.estimated_tokens // share)
     while True:
-        async with deployment.lease(held.hold.org_id, held.client_gone, held.estimated_tokens) as engine:
+        async with deployment.lease(held.hold.org_id, held.client_gone, cost) as engine:
             held.usage.replica = engine.name
             try:
                 return await engine.request(path, request)
@@ -167,16 +169,18 @@ class Gateway:
     ) -> JSON:
         deployment, bodies, est = await self._chat_call(principal, model_id, body)
         async with self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone) as held:
-            answers = await fan_out(self._caller(held, "/v1/chat/completions"), bodies)
+            answers = await fan_out(self._caller(held, "/v1/chat/completions", len(bodies)), bodies)
         data = answers[0]
         if len(answers) > 1:
             data["choices"] = [{**c, "index": i} for i, a in enumerate(answers) for c in a.get("choices") or ()]
         _parse_tool_calls(data, _tool_names(bodies[0]))
         return _finish(data, held.usage, "chat.completion")
 
-    def _caller(self, held: Holding, path: str) -> Callable[[JSON], Coroutine[Any, Any, JSON]]:
+    def _caller(self, held: Holding, path: str, share: int) -> Callable[[JSON], Coroutine[Any, Any, JSON]]:
+        """One engine call of the held request (one of `share`), its usage folded into the hold."""
+
         async def call(body: JSON) -> JSON:
-            data = await _call(held, path, upstream(held.deployment, body, self.log_prompts))
+            data = await _call(held, path, upstream(held.deployment, body, self.log_prompts), share)
             held.usage.add(usage_from(data))
             return data
 
@@ -226,7 +230,7 @@ class Gateway:
         """One engine call per prompt and choice: llama.cpp's own batch answer under-counts usage for lists."""
         deployment, bodies, est, shape = await self._completion_call(principal, model_id, body, prompts)
         async with self.holds.open(principal, deployment, "completions", est, headers, client_gone) as held:
-            answers = await fan_out(self._caller(held, "/v1/completions"), bodies)
+            answers = await fan_out(self._caller(held, "/v1/completions", len(bodies)), bodies)
         choices: list[JSON] = []
         for i, data in enumerate(answers):
             for choice in data.get("choices") or []:
