@@ -295,3 +295,33 @@ async def test_harmless_metadata_is_accepted(yun: Harness) -> None:
         extra_body={"modalities": ["text"], "service_tier": "auto", "prompt_cache_key": "k", "functions": None},
     )
     assert r.usage is not None and r.usage.completion_tokens == 1
+
+
+async def test_llamacpp_spellings_the_engine_takes(yun: Harness) -> None:
+    """What the bare engine accepts, Yun does: `n_predict` for max_tokens, prompts mixing text and token
+    ids, a json_schema response format without OpenAI's mandatory name, generation extensions."""
+    r = await yun.client.completions.create(model="tiny", prompt="x", extra_body={"n_predict": 3})
+    assert r.usage is not None and r.usage.completion_tokens == 3
+    chat = await yun.client.chat.completions.create(model="tiny", messages=MSG, extra_body={"n_predict": 2})
+    assert chat.usage is not None and chat.usage.completion_tokens == 2
+    mixed = await yun.client.completions.create(
+        model="tiny",
+        prompt=["def hello", [750, 23811]],
+        max_tokens=2,
+        temperature=0,  # type: ignore[list-item]
+    )
+    assert [c.index for c in mixed.choices] == [0, 1] and mixed.usage is not None
+    assert mixed.usage.completion_tokens == 4
+    fmt = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
+    shaped = await yun.client.chat.completions.create(
+        model="tiny",
+        messages=MSG,
+        max_tokens=100,
+        temperature=0,
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    assert _schema_shaped(shaped.choices[0].message.content or "")
+    r = await yun.client.completions.create(
+        model="tiny", prompt="x", max_tokens=3, extra_body={"n_keep": -1, "n_indent": 0, "return_tokens": True}
+    )
+    assert r.usage is not None and r.usage.completion_tokens == 3

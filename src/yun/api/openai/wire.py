@@ -101,6 +101,10 @@ class LlamaCppSampling(Wire):
     grammar: str | None = Field(default=None, max_length=100_000)
     json_schema: dict[str, Any] | None = None
     cache_prompt: bool | None = None
+    n_keep: int | None = Field(default=None, ge=-1, le=1_000_000)
+    n_indent: Count | None = None
+    t_max_predict_ms: Count | None = None
+    return_tokens: bool | None = None
 
 
 EXTENSIONS = frozenset(LlamaCppSampling.model_fields)
@@ -114,6 +118,8 @@ class SamplingFields(LlamaCppSampling):
 
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    n_predict: int | None = Field(default=None, ge=-1, le=1_000_000)
+    """llama.cpp's name for max_tokens (-1: no bound but the context's), served as max_tokens by every engine."""
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     n: int | None = Field(default=None, ge=1, le=128)
@@ -131,6 +137,15 @@ class SamplingFields(LlamaCppSampling):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
+
+    def output_bound(self, max_tokens: int | None) -> int | None:
+        """The client's output bound: `max_tokens` (or chat's max_completion_tokens, given), else n_predict."""
+        n = self.n_predict
+        if n is None or "max_tokens" in self.model_fields_set or "max_completion_tokens" in self.model_fields_set:
+            return max_tokens
+        if n == 0:
+            raise InvalidRequest("n_predict must be -1 (no bound) or at least 1", param="n_predict")
+        return n if n > 0 else None
 
     def extensions(self) -> list[str]:
         """The llama.cpp extensions this request sets (usually none: one set intersection)."""

@@ -37,7 +37,7 @@ class Tool(Wire):
 
 
 class JsonSchemaFormat(Wire):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="response", min_length=1, max_length=64)  # OpenAI requires it; llama.cpp not
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
     description: str | None = None

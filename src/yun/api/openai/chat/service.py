@@ -51,7 +51,7 @@ def _response_format(rf: ResponseFormat) -> JSON:
 def engine_body(req: ChatCompletionRequest, extensions: list[str]) -> JSON:
     """The engine's body; `extensions` are the llama.cpp extensions the request sets (`req.extensions()`)."""
     body: JSON = {"messages": [_message(m, i) for i, m in enumerate(req.messages)], **req.sampling(extensions)}
-    max_tokens = req.max_completion_tokens or req.max_tokens
+    max_tokens = req.output_bound(req.max_completion_tokens or req.max_tokens)
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     if req.response_format is not None and req.response_format.type != "text":

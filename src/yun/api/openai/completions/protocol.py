@@ -21,12 +21,8 @@ class TextResponseFormat(Wire):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: (
-        str
-        | Annotated[list[str], Field(min_length=1, max_length=64)]
-        | TokenIds
-        | Annotated[list[TokenIds], Field(min_length=1, max_length=64)]
-    )
+    # Several prompts may mix text and token ids, as llama.cpp takes them.
+    prompt: str | TokenIds | Annotated[list[str | TokenIds], Field(min_length=1, max_length=64)]
     max_tokens: int | None = Field(default=16, ge=1, le=1_000_000)
     echo: bool | None = None
     suffix: str | None = None

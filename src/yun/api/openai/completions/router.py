@@ -38,7 +38,7 @@ def _engine_body(req: CompletionRequest, extensions: list[str]) -> JSON:
     if req.best_of not in (None, 1, req.n or 1):
         # best_of == n is n; more would rank candidates by log probability, which Yun does not do.
         raise UnsupportedParameter("best_of other than 1 or n is not supported", param="best_of")
-    body: JSON = {**req.sampling(extensions), "max_tokens": req.max_tokens}
+    body: JSON = {**req.sampling(extensions), "max_tokens": req.output_bound(req.max_tokens)}
     if req.logprobs is not None:
         body["logprobs"] = req.logprobs
     if req.echo:
