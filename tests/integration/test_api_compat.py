@@ -325,3 +325,21 @@ async def test_llamacpp_spellings_the_engine_takes(yun: Harness) -> None:
         model="tiny", prompt="x", max_tokens=3, extra_body={"n_keep": -1, "n_indent": 0, "return_tokens": True}
     )
     assert r.usage is not None and r.usage.completion_tokens == 3
+
+
+async def test_llamacpp_timings_when_asked(yun: Harness) -> None:
+    for asked in (True, False):
+        extra = {"timings_per_token": True} if asked else {}
+        r = await yun.http.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "messages": MSG, "max_tokens": 3, "stream": True, **extra},
+        )
+        events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        timed = [e for e in events if "timings" in e]
+        assert (len(timed) >= 3) if asked else not timed, r.text
+        if asked:
+            assert timed[-1]["timings"]["predicted_n"] == 3
+        r = await yun.http.post(
+            "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 2, **extra}
+        )
+        assert ("timings" in r.json()) is asked

@@ -39,6 +39,13 @@ async def test_embeddings_of_token_ids_match_the_text(yun: Harness) -> None:
     assert both.data[0].embedding == pytest.approx(text.data[0].embedding, abs=1e-5)
 
 
+async def test_embeddings_of_text_and_token_ids_mixed(yun: Harness) -> None:
+    tokens = (await _engine(yun, "minilm").request("/tokenize", {"content": "a cat", "add_special": True}))["tokens"]
+    mixed = await yun.client.embeddings.create(model="minilm", input=["a cat", tokens], encoding_format="float")  # type: ignore[list-item]
+    assert mixed.data[1].embedding == pytest.approx(mixed.data[0].embedding, abs=1e-5)
+    assert mixed.usage.prompt_tokens == 8
+
+
 async def test_embeddings_base64_on_the_wire(yun: Harness) -> None:
     floats = await yun.client.embeddings.create(model="minilm", input="a cat", encoding_format="float")
     r = await yun.http.post("/v1/embeddings", json={"model": "minilm", "input": "a cat", "encoding_format": "base64"})

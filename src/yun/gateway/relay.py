@@ -94,11 +94,12 @@ async def _relay_one(
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
             # Nothing to hold back, re-index or reshape: chunks pass unchanged.
             as_is = buffer is None and index == 0 and shape is None
+            keep_timings = body.get("timings_per_token") is True  # the client asked for llama.cpp's timings
             started = False
             try:
                 async for batch in engine.stream(path, request):
                     started = True
-                    out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is, shape)
+                    out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is, shape, keep_timings)
                     # Once per batch: a clock read is all a stream pays until a record is due.
                     if time.perf_counter() >= held.progress_at:
                         held.record_progress()
@@ -120,13 +121,14 @@ def _relay_batch(
     counts_chunks: bool,
     as_is: bool,
     shape: TextChoices | None = None,
+    keep_timings: bool = False,
 ) -> list[JSON]:
     """Count one batch of engine chunks and make them the client's (ids, model, tool calls)."""
     usage = held.usage
     request_id, model_id = usage.request_id, usage.model_id
     out: list[JSON] = []
     for chunk in batch:
-        timings = chunk.pop("timings", None)
+        timings = chunk.get("timings") if keep_timings else chunk.pop("timings", None)
         if timings is not None:
             usage.see_timings(timings)
         chunk["id"] = request_id

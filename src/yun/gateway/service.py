@@ -174,6 +174,8 @@ class Gateway:
         if len(answers) > 1:
             data["choices"] = [{**c, "index": i} for i, a in enumerate(answers) for c in a.get("choices") or ()]
         _parse_tool_calls(data, _tool_names(bodies[0]))
+        if bodies[0].get("timings_per_token") is not True:
+            data.pop("timings", None)  # llama.cpp's, unless the client asked for them
         return _finish(data, held.usage, "chat.completion")
 
     def _caller(self, held: Holding, path: str, share: int) -> Callable[[JSON], Coroutine[Any, Any, JSON]]:
@@ -339,7 +341,6 @@ def _parse_tool_calls(data: JSON, names: list[str]) -> None:
 
 
 def _finish(data: JSON, usage: Usage, obj: str) -> JSON:
-    data.pop("timings", None)
     data["id"] = usage.request_id
     data["object"] = obj
     data["model"] = usage.model_id

@@ -105,6 +105,7 @@ class LlamaCppSampling(Wire):
     n_indent: Count | None = None
     t_max_predict_ms: Count | None = None
     return_tokens: bool | None = None
+    timings_per_token: bool | None = None
 
 
 EXTENSIONS = frozenset(LlamaCppSampling.model_fields)
