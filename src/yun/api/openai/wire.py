@@ -37,6 +37,8 @@ HARMLESS = frozenset(
         "store",  # OpenAI's stored completions; Yun stores none, the answer is the same
         "service_tier",
         "prompt_cache_key",  # a routing hint; llama.cpp caches prompts per slot anyway
+        "prompt_cache_retention",
+        "prediction",  # predicted outputs make OpenAI faster, never different
         "safety_identifier",
     }
 )
