@@ -155,3 +155,14 @@ async def test_a_tool_result_reaches_the_engine_as_qwens_template_expects(yun: H
     for messages in spellings:
         r = await yun.client.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER], max_tokens=1)
         assert r.usage is not None and r.usage.prompt_tokens == len(tokens["tokens"])
+
+
+async def test_content_parts_are_joined_as_the_engine_joins_them(yun: Harness) -> None:
+    """Text parts (as agent SDKs send tool results) render as llama.cpp renders them: one per line."""
+    parts = [{"type": "text", "text": "aa"}, {"type": "text", "text": "bb"}]
+    usage = []
+    for content in (parts, "aa\nbb"):
+        messages: Any = [*ROUND_TRIP[:2], {"role": "tool", "tool_call_id": "call_1", "content": content}]
+        r = await yun.client.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER], max_tokens=1)
+        usage.append(r.usage.prompt_tokens if r.usage else None)
+    assert usage[0] == usage[1] is not None

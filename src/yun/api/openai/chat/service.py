@@ -20,7 +20,7 @@ def _message(m: ChatMessage, i: int) -> JSON:
                     param=f"messages.{i}.content",
                 )
             texts.append(part.text)
-        out["content"] = "".join(texts)
+        out["content"] = "\n".join(texts)  # as llama.cpp joins them: the same prompt as the bare engine
     elif m.content is not None:
         out["content"] = m.content
     elif m.role in ("user", "system", "developer"):
