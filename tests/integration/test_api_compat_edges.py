@@ -166,3 +166,12 @@ async def test_content_parts_are_joined_as_the_engine_joins_them(yun: Harness) -
         r = await yun.client.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER], max_tokens=1)
         usage.append(r.usage.prompt_tokens if r.usage else None)
     assert usage[0] == usage[1] is not None
+
+
+async def test_parallel_tool_calls_is_taken(yun: Harness) -> None:
+    """Passed on to the engine (which accepts it) and honoured by the gateway's own tool-call parser
+    (tests/unit/test_tools.py: only the first call)."""
+    r = await yun.client.chat.completions.create(
+        model="tiny", messages=ROUND_TRIP[:1], tools=[WEATHER], parallel_tool_calls=False, max_tokens=2
+    )
+    assert r.usage is not None and r.usage.completion_tokens == 2

@@ -87,7 +87,7 @@ async def _relay_one(
     request["stream"] = True
     # Always ask the engine for its own count: billing never depends on the client's choice.
     request["stream_options"] = {"include_usage": True}
-    buffer = ToolStreamBuffer(tool_names) if tool_names else None
+    buffer = ToolStreamBuffer(tool_names, body.get("parallel_tool_calls") is False) if tool_names else None
     while True:
         async with deployment.lease(held.hold.org_id, held.client_gone, held.estimated_tokens) as engine:
             held.usage.replica = engine.name

@@ -173,7 +173,7 @@ class Gateway:
         data = answers[0]
         if len(answers) > 1:
             data["choices"] = [{**c, "index": i} for i, a in enumerate(answers) for c in a.get("choices") or ()]
-        _parse_tool_calls(data, _tool_names(bodies[0]))
+        _parse_tool_calls(data, _tool_names(bodies[0]), bodies[0].get("parallel_tool_calls") is False)
         if bodies[0].get("timings_per_token") is not True:
             data.pop("timings", None)  # llama.cpp's, unless the client asked for them
         return _finish(data, held.usage, "chat.completion")
@@ -326,14 +326,14 @@ def _text_choices(deployment: Pool, body: JSON, prompts: list[Any], n: int) -> T
     return TextChoices(echo)
 
 
-def _parse_tool_calls(data: JSON, names: list[str]) -> None:
+def _parse_tool_calls(data: JSON, names: list[str], single: bool) -> None:
     """Tool calls the model wrote as text become `tool_calls` (llama.cpp's own parsing misses some)."""
     if not names:
         return
     for choice in data.get("choices") or []:
         message = choice.get("message") or {}
         if not message.get("tool_calls"):
-            calls = parse_tool_calls(message.get("content"), names)
+            calls = parse_tool_calls(message.get("content"), names, single)
             if calls:
                 message["tool_calls"] = calls
                 message["content"] = None

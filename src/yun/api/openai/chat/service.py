@@ -68,6 +68,8 @@ def engine_body(req: ChatCompletionRequest, extensions: list[str]) -> JSON:
             body["tool_choice"] = req.tool_choice
     elif req.tool_choice not in (None, "none", "auto"):
         raise InvalidRequest("tool_choice needs tools", param="tool_choice")
+    if req.parallel_tool_calls is not None and "tools" in body:
+        body["parallel_tool_calls"] = req.parallel_tool_calls  # the gateway's tool-call parser honours it too
     if req.logprobs:
         body["logprobs"] = True
         if req.top_logprobs is not None:
