@@ -46,9 +46,7 @@ def _candidates(text: str) -> list[str]:
     return out
 
 
-def parse_tool_calls(
-    text: str | None, tool_names: Iterable[str], single: bool = False
-) -> list[dict[str, Any]] | None:
+def parse_tool_calls(text: str | None, tool_names: Iterable[str], single: bool = False) -> list[dict[str, Any]] | None:
     """Return OpenAI `tool_calls` if `text` is entirely tool calls to known tools, else None. `single`
     (the client's `parallel_tool_calls: false`): only the first call."""
     if not text:

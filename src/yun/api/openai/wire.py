@@ -9,13 +9,25 @@ endpoints refuse them for other engines (api/openai/engine_check.py).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from yun.errors import InvalidRequest, UnsupportedParameter
 
-__all__ = ["EXTENSIONS", "HARMLESS", "Stop", "StreamOptions", "Wire", "check_logit_bias", "refuse_unknown"]
+__all__ = [
+    "EXTENSIONS",
+    "HARMLESS",
+    "Stop",
+    "StreamOptions",
+    "Wire",
+    "check_logit_bias",
+    "log_ignored",
+    "refuse_unknown",
+]
+
+log = logging.getLogger("yun.api")
 
 
 class Wire(BaseModel):
@@ -58,6 +70,13 @@ def refuse_unknown(request: BaseModel) -> None:
             "the answer; see the README for the parameters it serves)",
             param=name,
         )
+
+
+def log_ignored(request: BaseModel) -> None:
+    """For APIs other than OpenAI's inference endpoints that choose to ignore unknown fields: say so."""
+    extra = request.model_extra or {}
+    if extra:
+        log.info("ignoring unknown request fields: %s", ", ".join(sorted(extra)))
 
 
 def check_logit_bias(value: dict[str, float] | None) -> None:
@@ -154,10 +173,13 @@ class SamplingFields(LlamaCppSampling):
         """The llama.cpp extensions this request sets (usually none: one set intersection)."""
         return sorted(n for n in EXTENSIONS & self.model_fields_set if getattr(self, n) is not None)
 
-    def sampling(self, extensions: list[str]) -> dict[str, Any]:
-        """The sampling fields the engine gets: the standard ones set, and `extensions` (see above).
-        `n` is the gateway's (it fans out one engine request per choice, for exact usage)."""
+    def sampling(self, extensions: list[str] | None = None) -> dict[str, Any]:
+        """The sampling fields the engine gets: the standard ones set, and the llama.cpp `extensions` set
+        (`extensions()`, computed here if not given). `n` is the gateway's (it fans out one engine
+        request per choice, for exact usage)."""
         refuse_unknown(self)
+        if extensions is None:
+            extensions = self.extensions()
         check_logit_bias(self.logit_bias)
         out = {f: getattr(self, f) for f in _STANDARD if getattr(self, f) is not None}
         for name in extensions:

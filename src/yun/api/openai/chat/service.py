@@ -48,9 +48,11 @@ def _response_format(rf: ResponseFormat) -> JSON:
     return fmt
 
 
-def engine_body(req: ChatCompletionRequest, extensions: list[str]) -> JSON:
-    """The engine's body; `extensions` are the llama.cpp extensions the request sets (`req.extensions()`)."""
-    body: JSON = {"messages": [_message(m, i) for i, m in enumerate(req.messages)], **req.sampling(extensions)}
+def engine_body(req: ChatCompletionRequest, extensions: list[str] | None = None) -> JSON:
+    """The engine's body; `extensions`: the llama.cpp extensions the request sets (`req.extensions()`,
+    computed here if not given)."""
+    sampling = req.sampling(req.extensions() if extensions is None else extensions)
+    body: JSON = {"messages": [_message(m, i) for i, m in enumerate(req.messages)], **sampling}
     max_tokens = req.output_bound(req.max_completion_tokens or req.max_tokens)
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
