@@ -166,9 +166,12 @@ class Gateway:
         body: JSON,
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
+        endpoint: str = "chat.completions",
     ) -> JSON:
+        """One chat answer (of `n` choices). `endpoint` names the API it answers on its usage record (`responses`
+        for the Responses API, which is a chat underneath) and gives its request id's prefix."""
         deployment, bodies, est = await self._chat_call(principal, model_id, body)
-        async with self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone) as held:
+        async with self.holds.open(principal, deployment, endpoint, est, headers, client_gone) as held:
             answers = await fan_out(self._caller(held, "/v1/chat/completions", len(bodies)), bodies)
         data = answers[0]
         if len(answers) > 1:
@@ -196,10 +199,11 @@ class Gateway:
         include_usage: bool,
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
+        endpoint: str = "chat.completions",
     ) -> AsyncIterator[list[JSON]]:
         """The answer's chunks, in batches; the hold is opened (and refused) at the first `anext`."""
         deployment, bodies, est = await self._chat_call(principal, model_id, body)
-        held = self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone)
+        held = self.holds.open(principal, deployment, endpoint, est, headers, client_gone)
         return relay(held, "/v1/chat/completions", bodies, include_usage, _tool_names(bodies[0]), self.log_prompts)
 
     # -- completions ---------------------------------------------------------------------------
