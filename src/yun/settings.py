@@ -62,6 +62,10 @@ class ServerSettings(BaseModel):
     gateway_id: str | None = None
     """Name of this gateway in its lease (default host:port), for operators. The holds a `yun serve`
     process takes belong to the process itself (a fresh instance id per start), not to this name."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API (CORS), e.g. `["https://app.example.com"]` (env
+    `YUN_SERVER__CORS_ORIGINS='["https://app.example.com"]'`); `["*"]` allows any. Empty by default: no
+    browser page of another origin may call Yun (API keys do not belong in web pages)."""
     lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     """A gateway renews its lease every third of this; one that has not renewed it for this long is
     taken for dead, and any gateway then settles its open holds (at their last progress) as interrupted.

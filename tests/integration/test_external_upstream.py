@@ -35,6 +35,8 @@ ERRORS: dict[str, tuple[int, dict[str, str], str]] = {
     "denied": (401, {}, "Incorrect API key provided: {key}"),
     "broken": (500, {}, "internal error at {url}"),
     "down": (503, {}, "overloaded"),
+    # llama.cpp's answer to an embedding input longer than its batch (a 500, and advice for its operator).
+    "toolong": (500, {}, "input is too large to process. increase the physical batch size"),
 }
 
 
@@ -167,3 +169,10 @@ async def test_upstream_errors_keep_their_class_and_never_show_its_address_or_ke
         await yun.client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "hi"}], stream=stream
         )
+
+
+async def test_llamacpps_too_large_input_is_a_clear_context_error(yun: Yun) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await yun.client.chat.completions.create(model="toolong", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "context_length_exceeded"
+    assert "maximum context length" in info.value.message and "batch" not in info.value.message

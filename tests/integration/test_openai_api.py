@@ -167,12 +167,6 @@ async def test_prompt_longer_than_context(yun: Harness) -> None:
     assert info.value.code == "context_length_exceeded"
 
 
-async def test_n_greater_than_one_is_refused(yun: Harness) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        await yun.client.chat.completions.create(model="tiny", messages=MSG, n=2)
-    assert info.value.param == "n" and info.value.code == "unsupported_parameter"
-
-
 async def test_authentication(yun: Harness) -> None:
     for headers in (
         {},

@@ -279,16 +279,29 @@ async def test_a_replica_that_dies_mid_stream_ends_it_with_an_error_event_billed
 
 async def test_an_engine_reports_the_requests_it_runs(yun: Harness) -> None:
     """What a draining replica's stop waits on: the engine's own count of requests running or queued."""
-    ready = [e for e in yun.services.registry.of_deployment("tiny") if e.state == "ready" and e.endpoint]
-    engines = [OpenAIHTTPEngine("probe", e.endpoint or "", api_key=e.secret, keep_alive=False) for e in ready]
+    # Earlier tests killed engines: wait for the replicas the router sends requests to, all answering.
+    secrets = {e.id: e.secret for e in yun.services.registry.of_deployment("tiny")}
+    engines: list[OpenAIHTTPEngine] = []
 
     async def in_flight() -> int | None:
         counts = [await engine.in_flight() for engine in engines]
-        return None if None in counts else sum(c or 0 for c in counts)
+        return None if not counts or None in counts else sum(c or 0 for c in counts)
 
-    entry = ready[0]
+    async def routed() -> list[OpenAIHTTPEngine]:
+        secrets.update({e.id: e.secret for e in yun.services.registry.of_deployment("tiny")})
+        for engine in engines:
+            await engine.aclose()
+        engines[:] = [
+            OpenAIHTTPEngine("probe", r.address, api_key=secrets.get(r.replica_id), keep_alive=False)
+            for r in yun.services.router.get("tiny").replicas
+            if r.healthy
+        ]
+        return engines if engines and await in_flight() is not None else []  # every one answers
+
+    await _until_async(routed, lambda found: bool(found), timeout=120)
+    entry = next(e for e in yun.services.registry.of_deployment("tiny") if e.endpoint == engines[0].base_url)
     try:
-        await _until_async(in_flight, lambda n: n == 0)
+        await _until_async(in_flight, lambda n: n == 0, timeout=120)
         # Over real HTTP: the in-process transport would read the whole stream before the first chunk.
         client = openai.AsyncOpenAI(base_url=f"{yun.base_url}/v1", api_key=yun.key)
         stream = await client.chat.completions.create(

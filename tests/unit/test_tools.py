@@ -96,3 +96,13 @@ def test_forced_tool_choice_becomes_a_schema_of_one_permitted_call() -> None:
     named = force_tool_call({**body, "tool_choice": {"type": "function", "function": {"name": "get_time"}}})
     schema = named["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["name"] == {"const": "get_time"} and schema["additionalProperties"] is False
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
+    text = '{"name": "get_weather", "arguments": {"city": "A"}}\n{"name": "search", "arguments": {"q": "b"}}'
+    calls = parse_tool_calls(text, NAMES, single=True)
+    assert calls is not None and [c["function"]["name"] for c in calls] == ["get_weather"]
+    buffer = ToolStreamBuffer(NAMES, single=True)
+    assert buffer.feed(text) == ""
+    rest, streamed = buffer.finish()
+    assert rest == "" and streamed is not None and len(streamed) == 1

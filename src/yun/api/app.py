@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.cors import CORSMiddleware
 
 from yun.api.admin.router import router as admin_router
 from yun.api.errors import install_error_handlers
@@ -59,4 +60,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if serving or router in (ops_router, admin_router):
             app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    if settings.server.cors_origins:
+        # Outermost, so every answer (a 413 or 401 too) carries the headers a browser needs to read it, and
+        # preflight OPTIONS requests are answered before routing (which knows only POST there: 405).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["*"],
+            max_age=600,
+        )
     return app

@@ -68,6 +68,9 @@ class Pool:
         """Why it is not running (its record's message): failed starts, no credit. Empty: nothing stops it."""
         self.scaled_to_zero = False
         """Zero replicas by an operator's choice, with no autoscaling to wake it."""
+        self.llamacpp = not spec.external
+        """Its engines take llama.cpp's request extensions (`top_k`, `grammar`, ...); an external
+        upstream or a vLLM deployment does not."""
         self._notify = notify or (lambda: None)
         self._held: dict[str, int] = {}
         """Slots each tenant holds here (leases in flight, and slots granted to its waiters)."""
@@ -369,6 +372,7 @@ class Router:
                         endpoint.retire()
                     pool.replicas = []
                 pool.spec, pool.owner_org = route.spec, route.owner_org
+            pool.llamacpp = route.llamacpp and not route.spec.external
             self._sync_endpoints(pool, route)
             pool.dispatch()  # a replica that became ready takes the requests waiting for one
         by_model: dict[str, list[Pool]] = {}

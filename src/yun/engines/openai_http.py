@@ -112,6 +112,9 @@ def _raise_for(status: int, raw: bytes, name: str, headers: Mapping[str, str], s
     message = _scrub(message, secrets)
     lowered = f"{message} {kind}".lower()
     if any(m in lowered for m in _CONTEXT_MARKERS):
+        if "too large to process" in lowered:
+            # llama.cpp's "increase the physical batch size" is advice for its operator, not for the client.
+            message = "The input is longer than this model's maximum context length; please shorten it."
         raise ContextLengthExceeded(message or "the input is longer than the model's context")
     if status == 429:
         retry_after = headers.get("Retry-After")

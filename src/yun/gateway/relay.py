@@ -14,6 +14,7 @@ from typing import Any
 
 from yun.cluster import Pool
 from yun.errors import EngineUnavailable
+from yun.gateway.choices import TextChoices
 from yun.gateway.holding import Holding
 from yun.gateway.tools import ToolStreamBuffer
 
@@ -34,10 +35,17 @@ def upstream(deployment: Pool, body: JSON, log_prompts: bool) -> JSON:
 
 
 async def relay(
-    held: Holding, path: str, bodies: list[JSON], include_usage: bool, tool_names: list[str], log_prompts: bool
+    held: Holding,
+    path: str,
+    bodies: list[JSON],
+    include_usage: bool,
+    tool_names: list[str],
+    log_prompts: bool,
+    shape: TextChoices | None = None,
 ) -> AsyncIterator[list[JSON]]:
     """Hold credit for one streamed request, relay one or more engine streams as one, in the engine's
-    batches (see `Engine.stream`), and settle before the final usage chunk goes out.
+    batches (see `Engine.stream`), and settle before the final usage chunk goes out. Body i's choices
+    are choice i (several prompts, or `n` choices), one after the other; `shape` reshapes text choices.
 
     The hold is opened at the first step (`anext`), so admission errors surface there, before any
     byte of the response (see `sse_response`), and a stream nobody starts holds nothing.
@@ -46,7 +54,7 @@ async def relay(
     async with held:
         held.start_progress()
         for index, body in enumerate(bodies):
-            async for batch in _relay_one(held, path, body, tool_names, index, created, log_prompts):
+            async for batch in _relay_one(held, path, body, tool_names, index, created, log_prompts, shape):
                 yield batch
         await held.settle("ok")
         if include_usage:
@@ -65,24 +73,33 @@ async def relay(
 
 
 async def _relay_one(
-    held: Holding, path: str, body: JSON, tool_names: list[str], index: int, created: int, log_prompts: bool
+    held: Holding,
+    path: str,
+    body: JSON,
+    tool_names: list[str],
+    index: int,
+    created: int,
+    log_prompts: bool,
+    shape: TextChoices | None,
 ) -> AsyncIterator[list[JSON]]:
     deployment = held.deployment
     request = upstream(deployment, body, log_prompts)
     request["stream"] = True
     # Always ask the engine for its own count: billing never depends on the client's choice.
     request["stream_options"] = {"include_usage": True}
-    buffer = ToolStreamBuffer(tool_names) if tool_names else None
+    buffer = ToolStreamBuffer(tool_names, body.get("parallel_tool_calls") is False) if tool_names else None
     while True:
         async with deployment.lease(held.hold.org_id, held.client_gone, held.estimated_tokens) as engine:
             held.usage.replica = engine.name
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
-            as_is = buffer is None and index == 0  # nothing to hold back or re-index: chunks pass unchanged
+            # Nothing to hold back, re-index or reshape: chunks pass unchanged.
+            as_is = buffer is None and index == 0 and shape is None
+            keep_timings = body.get("timings_per_token") is True  # the client asked for llama.cpp's timings
             started = False
             try:
                 async for batch in engine.stream(path, request):
                     started = True
-                    out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is)
+                    out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is, shape, keep_timings)
                     # Once per batch: a clock read is all a stream pays until a record is due.
                     if time.perf_counter() >= held.progress_at:
                         held.record_progress()
@@ -103,13 +120,15 @@ def _relay_batch(
     created: int,
     counts_chunks: bool,
     as_is: bool,
+    shape: TextChoices | None = None,
+    keep_timings: bool = False,
 ) -> list[JSON]:
     """Count one batch of engine chunks and make them the client's (ids, model, tool calls)."""
     usage = held.usage
     request_id, model_id = usage.request_id, usage.model_id
     out: list[JSON] = []
     for chunk in batch:
-        timings = chunk.pop("timings", None)
+        timings = chunk.get("timings") if keep_timings else chunk.pop("timings", None)
         if timings is not None:
             usage.see_timings(timings)
         chunk["id"] = request_id
@@ -129,7 +148,7 @@ def _relay_batch(
         if as_is:
             out.append(chunk)
         else:
-            out.extend(rewrite(chunk, buffer, index))
+            out.extend(rewrite(chunk, buffer, index, shape))
     return out
 
 
@@ -144,15 +163,22 @@ def has_output(choice: JSON) -> bool:
     return bool(choice.get("text"))
 
 
-def rewrite(chunk: JSON, buffer: ToolStreamBuffer | None, index_offset: int) -> list[JSON]:
-    """Apply tool-call holding and choice re-indexing to one engine chunk; may give 0-3 chunks."""
+def rewrite(
+    chunk: JSON, buffer: ToolStreamBuffer | None, index_offset: int, shape: TextChoices | None = None
+) -> list[JSON]:
+    """Apply tool-call holding, choice re-indexing and text reshaping to one engine chunk; may give 0-3
+    chunks."""
     choices = chunk.get("choices") or []
     if index_offset:
         for c in choices:
             c["index"] = c.get("index", 0) + index_offset
+    if shape is not None:
+        for c in choices:
+            shape.choice(c)
     if buffer is None or not choices:
         return [chunk]
     choice = choices[0]
+    at = choice.get("index", 0)
     delta = choice.get("delta") or {}
     text = delta.get("content")
     if text:
@@ -166,10 +192,10 @@ def rewrite(chunk: JSON, buffer: ToolStreamBuffer | None, index_offset: int) -> 
     base = {k: v for k, v in chunk.items() if k != "choices"}
     if calls:
         tool_deltas = [{"index": i, **call} for i, call in enumerate(calls)]
-        out.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": tool_deltas}, "finish_reason": None}]})
+        out.append({**base, "choices": [{"index": at, "delta": {"tool_calls": tool_deltas}, "finish_reason": None}]})
         choice["finish_reason"] = "tool_calls"
         delta.pop("content", None)
     elif rest:
-        out.append({**base, "choices": [{"index": 0, "delta": {"content": rest}, "finish_reason": None}]})
+        out.append({**base, "choices": [{"index": at, "delta": {"content": rest}, "finish_reason": None}]})
     out.append(chunk)
     return out

@@ -13,13 +13,21 @@ from __future__ import annotations
 import base64
 import time
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from yun.billing import BillingService, Estimate
 from yun.cluster import ClientGone, Pool, Router
 from yun.engines import JSON
-from yun.errors import ContextLengthExceeded, EngineFailure, EngineUnavailable, InvalidRequest, PermissionDenied
+from yun.errors import (
+    ContextLengthExceeded,
+    EngineFailure,
+    EngineUnavailable,
+    InvalidRequest,
+    PermissionDenied,
+    UnsupportedParameter,
+)
+from yun.gateway.choices import TextChoices, choice_bodies, fan_out
 from yun.gateway.holding import Holding, Holds, UsageSink
 from yun.gateway.metrics import Metrics
 from yun.gateway.prompt import PromptCount, PromptCounts
@@ -34,13 +42,15 @@ __all__ = ["Gateway", "UsageSink"]
 _DEFAULT_MAX_OUTPUT = 4096  # when neither the client nor the model card bounds the output
 
 
-async def _call(held: Holding, path: str, request: JSON) -> JSON:
+async def _call(held: Holding, path: str, request: JSON, share: int = 1) -> JSON:
     """One engine request on a replica slot of the held request's deployment. A replica that fails it
     with nothing computed (no connection, a 503) hands it to another healthy replica, unseen by the client.
-    One that accepted it and then dropped it is not retried: the request itself may be what kills engines."""
+    One that accepted it and then dropped it is not retried: the request itself may be what kills engines.
+    `share`: how many engine requests the held request makes; each weighs its part in the fair queue."""
     deployment = held.deployment
+    cost = max(1, held.estimated_tokens // share)
     while True:
-        async with deployment.lease(held.hold.org_id, held.client_gone, held.estimated_tokens) as engine:
+        async with deployment.lease(held.hold.org_id, held.client_gone, cost) as engine:
             held.usage.replica = engine.name
             try:
                 return await engine.request(path, request)
@@ -139,12 +149,15 @@ class Gateway:
         m.tokens.labels(usage.model_id, "completion").inc(usage.completion_tokens)
 
     # -- chat ----------------------------------------------------------------------------------
-    async def _chat_call(self, principal: Principal, model_id: str, body: JSON) -> tuple[Pool, JSON, Estimate]:
+    async def _chat_call(self, principal: Principal, model_id: str, body: JSON) -> tuple[Pool, list[JSON], Estimate]:
+        """The deployment, one engine body per choice (`n`, see gateway/choices.py), and the hold's bound."""
+        n: int = body.pop("n", 1)
         deployment = self.deployment(model_id, "chat", principal)
         prompt = await self.prompts.chat(deployment.spec, body)
         self.check_context(deployment, [prompt], "messages", "messages")
         max_out = self.max_output(deployment, body.get("max_tokens"), prompt)
-        return deployment, {**body, "max_tokens": max_out}, Estimate(prompt.tokens, max_out)
+        bodies = choice_bodies({**body, "max_tokens": max_out}, n)
+        return deployment, bodies, Estimate(prompt.tokens * n, max_out * n)
 
     async def chat(
         self,
@@ -155,14 +168,28 @@ class Gateway:
         client_gone: ClientGone | None = None,
         endpoint: str = "chat.completions",
     ) -> JSON:
-        """One chat answer. `endpoint` names the API it answers on its usage record (`responses` for the
-        Responses API, which is a chat underneath) and gives its request id's prefix."""
-        deployment, body, est = await self._chat_call(principal, model_id, body)
+        """One chat answer (of `n` choices). `endpoint` names the API it answers on its usage record (`responses`
+        for the Responses API, which is a chat underneath) and gives its request id's prefix."""
+        deployment, bodies, est = await self._chat_call(principal, model_id, body)
         async with self.holds.open(principal, deployment, endpoint, est, headers, client_gone) as held:
-            data = await _call(held, "/v1/chat/completions", upstream(deployment, body, self.log_prompts))
-            held.usage.add(usage_from(data))
-            _parse_tool_calls(data, _tool_names(body))
+            answers = await fan_out(self._caller(held, "/v1/chat/completions", len(bodies)), bodies)
+        data = answers[0]
+        if len(answers) > 1:
+            data["choices"] = [{**c, "index": i} for i, a in enumerate(answers) for c in a.get("choices") or ()]
+        _parse_tool_calls(data, _tool_names(bodies[0]), bodies[0].get("parallel_tool_calls") is False)
+        if bodies[0].get("timings_per_token") is not True:
+            data.pop("timings", None)  # llama.cpp's, unless the client asked for them
         return _finish(data, held.usage, "chat.completion")
+
+    def _caller(self, held: Holding, path: str, share: int) -> Callable[[JSON], Coroutine[Any, Any, JSON]]:
+        """One engine call of the held request (one of `share`), its usage folded into the hold."""
+
+        async def call(body: JSON) -> JSON:
+            data = await _call(held, path, upstream(held.deployment, body, self.log_prompts), share)
+            held.usage.add(usage_from(data))
+            return data
+
+        return call
 
     async def chat_stream(
         self,
@@ -175,21 +202,27 @@ class Gateway:
         endpoint: str = "chat.completions",
     ) -> AsyncIterator[list[JSON]]:
         """The answer's chunks, in batches; the hold is opened (and refused) at the first `anext`."""
-        deployment, body, est = await self._chat_call(principal, model_id, body)
+        deployment, bodies, est = await self._chat_call(principal, model_id, body)
         held = self.holds.open(principal, deployment, endpoint, est, headers, client_gone)
-        return relay(held, "/v1/chat/completions", [body], include_usage, _tool_names(body), self.log_prompts)
+        return relay(held, "/v1/chat/completions", bodies, include_usage, _tool_names(bodies[0]), self.log_prompts)
 
     # -- completions ---------------------------------------------------------------------------
     async def _completion_call(
         self, principal: Principal, model_id: str, body: JSON, prompts: list[Any]
-    ) -> tuple[Pool, JSON, Estimate]:
+    ) -> tuple[Pool, list[JSON], Estimate, TextChoices | None]:
+        """The deployment, one engine body per choice (prompt i's j-th of n is choice i*n + j, as OpenAI
+        orders them), the hold's bound, and how to shape the choices (None: as the engine gives them)."""
+        n: int = body.pop("n", 1)
         deployment = self.deployment(model_id, "chat", principal)
+        shape = _text_choices(deployment, body, prompts, n)
         counts = await self.prompts.inputs(deployment.spec, prompts)
         self.check_context(deployment, counts, "prompt", "prompt")
         longest = max(counts, key=lambda c: c.tokens)
         max_out = self.max_output(deployment, body.get("max_tokens"), longest)
-        est = Estimate(sum(c.tokens for c in counts), max_out * len(prompts))
-        return deployment, {**body, "max_tokens": max_out}, est
+        est = Estimate(sum(c.tokens for c in counts) * n, max_out * len(prompts) * n)
+        body["max_tokens"] = max_out
+        bodies = [{**b, "prompt": p} for p in prompts for b in choice_bodies(body, n)]
+        return deployment, bodies, est, shape
 
     async def completions(
         self,
@@ -200,18 +233,23 @@ class Gateway:
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
     ) -> JSON:
-        """One engine call per prompt: llama.cpp's own batch answer under-counts usage for lists."""
-        deployment, body, est = await self._completion_call(principal, model_id, body, prompts)
-        choices: list[JSON] = []
+        """One engine call per prompt and choice: llama.cpp's own batch answer under-counts usage for lists."""
+        deployment, bodies, est, shape = await self._completion_call(principal, model_id, body, prompts)
         async with self.holds.open(principal, deployment, "completions", est, headers, client_gone) as held:
-            for i, prompt in enumerate(prompts):
-                request = upstream(deployment, {**body, "prompt": prompt}, self.log_prompts)
-                data = await _call(held, "/v1/completions", request)
-                held.usage.add(usage_from(data))
-                for choice in data.get("choices") or []:
-                    choice["index"] = i
-                    choices.append(choice)
-        result: JSON = {"created": int(time.time()), "choices": choices, "system_fingerprint": None}
+            answers = await fan_out(self._caller(held, "/v1/completions", len(bodies)), bodies)
+        choices: list[JSON] = []
+        for i, data in enumerate(answers):
+            for choice in data.get("choices") or []:
+                choice["index"] = i
+                if shape is not None:
+                    shape.choice(choice)
+                choices.append(choice)
+        first = answers[0]
+        result: JSON = {
+            "created": first.get("created") or int(time.time()),
+            "choices": choices,
+            "system_fingerprint": first.get("system_fingerprint"),
+        }
         return _finish(result, held.usage, "text_completion")
 
     async def completions_stream(
@@ -225,10 +263,9 @@ class Gateway:
         client_gone: ClientGone | None = None,
     ) -> AsyncIterator[list[JSON]]:
         """The answers' chunks, in batches; the hold is opened (and refused) at the first `anext`."""
-        deployment, body, est = await self._completion_call(principal, model_id, body, prompts)
+        deployment, bodies, est, shape = await self._completion_call(principal, model_id, body, prompts)
         held = self.holds.open(principal, deployment, "completions", est, headers, client_gone)
-        bodies = [{**body, "prompt": p} for p in prompts]
-        return relay(held, "/v1/completions", bodies, include_usage, [], self.log_prompts)
+        return relay(held, "/v1/completions", bodies, include_usage, [], self.log_prompts, shape)
 
     # -- embeddings ----------------------------------------------------------------------------
     async def embeddings(
@@ -273,14 +310,34 @@ class Gateway:
         }
 
 
-def _parse_tool_calls(data: JSON, names: list[str]) -> None:
+def _text_choices(deployment: Pool, body: JSON, prompts: list[Any], n: int) -> TextChoices | None:
+    """How a text completion's choices are shaped (see TextChoices); echo is done here for llama.cpp,
+    which does not echo, and left to an external upstream, which may."""
+    echo: list[str] | None = None
+    if body.get("echo") and deployment.llamacpp:
+        del body["echo"]
+        if body.get("logprobs") is not None:
+            raise UnsupportedParameter(
+                "echo with logprobs needs the log probabilities of the prompt's tokens, which this model's "
+                "engine (llama.cpp) does not compute; echo without logprobs, or logprobs without echo, work",
+                param="echo",
+            )
+        if not all(isinstance(p, str) for p in prompts):
+            raise UnsupportedParameter("echo needs the prompt as text, not token ids", param="echo")
+        echo = [p for p in prompts for _ in range(n)]
+    if echo is None and body.get("logprobs") is None:
+        return None
+    return TextChoices(echo)
+
+
+def _parse_tool_calls(data: JSON, names: list[str], single: bool) -> None:
     """Tool calls the model wrote as text become `tool_calls` (llama.cpp's own parsing misses some)."""
     if not names:
         return
     for choice in data.get("choices") or []:
         message = choice.get("message") or {}
         if not message.get("tool_calls"):
-            calls = parse_tool_calls(message.get("content"), names)
+            calls = parse_tool_calls(message.get("content"), names, single)
             if calls:
                 message["tool_calls"] = calls
                 message["content"] = None
@@ -288,7 +345,6 @@ def _parse_tool_calls(data: JSON, names: list[str]) -> None:
 
 
 def _finish(data: JSON, usage: Usage, obj: str) -> JSON:
-    data.pop("timings", None)
     data["id"] = usage.request_id
     data["object"] = obj
     data["model"] = usage.model_id

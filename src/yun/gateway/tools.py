@@ -46,8 +46,9 @@ def _candidates(text: str) -> list[str]:
     return out
 
 
-def parse_tool_calls(text: str | None, tool_names: Iterable[str]) -> list[dict[str, Any]] | None:
-    """Return OpenAI `tool_calls` if `text` is entirely tool calls to known tools, else None."""
+def parse_tool_calls(text: str | None, tool_names: Iterable[str], single: bool = False) -> list[dict[str, Any]] | None:
+    """Return OpenAI `tool_calls` if `text` is entirely tool calls to known tools, else None. `single`
+    (the client's `parallel_tool_calls: false`): only the first call."""
     if not text:
         return None
     names = set(tool_names)
@@ -72,7 +73,7 @@ def parse_tool_calls(text: str | None, tool_names: Iterable[str]) -> list[dict[s
                     },
                 }
             )
-    return calls or None
+    return (calls[:1] if single else calls) or None
 
 
 class ToolStreamBuffer:
@@ -84,8 +85,10 @@ class ToolStreamBuffer:
 
     _OPENERS = ("{", "[", "```", "<tool_call>")
 
-    def __init__(self, tool_names: Iterable[str]) -> None:
+    def __init__(self, tool_names: Iterable[str], single: bool = False) -> None:
         self.names = list(tool_names)
+        self.single = single
+        """Only the first call (`parallel_tool_calls: false`)."""
         self.held = ""
         self.passing = False
 
@@ -107,7 +110,7 @@ class ToolStreamBuffer:
         """At the end of the stream: (text still to send, tool calls if the held text was tool calls)."""
         if self.passing or not self.held:
             return "", None
-        calls = parse_tool_calls(self.held, self.names)
+        calls = parse_tool_calls(self.held, self.names, self.single)
         if calls is not None:
             return "", calls
         return self.held, None

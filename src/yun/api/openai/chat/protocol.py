@@ -37,7 +37,7 @@ class Tool(Wire):
 
 
 class JsonSchemaFormat(Wire):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="response", min_length=1, max_length=64)  # OpenAI requires it; llama.cpp not
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
     description: str | None = None
@@ -46,6 +46,8 @@ class JsonSchemaFormat(Wire):
 class ResponseFormat(Wire):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    """llama.cpp's extension: `{"type": "json_object", "schema": {...}}` constrains the object to a schema."""
 
 
 class NamedToolChoice(Wire):

@@ -9,8 +9,8 @@ from yun.api.errors import ERROR_RESPONSES
 from yun.api.inference import CallDep, InferenceRoute
 from yun.api.openai.chat.protocol import ChatCompletionRequest
 from yun.api.openai.chat.service import engine_body
+from yun.api.openai.engine_check import require_llamacpp
 from yun.api.openai.responses import EVENT_STREAM, ChatCompletion
-from yun.api.openai.wire import log_ignored
 from yun.api.sse import FastJSONResponse, sse_response
 
 __all__ = ["router"]
@@ -25,8 +25,9 @@ router = APIRouter(route_class=InferenceRoute, tags=["inference"])
 )
 async def chat_completions(req: ChatCompletionRequest, call: CallDep) -> Response:
     """Creates a model response for the given chat conversation (OpenAI's API; streams with `stream`)."""
-    log_ignored(req)
-    body = engine_body(req)
+    extensions = req.extensions()
+    body = engine_body(req, extensions)
+    require_llamacpp(call.gateway, call.principal, req.model, "chat", extensions)
     headers: dict[str, str] = {}
     if req.stream:
         chunks = await call.gateway.chat_stream(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from yun.api.openai.chat.protocol import ChatCompletionRequest, ChatMessage
+from yun.api.openai.chat.protocol import ChatCompletionRequest, ChatMessage, ResponseFormat
 from yun.engines import JSON
 from yun.errors import InvalidRequest, UnsupportedParameter
 
@@ -22,7 +20,7 @@ def _message(m: ChatMessage, i: int) -> JSON:
                     param=f"messages.{i}.content",
                 )
             texts.append(part.text)
-        out["content"] = "".join(texts)
+        out["content"] = "\n".join(texts)  # as llama.cpp joins them: the same prompt as the bare engine
     elif m.content is not None:
         out["content"] = m.content
     elif m.role in ("user", "system", "developer"):
@@ -34,22 +32,32 @@ def _message(m: ChatMessage, i: int) -> JSON:
     return out
 
 
-def engine_body(req: ChatCompletionRequest) -> JSON:
-    body: JSON = {"messages": [_message(m, i) for i, m in enumerate(req.messages)], **req.sampling()}
-    max_tokens = req.max_completion_tokens or req.max_tokens
+def _response_format(rf: ResponseFormat) -> JSON:
+    fmt: JSON = {"type": rf.type}
+    if rf.type == "json_schema":
+        schema = rf.json_schema
+        if schema is None or schema.schema_ is None:
+            raise InvalidRequest(
+                "response_format.json_schema.schema is required for type json_schema",
+                param="response_format.json_schema",
+            )
+        fmt["json_schema"] = {"name": schema.name, "schema": schema.schema_, "strict": bool(schema.strict)}
+    elif rf.schema_ is not None:
+        # llama.cpp's json_object-with-schema, said the way every engine understands (OpenAI's json_schema).
+        fmt = {"type": "json_schema", "json_schema": {"name": "response", "schema": rf.schema_}}
+    return fmt
+
+
+def engine_body(req: ChatCompletionRequest, extensions: list[str] | None = None) -> JSON:
+    """The engine's body; `extensions`: the llama.cpp extensions the request sets (`req.extensions()`,
+    computed here if not given)."""
+    sampling = req.sampling(req.extensions() if extensions is None else extensions)
+    body: JSON = {"messages": [_message(m, i) for i, m in enumerate(req.messages)], **sampling}
+    max_tokens = req.output_bound(req.max_completion_tokens or req.max_tokens)
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     if req.response_format is not None and req.response_format.type != "text":
-        fmt: dict[str, Any] = {"type": req.response_format.type}
-        if req.response_format.type == "json_schema":
-            schema = req.response_format.json_schema
-            if schema is None or schema.schema_ is None:
-                raise InvalidRequest(
-                    "response_format.json_schema.schema is required for type json_schema",
-                    param="response_format.json_schema",
-                )
-            fmt["json_schema"] = {"name": schema.name, "schema": schema.schema_, "strict": bool(schema.strict)}
-        body["response_format"] = fmt
+        body["response_format"] = _response_format(req.response_format)
     if req.tools and req.tool_choice != "none":
         names = {t.function.name for t in req.tools}
         body["tools"] = [t.model_dump(exclude_none=True, by_alias=True) for t in req.tools]
@@ -62,6 +70,8 @@ def engine_body(req: ChatCompletionRequest) -> JSON:
             body["tool_choice"] = req.tool_choice
     elif req.tool_choice not in (None, "none", "auto"):
         raise InvalidRequest("tool_choice needs tools", param="tool_choice")
+    if req.parallel_tool_calls is not None and "tools" in body:
+        body["parallel_tool_calls"] = req.parallel_tool_calls  # the gateway's tool-call parser honours it too
     if req.logprobs:
         body["logprobs"] = True
         if req.top_logprobs is not None:

@@ -18,9 +18,9 @@ class EmbeddingRequest(Wire):
     model: str = Field(min_length=1, max_length=256)
     input: (
         Text
-        | Annotated[list[Text], Field(min_length=1, max_length=2048)]
         | TokenIds
-        | Annotated[list[TokenIds], Field(min_length=1, max_length=2048)]
+        # Several inputs may mix text and token ids, as llama.cpp takes them.
+        | Annotated[list[Text | TokenIds], Field(min_length=1, max_length=2048)]
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)

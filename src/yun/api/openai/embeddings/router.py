@@ -8,7 +8,7 @@ from yun.api.errors import ERROR_RESPONSES
 from yun.api.inference import CallDep, InferenceRoute
 from yun.api.openai.embeddings.protocol import EmbeddingRequest
 from yun.api.openai.responses import CreateEmbeddingResponse
-from yun.api.openai.wire import log_ignored
+from yun.api.openai.wire import refuse_unknown
 from yun.api.sse import FastJSONResponse
 from yun.errors import UnsupportedParameter
 
@@ -21,7 +21,7 @@ router = APIRouter(route_class=InferenceRoute, tags=["inference"])
 async def embeddings(req: EmbeddingRequest, call: CallDep) -> FastJSONResponse:
     """Creates an embedding vector for each input (OpenAI's API)."""
     gateway, principal = call.gateway, call.principal
-    log_ignored(req)
+    refuse_unknown(req)
     native = gateway.deployment(req.model, "embedding", principal).spec.dimensions
     body: dict[str, object] = {"input": req.input}
     if native is None and req.dimensions is not None:
