@@ -146,6 +146,13 @@ class Gateway:
         max_out = self.max_output(deployment, body.get("max_tokens"), prompt)
         return deployment, {**body, "max_tokens": max_out}, Estimate(prompt.tokens, max_out)
 
+    async def count_chat(self, principal: Principal, model_id: str, body: JSON) -> int:
+        """The prompt tokens of a chat body, counted as the hold counts them (with the model's own tokenizer
+        and chat template where there is one) but without the hold's margin for structured content: a
+        count to show, not a bound to hold. Runs no engine and holds or bills nothing."""
+        deployment = self.deployment(model_id, "chat", principal)
+        return (await self.prompts.chat(deployment.spec, body, margin=False)).tokens
+
     async def chat(
         self,
         principal: Principal,
@@ -153,9 +160,12 @@ class Gateway:
         body: JSON,
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
+        endpoint: str = "chat.completions",
     ) -> JSON:
+        """`endpoint` names the API the request came in by (usage records, metrics, the request id's
+        prefix); the engine call is a chat completion whatever it is."""
         deployment, body, est = await self._chat_call(principal, model_id, body)
-        async with self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone) as held:
+        async with self.holds.open(principal, deployment, endpoint, est, headers, client_gone) as held:
             data = await _call(held, "/v1/chat/completions", upstream(deployment, body, self.log_prompts))
             held.usage.add(usage_from(data))
             _parse_tool_calls(data, _tool_names(body))
@@ -169,10 +179,11 @@ class Gateway:
         include_usage: bool,
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
+        endpoint: str = "chat.completions",
     ) -> AsyncIterator[list[JSON]]:
         """The answer's chunks, in batches; the hold is opened (and refused) at the first `anext`."""
         deployment, body, est = await self._chat_call(principal, model_id, body)
-        held = self.holds.open(principal, deployment, "chat.completions", est, headers, client_gone)
+        held = self.holds.open(principal, deployment, endpoint, est, headers, client_gone)
         return relay(held, "/v1/chat/completions", [body], include_usage, _tool_names(body), self.log_prompts)
 
     # -- completions ---------------------------------------------------------------------------
