@@ -47,9 +47,24 @@ class EventStream(Response):
     While it streams, a watcher waits for the client to disconnect and then cancels the stream, so the
     engine request is closed (llama.cpp stops generating) and the gateway bills what was generated.
     An error after the stream has started is sent as an error event (the status is already 200).
+
+    How events are framed is OpenAI's here (`frame`, `is_last`, `error_event`, `done`); another API's
+    stream (api/anthropic/stream.py) overrides those four and keeps the rest.
     """
 
     media_type = "text/event-stream"
+    done = _DONE
+    """Written after the last event (or the error event)."""
+
+    def frame(self, batch: list[JSON]) -> bytes:
+        return _events(batch)
+
+    def is_last(self, batch: list[JSON]) -> bool:
+        """OpenAI's usage chunk is a stream's last: it goes out in one write with [DONE]."""
+        return bool(batch) and "usage" in batch[-1] and not batch[-1].get("choices")
+
+    def error_event(self, exc: YunError) -> bytes:
+        return _event(error_body(exc.message, "server_error", exc.param, exc.code))
 
     def __init__(self, first: list[JSON] | None, chunks: AsyncIterator[list[JSON]], headers: Mapping[str, str]) -> None:
         self._first = first
@@ -71,7 +86,7 @@ class EventStream(Response):
             me.cancel()
 
         watcher = asyncio.ensure_future(watch())
-        tail = _DONE
+        tail = self.done
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
@@ -79,14 +94,13 @@ class EventStream(Response):
                 if batch is None:
                     batch = await anext(self._chunks, None)
                 while batch is not None:
-                    if batch and "usage" in batch[-1] and not batch[-1].get("choices"):
-                        # OpenAI's usage chunk is a stream's last: it goes out in one write with [DONE].
-                        tail = _events(batch) + _DONE
+                    if self.is_last(batch):
+                        tail = self.frame(batch) + self.done  # in one write with the end of the stream
                         break
-                    await send({"type": "http.response.body", "body": _events(batch), "more_body": True})
+                    await send({"type": "http.response.body", "body": self.frame(batch), "more_body": True})
                     batch = await anext(self._chunks, None)
             except YunError as exc:
-                tail = _event(error_body(exc.message, "server_error", exc.param, exc.code)) + _DONE
+                tail = self.error_event(exc) + self.done
             # After the last body message the server reports "disconnect" to receive(): stop watching first.
             watcher.cancel()
             await send({"type": "http.response.body", "body": tail, "more_body": False})
@@ -99,8 +113,10 @@ class EventStream(Response):
             await self._chunks.aclose()  # type: ignore[attr-defined]
 
 
-async def sse_response(chunks: AsyncIterator[list[JSON]], headers: dict[str, str] | None = None) -> EventStream:
+async def sse_response(
+    chunks: AsyncIterator[list[JSON]], headers: dict[str, str] | None = None, stream: type[EventStream] = EventStream
+) -> EventStream:
     """Start streaming only after the first chunk arrived, so that errors before any output (unknown
     model, prompt too long, no healthy replica) still get a proper HTTP status instead of a 200 stream."""
     first = await anext(chunks, None)
-    return EventStream(first, chunks, headers or {})
+    return stream(first, chunks, headers or {})
