@@ -197,6 +197,24 @@ async def test_tool_use_round_trip(client: anthropic.AsyncAnthropic) -> None:
     assert errored.usage.output_tokens == 1
 
 
+async def test_output_config_format_constrains_the_text_to_the_schema(client: anthropic.AsyncAnthropic) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    m = await client.messages.create(
+        model="tiny",
+        max_tokens=60,
+        messages=USER,  # type: ignore[arg-type]
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+        extra_body=GREEDY,
+    )
+    data = json.loads(m.content[0].text)  # type: ignore[union-attr]
+    assert set(data) == {"name", "age"} and isinstance(data["age"], int)
+
+
 async def test_stop_sequences_end_the_message_with_stop_sequence(client: anthropic.AsyncAnthropic) -> None:
     base = await client.messages.create(model="tiny", max_tokens=6, messages=USER, extra_body=GREEDY)  # type: ignore[arg-type]
     text = base.content[0].text  # type: ignore[union-attr]

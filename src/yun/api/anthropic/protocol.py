@@ -70,6 +70,17 @@ class Metadata(Wire):
     user_id: str | None = Field(default=None, max_length=512)
 
 
+class OutputFormat(Wire):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(Wire):
+    format: OutputFormat | None = None
+    effort: str | None = Field(default=None, max_length=16)
+    """How hard a reasoning model thinks; the models served here have one effort, so it changes nothing."""
+
+
 class CountTokensRequest(Wire):
     model: str = Field(min_length=1, max_length=256)
     messages: list[InputMessage] = Field(min_length=1, max_length=100_000)
@@ -86,6 +97,7 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0, le=1_000_000)
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
     stream: bool = False
 
 

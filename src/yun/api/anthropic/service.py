@@ -9,7 +9,8 @@ the engine's own counts), and the engine sees the same prompt:
   prefixed "Error: ", the one way a chat template can tell the model);
 - an assistant turn's `tool_use` blocks are its `tool_calls` (the input as a JSON string);
 - `tools` become functions (`input_schema` is the parameters), `tool_choice` auto/any/tool/none becomes
-  auto/required/the named function/none, `stop_sequences` is `stop`, `top_k` llama.cpp's extension;
+  auto/required/the named function/none, `stop_sequences` is `stop`, `top_k` llama.cpp's extension,
+  `output_config.format` (a JSON schema) the `response_format` (`effort` changes nothing on these models);
 - images, documents, extended thinking and Anthropic's server tools are refused with a 400 naming the
   field: the models served here read text, and nothing a client sends is silently dropped.
 
@@ -161,6 +162,12 @@ def chat_body(req: MessagesRequest) -> JSON:
         if any(not s for s in req.stop_sequences):
             raise InvalidRequest("stop_sequences must not contain empty strings", param="stop_sequences")
         body["stop"] = req.stop_sequences
+    fmt = req.output_config.format if req.output_config is not None else None
+    if fmt is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": fmt.schema_, "strict": True},
+        }
     return body
 
 
