@@ -1,7 +1,7 @@
 """Latency and CPU that Yun adds per request in front of a fast OpenAI-compatible upstream.
 
 Run (about 2.5 minutes; needs `wrk`: apt-get install -y wrk):
-    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--concurrency 1 16 64]
+    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--concurrency 1 16 64] [--api messages]
 
 What it does, following /work/shared/BENCH.md:
 - core 0: bench/fake_upstream.py and the load generator `wrk` (Lua script for POST bodies);
@@ -11,6 +11,9 @@ What it does, following /work/shared/BENCH.md:
 - Both cores are kept awake by SCHED_IDLE busy loops, so wake-up latency does not hide small overheads.
 - For stream and non-stream, at each concurrency (`wrk -t1 -cN`), the upstream is measured directly and
   then through Yun, back to back in the same run.
+- `--api messages`: through Yun the same conversation is sent to Anthropic's POST /v1/messages (translated
+  to the chat body, answered as Anthropic's message or events); the direct baseline stays the upstream's
+  chat completion, so "added" includes both translations.
 
 Printed per row: requests/s, p50/p95/p99 latency (ms) direct and through Yun, the added latency
 (Yun - direct at the same percentile) and Yun's CPU ms per request (utime+stime of `yun serve` and
@@ -41,6 +44,8 @@ PY = str(VENV_BIN / "python")
 KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 TICK = os.sysconf("SC_CLK_TCK")
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+MESSAGES_BODY = BODY  # the same conversation is a valid Messages body (max_tokens is required there too)
+PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages"}
 
 WRK_LUA = r"""
 wrk.method = "POST"
@@ -248,9 +253,17 @@ def yun_org_key(base: str, admin_key: str) -> tuple[str, str]:
         return org, key["secret"]
 
 
-def sanity_check(base: str, key: str) -> None:
+def sanity_check(base: str, key: str, api: str = "chat") -> None:
     """One request of each kind through Yun, so a broken path fails loudly instead of timing errors."""
     headers = {"Authorization": f"Bearer {key}"}
+    if api == "messages":
+        r = httpx.post(f"{base}/v1/messages", json=MESSAGES_BODY, headers=headers, timeout=10)
+        r.raise_for_status()
+        assert r.json()["usage"]["output_tokens"] == 10 and r.json()["type"] == "message", r.text
+        r = httpx.post(f"{base}/v1/messages", json={**MESSAGES_BODY, "stream": True}, headers=headers, timeout=10)
+        r.raise_for_status()
+        assert r.text.count("text_delta") == 10 and r.text.rstrip().endswith('{"type":"message_stop"}'), r.text[-500:]
+        return
     r = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers=headers, timeout=10)
     r.raise_for_status()
     assert r.json()["usage"]["completion_tokens"] == 10, r.text
@@ -259,8 +272,10 @@ def sanity_check(base: str, key: str) -> None:
     assert r.text.count("word") == 10 and r.text.rstrip().endswith("data: [DONE]"), r.text[-500:]
 
 
-def run_wrk(script: Path, url: str, key: str, stream: bool, conc: int, seconds: float) -> dict[str, float]:
-    env = {**os.environ, "BENCH_BODY": json.dumps({**BODY, "stream": stream}), "BENCH_KEY": key}
+def run_wrk(
+    script: Path, url: str, key: str, stream: bool, conc: int, seconds: float, body: dict | None = None
+) -> dict[str, float]:
+    env = {**os.environ, "BENCH_BODY": json.dumps({**(body or BODY), "stream": stream}), "BENCH_KEY": key}
     cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "10s", "--latency"]
     cmd += ["-s", str(script), url]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -279,14 +294,15 @@ def measure(args: argparse.Namespace, script: Path, direct: str, yun_url: str, k
     """`pids`: yun serve and core 1's busy loop. Core 1 time used by neither is other people's load."""
     rows = []
     yun_pid, busy_pid = pids
+    yun_body = MESSAGES_BODY if args.api == "messages" else BODY
     for stream in (False, True):
         # Warm both paths (connection pools, lazy imports, caches) before anything is recorded.
         run_wrk(script, direct, "", stream, 16, 2)
-        run_wrk(script, yun_url, key, stream, 16, 2)
+        run_wrk(script, yun_url, key, stream, 16, 2, yun_body)
         for conc in args.concurrency:
             d = run_wrk(script, direct, "", stream, conc, args.duration)
             cpu0, busy0, core0 = tree_cpu_seconds(yun_pid), tree_cpu_seconds(busy_pid), core1_busy_seconds()
-            y = run_wrk(script, yun_url, key, stream, conc, args.duration)
+            y = run_wrk(script, yun_url, key, stream, conc, args.duration, yun_body)
             cpu = tree_cpu_seconds(yun_pid) - cpu0
             others = core1_busy_seconds() - core0 - (tree_cpu_seconds(busy_pid) - busy0) - cpu
             row = {
@@ -345,6 +361,12 @@ def main() -> None:
         help="external: the fake upstream is an external model; deployment: it is the one replica of a "
         "deployment Yun's controller places, routed to from the replica registry",
     )
+    parser.add_argument(
+        "--api",
+        choices=tuple(PATHS),
+        default="chat",
+        help="the API called through Yun: chat (/v1/chat/completions) or messages (Anthropic's /v1/messages)",
+    )
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 cores (0: upstream + wrk, 1: yun)")
@@ -367,7 +389,7 @@ def main() -> None:
             # The full request path: an organization key with RPM/TPM limits, credits and a price, so every
             # request is authenticated, rate-limited, holds credit, and is metered and charged.
             _, key = yun_org_key(f"http://127.0.0.1:{yun_port}", admin_key)
-            sanity_check(f"http://127.0.0.1:{yun_port}", key)
+            sanity_check(f"http://127.0.0.1:{yun_port}", key, args.api)
             script = tmp / "post.lua"
             script.write_text(WRK_LUA)
             print(f"yun pid {yun.pid}; {args.duration:g}s per run; wrk -t1 -cN", file=sys.stderr)
@@ -375,20 +397,28 @@ def main() -> None:
                 args,
                 script,
                 f"{upstream}/v1/chat/completions",
-                f"http://127.0.0.1:{yun_port}/v1/chat/completions",
+                f"http://127.0.0.1:{yun_port}{PATHS[args.api]}",
                 key,
                 (yun.pid, busy[1].pid),
             )
         finally:
             procs.stop_all()
     load.append(os.getloadavg()[0])
+    print(f"\nthrough Yun: {PATHS[args.api]} (direct: the upstream's /v1/chat/completions)")
     print_table(rows)
     print(f"1-minute load average at start/end: {load[0]:.2f}/{load[1]:.2f} (this run itself adds about 3-4)")
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = results / f"gateway_overhead-{stamp}.json"
-    meta = {"duration_s": args.duration, "cpus": os.cpu_count(), "when": stamp, "loadavg": load, "via": args.via}
+    meta = {
+        "duration_s": args.duration,
+        "cpus": os.cpu_count(),
+        "when": stamp,
+        "loadavg": load,
+        "via": args.via,
+        "api": args.api,
+    }
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {path}")
 
