@@ -403,3 +403,13 @@ async def test_an_engine_that_dies_mid_stream_ends_it_with_an_error_event(yun: H
     await _until(
         lambda: bool(yun.services.router.get("tiny").replicas) and yun.services.router.get("tiny").replicas[0].healthy
     )
+    # The replica may look healthy before its engine is back: later tests need one that answers.
+    async with sdk(yun) as c:
+        for _ in range(240):
+            try:
+                await c.messages.create(model="tiny", max_tokens=1, messages=USER)  # type: ignore[arg-type]
+                break
+            except anthropic.APIStatusError:
+                await asyncio.sleep(0.5)
+        else:
+            raise AssertionError("the tiny replica did not come back")
