@@ -1,10 +1,11 @@
 """Latency and CPU that Yun adds per request in front of a fast OpenAI-compatible upstream.
 
 Run (about 2.5 minutes; needs `wrk`: apt-get install -y wrk):
-    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--concurrency 1 16 64] [--api responses]
+    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--concurrency 1 16 64] [--api responses|messages]
 
-`--api responses` sends the same request to /v1/responses instead (stored, OpenAI's default), against
-the same direct baseline: the upstream's chat completions, which is what Yun calls underneath.
+`--api responses` sends the same request to /v1/responses instead (stored, OpenAI's default), `--api
+messages` to Anthropic's /v1/messages, against the same direct baseline: the upstream's chat completions,
+which is what Yun calls underneath.
 
 What it does, following /work/shared/BENCH.md:
 - core 0: bench/fake_upstream.py and the load generator `wrk` (Lua script for POST bodies);
@@ -14,6 +15,9 @@ What it does, following /work/shared/BENCH.md:
 - Both cores are kept awake by SCHED_IDLE busy loops, so wake-up latency does not hide small overheads.
 - For stream and non-stream, at each concurrency (`wrk -t1 -cN`), the upstream is measured directly and
   then through Yun, back to back in the same run.
+- `--api messages`: through Yun the same conversation is sent to Anthropic's POST /v1/messages (translated
+  to the chat body, answered as Anthropic's message or events); the direct baseline stays the upstream's
+  chat completion, so "added" includes both translations.
 
 Printed per row: requests/s, p50/p95/p99 latency (ms) direct and through Yun, the added latency
 (Yun - direct at the same percentile) and Yun's CPU ms per request (utime+stime of `yun serve` and
@@ -44,9 +48,13 @@ PY = str(VENV_BIN / "python")
 KEY_RE = re.compile(r"yun-[A-Za-z0-9_-]{43}")
 TICK = os.sysconf("SC_CLK_TCK")
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-# `--api responses`: the same request on /v1/responses (stored, OpenAI's default), against the same direct
-# baseline (the upstream's chat completions, which is what Yun calls underneath).
+# `--api responses` / `--api messages`: the same request on /v1/responses (stored, OpenAI's default) or
+# Anthropic's /v1/messages, against the same direct baseline (the upstream's chat completions, which is
+# what Yun calls underneath).
 RESPONSES_BODY = {"model": "fake", "input": "Say hello.", "max_output_tokens": 16}
+MESSAGES_BODY = BODY  # the same conversation is a valid Messages body (max_tokens is required there too)
+PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+BODIES = {"chat": BODY, "responses": RESPONSES_BODY, "messages": MESSAGES_BODY}
 
 WRK_LUA = r"""
 wrk.method = "POST"
@@ -266,6 +274,14 @@ def sanity_check(base: str, key: str, api: str = "chat") -> None:
         assert r.text.count('"response.output_text.delta"') == 10, r.text[-500:]
         assert "event: response.completed" in r.text, r.text[-500:]
         return
+    if api == "messages":
+        r = httpx.post(f"{base}/v1/messages", json=MESSAGES_BODY, headers=headers, timeout=10)
+        r.raise_for_status()
+        assert r.json()["usage"]["output_tokens"] == 10 and r.json()["type"] == "message", r.text
+        r = httpx.post(f"{base}/v1/messages", json={**MESSAGES_BODY, "stream": True}, headers=headers, timeout=10)
+        r.raise_for_status()
+        assert r.text.count("text_delta") == 10 and r.text.rstrip().endswith('{"type":"message_stop"}'), r.text[-500:]
+        return
     r = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers=headers, timeout=10)
     r.raise_for_status()
     assert r.json()["usage"]["completion_tokens"] == 10, r.text
@@ -296,15 +312,15 @@ def measure(args: argparse.Namespace, script: Path, direct: str, yun_url: str, k
     """`pids`: yun serve and core 1's busy loop. Core 1 time used by neither is other people's load."""
     rows = []
     yun_pid, busy_pid = pids
-    body = RESPONSES_BODY if args.api == "responses" else BODY
+    yun_body = BODIES[args.api]
     for stream in (False, True):
         # Warm both paths (connection pools, lazy imports, caches) before anything is recorded.
         run_wrk(script, direct, "", stream, 16, 2)
-        run_wrk(script, yun_url, key, stream, 16, 2, body)
+        run_wrk(script, yun_url, key, stream, 16, 2, yun_body)
         for conc in args.concurrency:
             d = run_wrk(script, direct, "", stream, conc, args.duration)
             cpu0, busy0, core0 = tree_cpu_seconds(yun_pid), tree_cpu_seconds(busy_pid), core1_busy_seconds()
-            y = run_wrk(script, yun_url, key, stream, conc, args.duration, body)
+            y = run_wrk(script, yun_url, key, stream, conc, args.duration, yun_body)
             cpu = tree_cpu_seconds(yun_pid) - cpu0
             others = core1_busy_seconds() - core0 - (tree_cpu_seconds(busy_pid) - busy0) - cpu
             row = {
@@ -365,10 +381,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--api",
-        choices=("chat", "responses"),
+        choices=tuple(PATHS),
         default="chat",
-        help="the API called through Yun: chat completions, or the Responses API (stored, as by default); "
-        "the direct baseline is the upstream's chat completions either way",
+        help="the API called through Yun: chat (/v1/chat/completions), responses (the Responses API, stored as "
+        "by default) or messages (Anthropic's /v1/messages); the direct baseline is the upstream's chat "
+        "completions either way",
     )
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
@@ -400,13 +417,14 @@ def main() -> None:
                 args,
                 script,
                 f"{upstream}/v1/chat/completions",
-                f"http://127.0.0.1:{yun_port}/v1/{'responses' if args.api == 'responses' else 'chat/completions'}",
+                f"http://127.0.0.1:{yun_port}{PATHS[args.api]}",
                 key,
                 (yun.pid, busy[1].pid),
             )
         finally:
             procs.stop_all()
     load.append(os.getloadavg()[0])
+    print(f"\nthrough Yun: {PATHS[args.api]} (direct: the upstream's /v1/chat/completions)")
     print_table(rows)
     print(f"1-minute load average at start/end: {load[0]:.2f}/{load[1]:.2f} (this run itself adds about 3-4)")
     results = BENCH / "results"

@@ -21,9 +21,11 @@ async def _services(request: Request) -> Services:
 
 
 async def authenticate(request: Request) -> Principal:
-    """The caller of this request, from its `Authorization: Bearer` key (the one way every route authenticates)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    secret = token.strip() if scheme.lower() == "bearer" else None
+    """The caller of this request, from its `Authorization: Bearer` key, or else its `x-api-key` header
+    (how Anthropic's clients send a key), on every route alike."""
+    headers = request.headers
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    secret = token.strip() if scheme.lower() == "bearer" else headers.get("x-api-key")
     services: Services = request.app.state.services
     return await services.keys.verified(secret)
 

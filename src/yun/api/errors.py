@@ -1,9 +1,18 @@
-"""The one place domain errors become OpenAI error bodies: {"error": {"message", "type", "param", "code"}}."""
+"""The one place domain errors become error bodies: OpenAI's {"error": {"message", "type", "param", "code"}}
+everywhere, except on the routes of another API whose clients expect that API's own error shape.
+
+Every handler first states the error as a `Problem` (status, OpenAI type, message, param, code); the
+request's path then picks the shape it is written in (`shape_for`). The shape is chosen by route, in this
+one table, so no handler, middleware or stream writer decides it on its own: the Anthropic Messages
+routes (/v1/messages...) answer {"type": "error", "error": {"type", "message"}} (api/anthropic/errors.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from yun.api.anthropic.errors import anthropic_error
 from yun.api.openapi import document_errors
 from yun.errors import (
     AuthenticationFailed,
@@ -36,11 +46,14 @@ from yun.errors import (
 __all__ = [
     "ERROR_RESPONSES",
     "ErrorResponse",
+    "ErrorShape",
+    "Problem",
     "error_body",
     "error_response",
     "install_error_handlers",
+    "problem_of",
+    "shape_for",
     "validation_message",
-    "validation_response",
 ]
 
 log = logging.getLogger("yun.api")
@@ -98,20 +111,61 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(exc: YunError) -> JSONResponse:
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An error as the API reports it, before it is written in a route's shape."""
+
+    status: int
+    type: str
+    """OpenAI's error type (`invalid_request_error`, `insufficient_quota`, `server_error`, ...)."""
+    message: str
+    param: str | None = None
+    code: str | None = None
+    headers: Mapping[str, str] | None = None
+
+
+ErrorShape = Callable[[Problem], tuple[int, dict[str, Any]]]
+"""Writes a problem as one API's error: (HTTP status, body)."""
+
+
+def openai_error(problem: Problem) -> tuple[int, dict[str, Any]]:
+    return problem.status, error_body(problem.message, problem.type, problem.param, problem.code)
+
+
+# Path prefixes whose clients speak another API, with that API's error shape; every other path is OpenAI's.
+_SHAPES: tuple[tuple[str, ErrorShape], ...] = (("/v1/messages", anthropic_error),)
+
+
+def shape_for(path: str) -> ErrorShape:
+    for prefix, shape in _SHAPES:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return shape
+    return openai_error
+
+
+def problem_of(exc: YunError) -> Problem:
     status, type_ = 500, "server_error"
     for cls, s, t in _STATUS:
         if isinstance(exc, cls):
             status, type_ = s, t
             break
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers: dict[str, str] | None = {"Retry-After": "1"} if status == 503 else None
     if status == 413:
         headers = {"Connection": "close"}  # the rest of the body was never read
     if isinstance(exc, RateLimited):
         headers = dict(exc.headers)
         if math.isfinite(exc.retry_after_s):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    return JSONResponse(error_body(exc.message, type_, exc.param, exc.code), status_code=status, headers=headers)
+    return Problem(status, type_, exc.message, exc.param, exc.code, headers)
+
+
+def _respond(path: str, problem: Problem) -> JSONResponse:
+    status, body = shape_for(path)(problem)
+    return JSONResponse(body, status_code=status, headers=problem.headers)
+
+
+def error_response(exc: YunError, path: str = "/") -> JSONResponse:
+    return _respond(path, problem_of(exc))
 
 
 def validation_message(errors: list[Any]) -> tuple[str, str | None]:
@@ -131,28 +185,27 @@ def validation_message(errors: list[Any]) -> tuple[str, str | None]:
     return f"Invalid value for {where}{msg}{more}", param
 
 
-def validation_response(errors: list[Any]) -> JSONResponse:
+def _validation_problem(errors: list[Any]) -> Problem:
     message, param = validation_message(errors)
-    return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+    return Problem(400, "invalid_request_error", message, param, "invalid_value")
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_yun(_: Request, exc: Exception) -> JSONResponse:
+    async def on_yun(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, YunError)
-        return error_response(exc)
+        return _respond(request.scope["path"], problem_of(exc))
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors() if isinstance(exc, RequestValidationError | ValidationError) else []
-        return validation_response(list(errors))
+        return _respond(request.scope["path"], _validation_problem(list(errors)))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(
-            error_body(str(exc.detail), "invalid_request_error", None, code),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+        problem = Problem(
+            exc.status_code, "invalid_request_error", str(exc.detail), None, code, getattr(exc, "headers", None)
         )
+        return _respond(request.scope["path"], problem)
 
     async def on_disconnect(_: Request, exc: Exception) -> Response:
         # The client left while sending its body: nobody reads this, and nothing was done or held.
@@ -161,9 +214,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never a traceback to the client; the log has it (without the body: prompts stay private).
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("The server had an error while processing your request.", "server_error"), status_code=500
-        )
+        problem = Problem(500, "server_error", "The server had an error while processing your request.")
+        return _respond(request.scope["path"], problem)
 
     document_errors(app)
     app.add_exception_handler(YunError, on_yun)

@@ -13,6 +13,8 @@ import json
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from yun.api.errors import Problem, shape_for
+
 __all__ = ["BodyLimit"]
 
 
@@ -37,14 +39,14 @@ class BodyLimit:
                 waits_to_send = value.lower() == b"100-continue"
         if declared is not None:
             if declared > self.max_bytes:
-                await self._refuse(receive if not waits_to_send else None, send)
+                await self._refuse(scope, receive if not waits_to_send else None, send)
             else:
                 await self.app(scope, receive, send)  # the server holds the body to its declared length
             return
         try:
             body = await self._read_chunked(receive)
         except _TooLarge:
-            await self._refuse(receive, send)
+            await self._refuse(scope, receive, send)
             return
         except ClientDisconnect:
             return  # the client left while sending: nobody to answer, nothing was done
@@ -68,24 +70,18 @@ class BodyLimit:
     def _message(self) -> str:
         return f"Request body is larger than the limit of {self.max_bytes} bytes."
 
-    async def _refuse(self, receive: Receive | None, send: Send) -> None:
-        """Answer 413 (after draining the body from `receive`, unless None: nothing was sent yet)."""
+    async def _refuse(self, scope: Scope, receive: Receive | None, send: Send) -> None:
+        """Answer 413 (after draining the body from `receive`, unless None: nothing was sent yet), in the
+        error shape of the route that was asked (api/errors.py)."""
         if receive is not None:
             await _drain(receive, self.max_bytes * _DRAIN_FACTOR)
-        body = json.dumps(
-            {
-                "error": {
-                    "message": self._message(),
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "payload_too_large",
-                }
-            }
-        ).encode()
+        problem = Problem(413, "invalid_request_error", self._message(), None, "payload_too_large")
+        status, error = shape_for(scope["path"])(problem)
+        body = json.dumps(error).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

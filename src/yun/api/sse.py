@@ -47,18 +47,23 @@ class EventStream(Response):
     While it streams, a watcher waits for the client to disconnect and then cancels the stream, so the
     engine request is closed (llama.cpp stops generating) and the gateway bills what was generated.
     An error after the stream has started is sent as an error event (the status is already 200).
+
+    How events are framed is OpenAI's here (`frame`, `is_last`, `error_event`, `done`); another API's
+    stream (api/anthropic/stream.py) overrides those four and keeps the rest.
     """
 
     media_type = "text/event-stream"
     done = _DONE
-    """What ends the stream (chat's `data: [DONE]`; the Responses API sends nothing after its last event)."""
+    """Written after the last event (or the error event)."""
 
-    def encode(self, batch: list[JSON]) -> bytes:
-        """One batch of chunks as the bytes of one write."""
+    def frame(self, batch: list[JSON]) -> bytes:
         return _events(batch)
 
+    def is_last(self, batch: list[JSON]) -> bool:
+        """OpenAI's usage chunk is a stream's last: it goes out in one write with [DONE]."""
+        return bool(batch) and "usage" in batch[-1] and not batch[-1].get("choices")
+
     def error_event(self, exc: YunError) -> bytes:
-        """An error after the stream started (the status is already 200)."""
         return _event(error_body(exc.message, "server_error", exc.param, exc.code))
 
     def __init__(self, first: list[JSON] | None, chunks: AsyncIterator[list[JSON]], headers: Mapping[str, str]) -> None:
@@ -89,11 +94,10 @@ class EventStream(Response):
                 if batch is None:
                     batch = await anext(self._chunks, None)
                 while batch is not None:
-                    if batch and "usage" in batch[-1] and not batch[-1].get("choices"):
-                        # OpenAI's usage chunk is a stream's last: it goes out in one write with [DONE].
-                        tail = self.encode(batch) + self.done
+                    if self.is_last(batch):
+                        tail = self.frame(batch) + self.done  # in one write with the end of the stream
                         break
-                    await send({"type": "http.response.body", "body": self.encode(batch), "more_body": True})
+                    await send({"type": "http.response.body", "body": self.frame(batch), "more_body": True})
                     batch = await anext(self._chunks, None)
             except YunError as exc:
                 tail = self.error_event(exc) + self.done

@@ -102,6 +102,18 @@ def _retry_after_s(value: str | None) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _stop_reason(answer: JSON) -> None:
+    """llama.cpp's `__verbose` (on the last chunk) tells a stop sequence from the end of the model's turn,
+    which its `finish_reason` ("stop" for both) does not. It becomes the finished choice's `stop_reason`,
+    as vLLM reports it: the stop sequence that ended the output, or null. The rest of it (the rendered
+    prompt, settings) is dropped here: nothing above the engine sees it, nothing logs it."""
+    verbose = answer.pop("__verbose")
+    word = verbose.get("stopping_word") if isinstance(verbose, dict) and verbose.get("stop_type") == "word" else None
+    for choice in answer.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("finish_reason") is not None:
+            choice["stop_reason"] = word or None
+
+
 def _raise_for(status: int, raw: bytes, name: str, headers: Mapping[str, str], secrets: tuple[str, ...] = ()) -> None:
     """Translate an error answer into the domain error of the same class: what the upstream refused as the
     client's fault stays the client's (4xx, with the upstream's own message, scrubbed); what failed on
@@ -252,6 +264,10 @@ class OpenAIHTTPEngine:
             # llama.cpp's own tool-call parser drops characters of Qwen2.5's calls; the gateway parses them.
             # Without it llama.cpp does not force a call for tool_choice "required"/named: a schema does.
             body = {**force_tool_call(body), "parse_tool_calls": False}
+        if body.get("stop"):
+            # Only llama.cpp's `__verbose` says whether a stop sequence (and which) ended the output; see
+            # `_stop_reason`. Asked for only with stop sequences: it repeats the whole prompt.
+            body = {**body, "verbose": True}
         if stream:
             # Every chunk then carries the engine's running token counts, so a stream cut short by the
             # client is billed by the engine's own count of what it generated.
@@ -297,6 +313,8 @@ class OpenAIHTTPEngine:
             data: JSON = orjson.loads(raw)
         except ValueError as exc:
             raise EngineFailure(f"engine {self.name} returned invalid JSON") from exc
+        if isinstance(data, dict) and "__verbose" in data:
+            _stop_reason(data)
         return data
 
     async def stream(self, path: str, body: JSON) -> AsyncIterator[list[JSON]]:
@@ -340,8 +358,11 @@ class OpenAIHTTPEngine:
                 event = orjson.loads(payload)
             except ValueError as exc:
                 raise EngineFailure(f"engine {self.name} sent a malformed event") from exc
-            if isinstance(event, dict) and "error" in event and "choices" not in event:
-                raise EngineFailure(f"engine {self.name} failed mid-stream: {event['error']}")
+            if isinstance(event, dict):
+                if "error" in event and "choices" not in event:
+                    raise EngineFailure(f"engine {self.name} failed mid-stream: {event['error']}")
+                if "__verbose" in event:
+                    _stop_reason(event)
             events.append(event)
         return events, False
 

@@ -39,7 +39,13 @@ log = logging.getLogger("yun.gateway")
 UsageSink = Callable[[Usage], None]
 """Receives one `Usage` per finished request (after it is settled)."""
 
-_PREFIXES = {"chat.completions": "chatcmpl-", "completions": "cmpl-", "embeddings": "embd-", "responses": "resp_"}
+_PREFIXES = {
+    "chat.completions": "chatcmpl-",
+    "completions": "cmpl-",
+    "embeddings": "embd-",
+    "responses": "resp_",
+    "messages": "msg_",
+}
 
 
 def request_id(prefix: str) -> str:

@@ -123,7 +123,8 @@ class PromptCounts:
         loading = self.prepare(spec)
         return None if loading is None else await asyncio.shield(loading)
 
-    async def chat(self, spec: ReplicaSpec, body: dict[str, Any]) -> PromptCount:
+    async def chat(self, spec: ReplicaSpec, body: dict[str, Any], margin: bool = True) -> PromptCount:
+        """`margin=False`: our render's own count, without the slack a hold adds for structured content."""
         counter = await self._counter(spec)
         if counter is not None:
             messages, structured = _as_engine_renders(body.get("messages") or [])
@@ -134,7 +135,7 @@ class PromptCounts:
             else:
                 n = await asyncio.to_thread(counter.chat, rendered)
             if n is not None:
-                return PromptCount(n + _margin(n) if structured else n, exact=True)
+                return PromptCount(n + _margin(n) if structured and margin else n, exact=True)
         return PromptCount(chat_prompt_bound(body), exact=False)
 
     async def inputs(self, spec: ReplicaSpec, items: Sequence[Any]) -> list[PromptCount]:

@@ -159,6 +159,13 @@ class Gateway:
         bodies = choice_bodies({**body, "max_tokens": max_out}, n)
         return deployment, bodies, Estimate(prompt.tokens * n, max_out * n)
 
+    async def count_chat(self, principal: Principal, model_id: str, body: JSON) -> int:
+        """The prompt tokens of a chat body, counted as the hold counts them (with the model's own tokenizer
+        and chat template where there is one) but without the hold's margin for structured content: a
+        count to show, not a bound to hold. Runs no engine and holds or bills nothing."""
+        deployment = self.deployment(model_id, "chat", principal)
+        return (await self.prompts.chat(deployment.spec, body, margin=False)).tokens
+
     async def chat(
         self,
         principal: Principal,

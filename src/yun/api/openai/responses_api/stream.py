@@ -38,12 +38,12 @@ __all__ = ["ResponsesEventStream", "response_events"]
 class ResponsesEventStream(EventStream):
     done = b""
 
-    def encode(self, batch: list[JSON]) -> bytes:
+    def frame(self, batch: list[JSON]) -> bytes:
         return b"".join([b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in batch])
 
     def error_event(self, exc: YunError) -> bytes:
         body = error_body(exc.message, "server_error", exc.param, exc.code)["error"]
-        return self.encode([{"type": "error", **body, "sequence_number": 0}])
+        return self.frame([{"type": "error", **body, "sequence_number": 0}])
 
 
 class _Events:
