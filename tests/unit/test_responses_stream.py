@@ -122,6 +122,6 @@ async def test_output_bound_is_an_incomplete_response() -> None:
 
 def test_events_are_named_on_the_wire() -> None:
     stream = ResponsesEventStream(None, Chunks([]), {})
-    wire = stream.encode([{"type": "response.created", "sequence_number": 0}])
+    wire = stream.frame([{"type": "response.created", "sequence_number": 0}])
     assert wire == b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
     assert stream.done == b""
