@@ -6,7 +6,6 @@ OpenAI-shaped 400/404 for wrong input; platform-admin keys only; no engine secre
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -251,25 +250,6 @@ def test_delete_marks_deleting_and_the_controller_removes_it(admin: httpx.Client
         until(lambda d=d: _gone(admin, d["id"]), f"{d['id']} removed by the controller")
         assert d["id"] not in [x["id"] for x in admin.get("/admin/deployments").json()["data"]]
     _refused(admin.delete("/admin/deployments/dep-nope"), 404, None)
-
-
-def test_a_models_last_deployment_is_not_deleted_but_says_what_to_do(admin: httpx.Client, tiny_model: Path) -> None:
-    """The controller would make a deleted last deployment anew at once; the refusal names the two ways."""
-    r = admin.post("/admin/models", json={"id": "dep-last", "file": str(tiny_model)})
-    assert r.status_code == 201, r.text
-    try:
-
-        def made() -> str | None:
-            found = admin.get("/admin/deployments", params={"model": "dep-last"}).json()["data"]
-            return found[0]["id"] if found else None
-
-        only = until(made, "the controller's deployment of dep-last")
-        r = admin.delete(f"/admin/deployments/{only}")
-        message = _refused(r, 400, "deployment_id")
-        assert "last deployment" in message and "scale it to zero" in message and "yun models remove" in message
-        assert admin.get(f"/admin/deployments/{only}").json()["state"] != "deleting"
-    finally:
-        assert admin.delete("/admin/models/dep-last").status_code in (200, 204)
 
 
 def test_only_platform_admins(live_server: LiveServer, admin: httpx.Client, deployable: Deployable) -> None:

@@ -26,7 +26,7 @@ from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
 from yun.api.services import Services
 from yun.cluster.base import Resources
-from yun.errors import InvalidRequest, ModelNotFound, NotFound
+from yun.errors import InvalidRequest, NotFound
 from yun.store import DeploymentRecord, DeploymentRepository, ReplicaRecord
 
 __all__ = ["router"]
@@ -196,37 +196,15 @@ async def update_deployment(
     return _changed(services, await asyncio.to_thread(update))
 
 
-def _in_catalog(services: Services, model_id: str) -> bool:
-    try:
-        services.catalog.get(model_id)
-    except ModelNotFound:
-        return False
-    return True
-
-
 @router.delete("/deployments/{deployment_id}", status_code=202)
 async def delete_deployment(
     deployment_id: Identifier, _: AdminDep, services: ServicesDep, repo: DeploymentsDep
 ) -> DeploymentOut:
     """Mark a deployment for deletion (state `deleting`): the controller stops its replicas, then removes
     it, and `GET` answers 404 from then on. Only the controller removes it: it alone knows whether a
-    replica is being placed right now, which would otherwise outlive its deployment.
-
-    A model of the catalog keeps at least one deployment (the controller would make it a new one at
-    once): its last is refused with what to do instead (scale it to zero, or remove the model)."""
+    replica is being placed right now, which would otherwise outlive its deployment."""
 
     def mark() -> DeploymentOut:
-        found = repo.get(deployment_id)
-        if found is None:
-            raise NotFound(f"no deployment {deployment_id!r}")
-        others = [d for d in repo.list(model_id=found.model_id) if d.id != found.id and d.state != "deleting"]
-        if found.state != "deleting" and not others and _in_catalog(services, found.model_id):
-            raise InvalidRequest(
-                f"{deployment_id!r} is the last deployment of the model {found.model_id!r}: scale it to zero "
-                f"(yun deployments scale {deployment_id} 0) to stop serving it, or remove the model "
-                f"(yun models remove {found.model_id}) to delete both",
-                param="deployment_id",
-            )
         return _summary(repo, repo.mark_deleting(deployment_id))
 
     return _changed(services, await asyncio.to_thread(mark))
