@@ -280,8 +280,10 @@ class BillingService:
         input_usd: str | float,
         output_usd: str | float,
         cached_input_usd: str | float | None = None,
+        training_usd: str | float | None = None,
     ) -> PriceRecord:
-        """Add a price version (USD per 1M tokens). Requests already held keep the version they held at."""
+        """Add a price version (USD per 1M tokens). Requests already held keep the version they held at.
+        `training_usd` (per 1M trained tokens) left out keeps the current version's training price."""
         values = [nanodollars(input_usd), nanodollars(output_usd)]
         cached = values[0] if cached_input_usd is None else nanodollars(cached_input_usd)
         if min(*values, cached) < 0:
@@ -289,7 +291,12 @@ class BillingService:
         if cached > values[0]:
             # Holds assume cached input never costs more than input (see Estimate); keep that true.
             raise InvalidRequest("cached input cannot cost more than input", param="cached_input")
-        price = self.money.add_price(model_id, values[0], values[1], cached)
+        if training_usd is not None:
+            training: int | None = nanodollars(training_usd)
+        else:
+            current = self.money.prices().get(model_id)
+            training = None if current is None else current.training_per_mtok
+        price = self.money.add_price(model_id, values[0], values[1], cached, training)
         self.invalidate()
         return price
 

@@ -77,11 +77,17 @@ def prices_set(
     cached_input: Annotated[
         str | None, typer.Option("--cached-input", help="USD per 1M cached input tokens [default: the input price].")
     ] = None,
+    training: Annotated[
+        str | None,
+        typer.Option("--training", help="USD per 1M trained tokens (fine-tuning) [default: unchanged]."),
+    ] = None,
 ) -> None:
     """Add a price version; requests already running keep the version they started with."""
     body = {"input": input, "output": output}
     if cached_input is not None:
         body["cached_input"] = cached_input
+    if training is not None:
+        body["training"] = training
     with connect() as client:
         p = client.put(path("admin", "prices", model_id), body)
     say(f"{model_id}: price version {p['version']}")
@@ -101,9 +107,17 @@ def prices_list(
         print_json(found)
         return
     print_table(
-        ["model", "version", "input $/1M", "output $/1M", "cached $/1M", "since"],
+        ["model", "version", "input $/1M", "output $/1M", "cached $/1M", "training $/1M", "since"],
         (
-            [p["model"], p["version"], p["input"], p["output"], p["cached_input"], when(p["created_at"])]
+            [
+                p["model"],
+                p["version"],
+                p["input"],
+                p["output"],
+                p["cached_input"],
+                p["training"] or "-",
+                when(p["created_at"]),
+            ]
             for p in found["data"]
         ),
     )

@@ -27,6 +27,9 @@ __all__ = [
     "Base",
     "ComputePriceRow",
     "ComputeUsageRow",
+    "FineTuningCheckpointRow",
+    "FineTuningEventRow",
+    "FineTuningJobRow",
     "DeploymentRow",
     "FreeAllowanceRow",
     "FreeUsageRow",
@@ -121,6 +124,11 @@ class ModelRow(Base):
     replicas: Mapped[int] = mapped_column(Integer, default=1)
     card: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    owner_org: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """A fine-tuned model belongs to one organization (no other sees or calls it); None: everyone's."""
+    base_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    adapter: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """A LoRA adapter file served on `base_model`'s replicas (per-request selection)."""
 
 
 # -- money ---------------------------------------------------------------------------------------
@@ -140,6 +148,8 @@ class PriceRow(Base):
     output_per_mtok: Mapped[int] = mapped_column(BigInteger)
     cached_input_per_mtok: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    training_per_mtok: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Per 1M trained tokens (tokens of the training file x epochs); None: not for sale."""
 
 
 class BalanceRow(Base):
@@ -441,4 +451,70 @@ class ResponseRow(Base):
     model_id: Mapped[str] = mapped_column(String(200))
     input_items: Mapped[list[Any]] = mapped_column(JSON)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FineTuningJobRow(Base):
+    """A fine-tuning job of one organization (`/v1/fine_tuning/jobs`); every read names the organization."""
+
+    __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (
+        Index("ix_fine_tuning_jobs_org_created", "org_id", "created_at"),
+        Index("ix_fine_tuning_jobs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    key_id: Mapped[str] = mapped_column(String(40))
+    model_id: Mapped[str] = mapped_column(String(200))
+    training_file: Mapped[str] = mapped_column(String(80))
+    validation_file: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    training_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Tokens of the training file: x epochs is what the job holds for."""
+    trained_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Tokens the steps that completed trained on: what the job is billed for."""
+    price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hold_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    runner: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class FineTuningEventRow(Base):
+    __tablename__ = "fine_tuning_events"
+    __table_args__ = (Index("ix_fine_tuning_events_job_seq", "job_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"))
+    level: Mapped[str] = mapped_column(String(10))
+    type: Mapped[str] = mapped_column(String(10))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FineTuningCheckpointRow(Base):
+    __tablename__ = "fine_tuning_checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model: Mapped[str] = mapped_column(String(240))
+    adapter: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

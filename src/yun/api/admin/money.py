@@ -109,6 +109,7 @@ async def set_price(model_id: Identifier, body: PriceIn, _: AdminDep, services: 
         str(body.input),
         str(body.output),
         None if body.cached_input is None else str(body.cached_input),
+        None if body.training is None else str(body.training),
     )
     return _price_out(price)
 
@@ -151,6 +152,7 @@ def _price_out(p: Any) -> dict[str, Any]:
         "input": format_usd(p.input_per_mtok),
         "output": format_usd(p.output_per_mtok),
         "cached_input": format_usd(p.cached_input_per_mtok),
+        "training": None if p.training_per_mtok is None else format_usd(p.training_per_mtok),
         "unit": "USD per 1M tokens",
         "created_at": _utc(p.created_at).isoformat(),
     }

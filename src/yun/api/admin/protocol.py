@@ -103,6 +103,9 @@ class PriceIn(Strict):
     input: PriceUSD = Field(description="USD per 1M input tokens")
     output: PriceUSD = Field(description="USD per 1M output tokens")
     cached_input: PriceUSD | None = Field(default=None, description="USD per 1M cached input tokens")
+    training: PriceUSD | None = Field(
+        default=None, description="USD per 1M trained tokens (fine-tuning) [default: unchanged; none: free]"
+    )
 
 
 class ComputePriceIn(Strict):

@@ -10,12 +10,14 @@ One name per operation through every layer: `reserve` (take a hold), `record_pro
 """
 
 from yun.store.money.records import (
+    BACKGROUND_ENDPOINTS,
     COMPUTE_ENDPOINT,
     INT64_MAX,
     MAX_FREE_TOKENS,
     MAX_PRICE_PER_MTOK,
     POSTING_KINDS,
     ROLLUP_SUMS,
+    TRAINING_ENDPOINT,
     ComputeBill,
     HoldRecord,
     HoldRequest,
@@ -26,11 +28,13 @@ from yun.store.money.records import (
     StaleComputeBill,
     compute_holder,
     quota_message,
+    training_holder,
 )
 from yun.store.money.repository import MoneyRepository
 from yun.store.money.writer import MoneyWriter, money_writer
 
 __all__ = [
+    "BACKGROUND_ENDPOINTS",
     "COMPUTE_ENDPOINT",
     "INT64_MAX",
     "MAX_FREE_TOKENS",
@@ -47,7 +51,9 @@ __all__ = [
     "ProgressRecord",
     "SettleRecord",
     "StaleComputeBill",
+    "TRAINING_ENDPOINT",
     "compute_holder",
     "money_writer",
     "quota_message",
+    "training_holder",
 ]

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "BACKGROUND_ENDPOINTS",
     "COMPUTE_ENDPOINT",
     "INT64_MAX",
     "MAX_FREE_TOKENS",
@@ -25,8 +26,10 @@ __all__ = [
     "ProgressRecord",
     "SettleRecord",
     "StaleComputeBill",
+    "TRAINING_ENDPOINT",
     "compute_holder",
     "quota_message",
+    "training_holder",
 ]
 
 POSTING_KINDS = ("grant", "topup", "refund", "adjustment")
@@ -35,6 +38,20 @@ COMPUTE_ENDPOINT = "compute"
 """The endpoint of a dedicated deployment's compute holds and of the usage records that bill its
 replica-seconds. Those holds are the compute biller's (billing/compute.py), which settles them against
 metered intervals: gateway crash recovery never touches them."""
+
+
+TRAINING_ENDPOINT = "fine_tuning"
+"""The endpoint of a fine-tuning job's hold and of the usage record that bills its trained tokens. The
+job machinery settles it when the job ends (yun.jobs.fine_tuning): gateway crash recovery never touches
+it, so a job interrupted by a crash is resumed or failed, and billed once, by its own runner."""
+
+BACKGROUND_ENDPOINTS = (COMPUTE_ENDPOINT, TRAINING_ENDPOINT)
+"""Holds that belong to long-lived work, not to a gateway's request: crash recovery leaves them alone."""
+
+
+def training_holder(job_id: str) -> str:
+    """The owner written on a fine-tuning job's hold (`reservations.gateway_id`): the job."""
+    return f"job:{job_id}"
 
 
 def compute_holder(deployment_id: str) -> str:
@@ -194,6 +211,8 @@ class PriceRecord:
     output_per_mtok: int
     cached_input_per_mtok: int
     created_at: datetime
+    training_per_mtok: int | None = None
+    """Per 1M trained tokens (fine-tuning); None: not offered for money."""
 
 
 @dataclass(frozen=True)

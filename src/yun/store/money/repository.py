@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
 from yun.store.money.records import (
+    BACKGROUND_ENDPOINTS,
     COMPUTE_ENDPOINT,
     INT64_MAX,
     MAX_FREE_TOKENS,
@@ -76,14 +77,28 @@ class MoneyRepository:
         self._db = db
 
     # -- prices --------------------------------------------------------------------------------
-    def add_price(self, model_id: str, input_per_mtok: int, output_per_mtok: int, cached: int) -> PriceRecord:
-        """Append a new price version; earlier versions (and the charges that used them) are untouched."""
-        for param, value in (("input", input_per_mtok), ("output", output_per_mtok), ("cached_input", cached)):
-            if not 0 <= value <= MAX_PRICE_PER_MTOK:
+    def add_price(
+        self, model_id: str, input_per_mtok: int, output_per_mtok: int, cached: int, training: int | None = None
+    ) -> PriceRecord:
+        """Append a new price version; earlier versions (and the charges that used them) are untouched.
+        `training`: per 1M trained tokens (None: the model is not fine-tuned for money)."""
+        given = (
+            ("input", input_per_mtok),
+            ("output", output_per_mtok),
+            ("cached_input", cached),
+            ("training", training),
+        )
+        for param, value in given:
+            if value is not None and not 0 <= value <= MAX_PRICE_PER_MTOK:
                 raise InvalidRequest(f"{param} must be between 0 and $1,000,000 per 1M tokens", param=param)
-        values = {"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok, "cached_input_per_mtok": cached}
+        values = {
+            "input_per_mtok": input_per_mtok,
+            "output_per_mtok": output_per_mtok,
+            "cached_input_per_mtok": cached,
+            "training_per_mtok": training,
+        }
         version, created_at = add_version(self._db, _P, "model_id", model_id, values)
-        return PriceRecord(model_id, version, input_per_mtok, output_per_mtok, cached, created_at)
+        return PriceRecord(model_id, version, input_per_mtok, output_per_mtok, cached, created_at, training)
 
     def prices(self) -> dict[str, PriceRecord]:
         """The current (newest) price of every model."""
@@ -92,33 +107,17 @@ class MoneyRepository:
             rows = c.execute(
                 select(_P).join(newest, and_(_P.c.model_id == newest.c.model_id, _P.c.version == newest.c.v))
             )
-            return {
-                r.model_id: PriceRecord(
-                    r.model_id, r.version, r.input_per_mtok, r.output_per_mtok, r.cached_input_per_mtok, r.created_at
-                )
-                for r in rows
-            }
+            return {r.model_id: _price(r) for r in rows}
 
     def price_history(self, model_id: str) -> list[PriceRecord]:
         with self._db.reader.connect() as c:
             rows = c.execute(select(_P).where(_P.c.model_id == model_id).order_by(_P.c.version))
-            return [
-                PriceRecord(
-                    r.model_id, r.version, r.input_per_mtok, r.output_per_mtok, r.cached_input_per_mtok, r.created_at
-                )
-                for r in rows
-            ]
+            return [_price(r) for r in rows]
 
     def price(self, model_id: str, version: int) -> PriceRecord | None:
         with self._db.reader.connect() as c:
             r = c.execute(select(_P).where(_P.c.model_id == model_id, _P.c.version == version)).first()
-            return (
-                None
-                if r is None
-                else PriceRecord(
-                    r.model_id, r.version, r.input_per_mtok, r.output_per_mtok, r.cached_input_per_mtok, r.created_at
-                )
-            )
+            return None if r is None else _price(r)
 
     # -- free tier -----------------------------------------------------------------------------
     def set_free_allowance(self, org_id: str, model_id: str, monthly_tokens: int) -> None:
@@ -238,8 +237,9 @@ class MoneyRepository:
         """Unsettled holds whose owner is dead: its lease (`gateway_instances`) expired before `now`, or it
         has no lease row and the hold was taken before `orphaned_before`. With `exclusive_of`, the caller
         (that instance) holds the database alone, so every other owner is dead, whatever its lease says."""
-        # Compute holds are the compute biller's to settle, against metered intervals (billing/compute.py).
-        q = select(_R).where(_R.c.settled_at.is_(None), _R.c.endpoint != COMPUTE_ENDPOINT)
+        # Compute holds are the compute biller's to settle, against metered intervals (billing/compute.py);
+        # a fine-tuning job's, its runner's (yun.jobs.fine_tuning).
+        q = select(_R).where(_R.c.settled_at.is_(None), _R.c.endpoint.not_in(BACKGROUND_ENDPOINTS))
         if exclusive_of is not None:
             return self._holds(q.where(_R.c.gateway_id != exclusive_of))
         expired = select(_G.c.id).where(_G.c.expires_at < now)
@@ -390,3 +390,15 @@ def _rollup_sums(c: Connection, org_id: str, first_day: str, last_day: str, grou
         .order_by(key)
     )
     return [{group_by: r[0], **{k: int(v) for k, v in zip(ROLLUP_SUMS, r[1:], strict=True)}} for r in rows]
+
+
+def _price(r: Any) -> PriceRecord:
+    return PriceRecord(
+        r.model_id,
+        r.version,
+        r.input_per_mtok,
+        r.output_per_mtok,
+        r.cached_input_per_mtok,
+        r.created_at,
+        r.training_per_mtok,
+    )
