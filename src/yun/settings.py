@@ -20,6 +20,7 @@ __all__ = [
     "BillingSettings",
     "EngineSettings",
     "FilesSettings",
+    "JobsSettings",
     "ModelDefaults",
     "SecretsSettings",
     "ServerSettings",
@@ -159,6 +160,17 @@ class SecretsSettings(BaseModel):
 _MIB = 1024 * 1024
 
 
+class JobsSettings(BaseModel):
+    """Fine-tuning jobs: how many train at once on this controller's compute, and with how many threads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_running: int = Field(default=1, ge=1, le=64)
+    """Jobs training at once; the others wait in the queue (each takes `threads` CPUs while it runs)."""
+    threads: int = Field(default=2, ge=1, le=256)
+    """CPU threads of one trainer (torch's intra-op threads)."""
+
+
 class FilesSettings(BaseModel):
     """Uploaded files (`/v1/files`): where their bytes live and how much a tenant may keep."""
 
@@ -221,6 +233,7 @@ class Settings(BaseSettings):
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     url: str | None = None
     """The Yun server the `yun` CLI talks to (YUN_URL). Unset: the one `yun login` stored, else
     http://127.0.0.1:8000."""
@@ -281,6 +294,16 @@ class Settings(BaseSettings):
     @property
     def model_cache_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Each fine-tuning job's working directory (inputs, checkpoints, the trainer's log)."""
+        return self.data_dir / "jobs"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """Fine-tuned models' LoRA adapters, served on their base model's replicas."""
+        return self.data_dir / "adapters"
 
     @property
     def resolved_database_url(self) -> str:

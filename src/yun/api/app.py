@@ -20,6 +20,7 @@ from yun.api.openai.completions.router import router as completions_router
 from yun.api.openai.embeddings.router import router as embeddings_router
 from yun.api.openai.files.router import UPLOAD_ROUTE
 from yun.api.openai.files.router import router as files_router
+from yun.api.openai.fine_tuning.router import router as fine_tuning_router
 from yun.api.openai.models.router import router as models_router
 from yun.api.openai.responses_api.router import router as responses_router
 from yun.api.openai.responses_api.router import stored as stored_responses_router
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         responses_router,
         stored_responses_router,
         files_router,
+        fine_tuning_router,
         models_router,
         ops_router,
         organization_router,

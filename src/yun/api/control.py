@@ -152,7 +152,7 @@ def ensure_default_deployments(services: Services) -> None:
     have = {d.model_id for d in deployments}
     models = services.catalog.list()
     for m in models:
-        if m.url is None and m.path is not None and m.id not in have and m.replicas > 0:
+        if m.url is None and m.path is not None and m.base_model is None and m.id not in have and m.replicas > 0:
             n = m.replicas
             try:  # named after its model when the name makes a deployment id
                 d = services.deployments.create(m.id, deployment_id=m.id, min_replicas=n, max_replicas=n, replicas=n)

@@ -27,6 +27,7 @@ from yun.api.control import (
 from yun.api.services import Services
 from yun.cluster.controller import Controller
 from yun.cluster.load import LoadPublisher
+from yun.jobs.fine_tuning.runner import FineTuningRunner, RunnerConfig
 from yun.store.leadership import Leadership
 
 __all__ = ["lifespan", "spec_for", "sync_deployments"]
@@ -169,6 +170,18 @@ async def _take_over(services: Services, routes_changed: asyncio.Event) -> None:
         on_change=routes_changed.set,
         loads=services.loads,
     )
+    jobs = services.settings.jobs
+    services.job_runner = FineTuningRunner(
+        services.fine_tuning,
+        backend,
+        RunnerConfig(
+            work_dir=services.settings.jobs_dir,
+            adapters_dir=services.settings.adapters_dir,
+            max_running=jobs.max_running,
+            threads=jobs.threads,
+            owner=services.instance_id,
+        ),
+    )
     log.info("this process is the active controller (cluster backend: %s)", backend.name)
 
 
@@ -176,6 +189,7 @@ async def _step_down(services: Services) -> None:
     """Stop acting as the controller. Local replicas are this process's children and stop with it; Ray's
     keep running for the controller that takes over (it adopts them)."""
     controller, services.controller = services.controller, None
+    services.job_runner = None
     if controller is not None:
         await controller.close(stop_replicas=controller.backend.name == "local")
 
@@ -184,6 +198,7 @@ async def _stand_for_controller(services: Services, leadership: Leadership, rout
     """Run the controller while this process holds the controller lock; stand by (try again every
     second) while another does. A lost lock (the database connection died) stops it at once."""
     running: asyncio.Task[None] | None = None
+    training: asyncio.Task[None] | None = None
     try:
         while True:
             if services.controller is None and await asyncio.to_thread(leadership.try_acquire):
@@ -194,18 +209,22 @@ async def _stand_for_controller(services: Services, leadership: Leadership, rout
                     await asyncio.to_thread(leadership.release)
             elif services.controller is not None and not await asyncio.to_thread(leadership.check):
                 log.error("this process is no longer the active controller")
-                if running is not None:
-                    running.cancel()
-                running = None
+                for task in (running, training):
+                    if task is not None:
+                        task.cancel()
+                running = training = None
                 await _step_down(services)
             if services.controller is not None and running is None:
                 running = asyncio.create_task(services.controller.run(), name="yun-reconcile")
+            if services.job_runner is not None and training is None:
+                training = asyncio.create_task(services.job_runner.run_forever(), name="yun-fine-tuning")
             await asyncio.sleep(_STAND_BY_POLL_S)
     finally:
-        if running is not None:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+        for task in (running, training):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 from yun.billing import BillingService
 from yun.billing.compute import ComputeBilling
 from yun.billing.statements import Statement, monthly_statement
+from yun.billing.training import TrainingBilling
 from yun.catalog import Catalog
 from yun.cluster import Router
 from yun.cluster.base import Cluster
@@ -16,6 +17,8 @@ from yun.cluster.load import DatabaseLoadBoard, LoadBoard, RedisLoadBoard
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
 from yun.jobs.files import FileStore, file_store
+from yun.jobs.fine_tuning.runner import FineTuningRunner
+from yun.jobs.fine_tuning.service import FineTuningService
 from yun.metering.usage import UsageQueries
 from yun.settings import Settings
 from yun.store import (
@@ -31,6 +34,7 @@ from yun.store import (
 )
 from yun.store.deployments import DeploymentRepository
 from yun.store.files import FileRepository
+from yun.store.fine_tuning import FineTuningRepository
 from yun.store.loads import LoadRepository
 from yun.store.replicas import ReplicaRepository
 from yun.store.responses import ResponseRepository
@@ -71,6 +75,10 @@ class Services:
     compute: ComputeBilling
     """Meters every replica's seconds and bills dedicated deployments for theirs; run by the active
     controller's process (see the lifespan)."""
+    fine_tuning: FineTuningService
+    """Fine-tuning jobs: created (checked, held) by any gateway, trained by the active controller's runner."""
+    job_runner: FineTuningRunner | None = None
+    """Set by the lifespan while this process is the active controller: it trains the queued jobs."""
     backend: Cluster | None = None
     """Where the controller places replicas, when it was connected before the app started (`yun serve`)."""
     controller: Controller | None = None
@@ -78,6 +86,11 @@ class Services:
     exclusive: bool = False
     """True once `yun serve` holds the data-dir lock over an embedded (SQLite) database: no other gateway
     can be alive on it, so every hold not this process's own was left by a dead one."""
+
+    def poke_jobs(self) -> None:
+        """Wake this process's job runner (if it runs one) to act on a job just created or cancelled."""
+        if self.job_runner is not None:
+            self.job_runner.poke()
 
     def statements(self, org_id: str, year: int, month: int) -> Statement:
         return monthly_statement(self.billing.money, org_id, year, month)
@@ -121,13 +134,15 @@ def build_services(settings: Settings) -> Services:
     loads: LoadBoard = (
         RedisLoadBoard(settings.redis_url) if settings.redis_url else DatabaseLoadBoard(LoadRepository(db))
     )
+    catalog = Catalog(models, settings.model_cache_dir)
+    files, file_records = file_store(settings), FileRepository(db)
     return Services(
         settings=settings,
         db=db,
         orgs=OrganizationRepository(db),
         org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
         keys=KeyService(KeyRepository(db)),
-        catalog=Catalog(models, settings.model_cache_dir),
+        catalog=catalog,
         router=router,
         deployments=deployments,
         registry=ReplicaRepository(db, box),
@@ -146,9 +161,12 @@ def build_services(settings: Settings) -> Services:
         instances=InstanceRepository(db),
         instance_id=instance_id,
         responses=ResponseRepository(db),
-        files=file_store(settings),
-        file_records=FileRepository(db),
+        files=files,
+        file_records=file_records,
         compute=ComputeBilling(db, billing, deployments, interval_s=settings.billing.compute_interval_s),
+        fine_tuning=FineTuningService(
+            FineTuningRepository(db), catalog, files, file_records, TrainingBilling(billing), e.context_per_slot
+        ),
     )
 
 

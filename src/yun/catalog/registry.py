@@ -89,6 +89,35 @@ class Catalog:
             ModelRecord(id=model_id, kind=kind, source=source, path=str(path), replicas=replicas, card=card)
         )
 
+    def add_fine_tuned(
+        self, model_id: str, base: ModelRecord, adapter: Path, owner_org: str, job_id: str
+    ) -> ModelRecord:
+        """Register a fine-tuned model: `adapter` (a LoRA GGUF) served on `base`'s replicas, owned by one
+        organization. It has no deployment of its own (replicas 0). Registering it again is a no-op."""
+        _check_id(model_id)
+        existing = self._models.get(model_id)
+        if existing is not None:
+            return existing
+        card = {
+            **base.card,
+            "name": model_id,
+            "source": f"fine-tuned from {base.id} by job {job_id}",
+            "base_model": base.id,
+            "fine_tuning_job": job_id,
+        }
+        record = ModelRecord(
+            id=model_id,
+            kind="chat",
+            source="fine-tune",
+            path=base.path,
+            replicas=0,
+            card=card,
+            owner_org=owner_org,
+            base_model=base.id,
+            adapter=str(adapter),
+        )
+        return self._models.add(record)
+
     def add_hub(
         self, model_id: str, repo_id: str, filename: str, kind: ModelKind = "chat", context: int | None = None
     ) -> ModelRecord:

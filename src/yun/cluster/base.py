@@ -23,6 +23,8 @@ __all__ = [
     "ReplicaState",
     "ReplicaStatus",
     "Resources",
+    "TaskOrder",
+    "TaskStatus",
 ]
 
 ReplicaState = Literal["starting", "ready", "restarting", "failed", "stopped"]
@@ -108,6 +110,31 @@ class ClusterEvent:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class TaskOrder:
+    """One batch process (a fine-tuning run) a backend runs to its end with the resources asked for.
+
+    The process's working directory is `workdir`, which holds its inputs and where it writes its outputs
+    and its progress: on `local` a directory of this machine, on a cluster one every node sees (or the
+    task's inputs and outputs go through the FileStore)."""
+
+    task_id: str
+    command: tuple[str, ...]
+    workdir: str
+    resources: Resources = Resources()
+    env: tuple[tuple[str, str], ...] = ()
+    """Added to the process's environment (e.g. OMP_NUM_THREADS)."""
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    task_id: str
+    running: bool
+    exit_code: int | None = None
+    """Once it ended: 0 done, non-zero failed; negative: killed by that signal."""
+    node: str = ""
+
+
 class Cluster(Protocol):
     """A place to run replicas. Implementations: `yun.cluster.backends.LocalBackend` (processes on this
     machine) and `yun.cluster.backends.ray.RayBackend` (Ray actors on a Ray cluster)."""
@@ -138,6 +165,20 @@ class Cluster(Protocol):
 
     def events(self, since: float = 0.0) -> Sequence[ClusterEvent]:
         """Recent events, oldest first, after `since` (Unix time)."""
+        ...
+
+    async def start_task(self, order: TaskOrder) -> TaskStatus:
+        """Start a batch process; raises EngineUnavailable when it cannot (no such backend support, no
+        resources). Starting a task id that runs returns its status and starts nothing."""
+        ...
+
+    async def task(self, task_id: str) -> TaskStatus | None:
+        """A task's status, or None when this backend does not know it (never started here, or lost
+        with a controller that died: on `local` tasks die with their controller)."""
+        ...
+
+    async def stop_task(self, task_id: str, grace_s: float = 10.0) -> None:
+        """Ask a task to stop (SIGTERM), and kill it after `grace_s`. Unknown ids are ignored."""
         ...
 
     async def close(self, *, stop_replicas: bool) -> None:

@@ -45,6 +45,8 @@ class JobRecord:
     cancel_requested: bool = False
     attempts: int = 0
     runner: str | None = None
+    progress_offset: int = 0
+    """Bytes of the trainer's event log already recorded as events (a restarted runner goes on from here)."""
     compute_seconds: float = 0.0
     metadata: dict[str, Any] | None = None
     created_at: datetime | None = None

@@ -485,6 +485,8 @@ class FineTuningJobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     runner: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    progress_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    """How far into the trainer's event log the runner has recorded (so a restarted runner records none twice)."""
     compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

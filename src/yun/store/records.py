@@ -57,6 +57,12 @@ class ModelRecord:
     replicas: int = 1
     card: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+    owner_org: str | None = None
+    """A fine-tuned model belongs to one organization; None: every organization's."""
+    base_model: str | None = None
+    """A fine-tuned model: the model whose replicas serve it, with `adapter`."""
+    adapter: str | None = None
+    """A fine-tuned model's LoRA adapter file (GGUF), selected per request on the base model's replicas."""
 
 
 @dataclass(frozen=True)

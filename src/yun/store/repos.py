@@ -65,6 +65,9 @@ def _model(row: ModelRow, box: SecretBox) -> ModelRecord:
         replicas=row.replicas,
         card=dict(row.card or {}),
         created_at=_utc(row.created_at),
+        owner_org=row.owner_org,
+        base_model=row.base_model,
+        adapter=row.adapter,
     )
 
 

@@ -28,7 +28,7 @@ from yun.cluster.base import ReplicaOrder
 from yun.engines import OpenAIHTTPEngine
 from yun.errors import EngineUnavailable
 
-__all__ = ["EngineProcess", "engine_command", "free_port", "start_engine"]
+__all__ = ["EngineProcess", "die_with_parent", "engine_command", "free_port", "start_engine"]
 
 _PR_SET_PDEATHSIG = 1
 _TAIL_BYTES = 2000
@@ -83,7 +83,7 @@ def _environment(order: ReplicaOrder) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGKILL when the thread that forked us exits."""
     parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -112,7 +112,7 @@ class EngineProcess:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=_environment(order),
-                    preexec_fn=_die_with_parent,  # only prctl and getppid run in the child
+                    preexec_fn=die_with_parent,  # only prctl and getppid run in the child
                 )
             except OSError as exc:
                 raise EngineUnavailable(f"replica {order.replica_id}: cannot run {argv[0]!r}: {exc}") from exc

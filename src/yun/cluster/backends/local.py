@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from yun.cluster.backends.supervised import RestartPolicy, SupervisedReplica
+from yun.cluster.backends.tasks import LocalTasks
 from yun.cluster.base import ClusterEvent, ReplicaOrder, ReplicaStatus
 
 __all__ = ["LocalBackend"]
@@ -22,7 +23,7 @@ _HOST = "127.0.0.1"
 _EVENTS_KEPT = 1000
 
 
-class LocalBackend:
+class LocalBackend(LocalTasks):
     """Replicas as supervised child processes.
 
     - `log_dir`: one log file per replica (`<replica_id>.log`), appended to on every start.
@@ -38,6 +39,7 @@ class LocalBackend:
         *,
         policy: RestartPolicy | None = None,
     ) -> None:
+        super().__init__()
         self.log_dir = log_dir
         self.policy = policy or RestartPolicy()
         self._node = socket.gethostname()
@@ -77,6 +79,7 @@ class LocalBackend:
         """Stop every replica: they are this process's children, so they cannot outlive it anyway."""
         for replica_id in list(self._replicas):
             await self.stop(replica_id)
+        await super().close()
 
     def _record(self, replica_id: str, kind: str, message: str) -> None:
         self._events.append(ClusterEvent(at=time.time(), replica_id=replica_id, kind=kind, message=message))

@@ -29,7 +29,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from yun.cluster.backends.ray_actor import ReplicaActor
 from yun.cluster.backends.supervised import RestartPolicy
-from yun.cluster.base import ClusterEvent, ReplicaOrder, ReplicaStatus
+from yun.cluster.base import ClusterEvent, ReplicaOrder, ReplicaStatus, TaskOrder, TaskStatus
 from yun.errors import EngineUnavailable
 
 __all__ = ["ACTOR_PREFIX", "NAMESPACE", "RayBackend", "spread_node"]
@@ -290,6 +290,21 @@ class RayBackend:
         actor's event reaches this list only when the actor is next asked, so a caller that keeps a cursor
         (`since`) should keep it a few poll intervals behind and drop the events it has already seen."""
         return sorted((event for event in self._events if event.at > since), key=lambda event: event.at)
+
+    # Batch tasks (fine-tuning runs) on Ray are not built yet: a job placed here fails with this reason
+    # rather than running somewhere unmetered. Next: a Ray task with the job's resources, its inputs and
+    # outputs through the FileStore.
+    async def start_task(self, order: TaskOrder) -> TaskStatus:
+        raise EngineUnavailable(
+            f"task {order.task_id}: fine-tuning jobs do not run on the ray backend yet; run the controller "
+            "with --cluster local"
+        )
+
+    async def task(self, task_id: str) -> TaskStatus | None:
+        return None
+
+    async def stop_task(self, task_id: str, grace_s: float = 10.0) -> None:
+        return None
 
     async def close(self, *, stop_replicas: bool = False) -> None:
         if not self._connected:

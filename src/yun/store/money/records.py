@@ -93,6 +93,14 @@ def _usd(nanodollars: int) -> str:
 def quota_message(req: HoldRequest, needed: int, balance: int, held: int) -> str:
     """What a refused hold tells the tenant: what it needed, what was available, how to need less."""
     available = balance - held
+    in_flight = f", {_usd(held)} of it held by requests and jobs in flight" if held else ""
+    if req.endpoint == TRAINING_ENDPOINT:
+        return (
+            f"You exceeded your current quota: this fine-tuning job needs a hold of {_usd(needed)} "
+            f"({req.prompt_tokens:,} training tokens: the file's tokens x epochs), but the organization has "
+            f"{_usd(available)} available (balance {_usd(balance)}{in_flight}). Add credits, or train fewer "
+            "tokens: fewer epochs (n_epochs) or a smaller training file."
+        )
     tokens = (
         f" (its maximum cost: {req.prompt_tokens:,} prompt tokens + max_tokens {req.max_output_tokens:,})"
         if req.prompt_tokens or req.max_output_tokens

@@ -31,10 +31,12 @@ from yun.store.money.records import (
     MAX_PRICE_PER_MTOK,
     POSTING_KINDS,
     ROLLUP_SUMS,
+    TRAINING_ENDPOINT,
     HoldRecord,
     PeriodFigures,
     PriceRecord,
     compute_holder,
+    training_holder,
 )
 from yun.store.orm import (
     BalanceRow,
@@ -220,15 +222,22 @@ class MoneyRepository:
 
     def compute_holds(self) -> dict[str, list[HoldRecord]]:
         """Open compute holds by the deployment they are for (see `compute_holder`), oldest first."""
+        return self._holds_by_owner(COMPUTE_ENDPOINT, compute_holder(""))
+
+    def training_holds(self) -> dict[str, list[HoldRecord]]:
+        """Open fine-tuning holds by the job they are for (see `training_holder`)."""
+        return self._holds_by_owner(TRAINING_ENDPOINT, training_holder(""))
+
+    def _holds_by_owner(self, endpoint: str, prefix: str) -> dict[str, list[HoldRecord]]:
         q = (
             select(_R)
-            .where(_R.c.settled_at.is_(None), _R.c.endpoint == COMPUTE_ENDPOINT)
+            .where(_R.c.settled_at.is_(None), _R.c.endpoint == endpoint)
             .order_by(_R.c.created_at, _R.c.request_id)
         )
         found: dict[str, list[HoldRecord]] = {}
         with self._db.reader.connect() as c:
             for r in c.execute(q):
-                found.setdefault(r.gateway_id.removeprefix(compute_holder("")), []).append(_hold(r))
+                found.setdefault(r.gateway_id.removeprefix(prefix), []).append(_hold(r))
         return found
 
     def dead_holds(

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("runner", sa.String(length=120), nullable=True),
+        sa.Column("progress_offset", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("compute_seconds", sa.Float(), nullable=False, server_default="0"),
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,366 @@
+"""The fine-tuning runner: queued jobs become trainer processes placed through the `Cluster` seam, and
+what the trainer reports becomes the job's events, checkpoints, state, bill and model.
+
+It runs in the active controller's process (one per database), one pass per second or when poked:
+
+1. Open job holds whose job is over (or was never recorded) are settled: what a crash between a job's end
+   and its settlement left (exactly once: a settled hold is never settled again).
+2. Each running job: the trainer's new events (its `events.jsonl`, read from the offset recorded on the
+   job, so a restarted runner records none twice) become job events, checkpoints and trained tokens; a
+   cancel request stops the trainer (SIGTERM: it stops within a step); a trainer that ended is the job's
+   end (done: the fine-tuned model is registered, then the job succeeds; cancelled; error: failed), and one
+   that vanished (Yun was killed: local tasks die with their controller) is queued again to resume from
+   its last checkpoint, at most MAX_ATTEMPTS runs in all.
+3. Queued jobs start while fewer than `max_running` run (the rest wait: compute is busy).
+
+Every end settles the job's hold with the tokens its completed steps trained on (a cancelled or failed
+job pays for what ran) and records its compute-seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from yun.cluster.base import Cluster, Resources, TaskOrder
+from yun.errors import EngineUnavailable, NotFound, YunError
+from yun.jobs.fine_tuning import states
+from yun.jobs.fine_tuning.hyper import BASE_LEARNING_RATE
+from yun.jobs.fine_tuning.service import FineTuningService
+from yun.store.fine_tuning import JobRecord
+
+__all__ = ["FineTuningRunner", "RunnerConfig", "fine_tuned_name"]
+
+log = logging.getLogger("yun.jobs")
+
+
+def fine_tuned_name(job: JobRecord) -> str:
+    """OpenAI's form: `ft:<base>:<org>:<suffix>:<job id>` (an empty suffix stays empty)."""
+    return f"ft:{job.model_id}:{job.org_id}:{job.suffix or ''}:{job.id}"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    work_dir: Path
+    """One directory per job (inputs, spec, the trainer's events, checkpoints, log)."""
+    adapters_dir: Path
+    """Where a finished job's adapter is kept for serving."""
+    max_running: int = 1
+    threads: int = 2
+    interval_s: float = 1.0
+    owner: str = "runner"
+    """Who runs the jobs (this controller's instance id), written on each running job."""
+
+
+class FineTuningRunner:
+    def __init__(self, service: FineTuningService, cluster: Cluster, config: RunnerConfig) -> None:
+        self.service = service
+        self.jobs = service.jobs
+        self.cluster = cluster
+        self.config = config
+        self._wake = asyncio.Event()
+        self._stopping: set[str] = set()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # noqa: BLE001 - one bad pass must not stop the jobs of everyone else
+                log.exception("fine-tuning runner pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
+            self._wake.clear()
+
+    async def run_once(self) -> None:
+        await asyncio.to_thread(self._settle_leftovers)
+        running = await asyncio.to_thread(self.jobs.in_status, (states.RUNNING,))
+        for job in running:
+            await self._follow(job)
+        busy = len(await asyncio.to_thread(self.jobs.in_status, (states.RUNNING,)))
+        for job in await asyncio.to_thread(self.jobs.in_status, (states.QUEUED,)):
+            if job.cancel_requested:
+                await self.service.cancel(job.org_id, job.id)
+            elif busy < self.config.max_running:
+                await self._start(job)
+                busy += 1
+
+    # -- starting ------------------------------------------------------------------------------------
+    def _dir(self, job: JobRecord) -> Path:
+        return self.config.work_dir / job.id
+
+    async def _start(self, job: JobRecord) -> None:
+        moved = await asyncio.to_thread(
+            self.jobs.transition,
+            job.id,
+            states.RUNNING,
+            from_=states.may_move(states.RUNNING),
+            attempts=job.attempts + 1,
+            runner=self.config.owner,
+            started_at=job.started_at or _now(),
+        )
+        if moved is None:
+            return
+        workdir = self._dir(job)
+        try:
+            spec = await self._prepare(moved, workdir)
+            command = (sys.executable, "-m", "yun.jobs.training", "--spec", str(spec), "--events", "events.jsonl")
+            env = (("OMP_NUM_THREADS", str(self.config.threads)),)
+            order = TaskOrder(job.id, command, str(workdir), Resources(cpus=float(self.config.threads)), env)
+            await self.cluster.start_task(order)
+        except (EngineUnavailable, OSError, YunError) as exc:
+            await self._end(moved, states.FAILED, error=("trainer_unavailable", f"The trainer could not start: {exc}"))
+            return
+        what = "resumed from its last checkpoint" if moved.attempts > 1 else "started"
+        await asyncio.to_thread(self.jobs.add_event, job.id, f"Fine-tuning job {what}.")
+
+    async def _prepare(self, job: JobRecord, workdir: Path) -> Path:
+        """The trainer's inputs in its working directory: the files (fetched once) and its spec."""
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files = {"training_file": job.training_file, "validation_file": job.validation_file}
+        local: dict[str, str | None] = {}
+        for name, file_id in files.items():
+            if file_id is None:
+                local[name] = None
+                continue
+            target = workdir / f"{name}.jsonl"
+            if not target.exists():
+                await self._fetch(job.org_id, file_id, target)
+            local[name] = str(target)
+        base = await asyncio.to_thread(self.service.catalog.get, job.model_id)
+        hyper = job.hyperparameters
+        spec = {
+            "base_model": base.path,
+            "training_file": local["training_file"],
+            "validation_file": local["validation_file"],
+            "output_dir": str(workdir / "out"),
+            "n_epochs": hyper["n_epochs"],
+            "batch_size": hyper["batch_size"],
+            "learning_rate": BASE_LEARNING_RATE * float(hyper["learning_rate_multiplier"]),
+            "seed": job.seed,
+            "threads": self.config.threads,
+        }
+        path = workdir / "spec.json"
+        path.write_text(json.dumps(spec, indent=1))
+        return path
+
+    async def _fetch(self, org_id: str, file_id: str, target: Path) -> None:
+        found = await asyncio.to_thread(self.service.file_records.get, org_id, file_id)
+        if found is None:
+            raise YunError(f"file {file_id} is gone")
+        partial = target.with_suffix(".part")
+        with partial.open("wb") as out:
+            async for chunk in await self.service.files.open(found.storage_key):
+                out.write(chunk)
+        partial.replace(target)
+
+    # -- following --------------------------------------------------------------------------------------
+    async def _follow(self, job: JobRecord) -> None:
+        ended = await self._record_events(job)
+        job = await asyncio.to_thread(self.jobs.get_any, job.id)
+        if job.status != states.RUNNING:
+            return
+        if ended is not None:
+            await self._ended(job, ended)
+            return
+        status = await self.cluster.task(job.id)
+        if status is not None and status.running:
+            if job.cancel_requested and job.id not in self._stopping:
+                self._stopping.add(job.id)
+                asyncio.get_running_loop().create_task(self._stop(job.id), name=f"yun-stop-{job.id}")
+            return
+        if status is not None:  # it ended without saying how (killed): read what it wrote last
+            ended = await self._record_events(job)
+            if ended is not None:
+                await self._ended(await asyncio.to_thread(self.jobs.get_any, job.id), ended)
+                return
+        await self._vanished(job, None if status is None else status.exit_code)
+
+    async def _stop(self, job_id: str) -> None:
+        try:
+            await self.cluster.stop_task(job_id)
+        finally:
+            self._stopping.discard(job_id)
+            self.poke()
+
+    async def _vanished(self, job: JobRecord, exit_code: int | None) -> None:
+        how = "was lost (Yun restarted)" if exit_code is None else f"exited with code {exit_code}"
+        if job.cancel_requested:
+            await self._end(job, states.CANCELLED)
+        elif job.attempts < states.MAX_ATTEMPTS:
+            moved = await asyncio.to_thread(
+                self.jobs.transition, job.id, states.QUEUED, from_=(states.RUNNING,), runner=None
+            )
+            if moved is not None:
+                await asyncio.to_thread(
+                    self.jobs.add_event,
+                    job.id,
+                    f"The trainer {how}; the job resumes from its last checkpoint.",
+                    level="warn",
+                )
+        else:
+            message = f"The trainer {how} on its last of {states.MAX_ATTEMPTS} attempts."
+            await self._end(job, states.FAILED, error=("trainer_failed", message))
+
+    async def _record_events(self, job: JobRecord) -> dict[str, Any] | None:
+        """Record the trainer's events after the job's offset; returns its final event if one was read."""
+        path = self._dir(job) / "events.jsonl"
+        try:
+            with path.open("rb") as f:
+                f.seek(job.progress_offset)
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next pass
+        final = None
+        for line in data[:end].splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            final = await asyncio.to_thread(self._apply, job, event) or final
+        if end:
+            await asyncio.to_thread(self.jobs.update, job.id, progress_offset=job.progress_offset + end)
+        return final
+
+    def _apply(self, job: JobRecord, e: dict[str, Any]) -> dict[str, Any] | None:
+        kind = e.get("type")
+        if kind == "step":
+            loss = e.get("loss")
+            data = {"step": e.get("step"), "train_loss": loss, "total_steps": e.get("total_steps")}
+            self.jobs.add_event(job.id, f"Step {e.get('step')}: training loss={loss:.4f}", type="metrics", data=data)
+            self.jobs.update(job.id, trained_tokens=int(e.get("trained_tokens") or 0))
+        elif kind == "epoch":
+            valid = e.get("valid_loss")
+            text = f"Epoch {e.get('epoch')} done: training loss={e.get('train_loss'):.4f}"
+            if valid is not None:
+                text += f", validation loss={valid:.4f}"
+            self.jobs.add_event(
+                job.id, text, type="metrics", data={k: v for k, v in e.items() if k not in ("type", "at")}
+            )
+        elif kind == "checkpoint":
+            step = int(e.get("step") or 0)
+            metrics = {"step": step, "train_loss": e.get("train_loss"), "valid_loss": e.get("valid_loss")}
+            self.jobs.add_checkpoint(
+                job.id,
+                step=step,
+                epoch=int(e.get("epoch") or 0),
+                metrics=metrics,
+                model=f"{fine_tuned_name(job)}:ckpt-step-{step}",
+                adapter=str(e.get("adapter")),
+            )
+        elif kind == "started" and e.get("resumed_from") is not None:
+            self.jobs.add_event(job.id, f"Resumed from the checkpoint of epoch {e.get('resumed_from')}.")
+        elif kind in ("done", "cancelled", "error"):
+            return e
+        return None
+
+    # -- ending -----------------------------------------------------------------------------------------
+    async def _ended(self, job: JobRecord, final: dict[str, Any]) -> None:
+        kind = final["type"]
+        if kind == "done":
+            trained = int(final.get("trained_tokens") or job.trained_tokens)
+            await asyncio.to_thread(self.jobs.update, job.id, trained_tokens=trained)
+            try:
+                model = await asyncio.to_thread(self._register, job, Path(str(final["adapter"])))
+            except (YunError, OSError) as exc:
+                await self._end(job, states.FAILED, error=("model_registration_failed", str(exc)))
+                return
+            await self._end(await asyncio.to_thread(self.jobs.get_any, job.id), states.SUCCEEDED, model=model)
+        elif kind == "cancelled":
+            await self._end(job, states.CANCELLED)
+        else:
+            await self._end(job, states.FAILED, error=("training_failed", str(final.get("message", "training failed"))))
+
+    def _register(self, job: JobRecord, adapter: Path) -> str:
+        name = fine_tuned_name(job)
+        self.config.adapters_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kept = self.config.adapters_dir / f"{job.id}.gguf"
+        if not kept.exists():
+            shutil.copyfile(adapter, kept.with_suffix(".part"))
+            kept.with_suffix(".part").replace(kept)
+        catalog = self.service.catalog
+        base = catalog.get(job.model_id)
+        catalog.add_fine_tuned(name, base, kept, job.org_id, job.id)
+        price = self.service.billing.price(base.id)
+        if price is not None and self.service.billing.price(name) is None:
+            # Priced like its base until the operator sets its own price.
+            usd = [str(Decimal(n) / 10**9) for n in (price.input_per_mtok, price.output_per_mtok)]
+            cached = str(Decimal(price.cached_input_per_mtok) / 10**9)
+            self.service.billing.billing.set_price(name, usd[0], usd[1], cached)
+        return name
+
+    async def _end(
+        self, job: JobRecord, status: str, *, model: str | None = None, error: tuple[str, str] | None = None
+    ) -> None:
+        finished = _now()
+        started = job.started_at or finished
+        seconds = (finished - started).total_seconds()
+        changes: dict[str, Any] = {
+            "finished_at": finished,
+            "compute_seconds": seconds * self.config.threads,
+            "runner": None,
+        }
+        if model is not None:
+            changes["fine_tuned_model"] = model
+        if error is not None:
+            changes["error"] = {"code": error[0], "message": error[1], "param": None}
+        moved = await asyncio.to_thread(self.jobs.transition, job.id, status, from_=states.may_move(status), **changes)
+        if moved is None:
+            return
+        cost = await asyncio.to_thread(self._settle, moved, status, seconds)
+        text = {
+            states.SUCCEEDED: f"The job has successfully completed. New fine-tuned model: {model}.",
+            states.CANCELLED: "The job was cancelled.",
+            states.FAILED: f"The job failed: {error[1] if error else 'unknown error'}",
+        }[status]
+        await asyncio.to_thread(
+            self.jobs.add_event,
+            job.id,
+            f"{text} Trained {moved.trained_tokens:,} tokens, charged ${cost / 1e9:.6f}.",
+            level="error" if status == states.FAILED else "info",
+            data={"trained_tokens": moved.trained_tokens, "cost_nanodollars": cost},
+        )
+
+    def _settle(self, job: JobRecord, status: str, seconds: float) -> int:
+        hold = self.service.billing.hold_of(job.id)
+        if hold is None:
+            return 0
+        planned = job.training_tokens * int(job.hyperparameters.get("n_epochs", 1))
+        trained = min(job.trained_tokens, planned)
+        return self.service.billing.settle(hold, trained, _usage_status(status), seconds, f"job:{job.id}")
+
+    def _settle_leftovers(self) -> None:
+        """Holds of jobs that are over, or that were never recorded (a crash mid-create): settled with what
+        the job trained (nothing, for a job never recorded)."""
+        for job_id, holds in self.service.billing.billing.money.training_holds().items():
+            try:
+                job: JobRecord | None = self.jobs.get_any(job_id)
+            except NotFound:
+                job = None
+            if job is not None and job.status not in states.FINAL:
+                continue
+            for hold in holds:
+                if job is None:
+                    self.service.billing.settle(hold, 0, "error", 0.0, "recovery")
+                else:
+                    self._settle(job, job.status, 0.0)
+
+
+def _usage_status(status: str) -> str:
+    return {states.SUCCEEDED: "ok", states.CANCELLED: "cancelled", states.FAILED: "failed"}.get(status, status)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
