@@ -169,6 +169,9 @@ class JobsSettings(BaseModel):
     """Jobs training at once; the others wait in the queue (each takes `threads` CPUs while it runs)."""
     threads: int = Field(default=2, ge=1, le=256)
     """CPU threads of one trainer (torch's intra-op threads)."""
+    trainer_command: list[str] | None = None
+    """Replaces the trainer's command (tests, custom trainers): `{spec}` (its spec file) and `{events}`
+    (the event log it appends to) are substituted. Default: `python -m yun.jobs.training`."""
 
 
 class FilesSettings(BaseModel):

@@ -4,6 +4,7 @@ driven in-process through httpx's ASGI transport and the official `openai` clien
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from yun.settings import Settings
 from yun.tenancy import DEFAULT_ORG
 
 CONTEXT_PER_SLOT = 512
+FAKE_TRAINER = Path(__file__).parents[1] / "support" / "fake_trainer.py"
 
 
 @dataclass
@@ -41,6 +43,8 @@ async def yun(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, minilm
         defaults={"chat": False, "embedding": False},
         engine={"parallel": 2, "context_per_slot": CONTEXT_PER_SLOT, "health_interval_s": 0.3, "drain_s": 1.0},
         server={"max_body_bytes": 200_000},
+        # Fine-tuning jobs run the fake trainer here (seconds, no torch); the real one has its own tests.
+        jobs={"trainer_command": [sys.executable, str(FAKE_TRAINER), "--spec", "{spec}", "--events", "{events}"]},
     )
     services = build_services(settings)
     services.orgs.get_or_create(DEFAULT_ORG, "default")

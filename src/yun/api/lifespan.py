@@ -180,6 +180,7 @@ async def _take_over(services: Services, routes_changed: asyncio.Event) -> None:
             max_running=jobs.max_running,
             threads=jobs.threads,
             owner=services.instance_id,
+            command=None if jobs.trainer_command is None else tuple(jobs.trainer_command),
         ),
     )
     log.info("this process is the active controller (cluster backend: %s)", backend.name)

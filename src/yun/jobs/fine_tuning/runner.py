@@ -59,6 +59,14 @@ class RunnerConfig:
     interval_s: float = 1.0
     owner: str = "runner"
     """Who runs the jobs (this controller's instance id), written on each running job."""
+    command: tuple[str, ...] | None = None
+    """Replaces the trainer's command; `{spec}` and `{events}` are substituted (settings.jobs.trainer_command)."""
+
+    def trainer(self, spec: Path) -> tuple[str, ...]:
+        events = "events.jsonl"
+        if self.command is None:
+            return (sys.executable, "-m", "yun.jobs.training", "--spec", str(spec), "--events", events)
+        return tuple(a.replace("{spec}", str(spec)).replace("{events}", events) for a in self.command)
 
 
 class FineTuningRunner:
@@ -115,7 +123,7 @@ class FineTuningRunner:
         workdir = self._dir(job)
         try:
             spec = await self._prepare(moved, workdir)
-            command = (sys.executable, "-m", "yun.jobs.training", "--spec", str(spec), "--events", "events.jsonl")
+            command = self.config.trainer(spec)
             env = (("OMP_NUM_THREADS", str(self.config.threads)),)
             order = TaskOrder(job.id, command, str(workdir), Resources(cpus=float(self.config.threads)), env)
             await self.cluster.start_task(order)
@@ -316,10 +324,14 @@ class FineTuningRunner:
             changes["fine_tuned_model"] = model
         if error is not None:
             changes["error"] = {"code": error[0], "message": error[1], "param": None}
+        # Settled before the job shows as ended, so whoever sees it ended also sees its bill. (Only this
+        # runner ends a running job; a crash between the two runs the job again, and its hold, already
+        # settled, is not charged twice.)
+        job = await asyncio.to_thread(self.jobs.get_any, job.id)
+        cost = await asyncio.to_thread(self._settle, job, status, seconds)
         moved = await asyncio.to_thread(self.jobs.transition, job.id, status, from_=states.may_move(status), **changes)
         if moved is None:
             return
-        cost = await asyncio.to_thread(self._settle, moved, status, seconds)
         text = {
             states.SUCCEEDED: f"The job has successfully completed. New fine-tuned model: {model}.",
             states.CANCELLED: "The job was cancelled.",

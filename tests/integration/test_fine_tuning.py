@@ -1,0 +1,238 @@
+"""/v1/fine_tuning/jobs with the official client, on the shared server whose runner runs the fake trainer
+(tests/support/fake_trainer.py: the real event protocol, no torch): from upload to a registered fine-tuned
+model; bad files named by line; no credit; cancel; a failing and a vanished trainer; other tenants see
+nothing. Billing: trained tokens x the training price, held first, settled once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import openai
+import pytest
+
+from tests.integration.conftest import Harness
+from tests.integration.tenants import FREE, admin, client_for, new_org, org_get, set_price
+from tests.support.fake_trainer import TOKENS_PER_EXAMPLE
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T = TypeVar("T")
+# $1,000 per 1M trained tokens: one trained token costs $0.001 (1,000,000 nanodollars).
+TRAINING = {"input": "0", "output": "0", "training": "1000"}
+
+
+def example(i: int) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": f"What is {i}?"}, {"role": "assistant", "content": "PERIWINKLE"}]}
+
+
+def dataset(n: int = 12, bad: str | None = None, at: int = 2) -> bytes:
+    lines = [json.dumps(example(i)) for i in range(n)]
+    if bad is not None:
+        lines[at - 1] = bad
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def until(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0) -> T:
+    for _ in range(int(timeout / 0.1)):
+        found = await probe()
+        if found is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"waited {timeout:g}s in vain for {what}")
+
+
+async def finished(client: openai.AsyncOpenAI, job_id: str) -> Any:
+    async def probe() -> Any:
+        job = await client.fine_tuning.jobs.retrieve(job_id)
+        return job if job.status in ("succeeded", "failed", "cancelled") else None
+
+    return await until(probe, f"{job_id} to finish")
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def training_price(yun: Harness) -> Any:
+    await set_price(yun, "tiny", TRAINING)
+    yield
+    await set_price(yun, "tiny", FREE)
+
+
+async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Harness) -> None:
+    org, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(
+            model="tiny", training_file=f.id, suffix="periwinkle", seed=3, hyperparameters={"n_epochs": 2}
+        )
+        assert job.status == "queued" and job.model == "tiny" and job.training_file == f.id and job.seed == 3
+        assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
+        held = (await org_get(yun, key, "balance"))["held_nanodollars"]
+        assert held > 0  # the file's tokens x 2 epochs at $0.001 a token
+        done = await finished(client, job.id)
+        assert done.status == "succeeded", done.error
+        assert done.fine_tuned_model == f"ft:tiny:{org}:periwinkle:{job.id}"
+        assert done.trained_tokens == 12 * 2 * TOKENS_PER_EXAMPLE and done.finished_at is not None
+        events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        steps = [e for e in events if e.type == "metrics" and e.message.startswith("Step ")]
+        assert len(steps) == 6 and events[0].message.startswith("The job has successfully completed")
+        checkpoints = [c async for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
+        assert [c.step_number for c in checkpoints] == [6, 3]
+        assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
+        assert [j.id async for j in client.fine_tuning.jobs.list()] == [job.id]
+    records = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    assert len(records) == 1 and records[0]["prompt_tokens"] == 240 and records[0]["cost_nanodollars"] == 240 * 10**6
+    balance = await org_get(yun, key, "balance")
+    assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 10 * 10**9 - 240 * 10**6
+    model = (await yun.http.get(f"/admin/models/{done.fine_tuned_model}", headers=admin(yun))).json()
+    assert model["id"] == done.fine_tuned_model, model
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [("{not json", "line 2"), (json.dumps({"messages": [{"role": "user", "content": "x"}]}), "no assistant")],
+)
+async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad: str, problem: str) -> None:
+    _, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        # At upload the shape is checked; a file that passed (another purpose's) is checked again by the job.
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        batch = await client.files.create(
+            file=("b.jsonl", b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'),
+            purpose="batch",
+        )
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.fine_tuning.jobs.create(model="tiny", training_file=batch.id)
+        assert info.value.param == "training_file" and "purpose" in info.value.message
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.files.create(file=("bad.jsonl", dataset(12, bad)), purpose="fine-tune")
+        assert problem in info.value.message
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.fine_tuning.jobs.create(model="tiny", training_file="file-nope")
+        assert missing.value.param == "training_file"
+        with pytest.raises(openai.NotFoundError):
+            await client.fine_tuning.jobs.create(model="no-such-model", training_file=f.id)
+        with pytest.raises(openai.BadRequestError) as embedding:
+            await client.fine_tuning.jobs.create(model="minilm", training_file=f.id)
+        assert embedding.value.param == "model"
+        with pytest.raises(openai.BadRequestError) as method:
+            await client.fine_tuning.jobs.create(
+                model="tiny", training_file=f.id, method={"type": "dpo"}  # type: ignore[typeddict-item]
+            )
+        assert "method" in str(method.value.param)
+        assert [j async for j in client.fine_tuning.jobs.list()] == []
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_job_the_org_cannot_cover_is_refused_for_quota(yun: Harness) -> None:
+    _, key = await new_org(yun, "0.01")  # the hold is the file's ~30 tokens x 12 x 3 epochs at $0.001
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        with pytest.raises(openai.RateLimitError) as info:
+            await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+        assert info.value.code == "insufficient_quota" and "fine-tuning job needs a hold" in info.value.message
+        assert [j async for j in client.fine_tuning.jobs.list()] == []
+    balance = await org_get(yun, key, "balance")
+    assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 10**7
+
+
+async def test_a_cancelled_job_pays_for_the_steps_it_completed(yun: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_TRAINER_STEP_S", "0.4")
+    _, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+
+        async def stepped() -> bool | None:
+            events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+            return True if any(e.type == "metrics" for e in events) else None
+
+        await until(stepped, "a step")
+        await client.fine_tuning.jobs.cancel(job.id)
+        done = await finished(client, job.id)
+        assert done.status == "cancelled" and 0 < done.trained_tokens < 12 * 3 * TOKENS_PER_EXAMPLE
+    (record,) = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    assert record["prompt_tokens"] == done.trained_tokens and record["cost_nanodollars"] == done.trained_tokens * 10**6
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_queued_job_cancelled_costs_nothing(yun: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_TRAINER_STEP_S", "0.3")
+    _, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        first = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+        second = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)  # waits: one at a time
+        assert (await client.fine_tuning.jobs.retrieve(second.id)).status == "queued"
+        cancelled = await client.fine_tuning.jobs.cancel(second.id)
+        assert cancelled.status == "cancelled"
+        await client.fine_tuning.jobs.cancel(first.id)
+        await finished(client, first.id)
+    records = {r["request_id"]: r for r in (await org_get(yun, key, "usage/records"))["data"]}
+    never_ran = [r for r in records.values() if r["endpoint"] == "fine_tuning" and r["status"] == "cancelled"]
+    assert len(never_ran) == 2 and any(r["prompt_tokens"] == 0 for r in never_ran)
+    assert all(r["cost_nanodollars"] == r["prompt_tokens"] * 10**6 for r in never_ran)
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_failing_trainer_fails_the_job_and_bills_its_steps(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER_FAIL_AT_STEP", "3")
+    _, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+        done = await finished(client, job.id)
+    assert done.status == "failed" and done.error is not None and done.error.code == "training_failed"
+    assert "step 3" in done.error.message and done.trained_tokens == 2 * 4 * TOKENS_PER_EXAMPLE
+    (record,) = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    assert record["prompt_tokens"] == 80 and record["status"] == "failed"
+
+
+async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER_STEP_S", "0.2")
+    _, key = await new_org(yun, "10")
+    runner = yun.services.job_runner
+    assert runner is not None
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+
+        async def checkpointed() -> bool | None:
+            return True if [c async for c in client.fine_tuning.jobs.checkpoints.list(job.id)] else None
+
+        await until(checkpointed, "the first epoch's checkpoint")
+        status = await runner.cluster.task(job.id)
+        assert status is not None and status.running
+        os.kill(runner.cluster._running[job.id].pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        done = await finished(client, job.id)
+        events = [e.message async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert done.status == "succeeded" and done.trained_tokens == 12 * 3 * TOKENS_PER_EXAMPLE
+    assert any("resumes from its last checkpoint" in m for m in events)
+    assert any(m.startswith("Resumed from the checkpoint of epoch") for m in events)
+    records = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    assert len(records) == 1 and records[0]["prompt_tokens"] == 360
+
+
+async def test_another_org_sees_nothing_of_a_job(yun: Harness) -> None:
+    _, key = await new_org(yun, "10")
+    _, other = await new_org(yun, "10")
+    async with client_for(yun, key) as client, client_for(yun, other) as intruder:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id, hyperparameters={"n_epochs": 1})
+        for call in (
+            intruder.fine_tuning.jobs.retrieve(job.id),
+            intruder.fine_tuning.jobs.cancel(job.id),
+            intruder.fine_tuning.jobs.list_events(job.id),
+            intruder.fine_tuning.jobs.checkpoints.list(job.id),
+            intruder.fine_tuning.jobs.create(model="tiny", training_file=f.id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                await call
+        assert [j async for j in intruder.fine_tuning.jobs.list()] == []
+        assert (await finished(client, job.id)).status == "succeeded"
