@@ -119,7 +119,9 @@ async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad:
         assert embedding.value.param == "model"
         with pytest.raises(openai.BadRequestError) as method:
             await client.fine_tuning.jobs.create(
-                model="tiny", training_file=f.id, method={"type": "dpo"}  # type: ignore[typeddict-item]
+                model="tiny",
+                training_file=f.id,
+                method={"type": "dpo"},  # type: ignore[typeddict-item]
             )
         assert "method" in str(method.value.param)
         assert [j async for j in client.fine_tuning.jobs.list()] == []
