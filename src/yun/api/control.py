@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 from yun.api.services import Services
@@ -70,11 +71,13 @@ class DeploymentRecords:
 
     def __init__(self, services: Services) -> None:
         self._repo: DeploymentRepository = services.deployments
+        self._catalog = services.catalog
         self._engine = services.settings.engine
 
     def wanted(self) -> Sequence[Wanted]:
         e = self._engine
         out = []
+        adapters = fine_tune_adapters(self._catalog.list())
         for d in self._repo.list():
             engine: Literal["llamacpp", "vllm"] = "vllm" if d.engine == "vllm" else "llamacpp"
             parallel = d.parallel or e.parallel
@@ -90,6 +93,7 @@ class DeploymentRecords:
                         threads=d.threads or e.threads,
                         parallel=parallel,
                         context=d.context or e.context_per_slot,
+                        lora=adapters.get(d.model_id, ()) if engine == "llamacpp" else (),
                     ),
                     command=tuple(d.command) if d.command else None,
                     deleting=d.state == "deleting",
@@ -110,6 +114,15 @@ class DeploymentRecords:
 
     def remove(self, deployment_id: str) -> None:
         self._repo.delete(deployment_id)
+
+
+def fine_tune_adapters(models: Sequence[ModelRecord]) -> dict[str, tuple[str, ...]]:
+    """Per base model, the LoRA adapters of its fine-tunes, oldest first: what its replicas load."""
+    out: dict[str, list[str]] = {}
+    for m in models:
+        if m.base_model is not None and m.adapter is not None:
+            out.setdefault(m.base_model, []).append(m.adapter)
+    return {base: tuple(paths) for base, paths in out.items()}
 
 
 def _policy(d: DeploymentRecord, slots: int) -> Policy | None:
@@ -185,17 +198,42 @@ def routes(
             continue
         spec = spec_for(m, e.context_per_slot, d.context)
         slots = _EMBEDDING_SLOTS if spec.kind == "embedding" else (d.parallel or e.parallel)
+        route = Route(
+            d.id,
+            spec,
+            owner_org=d.owner_org,
+            entries=tuple(of.get(d.id, ())),
+            slots=slots,
+            llamacpp=d.engine != "vllm",
+            desired=d.desired_replicas,
+            wakes=bool(d.autoscale) or d.idle_timeout_s is not None,
+            failure=d.message.split("\n", 1)[0][:300],
+        )
+        out.append(route)
+        if route.llamacpp and spec.kind == "chat":
+            out += _fine_tune_routes(route, d, [f for f in models if f.base_model == m.id], e.context_per_slot)
+    return out
+
+
+def _fine_tune_routes(
+    base: Route, d: DeploymentRecord, fine_tunes: Sequence[ModelRecord], context_per_slot: int
+) -> list[Route]:
+    """A fine-tuned model is served by its base's deployment: on the replicas that loaded its adapter (a
+    replica started before the fine-tune was made has not; the controller is replacing it), for its
+    organization only, from the shared deployment or its own dedicated one."""
+    out = []
+    for f in fine_tunes:
+        if f.adapter is None or (d.owner_org is not None and d.owner_org != f.owner_org):
+            continue
+        entries = tuple(e for e in base.entries if f.adapter in e.adapters)
         out.append(
-            Route(
-                d.id,
-                spec,
-                owner_org=d.owner_org,
-                entries=tuple(of.get(d.id, ())),
-                slots=slots,
-                llamacpp=d.engine != "vllm",
-                desired=d.desired_replicas,
-                wakes=bool(d.autoscale) or d.idle_timeout_s is not None,
-                failure=d.message.split("\n", 1)[0][:300],
+            replace(
+                base,
+                deployment_id=f"{d.id}/{f.id}",
+                spec=spec_for(f, context_per_slot, d.context),
+                owner_org=f.owner_org,
+                entries=entries,
+                adapter=f.adapter,
             )
         )
     return out

@@ -165,7 +165,13 @@ def build_services(settings: Settings) -> Services:
         file_records=file_records,
         compute=ComputeBilling(db, billing, deployments, interval_s=settings.billing.compute_interval_s),
         fine_tuning=FineTuningService(
-            FineTuningRepository(db), catalog, files, file_records, TrainingBilling(billing), e.context_per_slot
+            FineTuningRepository(db),
+            catalog,
+            files,
+            file_records,
+            TrainingBilling(billing),
+            e.context_per_slot,
+            deployments,
         ),
     )
 

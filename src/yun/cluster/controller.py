@@ -395,7 +395,14 @@ class Controller:
             command=w.command,
         )
         await asyncio.to_thread(
-            self.registry.add, replica_id, w.id, w.generation, self.backend.name, w.resources.shape, secret
+            self.registry.add,
+            replica_id,
+            w.id,
+            w.generation,
+            self.backend.name,
+            w.resources.shape,
+            secret,
+            w.args.lora,
         )
         self._placing[replica_id] = asyncio.get_running_loop().create_task(
             self._placed(order), name=f"yun-place-{replica_id}"

@@ -300,6 +300,9 @@ class Route:
     failure: str = ""
     """Why it is not running, from its record (its replicas failed to start and the controller backs off;
     its owner has no credit for it); empty when nothing stops it."""
+    adapter: str | None = None
+    """A fine-tuned model on its base's replicas: the LoRA adapter file each request turns on (at its
+    position in what each replica loaded; every other adapter at scale 0)."""
 
 
 class Router:
@@ -402,7 +405,7 @@ class Router:
                 name = f"{route.deployment_id}/{entry.id}"
                 endpoint = Endpoint(
                     name,
-                    self._engine(name, entry, route.llamacpp),
+                    self._engine(name, entry, route.llamacpp, route.adapter),
                     route.slots,
                     replica_id=entry.id,
                     address=entry.endpoint,
@@ -426,12 +429,17 @@ class Router:
             # The start it waited for is off (it failed, or the deployment was scaled to zero by hand).
             pool.queue.fail_all(pool.unavailable())
 
-    def _engine(self, name: str, entry: RegistryEntry, llamacpp: bool) -> Engine:
+    def _engine(self, name: str, entry: RegistryEntry, llamacpp: bool, adapter: str | None = None) -> Engine:
         assert entry.endpoint is not None
+        lora = None
+        if adapter is not None:
+            on = entry.adapters.index(adapter)
+            lora = tuple((i, 1.0 if i == on else 0.0) for i in range(len(entry.adapters)))
         return OpenAIHTTPEngine(
             name,
             entry.endpoint,
             llamacpp=llamacpp,
+            lora=lora,
             api_key=entry.secret or None,
             timeout_s=self.request_timeout_s,
             max_connections=_LOCAL_CONNECTIONS,  # the rest wait in the gateway, below the engine's HTTP threads

@@ -206,8 +206,12 @@ class OpenAIHTTPEngine:
         timeout_s: float = 600.0,
         max_connections: int = 256,
         keep_alive: bool = True,
+        lora: tuple[tuple[int, float], ...] | None = None,
     ) -> None:
         self.name = name
+        # A fine-tuned model on its base's llama.cpp replica: every request sets each adapter's scale
+        # (llama.cpp's `lora`; one not listed would keep its default, and an empty list means defaults).
+        self._lora = None if lora is None else [{"id": i, "scale": s} for i, s in lora]
         self._keep_alive = keep_alive
         self._llamacpp = llamacpp
         # Both forms an operator may give work: `http://host:port` and `http://host:port/v1` (as the
@@ -260,6 +264,8 @@ class OpenAIHTTPEngine:
     def _adapt(self, body: JSON, stream: bool = False) -> JSON:
         if not self._llamacpp:
             return body
+        if self._lora is not None:
+            body = {**body, "lora": self._lora}
         if body.get("tools"):
             # llama.cpp's own tool-call parser drops characters of Qwen2.5's calls; the gateway parses them.
             # Without it llama.cpp does not force a call for tool_choice "required"/named: a schema does.

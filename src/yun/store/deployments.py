@@ -306,6 +306,22 @@ class DeploymentRepository:
             row.updated_at = datetime.now(UTC)
             return _record(row)
 
+    def roll(self, model_id: str) -> Sequence[str]:
+        """A new generation for every llama.cpp deployment of `model_id` (its fine-tunes' adapters changed):
+        the controller replaces their replicas, new ready before old drained. Returns the ids rolled."""
+        with self._db.session() as s, s.begin():
+            rows = s.scalars(
+                select(DeploymentRow).where(
+                    DeploymentRow.model_id == model_id,
+                    DeploymentRow.engine != "vllm",
+                    DeploymentRow.state != "deleting",
+                )
+            ).all()
+            for row in rows:
+                row.generation += 1
+                row.updated_at = datetime.now(UTC)
+            return [row.id for row in rows]
+
     def set_message(self, deployment_id: str, message: str) -> bool:
         """Say why a deployment is not running as asked (the controller's words; "" when it is). False if
         the deployment is gone."""

@@ -358,6 +358,8 @@ class ReplicaRow(Base):
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    adapters: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """LoRA adapter files its engine loaded, in order (llama.cpp's adapter ids 0, 1, ...)."""
 
 
 class ComputeUsageRow(Base):

@@ -45,6 +45,8 @@ class RegistryEntry:
     stopped_at: datetime | None
     updated_at: datetime
     secret: str = field(repr=False, default="")
+    adapters: tuple[str, ...] = ()
+    """LoRA adapter files its engine loaded, in order: a fine-tuned model's id on it is its position."""
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -74,10 +76,18 @@ class ReplicaRepository:
             stopped_at=_aware(row.stopped_at),
             updated_at=cast(datetime, _aware(row.updated_at)),
             secret=self._box.open(row.secret) or "",
+            adapters=tuple(row.adapters or ()),
         )
 
     def add(
-        self, replica_id: str, deployment_id: str, generation: int, backend: str, shape: str, secret: str
+        self,
+        replica_id: str,
+        deployment_id: str,
+        generation: int,
+        backend: str,
+        shape: str,
+        secret: str,
+        adapters: tuple[str, ...] = (),
     ) -> RegistryEntry:
         """Record a replica about to be placed (state `starting`): written before the backend is asked,
         so a controller that dies meanwhile leaves a row its successor finds and reconciles."""
@@ -100,6 +110,7 @@ class ReplicaRepository:
                     ready_at=None,
                     stopped_at=None,
                     updated_at=now,
+                    adapters=list(adapters),
                 )
             )
         entry = self.get(replica_id)

@@ -301,6 +301,7 @@ class FineTuningRunner:
         catalog = self.service.catalog
         base = catalog.get(job.model_id)
         catalog.add_fine_tuned(name, base, kept, job.org_id, job.id)
+        self.service.deployments.roll(base.id)  # its replicas are replaced by ones that load the adapter
         price = self.service.billing.price(base.id)
         if price is not None and self.service.billing.price(name) is None:
             # Priced like its base until the operator sets its own price.

@@ -30,6 +30,7 @@ from yun.jobs.files.validate import FineTuneCheck, FineTuneReport
 from yun.jobs.fine_tuning import states
 from yun.jobs.fine_tuning.hyper import Auto, resolve
 from yun.store import ModelRecord
+from yun.store.deployments import DeploymentRepository
 from yun.store.files import FileRepository
 from yun.store.fine_tuning import FineTuningRepository, JobRecord
 
@@ -60,6 +61,7 @@ class FineTuningService:
         file_records: FileRepository,
         billing: TrainingBilling,
         context_per_slot: int,
+        deployments: DeploymentRepository,
     ) -> None:
         self.jobs = jobs
         self.catalog = catalog
@@ -67,6 +69,7 @@ class FineTuningService:
         self.file_records = file_records
         self.billing = billing
         self.context_per_slot = context_per_slot
+        self.deployments = deployments
         self._counters: dict[str, PromptCounter | None] = {}
 
     # -- create ------------------------------------------------------------------------------------
@@ -157,6 +160,14 @@ class FineTuningService:
             f"{report.tokens * epochs:,} training tokens held for {epochs} epoch(s). Moving job to queued state.",
             data={"examples": report.examples, "tokens_per_epoch": report.tokens, "n_epochs": epochs},
         )
+
+    # -- the models jobs make ---------------------------------------------------------------------
+    def remove_model(self, m: ModelRecord) -> None:
+        """Delete a fine-tuned model: gone from the catalog at once (no longer listed or routed), and its
+        base's replicas are replaced by ones that do not load its adapter (blocking: off the loop)."""
+        self.catalog.remove(m.id)
+        if m.base_model is not None:
+            self.deployments.roll(m.base_model)
 
     # -- cancel ------------------------------------------------------------------------------------
     async def cancel(self, org_id: str, job_id: str) -> JobRecord:

@@ -19,11 +19,12 @@ from yun.api.services import Services
 from yun.catalog import served_card
 from yun.catalog.registry import EXTERNAL_SOURCE
 from yun.engines import redact_url
-from yun.errors import ModelNotFound
+from yun.errors import ModelNotFound, PermissionDenied
 from yun.store import ModelRecord
 from yun.tenancy import Principal
+from yun.tenancy.orgs import MANAGE_ROLES, require_role
 
-router = APIRouter(tags=["models"], responses=error_responses(400, 401, 404))
+router = APIRouter(tags=["models"], responses=error_responses(400, 401, 403, 404))
 
 _PRIVATE_CARD_FIELDS = {"file_size"}
 
@@ -38,8 +39,20 @@ def _status(services: Services, model_id: str, org_id: str) -> str:
     return deployment.replicas[0].state if deployment.replicas else "no replicas"
 
 
-def _may_use(principal: Principal, model_id: str) -> bool:
-    return principal.allowed_models is None or model_id in principal.allowed_models
+def _may_use(principal: Principal, m: ModelRecord) -> bool:
+    """The key may use it, and it is everyone's or its organization's own (a fine-tuned model)."""
+    mine = m.owner_org is None or m.owner_org == principal.org_id
+    return mine and (principal.allowed_models is None or m.id in principal.allowed_models)
+
+
+async def _visible(services: Services, principal: Principal, model_id: str) -> ModelRecord:
+    try:
+        m = await asyncio.to_thread(services.catalog.get, model_id)
+    except ModelNotFound:
+        m = None
+    if m is None or not _may_use(principal, m):
+        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+    return m
 
 
 def public_model(services: Services, m: ModelRecord, principal: Principal) -> dict[str, Any]:
@@ -52,7 +65,7 @@ def public_model(services: Services, m: ModelRecord, principal: Principal) -> di
         "id": m.id,
         "object": "model",
         "created": int(m.created_at.timestamp()) if m.created_at else 0,
-        "owned_by": "yun",
+        "owned_by": m.owner_org or "yun",
         "kind": m.kind,
         "status": _status(services, m.id, principal.org_id),
         "card": card,
@@ -64,12 +77,21 @@ def public_model(services: Services, m: ModelRecord, principal: Principal) -> di
 
 @router.get("/v1/models")
 async def list_models(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    models = [m for m in await asyncio.to_thread(services.catalog.list) if _may_use(principal, m.id)]
+    models = [m for m in await asyncio.to_thread(services.catalog.list) if _may_use(principal, m)]
     return {"object": "list", "data": [public_model(services, m, principal) for m in models]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    if not _may_use(principal, model_id):
-        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
-    return public_model(services, await asyncio.to_thread(services.catalog.get, model_id), principal)
+    return public_model(services, await _visible(services, principal, model_id), principal)
+
+
+@router.delete("/v1/models/{model_id:path}")
+async def delete_model(model_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    """Deletes a fine-tuned model of the caller's organization (its base's replicas stop loading it)."""
+    m = await _visible(services, principal, model_id)
+    if m.base_model is None:
+        raise PermissionDenied(f"The model '{model_id}' is not a fine-tuned model of your organization.")
+    require_role(principal, MANAGE_ROLES, "delete fine-tuned models")
+    await asyncio.to_thread(services.fine_tuning.remove_model, m)
+    return {"id": model_id, "object": "model", "deleted": True}

@@ -7,6 +7,7 @@
   `fine_tuning_checkpoints` (one per epoch), read back newest first.
 - `prices.training_per_mtok`: a model's training price per 1M trained tokens, versioned with its token
   prices (null: the model cannot be fine-tuned for money until one is set).
+- `replicas.adapters`: the LoRA adapters a replica's engine loaded, in its order (llama.cpp's ids);
 - `models.owner_org` (a fine-tuned model belongs to one organization; null: everyone's), `base_model` and
   `adapter` (a LoRA adapter served on the base model's replicas).
 
@@ -83,6 +84,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("prices") as t:
         t.add_column(sa.Column("training_per_mtok", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("replicas") as t:
+        t.add_column(sa.Column("adapters", sa.JSON(), nullable=True))
     with op.batch_alter_table("models") as t:
         t.add_column(sa.Column("owner_org", sa.String(length=40), nullable=True))
         t.add_column(sa.Column("base_model", sa.String(length=200), nullable=True))
@@ -94,6 +97,8 @@ def downgrade() -> None:
         t.drop_column("adapter")
         t.drop_column("base_model")
         t.drop_column("owner_org")
+    with op.batch_alter_table("replicas") as t:
+        t.drop_column("adapters")
     with op.batch_alter_table("prices") as t:
         t.drop_column("training_per_mtok")
     op.drop_table("fine_tuning_checkpoints")
