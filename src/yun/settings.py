@@ -10,7 +10,7 @@ import importlib.util
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -169,6 +169,9 @@ class JobsSettings(BaseModel):
     """Jobs training at once; the others wait in the queue (each takes `threads` CPUs while it runs)."""
     threads: int = Field(default=2, ge=1, le=256)
     """CPU threads of one trainer (torch's intra-op threads)."""
+    trainer_options: dict[str, Any] = Field(default_factory=dict)
+    """Recipe settings every job's trainer gets on top of the job's own (yun/jobs/training/spec.py), e.g.
+    `{"lora_r": 16, "target_modules": ["q_proj", "v_proj"], "max_seq_length": 2048}`."""
     trainer_command: list[str] | None = None
     """Replaces the trainer's command (tests, custom trainers): `{spec}` (its spec file) and `{events}`
     (the event log it appends to) are substituted. Default: `python -m yun.jobs.training`."""

@@ -181,6 +181,7 @@ async def _take_over(services: Services, routes_changed: asyncio.Event) -> None:
             threads=jobs.threads,
             owner=services.instance_id,
             command=None if jobs.trainer_command is None else tuple(jobs.trainer_command),
+            options=tuple(jobs.trainer_options.items()),
         ),
     )
     log.info("this process is the active controller (cluster backend: %s)", backend.name)

@@ -18,6 +18,7 @@ from yun.cli.billing import register as register_billing
 from yun.cli.database import register as register_database
 from yun.cli.deployments import deployments_app
 from yun.cli.files import files_app
+from yun.cli.jobs import jobs_app
 from yun.cli.keys import keys_app
 from yun.cli.models import models_app
 from yun.cli.orgs import members_app, orgs_app, users_app
@@ -60,6 +61,7 @@ app.add_typer(members_app, name="members")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(files_app, name="files")
+app.add_typer(jobs_app, name="jobs")
 register_billing(app)
 
 

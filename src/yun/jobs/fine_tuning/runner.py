@@ -61,6 +61,8 @@ class RunnerConfig:
     """Who runs the jobs (this controller's instance id), written on each running job."""
     command: tuple[str, ...] | None = None
     """Replaces the trainer's command; `{spec}` and `{events}` are substituted (settings.jobs.trainer_command)."""
+    options: tuple[tuple[str, Any], ...] = ()
+    """Recipe settings added to every spec (settings.jobs.trainer_options)."""
 
     def trainer(self, spec: Path) -> tuple[str, ...]:
         events = "events.jsonl"
@@ -158,6 +160,7 @@ class FineTuningRunner:
             "learning_rate": BASE_LEARNING_RATE * float(hyper["learning_rate_multiplier"]),
             "seed": job.seed,
             "threads": self.config.threads,
+            **dict(self.config.options),
         }
         path = workdir / "spec.json"
         path.write_text(json.dumps(spec, indent=1))
