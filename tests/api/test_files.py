@@ -18,6 +18,9 @@ import pytest
 import pytest_asyncio
 
 from tests.api.conftest import Api, api_settings, running_api, served
+from tests.support.s3 import S3_CREDENTIALS, moto_s3, new_bucket
+from yun.jobs.files.s3 import S3FileStore
+from yun.settings import FilesSettings
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -329,3 +332,63 @@ async def test_uploads_have_their_limit_and_inference_keeps_8_mib(database_url: 
             )
         assert refused.value.status_code == 413
         assert "limit of 8388608 bytes" in refused.value.body["message"]  # type: ignore[index]
+
+
+async def test_files_in_an_s3_bucket(tmp_path: Path) -> None:
+    """`files.backend = "s3"`: the same API, the bytes in the bucket (moto's S3 server), nothing left on
+    a refusal or a delete."""
+    with moto_s3() as endpoint:
+        bucket = new_bucket(endpoint)
+        s3 = {
+            "backend": "s3",
+            "s3_endpoint_url": endpoint,
+            "s3_bucket": bucket,
+            "s3_region": S3_CREDENTIALS["region"],
+            "s3_access_key_id": S3_CREDENTIALS["access_key_id"],
+            "s3_secret_access_key": S3_CREDENTIALS["secret_access_key"],
+            "max_file_bytes": FILE_LIMIT,
+        }
+        settings = api_settings(tmp_path / "data")
+        settings = settings.model_copy(update={"files": FilesSettings.model_validate(s3)})
+        async with running_api(settings) as api, served(api.app) as url:
+            _, key = await api.new_org()
+            client = openai.AsyncOpenAI(api_key=key, base_url=f"{url}/v1", max_retries=0)
+            store = api.services.files
+            assert isinstance(store, S3FileStore) and store.bucket == bucket
+            train = training_file()
+            stored = await client.files.create(file=("t.jsonl", train), purpose="fine-tune")
+            assert (await client.files.content(stored.id)).read() == train
+            with pytest.raises(openai.APIStatusError) as refused:
+                await client.files.create(file=("big.jsonl", training_file(2000)), purpose="fine-tune")
+            assert refused.value.status_code == 413
+            with pytest.raises(openai.BadRequestError):
+                await client.files.create(file=("t.jsonl", training_file(3)), purpose="fine-tune")
+            listed = store._s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+            assert [o["Key"].rsplit("/", 1)[-1] for o in listed] == [stored.id]
+            assert store._s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+            await client.files.delete(stored.id)
+            assert store._s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+            await client.close()
+
+
+async def test_nul_characters_are_refused(live: Live) -> None:
+    headers = {"Authorization": f"Bearer {live.key}"}
+    async with httpx.AsyncClient(base_url=live.url, headers=headers) as http:
+        for path, params, param in [
+            ("/v1/files", {"after": "a\x00b"}, "after"),
+            ("/v1/files", {"purpose": "a\x00b"}, "purpose"),
+            ("/v1/files/a%00b", None, "file_id"),
+            ("/v1/files/a%00b/content", None, "file_id"),
+        ]:
+            r = await http.get(path, params=params)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        r = await http.delete("/v1/files/a%00b")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "file_id", r.text
+        body = (
+            _multipart_head().replace(b'filename="t.jsonl"', b'filename="a\x00b.jsonl"')
+            + training_file()
+            + b"\r\n--XyZ--\r\n"
+        )
+        r = await http.post("/v1/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=XyZ"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "file", r.text
+    assert live.stored() == []

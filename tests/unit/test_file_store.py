@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.net import free_port
+from tests.support.s3 import S3_CREDENTIALS, moto_s3, new_bucket
 from yun.errors import InvalidRequest, NotFound
 from yun.jobs.files import FileStore, LocalFileStore
 from yun.jobs.files.s3 import PART_BYTES, S3FileStore
@@ -23,24 +22,12 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 def s3_store(endpoint: str) -> S3FileStore:
-    bucket = f"files-{uuid.uuid4().hex[:12]}"
-    store = S3FileStore(
-        bucket, endpoint_url=endpoint, region="us-east-1", access_key_id="test", secret_access_key="test"
-    )
-    store._s3.create_bucket(Bucket=bucket)
-    return store
+    return S3FileStore(new_bucket(endpoint), endpoint_url=endpoint, **S3_CREDENTIALS)
 
 
 @pytest.fixture(params=["local", "s3"])
