@@ -195,6 +195,15 @@ async def test_the_purpose_may_come_after_the_file(live: Live) -> None:
             )
         assert r.status_code == status, r.text
     assert len(live.stored()) == 1
+    async with httpx.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}) as http:
+        no_purpose = await http.post("/v1/files", files={"file": ("t.jsonl", train)})
+        assert no_purpose.status_code == 400 and no_purpose.json()["error"]["param"] == "purpose"
+        assert "Missing 'purpose'" in no_purpose.json()["error"]["message"]
+        no_file = await http.post("/v1/files", files={"other": ("t.jsonl", train)}, data={"purpose": "batch"})
+        assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+        not_multipart = await http.post("/v1/files", json={"purpose": "batch"})
+        assert not_multipart.status_code == 400 and "multipart/form-data" in not_multipart.json()["error"]["message"]
+    assert len(live.stored()) == 1
 
 
 BAD_LINES = [
