@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ import pytest
 import pytest_asyncio
 
 from tests.api.conftest import Api, api_settings, running_api, served
+from tests.support.s3 import S3_CREDENTIALS, moto_s3, new_bucket
+from yun.jobs.files.s3 import S3FileStore
+from yun.settings import FilesSettings
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -192,6 +196,15 @@ async def test_the_purpose_may_come_after_the_file(live: Live) -> None:
             )
         assert r.status_code == status, r.text
     assert len(live.stored()) == 1
+    async with httpx.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}) as http:
+        no_purpose = await http.post("/v1/files", files={"file": ("t.jsonl", train)})
+        assert no_purpose.status_code == 400 and no_purpose.json()["error"]["param"] == "purpose"
+        assert "Missing 'purpose'" in no_purpose.json()["error"]["message"]
+        no_file = await http.post("/v1/files", files={"other": ("t.jsonl", train)}, data={"purpose": "batch"})
+        assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+        not_multipart = await http.post("/v1/files", json={"purpose": "batch"})
+        assert not_multipart.status_code == 400 and "multipart/form-data" in not_multipart.json()["error"]["message"]
+    assert len(live.stored()) == 1
 
 
 BAD_LINES = [
@@ -329,3 +342,96 @@ async def test_uploads_have_their_limit_and_inference_keeps_8_mib(database_url: 
             )
         assert refused.value.status_code == 413
         assert "limit of 8388608 bytes" in refused.value.body["message"]  # type: ignore[index]
+
+
+async def test_files_in_an_s3_bucket(tmp_path: Path) -> None:
+    """`files.backend = "s3"`: the same API, the bytes in the bucket (moto's S3 server), nothing left on
+    a refusal or a delete."""
+    with moto_s3() as endpoint:
+        bucket = new_bucket(endpoint)
+        s3 = {
+            "backend": "s3",
+            "s3_endpoint_url": endpoint,
+            "s3_bucket": bucket,
+            "s3_region": S3_CREDENTIALS["region"],
+            "s3_access_key_id": S3_CREDENTIALS["access_key_id"],
+            "s3_secret_access_key": S3_CREDENTIALS["secret_access_key"],
+            "max_file_bytes": FILE_LIMIT,
+        }
+        settings = api_settings(tmp_path / "data")
+        settings = settings.model_copy(update={"files": FilesSettings.model_validate(s3)})
+        async with running_api(settings) as api, served(api.app) as url:
+            _, key = await api.new_org()
+            client = openai.AsyncOpenAI(api_key=key, base_url=f"{url}/v1", max_retries=0)
+            store = api.services.files
+            assert isinstance(store, S3FileStore) and store.bucket == bucket
+            train = training_file()
+            stored = await client.files.create(file=("t.jsonl", train), purpose="fine-tune")
+            assert (await client.files.content(stored.id)).read() == train
+            with pytest.raises(openai.APIStatusError) as refused:
+                await client.files.create(file=("big.jsonl", training_file(2000)), purpose="fine-tune")
+            assert refused.value.status_code == 413
+            with pytest.raises(openai.BadRequestError):
+                await client.files.create(file=("t.jsonl", training_file(3)), purpose="fine-tune")
+            listed = store._s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+            assert [o["Key"].rsplit("/", 1)[-1] for o in listed] == [stored.id]
+            assert store._s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+            await client.files.delete(stored.id)
+            assert store._s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+            await client.close()
+
+
+async def test_nul_characters_are_refused(live: Live) -> None:
+    headers = {"Authorization": f"Bearer {live.key}"}
+    async with httpx.AsyncClient(base_url=live.url, headers=headers) as http:
+        for path, params, param in [
+            ("/v1/files", {"after": "a\x00b"}, "after"),
+            ("/v1/files", {"purpose": "a\x00b"}, "purpose"),
+            ("/v1/files/a%00b", None, "file_id"),
+            ("/v1/files/a%00b/content", None, "file_id"),
+        ]:
+            r = await http.get(path, params=params)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        r = await http.delete("/v1/files/a%00b")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "file_id", r.text
+        body = (
+            _multipart_head().replace(b'filename="t.jsonl"', b'filename="a\x00b.jsonl"')
+            + training_file()
+            + b"\r\n--XyZ--\r\n"
+        )
+        r = await http.post("/v1/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=XyZ"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "file", r.text
+    assert live.stored() == []
+
+
+async def test_an_upload_is_never_held_whole_in_memory(tmp_path: Path) -> None:
+    """48 MiB streamed in: the server side never holds more than a few MiB of it (tracemalloc's peak over
+    the upload, the client's generated chunks included, stays far below the file's size)."""
+    size = 48 * MIB
+    settings = api_settings(tmp_path / "data")
+    settings = settings.model_copy(update={"files": FilesSettings(max_file_bytes=64 * MIB)})
+    async with running_api(settings) as api:
+        _, key = await api.new_org()
+        line = json.dumps(example(7)).encode() + b"\n"
+        piece = line * (256 * KIB // len(line))
+        count = size // len(piece)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield _multipart_head()
+            for _ in range(count):
+                yield piece
+            yield b"\r\n--XyZ--\r\n"
+
+        tracemalloc.start()
+        try:
+            r = await api.http.post(
+                "/v1/files",
+                content=body(),
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "multipart/form-data; boundary=XyZ"},
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert r.status_code == 200, r.text
+        assert r.json()["bytes"] == count * len(piece)
+        assert peak < 12 * MIB, f"peak {peak / MIB:.1f} MiB while uploading {size / MIB:.0f} MiB"

@@ -6,41 +6,30 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from tests.support.net import free_port
+from tests.support.s3 import S3_CREDENTIALS, moto_s3, new_bucket
 from yun.errors import InvalidRequest, NotFound
-from yun.jobs.files import FileStore, LocalFileStore
+from yun.jobs.files import FileStore, LocalFileStore, file_store
 from yun.jobs.files.s3 import PART_BYTES, S3FileStore
 from yun.jobs.files.store import CHUNK_BYTES
+from yun.settings import Settings
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 def s3_store(endpoint: str) -> S3FileStore:
-    bucket = f"files-{uuid.uuid4().hex[:12]}"
-    store = S3FileStore(
-        bucket, endpoint_url=endpoint, region="us-east-1", access_key_id="test", secret_access_key="test"
-    )
-    store._s3.create_bucket(Bucket=bucket)
-    return store
+    return S3FileStore(new_bucket(endpoint), endpoint_url=endpoint, **S3_CREDENTIALS)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -157,3 +146,16 @@ def test_local_files_are_private(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "files").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "files" / "org-a").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "files" / "org-a" / "f").stat().st_mode) == 0o600
+
+
+def test_settings_pick_the_backend_and_refuse_s3_without_a_bucket(tmp_path: Path) -> None:
+    local = file_store(Settings(data_dir=tmp_path))
+    assert isinstance(local, LocalFileStore) and local.root == tmp_path / "files"
+    with pytest.raises(ValidationError, match="s3_bucket"):
+        Settings(data_dir=tmp_path, files={"backend": "s3"})
+    with pytest.raises(ValidationError, match="set together"):
+        Settings(data_dir=tmp_path, files={"backend": "s3", "s3_bucket": "b", "s3_access_key_id": "k"})
+    s3 = file_store(Settings(data_dir=tmp_path, files={"backend": "s3", "s3_bucket": "b", "s3_region": "eu-west-1"}))
+    assert isinstance(s3, S3FileStore) and s3.bucket == "b"
+    assert Settings(data_dir=tmp_path).files.max_file_bytes == 512 * MIB
+    assert Settings(data_dir=tmp_path).files.max_org_bytes == 10 * 1024 * MIB

@@ -4,12 +4,20 @@ check the fine-tuning job runs with the model's token counter and context."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from yun.catalog.tokenizer import load_counter
 from yun.errors import InvalidRequest
-from yun.jobs.files.validate import MIN_EXAMPLES, BatchCheck, FineTuneCheck, check_fine_tune_file
+from yun.jobs.files.validate import (
+    MIN_EXAMPLES,
+    BatchCheck,
+    FineTuneCheck,
+    check_fine_tune_file,
+    model_token_counter,
+)
 
 
 def _line(content: str = "hi", answer: str = "hello") -> bytes:
@@ -85,3 +93,20 @@ def test_batch_lines(line: dict[str, Any], problem: str) -> None:
         check.feed(json.dumps(good).encode() + b"\n" + json.dumps(line).encode() + b"\n")
     with pytest.raises(InvalidRequest, match="no requests"):
         BatchCheck().finish()
+
+
+async def test_length_with_the_tiny_models_own_tokenizer(tiny_model: Path) -> None:
+    """What the fine-tuning job does: the model's tokenizer and chat template count each example."""
+    counter = load_counter(tiny_model)
+    assert counter is not None
+    count = model_token_counter(counter)
+    short, long = _line("hi"), _line("word " * 400)
+    tokens = count(json.loads(short)["messages"])
+    assert 4 < tokens < 60  # the template's role markers and the two contents
+    assert count(json.loads(long)["messages"]) > 400
+    report = await check_fine_tune_file([short] * MIN_EXAMPLES, count_tokens=count, context_length=256)
+    assert report.tokens == tokens * MIN_EXAMPLES
+    with pytest.raises(
+        InvalidRequest, match="line 3: the example is \\d+ tokens, longer than the model's context of 256"
+    ):
+        await check_fine_tune_file([short, short, long] + [short] * 9, count_tokens=count, context_length=256)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from yun.catalog.tokenizer import PromptCounter
 from yun.errors import InvalidRequest
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "TokenCounter",
     "check_fine_tune_file",
     "checker_for",
+    "model_token_counter",
 ]
 
 MIN_EXAMPLES = 10
@@ -175,6 +177,18 @@ class BatchCheck(JsonlCheck):
     def check_total(self) -> None:
         if self.count == 0:
             raise InvalidRequest("Invalid file: it has no requests.", param="file", code="invalid_file")
+
+
+def model_token_counter(counter: PromptCounter) -> TokenCounter:
+    """A TokenCounter from a model's own tokenizer and chat template (`catalog.tokenizer.load_counter` of
+    its GGUF), counting an example as the gateway counts a chat prompt. Where the template cannot be
+    rendered here, the example's JSON text is counted instead (longer than the rendered messages)."""
+
+    def count(messages: list[dict[str, Any]]) -> int:
+        rendered = counter.chat({"messages": messages})
+        return rendered if rendered is not None else counter.text(json.dumps(messages, ensure_ascii=False))
+
+    return count
 
 
 @dataclass(frozen=True)

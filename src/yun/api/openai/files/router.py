@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
+from pydantic import AfterValidator
 from starlette.responses import StreamingResponse
 
+from yun.api.bounds import Cursor, Identifier, no_nul
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.errors import ERROR_RESPONSES
 from yun.api.openai.files.protocol import FileDeleted, FileList, FileObject
@@ -66,10 +68,10 @@ async def upload_file(request: Request, principal: PrincipalDep, services: Servi
 async def list_files(
     principal: PrincipalDep,
     services: ServicesDep,
-    purpose: str | None = Query(default=None, max_length=40),
+    purpose: Annotated[str, AfterValidator(no_nul)] | None = Query(default=None, max_length=40),
     limit: int = Query(default=10000, ge=1, le=10000),
     order: Literal["asc", "desc"] = "desc",
-    after: str | None = Query(default=None, max_length=40),
+    after: Cursor | None = None,
 ) -> FileList:
     """The organization's files, newest first by default; page on with `after` (the last id seen)."""
     require_role(principal, INFERENCE_ROLES, "list files")
@@ -94,7 +96,7 @@ async def _own(services: ServicesDep, principal: Principal, file_id: str, doing:
 
 
 @router.get("/{file_id}")
-async def retrieve_file(file_id: str, principal: PrincipalDep, services: ServicesDep) -> FileObject:
+async def retrieve_file(file_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> FileObject:
     """One file of the caller's organization."""
     return FileObject.of(await _own(services, principal, file_id, "read files"))
 
@@ -104,7 +106,7 @@ async def retrieve_file(file_id: str, principal: PrincipalDep, services: Service
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
-async def file_content(file_id: str, principal: PrincipalDep, services: ServicesDep) -> StreamingResponse:
+async def file_content(file_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> StreamingResponse:
     """The file's bytes, streamed from the file store."""
     found = await _own(services, principal, file_id, "read files")
     chunks = await services.files.open(found.storage_key)
@@ -117,7 +119,7 @@ async def file_content(file_id: str, principal: PrincipalDep, services: Services
 
 
 @router.delete("/{file_id}")
-async def delete_file(file_id: str, principal: PrincipalDep, services: ServicesDep) -> FileDeleted:
+async def delete_file(file_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> FileDeleted:
     """Deletes the file: its record at once (it no longer counts against the storage limit), then its bytes."""
     require_role(principal, INFERENCE_ROLES, "delete files")
     found = await asyncio.to_thread(services.file_records.delete, principal.org_id, file_id)

@@ -40,6 +40,8 @@ def size_text(n: int) -> str:
 
 
 def check_purpose(purpose: str | None) -> str:
+    if purpose is None:
+        raise InvalidRequest(f"Missing 'purpose': send {' or '.join(PURPOSES)} with the file.", param="purpose")
     if purpose not in PURPOSES:
         raise InvalidRequest(
             f"Invalid 'purpose': {purpose!r}. Files here are for {' or '.join(PURPOSES)}.", param="purpose"
