@@ -19,14 +19,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from yun.billing.training import TrainingBilling
 from yun.catalog import Catalog, served_context
 from yun.catalog.tokenizer import PromptCounter, load_counter
 from yun.errors import InvalidRequest, NotFound
 from yun.jobs.files import FileStore
-from yun.jobs.files.validate import FineTuneCheck, FineTuneReport
+from yun.jobs.files.validate import FineTuneCheck, FineTuneReport, TokenCounter, model_token_counter
 from yun.jobs.fine_tuning import states
 from yun.jobs.fine_tuning.hyper import Auto, resolve
 from yun.store import ModelRecord
@@ -139,7 +138,7 @@ class FineTuningService:
                 param=param,
                 code="invalid_file",
             )
-        check = FineTuneCheck(lambda messages: _count(counter, messages), context)
+        check = FineTuneCheck(_counter_for(counter), context)
         try:
             async for chunk in await self.files.open(found.storage_key):
                 await asyncio.to_thread(check.feed, chunk)  # tokenizing a chunk of examples: off the loop
@@ -202,13 +201,11 @@ class FineTuningService:
         self.jobs.add_event(job.id, "Fine-tuning job cancelled before it ran: nothing was trained or charged.")
 
 
-def _count(counter: PromptCounter | None, messages: list[dict[str, Any]]) -> int:
+def _counter_for(counter: PromptCounter | None) -> TokenCounter:
     """Tokens of one example as the model sees it; without a tokenizer here, one per UTF-8 byte (a bound)."""
     if counter is not None:
-        n = counter.chat({"messages": messages})
-        if n is not None:
-            return n
-    return len(json.dumps(messages, ensure_ascii=False).encode())
+        return model_token_counter(counter)
+    return lambda messages: len(json.dumps(messages, ensure_ascii=False).encode())
 
 
 def _now() -> datetime:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from yun.api.bounds import Identifier, no_nul
 from yun.store.fine_tuning import JobCheckpoint, JobEvent, JobRecord
 
 __all__ = ["JobCreate", "checkpoint_object", "event_object", "job_object"]
 
 Auto = Literal["auto"]
-FileId = Annotated[str, StringConstraints(min_length=1, max_length=80)]
+FileId = Annotated[str, StringConstraints(min_length=1, max_length=80), AfterValidator(no_nul)]
 
 
 class _Strict(BaseModel):
@@ -39,7 +40,7 @@ class Method(_Strict):
 
 
 class JobCreate(_Strict):
-    model: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    model: Identifier
     training_file: FileId
     validation_file: FileId | None = None
     suffix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")] | None = None

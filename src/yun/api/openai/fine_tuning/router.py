@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from yun.api.bounds import Cursor, Identifier
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.errors import ERROR_RESPONSES
 from yun.api.openai.fine_tuning.protocol import JobCreate, checkpoint_object, event_object, job_object
@@ -24,8 +25,6 @@ from yun.tenancy.orgs import INFERENCE_ROLES, require_role
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], responses=ERROR_RESPONSES)
-
-_Id = Query(default=None, max_length=80)
 
 
 def _listed(page: Page[Any], shape: Any) -> dict[str, Any]:
@@ -66,7 +65,7 @@ async def create_job(body: JobCreate, principal: PrincipalDep, services: Service
 async def list_jobs(
     principal: PrincipalDep,
     services: ServicesDep,
-    after: str | None = _Id,
+    after: Cursor | None = None,
     limit: int = Query(default=20, ge=1, le=100),
 ) -> dict[str, Any]:
     """The organization's fine-tuning jobs, newest first; page on with `after` (the last id seen)."""
@@ -76,12 +75,14 @@ async def list_jobs(
 
 
 @router.get("/{fine_tuning_job_id}")
-async def retrieve_job(fine_tuning_job_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+async def retrieve_job(
+    fine_tuning_job_id: Identifier, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
     return job_object(await _own(services, principal, fine_tuning_job_id, "read fine-tuning jobs"))
 
 
 @router.post("/{fine_tuning_job_id}/cancel")
-async def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+async def cancel_job(fine_tuning_job_id: Identifier, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """Cancels a job: a queued one at once; a running one within seconds, paying for the steps it completed."""
     require_role(principal, INFERENCE_ROLES, "cancel fine-tuning jobs")
     job = await services.fine_tuning.cancel(principal.org_id, fine_tuning_job_id)
@@ -91,10 +92,10 @@ async def cancel_job(fine_tuning_job_id: str, principal: PrincipalDep, services:
 
 @router.get("/{fine_tuning_job_id}/events")
 async def list_events(
-    fine_tuning_job_id: str,
+    fine_tuning_job_id: Identifier,
     principal: PrincipalDep,
     services: ServicesDep,
-    after: str | None = _Id,
+    after: Cursor | None = None,
     limit: int = Query(default=20, ge=1, le=1000),
 ) -> dict[str, Any]:
     """The job's events, newest first: status changes, the loss of each step, validation loss per epoch."""
@@ -106,10 +107,10 @@ async def list_events(
 
 @router.get("/{fine_tuning_job_id}/checkpoints")
 async def list_checkpoints(
-    fine_tuning_job_id: str,
+    fine_tuning_job_id: Identifier,
     principal: PrincipalDep,
     services: ServicesDep,
-    after: str | None = _Id,
+    after: Cursor | None = None,
     limit: int = Query(default=10, ge=1, le=100),
 ) -> dict[str, Any]:
     """The job's checkpoints (one per epoch), newest first."""
