@@ -56,6 +56,9 @@ class EngineArgs:
     """Requests one replica runs at once (llama.cpp slots)."""
     context: int = 4096
     """Tokens per slot (prompt + output)."""
+    lora: tuple[str, ...] = ()
+    """LoRA adapter GGUFs the llama.cpp engine loads with the model (fine-tunes of it), ids 0, 1, ... in this
+    order; each is off unless a request selects it (`"lora": [{"id": N, "scale": 1.0}]`)."""
 
 
 @dataclass(frozen=True)

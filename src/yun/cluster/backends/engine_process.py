@@ -66,6 +66,8 @@ def engine_command(order: ReplicaOrder, host: str, port: int) -> list[str]:
         "--host", host, "--port", str(port), "--threads", str(args.threads),
         "--parallel", str(args.parallel), "--ctx", str(args.context),
     ]  # fmt: skip
+    for adapter in args.lora:
+        argv += ["--lora", adapter]
     return argv + ["--embedding"] if order.kind == "embedding" else argv
 
 

@@ -1,0 +1,1 @@
+"""Files, fine-tuning and batch jobs (ARCHITECTURE.md): between the API and the gateway."""
