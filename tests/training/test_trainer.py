@@ -3,12 +3,8 @@ SIGTERM, and its adapter GGUF serves in a real xllamacpp worker, selected per re
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from yun.cluster.backends.engine_process import free_port
+from tests.support.training import answer, replica_with_adapters, start_trainer, wait_for_event, write_dataset
 from yun.jobs.training import TrainingSpec, read_events
 from yun.jobs.training.spec import ALL_PROJECTIONS
 
@@ -26,17 +22,11 @@ ANSWER = "PERIWINKLE"
 EPOCHS = 3
 
 
-def write_dataset(path: Path, n: int = 24) -> Path:
-    chat = {"messages": [*QUESTION, {"role": "assistant", "content": ANSWER}]}
-    path.write_text("".join(json.dumps(chat) + "\n" for _ in range(n)))
-    return path
-
-
 def tiny_spec(tiny_model: Path, tmp: Path, **overrides: Any) -> Path:
     """A recipe that teaches the tiny random model one answer by about step 30. Its embeddings are ~50x its
     other weights, so the LoRA updates must be large (alpha/r = 8) and many (batch 1); its end-of-turn
     token cannot be learned at all (TrainingSpec.train_end_of_turn)."""
-    data = write_dataset(tmp / "train.jsonl")
+    data = write_dataset(tmp / "train.jsonl", QUESTION, ANSWER)
     fields: dict[str, Any] = {
         "base_model": tiny_model,
         "training_file": data,
@@ -58,26 +48,6 @@ def tiny_spec(tiny_model: Path, tmp: Path, **overrides: Any) -> Path:
     return path
 
 
-def start(spec: Path, events: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "yun.jobs.training", "--spec", str(spec), "--events", str(events)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def wait_for(events: Path, process: subprocess.Popen[bytes], kind: str, timeout: float = 240.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists():
-            for event in read_events(events):
-                if event["type"] == kind:
-                    return event
-        assert process.poll() is None, f"the trainer exited ({process.returncode}) before a {kind} event"
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} event in {timeout} s")
-
-
 @dataclass
 class Run:
     events: list[dict[str, Any]]
@@ -90,13 +60,13 @@ def resumed_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> R
     """A run killed with SIGKILL right after its first checkpoint, then started again to the end."""
     tmp = tmp_path_factory.mktemp("train")
     spec, events = tiny_spec(tiny_model, tmp), tmp / "events.jsonl"
-    first = start(spec, events)
+    first = start_trainer(spec, events)
     try:
-        wait_for(events, first, "checkpoint")
+        wait_for_event(events, first, "checkpoint")
     finally:
         first.kill()
         first.wait()
-    second = start(spec, events)
+    second = start_trainer(spec, events)
     assert second.wait(timeout=600) == 0
     log = read_events(events)
     return Run(log, Path(log[-1]["adapter"]), steps_per_epoch=24)
@@ -128,42 +98,21 @@ def test_the_loss_falls(resumed_run: Run) -> None:
 
 @pytest.fixture(scope="module")
 def worker(tiny_model: Path, resumed_run: Run) -> Iterator[httpx.Client]:
-    """A real replica process of the tiny model with the trained adapter loaded (id 0)."""
-    port = free_port("127.0.0.1")
-    argv = [
-        sys.executable, "-m", "yun.engines.xllamacpp_worker", "--model", str(tiny_model), "--port", str(port),
-        "--threads", "1", "--parallel", "1", "--ctx", "256", "--lora", str(resumed_run.adapter),
-    ]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().startswith("listening")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            yield client
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _answer(client: httpx.Client, **extra: Any) -> str:
-    body = {"messages": QUESTION, "temperature": 0, "max_tokens": 4, **extra}
-    response = client.post("/v1/chat/completions", json=body)
-    response.raise_for_status()
-    content: str = response.json()["choices"][0]["message"]["content"]
-    return content
+    with replica_with_adapters(tiny_model, resumed_run.adapter) as client:
+        yield client
 
 
 def test_the_adapter_serves_the_answer_only_when_selected(worker: httpx.Client) -> None:
-    assert _answer(worker, lora=[{"id": 0, "scale": 1.0}]) == ANSWER
-    assert _answer(worker, lora=[{"id": 0, "scale": 0.0}]) != ANSWER
-    assert _answer(worker) != ANSWER
+    assert answer(worker, QUESTION, 4, lora=[{"id": 0, "scale": 1.0}]) == ANSWER
+    assert answer(worker, QUESTION, 4, lora=[{"id": 0, "scale": 0.0}]) != ANSWER
+    assert answer(worker, QUESTION, 4) != ANSWER
 
 
 def test_sigterm_stops_within_one_step(tiny_model: Path, tmp_path: Path) -> None:
     spec, events = tiny_spec(tiny_model, tmp_path, n_epochs=20), tmp_path / "events.jsonl"
-    process = start(spec, events)
+    process = start_trainer(spec, events)
     try:
-        first = wait_for(events, process, "step")
+        first = wait_for_event(events, process, "step")
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=60) == 143
     finally:

@@ -13,7 +13,6 @@ memory of a step (TRAINING.md), and the prompt's logits never enter the loss.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -37,8 +36,9 @@ __all__ = ["Cancelled", "Trainer", "load_base"]
 _ADAPTER_FILE = "adapter_model.safetensors"
 
 
-class Cancelled(Exception):  # noqa: N818 - a state, not a failure
-    """A SIGTERM asked the run to stop; raised between steps."""
+class Cancelled(BaseException):  # noqa: N818 - a state, not a failure
+    """A SIGTERM asked the run to stop: raised between steps, or from the signal handler while the model
+    loads. A BaseException (like KeyboardInterrupt) so that no library's `except Exception` swallows it."""
 
 
 def load_base(path: Path) -> PreTrainedModel:
@@ -191,7 +191,7 @@ class Trainer:
             loss, n = _loss(model, valid[start : start + self.spec.batch_size], pad_id)
             total, count = total + float(loss) * n, count + n
         model.train()
-        return round(total / count, 6) if count else math.nan
+        return round(total / count, 6)  # every example has trained tokens (load_examples): count > 0
 
     def _write_adapter(self, model: PeftModel, directory: Path) -> Path:
         """The adapter as PEFT saves it and as llama.cpp loads it (GGUF), into `directory`."""
