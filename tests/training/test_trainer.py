@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,3 +125,18 @@ def test_sigterm_stops_within_one_step(tiny_model: Path, tmp_path: Path) -> None
     # The step running when the signal came finishes; none starts after it.
     assert log[-1]["step"] == steps[-1] <= first["step"] + 2
     assert not (tmp_path / "out" / "adapter.gguf").exists()
+
+
+def test_sigterm_while_loading_cancels_at_once(tiny_model: Path, tmp_path: Path) -> None:
+    spec, events = tiny_spec(tiny_model, tmp_path), tmp_path / "events.jsonl"
+    process = start_trainer(spec, events)
+    try:
+        while not events.exists():  # created once the signal handler is in place
+            assert process.poll() is None
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=60) == 143
+    finally:
+        process.kill()
+        process.wait()
+    assert [(e["type"], e.get("step")) for e in read_events(events)] == [("cancelled", 0)]

@@ -18,10 +18,24 @@ from types import FrameType
 from pydantic import ValidationError
 
 from yun.errors import YunError
-from yun.jobs.training.events import EventLog
+from yun.jobs.training.events import Cancelled, EventLog
 from yun.jobs.training.spec import TrainingSpec
 
 EXIT_DONE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 143
+
+
+class _Run:
+    """The run's state as the signal handler sees it: before the step loop a stop is immediate (nothing
+    to finish cleanly: torch importing, the model or data loading); inside it, after the current step."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.trainer: object | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+        if not getattr(self.trainer, "training", False):
+            raise Cancelled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,14 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, required=True, help="TrainingSpec as JSON")
     parser.add_argument("--events", type=Path, required=True, help="JSON-lines event log (appended to)")
     args = parser.parse_args(argv)
+    run = _Run()
+    signal.signal(signal.SIGTERM, run.on_signal)
+    signal.signal(signal.SIGINT, run.on_signal)
     events = EventLog(args.events)
     try:
-        return _run(args.spec, events)
+        return _run(args.spec, events, run)
+    except Cancelled:
+        events.emit("cancelled", step=getattr(run.trainer, "step", 0))
+        return EXIT_CANCELLED
     finally:
         events.close()
 
 
-def _run(spec_path: Path, events: EventLog) -> int:
+def _run(spec_path: Path, events: EventLog, run: _Run) -> int:
     try:
         spec = TrainingSpec.load(spec_path)
     except (OSError, ValidationError) as exc:
@@ -44,23 +64,11 @@ def _run(spec_path: Path, events: EventLog) -> int:
         return EXIT_FAILED
     # torch, transformers and peft load here, not at import: the job runner imports this package's
     # spec and data modules without them.
-    from yun.jobs.training.trainer import Cancelled, Trainer
+    from yun.jobs.training.trainer import Trainer
 
-    stop = threading.Event()
-    trainer = Trainer(spec, events, stop)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if not trainer.training:  # loading the model or the data: nothing to finish cleanly
-            raise Cancelled
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    run.trainer = trainer = Trainer(spec, events, run.stop)
     try:
         trainer.run()
-    except Cancelled:
-        events.emit("cancelled", step=trainer.step)
-        return EXIT_CANCELLED
     except YunError as exc:
         events.emit("error", message=exc.message)
         return EXIT_FAILED

@@ -23,7 +23,12 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["EventLog", "read_events"]
+__all__ = ["Cancelled", "EventLog", "read_events"]
+
+
+class Cancelled(BaseException):  # noqa: N818 - a state, not a failure
+    """A SIGTERM asked the run to stop: raised between steps, or from the signal handler before the step
+    loop. A BaseException (like KeyboardInterrupt) so that no library's `except Exception` swallows it."""
 
 
 class EventLog:

@@ -28,17 +28,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from yun.jobs.training.adapter_gguf import write_lora_gguf
 from yun.jobs.training.checkpoint import Position, newest_checkpoint, publish, scratch_dir
 from yun.jobs.training.data import ChatTokenizer, Example, load_examples
-from yun.jobs.training.events import EventLog
+from yun.jobs.training.events import Cancelled, EventLog
 from yun.jobs.training.spec import TrainingSpec
 
-__all__ = ["Cancelled", "Trainer", "load_base"]
+__all__ = ["Trainer", "load_base"]
 
 _ADAPTER_FILE = "adapter_model.safetensors"
-
-
-class Cancelled(BaseException):  # noqa: N818 - a state, not a failure
-    """A SIGTERM asked the run to stop: raised between steps, or from the signal handler while the model
-    loads. A BaseException (like KeyboardInterrupt) so that no library's `except Exception` swallows it."""
 
 
 def load_base(path: Path) -> PreTrainedModel:
