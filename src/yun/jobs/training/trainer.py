@@ -61,7 +61,8 @@ def _batch(examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torc
 
 def _loss(model: PeftModel, examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy of the trained tokens, and how many there were. Position t predicts token t+1."""
-    ids, attention, trained = _batch(examples, pad_id)
+    device = model.device
+    ids, attention, trained = (t.to(device) for t in _batch(examples, pad_id))
     causal: Any = model.get_base_model()
     hidden = causal.get_decoder()(input_ids=ids, attention_mask=attention).last_hidden_state
     targets = trained[:, 1:]
@@ -80,7 +81,6 @@ class Trainer:
         """Whether the step loop runs (a stop is then honoured between steps; before, at once)."""
         self.step = 0
         """Optimizer steps finished (resumed ones included)."""
-        """Whether the step loop runs (a stop is then honoured between steps; before, at once)."""
 
     def run(self) -> None:
         spec = self.spec
@@ -101,6 +101,8 @@ class Trainer:
             task_type="CAUSAL_LM",
         )
         model: PeftModel = get_peft_model(load_base(spec.base_model), config)
+        if torch.cuda.is_available():  # CPU here; a GPU node trains on its GPU, in fp32 all the same
+            model.to("cuda")
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate)
         position = Position(epoch=0, step=0, trained_tokens=0)
         newest = newest_checkpoint(spec.output_dir)
@@ -208,7 +210,7 @@ class Trainer:
 
     def _restore(self, model: PeftModel, optimizer: torch.optim.Optimizer, path: Path, position: Position) -> Position:
         set_peft_model_state_dict(model, load_file(str(path / _ADAPTER_FILE)))
-        state = torch.load(path / "state.pt", weights_only=True)
+        state = torch.load(path / "state.pt", weights_only=True, map_location="cpu")
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         return position
