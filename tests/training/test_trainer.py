@@ -140,3 +140,12 @@ def test_sigterm_while_loading_cancels_at_once(tiny_model: Path, tmp_path: Path)
         process.kill()
         process.wait()
     assert [(e["type"], e.get("step")) for e in read_events(events)] == [("cancelled", 0)]
+
+
+def test_a_bad_file_fails_with_an_error_event_naming_the_line(tiny_model: Path, tmp_path: Path) -> None:
+    spec = tiny_spec(tiny_model, tmp_path, max_seq_length=40)  # each example is ~43 tokens
+    process = start_trainer(spec, tmp_path / "events.jsonl")
+    assert process.wait(timeout=240) == 1
+    events = read_events(tmp_path / "events.jsonl")
+    assert [e["type"] for e in events] == ["error"]
+    assert "train.jsonl line 1: " in events[0]["message"] and "over the maximum of 40" in events[0]["message"]
