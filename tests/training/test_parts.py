@@ -4,6 +4,8 @@ the `lora` field on the OpenAI endpoints."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -73,3 +75,12 @@ def test_lora_is_a_llama_cpp_extension_passed_to_the_engine() -> None:
     for bad in ([{"id": -1, "scale": 1}], [{"id": 0}], [{"id": 0, "scale": 1, "name": "x"}], {"id": 0}):
         with pytest.raises(ValidationError):
             ChatCompletionRequest.model_validate({**body, "lora": bad})
+
+
+def test_serving_and_the_training_package_never_import_torch() -> None:
+    code = (
+        "import sys, yun.jobs.training, yun.api.app, yun.cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
