@@ -189,19 +189,27 @@ class PromptCounter:
         if self.placeholder is not None:
             messages = [self._set_apart(m, apart) for m in messages]
         try:
-            prompt = self.template.render(
-                messages=messages,
-                tools=body.get("tools") or None,
-                add_generation_prompt=True,
-                bos_token=self.bos or "",
-                eos_token=self.eos or "",
-            )
+            prompt = self.render(messages, tools=body.get("tools"))
         except Exception:  # noqa: BLE001 - a template jinja cannot run: the caller falls back to the byte bound
             log.debug("chat template render failed; using the byte bound", exc_info=True)
             return None
         n = self._encode(prompt) - len(apart) + sum(self.counts.get(c, self._encode) for c in apart)
         # llama.cpp adds BOS unless the rendered text already starts with it.
         return n + (self.add_bos and not (self.bos and prompt.startswith(self.bos)))
+
+    def render(self, messages: list[Any], *, tools: Any = None, add_generation_prompt: bool = True) -> str:
+        """The chat template's text for `messages`, as llama.cpp renders it (the trainer renders its
+        examples with this too, so a fine-tune sees the very prompts it is served with). Needs a template."""
+        if self.template is None:
+            raise ValueError("this model has no chat template")
+        text: str = self.template.render(
+            messages=messages,
+            tools=tools or None,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos or "",
+            eos_token=self.eos or "",
+        )
+        return text
 
     def new_chars(self, messages: list[Any]) -> int:
         """Characters of string contents that a count would tokenize anew (not remembered): what decides

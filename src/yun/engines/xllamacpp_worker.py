@@ -6,6 +6,11 @@ replica must be reached from other machines) and, when `YUN_ENGINE_SECRET` is se
 (never on its command line, which every local user can read), refuses every request that does not
 carry it as `Authorization: Bearer <secret>`: only the controller and the gateways know it. It exits when
 its parent dies, so a killed `yun serve` or Ray actor never leaves orphaned models holding memory.
+
+LoRA adapters (`--lora FILE`, repeatable; llama.cpp adapter GGUFs of this base, as the trainer writes
+them) are loaded with the model and numbered from 0 in the order given. Each loads at scale 0, so a
+request that names none is answered by the base; a request picks one with llama.cpp's per-request
+`"lora": [{"id": N, "scale": 1.0}]`. The set is fixed for the life of the process (TRAINING.md).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ def _build_params(args: argparse.Namespace) -> object:
     p.verbosity = -1 if not args.verbose else 1
     p.warmup = False
     p.use_jinja = True
+    if args.lora:
+        # Scale 0: off unless a request turns it on (`lora_init_without_apply` does not switch one off).
+        p.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(path, 0.0) for path in args.lora]
     p.endpoint_metrics = True
     # One HTTP thread per open connection: keep more threads than the gateway's connection cap so a
     # health probe is always answered, even when every slot is busy and requests are queueing.
@@ -66,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=4096, help="context per slot")
     parser.add_argument("--http-threads", type=int, default=80)
     parser.add_argument("--embedding", action="store_true")
+    parser.add_argument("--lora", action="append", default=[], help="a LoRA adapter GGUF (repeatable; ids from 0)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.model):  # llama.cpp would only say "Failed to init server"
         parser.error(f"no model file at {args.model}")
+    for path in args.lora:  # one bad adapter fails the whole server with a generic error: name it first
+        if not os.path.isfile(path):
+            parser.error(f"no LoRA adapter file at {path}")
 
     import xllamacpp
 

@@ -30,7 +30,7 @@ from yun.catalog.tokenizer import PromptCounter, load_counter
 from yun.cluster import ReplicaSpec
 from yun.gateway.estimate import chat_prompt_bound, input_bound
 
-__all__ = ["PromptCount", "PromptCounts"]
+__all__ = ["PromptCount", "PromptCounts", "as_engine_renders"]
 
 log = logging.getLogger("yun.gateway")
 
@@ -58,7 +58,7 @@ def _text_size(body: Any) -> int:
     return 0
 
 
-def _as_engine_renders(messages: list[Any]) -> tuple[list[Any], bool]:
+def as_engine_renders(messages: list[Any]) -> tuple[list[Any], bool]:
     """The messages as llama.cpp hands them to the template: text parts joined by newlines, tool-call
     arguments parsed from their JSON string. Also whether anything structured was there."""
     out: list[Any] = []
@@ -127,7 +127,7 @@ class PromptCounts:
         """`margin=False`: our render's own count, without the slack a hold adds for structured content."""
         counter = await self._counter(spec)
         if counter is not None:
-            messages, structured = _as_engine_renders(body.get("messages") or [])
+            messages, structured = as_engine_renders(body.get("messages") or [])
             rendered = {"messages": messages, "tools": body.get("tools")}
             structured = structured or bool(body.get("tools"))
             if counter.new_chars(messages) + _text_size(body.get("tools")) <= _INLINE_CHARS:

@@ -13,6 +13,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypedDict
 
 from yun.errors import InvalidRequest, UnsupportedParameter
 
@@ -92,6 +93,14 @@ Positive = Annotated[float, Field(ge=0, le=100)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
+class LoraPick(TypedDict):
+    """One of the replica's LoRA adapters (llama.cpp's `lora` field) and the scale it is applied at."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    id: Annotated[int, Field(ge=0, le=1023)]
+    scale: Annotated[float, Field(ge=-100, le=100)]
+
+
 class LlamaCppSampling(Wire):
     """llama.cpp's documented sampling extensions (its server README, `/completion` options), served on
     chat and text completions by engines that speak llama.cpp and refused (400) by others."""
@@ -127,6 +136,9 @@ class LlamaCppSampling(Wire):
     t_max_predict_ms: Count | None = None
     return_tokens: bool | None = None
     timings_per_token: bool | None = None
+    lora: Annotated[list[LoraPick], Field(max_length=64)] | None = None
+    """Per-request LoRA adapters of the replica (`--lora` files, ids from 0; each is off, scale 0, unless
+    listed). llama.cpp ignores an id it has not loaded, and an empty list means its defaults (all off)."""
 
 
 EXTENSIONS = frozenset(LlamaCppSampling.model_fields)

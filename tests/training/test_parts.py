@@ -1,0 +1,86 @@
+"""The trainer's parts that need no torch: hyperparameters, the adapter GGUF layout, engine arguments, and
+the `lora` field on the OpenAI endpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tests.cluster.helpers import llama_order
+from yun.api.openai.chat.protocol import ChatCompletionRequest
+from yun.cluster.backends.engine_process import engine_command
+from yun.jobs.training import Hyperparameters, resolve_hyperparameters
+from yun.jobs.training.adapter_gguf import write_lora_gguf
+from yun.jobs.training.spec import BASE_LEARNING_RATE
+
+
+def test_auto_hyperparameters_and_the_multiplier() -> None:
+    assert resolve_hyperparameters(Hyperparameters(), 100) == (3, 4, BASE_LEARNING_RATE)
+    assert resolve_hyperparameters(Hyperparameters(batch_size=8, learning_rate_multiplier=2), 5) == (
+        3,
+        5,
+        BASE_LEARNING_RATE * 2,
+    )
+    for bad in ({"n_epochs": 0}, {"batch_size": "big"}, {"learning_rate_multiplier": 0}, {"epochs": 2}):
+        with pytest.raises(ValidationError):
+            Hyperparameters.model_validate(bad)
+
+
+def test_the_adapter_gguf_has_llama_cpp_s_lora_layout(tiny_model: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    weights = {
+        f"base_model.model.model.layers.{i}.{part}.lora_{side}.weight": rng.standard_normal(shape).astype(np.float32)
+        for i in range(2)
+        for part, a_shape, b_shape in (("self_attn.q_proj", (8, 64), (64, 8)), ("mlp.down_proj", (8, 128), (64, 8)))
+        for side, shape in (("A", a_shape), ("B", b_shape))
+    }
+    out = write_lora_gguf(weights, tiny_model, 16, tmp_path / "a.gguf", "f32")
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["general.architecture"].contents() == "qwen2"
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.type"].contents() == "lora"
+    assert reader.fields["adapter.lora.alpha"].contents() == 16.0
+    tensors = {t.name: t for t in reader.tensors}
+    assert sorted(tensors) == sorted(
+        f"blk.{i}.{name}.weight.lora_{side}" for i in range(2) for name in ("attn_q", "ffn_down") for side in "ab"
+    )
+    a = tensors["blk.1.ffn_down.weight.lora_a"]
+    assert list(a.shape) == [128, 8]  # ggml's ne: (in, r), i.e. PEFT's (r x in) untransposed
+    np.testing.assert_array_equal(
+        np.asarray(a.data).reshape(8, 128), weights["base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"]
+    )
+    with pytest.raises(ValueError, match="lm_head"):
+        write_lora_gguf({"base_model.model.lm_head.lora_A.weight": np.zeros((8, 64))}, tiny_model, 16, tmp_path / "b")
+
+
+def test_a_replica_loads_its_adapters_in_order(tmp_path: Path) -> None:
+    order = llama_order(tmp_path / "m.gguf")
+    order = dataclasses.replace(order, args=dataclasses.replace(order.args, lora=("/a/x.gguf", "/a/y.gguf")))
+    argv = engine_command(order, "127.0.0.1", 1)
+    assert argv[-4:] == ["--lora", "/a/x.gguf", "--lora", "/a/y.gguf"]
+
+
+def test_lora_is_a_llama_cpp_extension_passed_to_the_engine() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    request = ChatCompletionRequest.model_validate({**body, "lora": [{"id": 1, "scale": 0.5}]})
+    assert request.extensions() == ["lora"]
+    assert request.sampling()["lora"] == [{"id": 1, "scale": 0.5}]
+    for bad in ([{"id": -1, "scale": 1}], [{"id": 0}], [{"id": 0, "scale": 1, "name": "x"}], {"id": 0}):
+        with pytest.raises(ValidationError):
+            ChatCompletionRequest.model_validate({**body, "lora": bad})
+
+
+def test_serving_and_the_training_package_never_import_torch() -> None:
+    code = (
+        "import sys, yun.jobs.training, yun.api.app, yun.cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
