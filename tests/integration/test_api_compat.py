@@ -215,7 +215,6 @@ SAMPLING = {
     "xtc_threshold": 0.1,
     "n_probs": 1,
     "seed": 7,
-    "lora": [{"id": 0, "scale": 0.0}],  # the tiny replica loads no adapter: llama.cpp ignores the id
 }
 
 
@@ -245,7 +244,7 @@ async def test_extensions_are_refused_where_the_engine_would_drop_them(yun: Harn
     yun.services.catalog.add_external("ext-compat", "http://127.0.0.1:9")
     await sync_deployments(yun.services)
     try:
-        for extra in ({"top_k": 5}, {"grammar": YES_NO}, {"json_schema": SCHEMA}, {"lora": [{"id": 0, "scale": 1}]}):
+        for extra in ({"top_k": 5}, {"grammar": YES_NO}, {"json_schema": SCHEMA}):
             with pytest.raises(openai.BadRequestError) as info:
                 await yun.client.chat.completions.create(model="ext-compat", messages=MSG, extra_body=extra)
             assert info.value.param == next(iter(extra)) and info.value.code == "unsupported_parameter"

@@ -9,20 +9,24 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
 import pytest
 
 from tests.integration.conftest import Harness
-from tests.integration.tenants import FREE, admin, client_for, new_org, org_get, set_price
+from tests.integration.tenants import admin, client_for, new_org, org_get, set_price
 from tests.support.fake_trainer import TOKENS_PER_EXAMPLE
+from yun.api.lifespan import sync_deployments
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T = TypeVar("T")
 # $1,000 per 1M trained tokens: one trained token costs $0.001 (1,000,000 nanodollars).
 TRAINING = {"input": "0", "output": "0", "training": "1000"}
+BASE = "ft-base"
+MSG: Any = {"role": "user", "content": "What is the code word?"}
 
 
 def example(i: int) -> dict[str, Any]:
@@ -54,10 +58,18 @@ async def finished(client: openai.AsyncOpenAI, job_id: str) -> Any:
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def training_price(yun: Harness) -> Any:
-    await set_price(yun, "tiny", TRAINING)
-    yield
-    await set_price(yun, "tiny", FREE)
+async def base(yun: Harness, tiny_model: Path) -> AsyncIterator[str]:
+    """A base model of this module's own (the tiny model's file) with a training price: the jobs' fine-tunes
+    roll its deployment, not the one the other modules use."""
+    yun.services.catalog.add_local(BASE, tiny_model, "chat", license="apache-2.0")
+    await sync_deployments(yun.services)
+    await set_price(yun, BASE, TRAINING)
+    yield BASE
+    for m in yun.services.catalog.list():
+        if m.base_model == BASE:
+            yun.services.catalog.remove(m.id)
+    yun.services.catalog.remove(BASE)
+    await sync_deployments(yun.services)
 
 
 async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Harness) -> None:
@@ -65,15 +77,15 @@ async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Ha
     async with client_for(yun, key) as client:
         f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
         job = await client.fine_tuning.jobs.create(
-            model="tiny", training_file=f.id, suffix="periwinkle", seed=3, hyperparameters={"n_epochs": 2}
+            model=BASE, training_file=f.id, suffix="periwinkle", seed=3, hyperparameters={"n_epochs": 2}
         )
-        assert job.status == "queued" and job.model == "tiny" and job.training_file == f.id and job.seed == 3
+        assert job.status == "queued" and job.model == BASE and job.training_file == f.id and job.seed == 3
         assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
         held = (await org_get(yun, key, "balance"))["held_nanodollars"]
         assert held > 0  # the file's tokens x 2 epochs at $0.001 a token
         done = await finished(client, job.id)
         assert done.status == "succeeded", done.error
-        assert done.fine_tuned_model == f"ft:tiny:{org}:periwinkle:{job.id}"
+        assert done.fine_tuned_model == f"ft:{BASE}:{org}:periwinkle:{job.id}"
         assert done.trained_tokens == 12 * 2 * TOKENS_PER_EXAMPLE and done.finished_at is not None
         events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
         steps = [e for e in events if e.type == "metrics" and e.message.startswith("Step ")]
@@ -104,13 +116,13 @@ async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad:
             purpose="batch",
         )
         with pytest.raises(openai.BadRequestError) as info:
-            await client.fine_tuning.jobs.create(model="tiny", training_file=batch.id)
+            await client.fine_tuning.jobs.create(model=BASE, training_file=batch.id)
         assert info.value.param == "training_file" and "purpose" in info.value.message
         with pytest.raises(openai.BadRequestError) as info:
             await client.files.create(file=("bad.jsonl", dataset(12, bad)), purpose="fine-tune")
         assert problem in info.value.message
         with pytest.raises(openai.NotFoundError) as missing:
-            await client.fine_tuning.jobs.create(model="tiny", training_file="file-nope")
+            await client.fine_tuning.jobs.create(model=BASE, training_file="file-nope")
         assert missing.value.param == "training_file"
         with pytest.raises(openai.NotFoundError):
             await client.fine_tuning.jobs.create(model="no-such-model", training_file=f.id)
@@ -119,7 +131,7 @@ async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad:
         assert embedding.value.param == "model"
         with pytest.raises(openai.BadRequestError) as method:
             await client.fine_tuning.jobs.create(
-                model="tiny",
+                model=BASE,
                 training_file=f.id,
                 method={"type": "dpo"},  # type: ignore[typeddict-item]
             )
@@ -133,7 +145,7 @@ async def test_a_job_the_org_cannot_cover_is_refused_for_quota(yun: Harness) -> 
     async with client_for(yun, key) as client:
         f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
         with pytest.raises(openai.RateLimitError) as info:
-            await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+            await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
         assert info.value.code == "insufficient_quota" and "fine-tuning job needs a hold" in info.value.message
         assert [j async for j in client.fine_tuning.jobs.list()] == []
     balance = await org_get(yun, key, "balance")
@@ -145,7 +157,7 @@ async def test_a_cancelled_job_pays_for_the_steps_it_completed(yun: Harness, mon
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
         f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
-        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
 
         async def stepped() -> bool | None:
             events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
@@ -165,8 +177,8 @@ async def test_a_queued_job_cancelled_costs_nothing(yun: Harness, monkeypatch: p
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
         f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
-        first = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
-        second = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)  # waits: one at a time
+        first = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+        second = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)  # waits: one at a time
         assert (await client.fine_tuning.jobs.retrieve(second.id)).status == "queued"
         cancelled = await client.fine_tuning.jobs.cancel(second.id)
         assert cancelled.status == "cancelled"
@@ -186,7 +198,7 @@ async def test_a_failing_trainer_fails_the_job_and_bills_its_steps(
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
         f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
-        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
         done = await finished(client, job.id)
     assert done.status == "failed" and done.error is not None and done.error.code == "training_failed"
     assert "step 3" in done.error.message and done.trained_tokens == 2 * 4 * TOKENS_PER_EXAMPLE
@@ -203,7 +215,7 @@ async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
     assert runner is not None
     async with client_for(yun, key) as client:
         f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
-        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
 
         async def checkpointed() -> bool | None:
             return True if [c async for c in client.fine_tuning.jobs.checkpoints.list(job.id)] else None
@@ -226,15 +238,57 @@ async def test_another_org_sees_nothing_of_a_job(yun: Harness) -> None:
     _, other = await new_org(yun, "10")
     async with client_for(yun, key) as client, client_for(yun, other) as intruder:
         f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
-        job = await client.fine_tuning.jobs.create(model="tiny", training_file=f.id, hyperparameters={"n_epochs": 1})
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id, hyperparameters={"n_epochs": 1})
         for call in (
             intruder.fine_tuning.jobs.retrieve(job.id),
             intruder.fine_tuning.jobs.cancel(job.id),
             intruder.fine_tuning.jobs.list_events(job.id),
             intruder.fine_tuning.jobs.checkpoints.list(job.id),
-            intruder.fine_tuning.jobs.create(model="tiny", training_file=f.id),
+            intruder.fine_tuning.jobs.create(model=BASE, training_file=f.id),
         ):
             with pytest.raises(openai.NotFoundError):
                 await call
         assert [j async for j in intruder.fine_tuning.jobs.list()] == []
         assert (await finished(client, job.id)).status == "succeeded"
+
+
+async def test_the_fine_tuned_model_is_served_to_its_organization_only(yun: Harness) -> None:
+    org, key = await new_org(yun, "10")
+    _, other = await new_org(yun, "10")
+    async with client_for(yun, key) as client, client_for(yun, other) as intruder:
+        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id, hyperparameters={"n_epochs": 1})
+        done = await finished(client, job.id)
+        assert done.status == "succeeded" and done.fine_tuned_model is not None
+        model = done.fine_tuned_model
+        listed = [m.id async for m in client.models.list()]
+        assert model in listed and model not in [m.id async for m in intruder.models.list()]
+        assert (await client.models.retrieve(model)).owned_by == org
+
+        async def answered() -> Any:
+            try:
+                return await client.chat.completions.create(model=model, messages=[MSG], max_tokens=3)
+            except openai.NotFoundError:
+                return None  # its base's replicas are being replaced by ones that load its adapter
+
+        answer = await until(answered, f"{model} to answer", timeout=120)
+        assert answer.model == model and answer.usage is not None and answer.usage.completion_tokens == 3
+        # Nobody selects an adapter by hand on a shared replica (they are other organizations' fine-tunes).
+        with pytest.raises(openai.BadRequestError) as info:
+            await intruder.chat.completions.create(
+                model=BASE, messages=[MSG], max_tokens=3, extra_body={"lora": [{"id": 0, "scale": 1.0}]}
+            )
+        assert info.value.param == "lora"
+        for call in (
+            intruder.chat.completions.create(model=model, messages=[MSG], max_tokens=3),
+            intruder.models.retrieve(model),
+            intruder.models.delete(model),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                await call
+        records = (await org_get(yun, key, "usage/records"))["data"]
+        assert [r["model_id"] for r in records if r["endpoint"] == "chat.completions"] == [model]
+        deleted = await client.models.delete(model)
+        assert deleted.deleted and deleted.id == model
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(model=model, messages=[MSG], max_tokens=3)

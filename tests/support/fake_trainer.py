@@ -3,7 +3,8 @@ without torch: the job machinery's tests (events, checkpoints, cancel, crash and
 seconds. It reads the spec the runner wrote, counts the examples, and steps through them:
 
 - `FAKE_TRAINER_STEP_S` seconds per step (default 0.05); 10 trained tokens per example stepped through;
-- a checkpoint per epoch (a directory with a marker, and a small "adapter" file);
+- a checkpoint per epoch (a directory with a real llama.cpp LoRA adapter of the base: zero weights, so
+  the fine-tuned model answers as its base does, and a replica loads it);
 - restarted on the same output dir, it resumes after the newest checkpoint;
 - SIGTERM: a `cancelled` event at the next step, exit code 1;
 - `FAKE_TRAINER_FAIL_AT_STEP=N`: an `error` event at step N, exit code 1.
@@ -27,6 +28,23 @@ _stop = False
 def _on_term(_signum: int, _frame: Any) -> None:
     global _stop
     _stop = True
+
+
+def _adapter(base: Path, out: Path) -> Path:
+    """A LoRA adapter of `base` (rank 1 on block 0's q projection) whose weights are all zero."""
+    import numpy as np
+
+    from yun.catalog.gguf_info import read_gguf_metadata
+    from yun.jobs.training.adapter_gguf import write_lora_gguf
+
+    meta, _ = read_gguf_metadata(base, arrays=frozenset())
+    width = int(meta[f"{meta['general.architecture']}.embedding_length"])
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    weights = {
+        f"{prefix}.lora_A.weight": np.zeros((1, width), np.float32),
+        f"{prefix}.lora_B.weight": np.zeros((width, 1), np.float32),
+    }
+    return write_lora_gguf(weights, base, 1.0, out)
 
 
 def main() -> int:
@@ -82,11 +100,9 @@ def main() -> int:
         emit("epoch", epoch=epoch, step=step, train_loss=2.0 / step, valid_loss=None)
         checkpoint = out / f"epoch-{epoch}"
         checkpoint.mkdir(exist_ok=True)
-        adapter = checkpoint / "adapter.gguf"
-        adapter.write_bytes(b"GGUF fake adapter")
+        adapter = _adapter(Path(spec["base_model"]), checkpoint / "adapter.gguf")
         emit("checkpoint", epoch=epoch, step=step, path=str(checkpoint), adapter=str(adapter))
-    final = out / "adapter.gguf"
-    final.write_bytes(b"GGUF fake adapter")
+    final = _adapter(Path(spec["base_model"]), out / "adapter.gguf")
     emit("done", step=step, trained_tokens=examples * epochs * TOKENS_PER_EXAMPLE, adapter=str(final), seconds=0.0)
     return 0
 

@@ -13,7 +13,6 @@ import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from typing_extensions import TypedDict
 
 from yun.errors import InvalidRequest, UnsupportedParameter
 
@@ -66,6 +65,13 @@ def refuse_unknown(request: BaseModel) -> None:
     for name, value in extra.items():
         if value is None or name in HARMLESS or (name == "modalities" and value == ["text"]):
             continue
+        if name == "lora":
+            # The adapters a shared replica loads are other organizations' fine-tunes: only the gateway
+            # selects one, for the fine-tuned model a request names.
+            raise UnsupportedParameter(
+                "lora is not accepted: call a fine-tuned model by its name (ft:...), and Yun applies its adapter",
+                param=name,
+            )
         raise UnsupportedParameter(
             f"Unrecognized request argument supplied: {name} (Yun never drops a parameter that could change "
             "the answer; see the README for the parameters it serves)",
@@ -91,14 +97,6 @@ def check_logit_bias(value: dict[str, float] | None) -> None:
 Unit = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(ge=0, le=100)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
-
-
-class LoraPick(TypedDict):
-    """One of the replica's LoRA adapters (llama.cpp's `lora` field) and the scale it is applied at."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    id: Annotated[int, Field(ge=0, le=1023)]
-    scale: Annotated[float, Field(ge=-100, le=100)]
 
 
 class LlamaCppSampling(Wire):
@@ -136,9 +134,6 @@ class LlamaCppSampling(Wire):
     t_max_predict_ms: Count | None = None
     return_tokens: bool | None = None
     timings_per_token: bool | None = None
-    lora: Annotated[list[LoraPick], Field(max_length=64)] | None = None
-    """Per-request LoRA adapters of the replica (`--lora` files, ids from 0; each is off, scale 0, unless
-    listed). llama.cpp ignores an id it has not loaded, and an empty list means its defaults (all off)."""
 
 
 EXTENSIONS = frozenset(LlamaCppSampling.model_fields)

@@ -34,8 +34,8 @@ from typing import Any
 from yun.cluster.base import Cluster, Resources, TaskOrder
 from yun.errors import EngineUnavailable, NotFound, YunError
 from yun.jobs.fine_tuning import states
-from yun.jobs.fine_tuning.hyper import BASE_LEARNING_RATE
 from yun.jobs.fine_tuning.service import FineTuningService
+from yun.jobs.training.spec import BASE_LEARNING_RATE
 from yun.store.fine_tuning import JobRecord
 
 __all__ = ["FineTuningRunner", "RunnerConfig", "fine_tuned_name"]

@@ -27,7 +27,7 @@ from yun.errors import InvalidRequest, NotFound
 from yun.jobs.files import FileStore
 from yun.jobs.files.validate import FineTuneCheck, FineTuneReport, TokenCounter, model_token_counter
 from yun.jobs.fine_tuning import states
-from yun.jobs.fine_tuning.hyper import Auto, resolve
+from yun.jobs.training.spec import BASE_LEARNING_RATE, Hyperparameters, resolve_hyperparameters
 from yun.store import ModelRecord
 from yun.store.deployments import DeploymentRepository
 from yun.store.files import FileRepository
@@ -45,9 +45,8 @@ class JobRequest:
     validation_file: str | None = None
     suffix: str | None = None
     seed: int | None = None
-    n_epochs: int | Auto | None = None
-    batch_size: int | Auto | None = None
-    learning_rate_multiplier: float | Auto | None = None
+    hyperparameters: Hyperparameters = Hyperparameters()
+    """As the client sent them ("auto" where it did not say)."""
     metadata: dict[str, str] | None = None
 
 
@@ -79,9 +78,14 @@ class FineTuningService:
         report = await self._check(org_id, req.training_file, "training_file", counter, context)
         if req.validation_file is not None:
             await self._check(org_id, req.validation_file, "validation_file", counter, context)
-        hyper = resolve(report.examples, req.n_epochs, req.batch_size, req.learning_rate_multiplier)
+        epochs, batch, learning_rate = resolve_hyperparameters(req.hyperparameters, report.examples)
+        hyper = {
+            "n_epochs": epochs,
+            "batch_size": batch,
+            "learning_rate_multiplier": learning_rate / BASE_LEARNING_RATE,
+        }
         job_id = f"ftjob-{uuid.uuid4().hex[:24]}"
-        planned = report.tokens * hyper.n_epochs
+        planned = report.tokens * epochs
         hold = await asyncio.to_thread(self.billing.reserve, job_id, org_id, key_id, base.id, planned)
         record = JobRecord(
             id=job_id,
@@ -92,7 +96,7 @@ class FineTuningService:
             validation_file=req.validation_file,
             suffix=req.suffix,
             seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
-            hyperparameters=hyper.as_dict(),
+            hyperparameters=hyper,
             status=states.QUEUED,
             training_tokens=report.tokens,
             price_version=hold.price_version,

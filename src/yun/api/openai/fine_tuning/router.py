@@ -18,6 +18,7 @@ from yun.api.openai.fine_tuning.protocol import JobCreate, checkpoint_object, ev
 from yun.api.services import Services
 from yun.errors import NotFound
 from yun.jobs.fine_tuning.service import JobRequest
+from yun.jobs.training.spec import Hyperparameters
 from yun.store.fine_tuning import JobRecord, Page
 from yun.tenancy import Principal
 from yun.tenancy.orgs import INFERENCE_ROLES, require_role
@@ -51,9 +52,9 @@ async def create_job(body: JobCreate, principal: PrincipalDep, services: Service
         validation_file=body.validation_file,
         suffix=body.suffix,
         seed=body.seed,
-        n_epochs=hyper.n_epochs,
-        batch_size=hyper.batch_size,
-        learning_rate_multiplier=hyper.learning_rate_multiplier,
+        hyperparameters=Hyperparameters(
+            **{k: v for k, v in hyper.model_dump().items() if v is not None}  # absent: "auto"
+        ),
         metadata=body.metadata,
     )
     job = await services.fine_tuning.create(principal.org_id, principal.key_id, request)

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from yun.api.bounds import Identifier
+from yun.api.control import refresh_routes
 from yun.api.deps import PrincipalDep, ServicesDep
 from yun.api.openapi import error_responses
 from yun.api.services import Services
@@ -94,4 +95,5 @@ async def delete_model(model_id: Identifier, principal: PrincipalDep, services: 
         raise PermissionDenied(f"The model '{model_id}' is not a fine-tuned model of your organization.")
     require_role(principal, MANAGE_ROLES, "delete fine-tuned models")
     await asyncio.to_thread(services.fine_tuning.remove_model, m)
+    await refresh_routes(services)  # this gateway stops serving it now; the others within a poll (~1 s)
     return {"id": model_id, "object": "model", "deleted": True}
