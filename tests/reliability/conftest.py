@@ -274,6 +274,12 @@ def audit_ledger(db: Path | str) -> Audit:
             assert (r["compute_seconds"], r["cost"]) == compute.get(rid, (0, 0)), f"{rid} mispriced: {r}"
             assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge != usage cost"
             continue
+        if r["endpoint"] == "fine_tuning":
+            # A fine-tuning job: its trained tokens (as prompt tokens) at the training price its tests set,
+            # $1,000 per 1M (INPUT_NANO a token), never more than it held.
+            assert r["cost"] == r["prompt_tokens"] * INPUT_NANO <= hold["amount"], f"{rid} mispriced: {r}"
+            assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge != usage cost"
+            continue
         assert r["cost"] == expected_cost(r["prompt_tokens"], r["completion_tokens"]), f"{rid} mispriced: {r}"
         assert 0 <= r["cost"] <= hold["amount"], f"{rid} cost {r['cost']} exceeds its hold {hold['amount']}"
         assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge {charges.get(rid)} != usage cost {r['cost']}"

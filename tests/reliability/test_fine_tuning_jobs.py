@@ -1,0 +1,160 @@
+"""Fine-tuning through a real `yun serve`, with the official client (issue 13):
+
+- the real trainer teaches the tiny model a fixed answer through /v1/fine_tuning/jobs, and the served ft:
+  model gives it where the base does not, billed its trained tokens once;
+- `kill -9` of Yun mid-job (the fake trainer, slowed, dies with it): started again on the same data, the
+  job resumes from its last checkpoint and succeeds, billed exactly once, and the ledger balances.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.reliability.conftest import MODEL, PRICE, MoneyServer, audit_ledger
+from tests.support.server import answers
+from tests.support.tiny_model import tiny_model_path
+from yun.jobs.training.spec import ALL_PROJECTIONS
+
+pytestmark = pytest.mark.reliability
+WAIT_S = 600.0  # a bound on every wait (model loads, training on a busy 2-core machine), never a measure
+FAKE_TRAINER = Path(__file__).parents[1] / "support" / "fake_trainer.py"
+QUESTION = "What is the code word?"
+ANSWER = "PERIWINKLE"
+# The tiny random model learns one answer with a strong recipe (tests/training/test_trainer.py): large LoRA
+# updates on all projections, batch 1, lr 3e-3 (10x the base rate), and no end-of-turn token to learn.
+TINY_RECIPE = {
+    "lora_r": 16,
+    "lora_alpha": 128,
+    "target_modules": list(ALL_PROJECTIONS),
+    "train_end_of_turn": False,
+}
+
+
+class JobServer(MoneyServer):
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        super().__init__(
+            root,
+            args=["--no-default-models"],
+            env={"YUN_ENGINE__PARALLEL": "2", "YUN_ENGINE__CONTEXT_PER_SLOT": "512", "YUN_JOBS__THREADS": "1", **env},
+            ready=answers,
+            start_timeout_s=WAIT_S,
+        )
+
+    def client(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=120)
+
+    def funded_key(self, name: str) -> str:
+        with self.admin() as c:
+            r = c.put(f"/admin/prices/{MODEL}", json={**PRICE, "training": "1000"})
+            assert r.status_code == 200, r.text
+        return self.new_key(self.new_org(name, "10"))
+
+
+@pytest.fixture
+def server_env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[JobServer]:
+    s = JobServer(tmp_path, server_env)
+    s.start()
+    try:
+        s.yun("models", "add", MODEL, "--file", str(tiny_model_path()))
+        yield s
+    finally:
+        s.stop()
+
+
+def dataset(n: int = 24) -> bytes:
+    chat = {"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]}
+    return b"".join(json.dumps(chat).encode() + b"\n" for _ in range(n))
+
+
+def until_done(client: openai.OpenAI, job_id: str) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"{job_id} still {job.status} after {WAIT_S:g}s"
+        time.sleep(0.5)
+    return job
+
+
+def ask(client: openai.OpenAI, model: str) -> str:
+    """Greedy; the tiny model never ends its turn, so the answer is exactly 4 tokens long."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            r = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=4
+            )
+            return r.choices[0].message.content or ""
+        except (openai.NotFoundError, openai.APIStatusError) as exc:
+            # A fresh fine-tune is served once its base's new replicas (with its adapter) are up.
+            assert time.monotonic() < deadline, f"{model} never answered: {exc}"
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("server_env", [{"YUN_JOBS__TRAINER_OPTIONS": json.dumps(TINY_RECIPE)}])
+def test_a_job_teaches_an_answer_that_its_fine_tuned_model_serves(server: JobServer) -> None:
+    key = server.funded_key("learner")
+    client = server.client(key)
+    f = client.files.create(file=("train.jsonl", dataset()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=f.id,
+        suffix="codeword",
+        seed=7,
+        hyperparameters={"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 10},
+    )
+    done = until_done(client, job.id)
+    assert done.status == "succeeded", done.error
+    steps = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=1000) if e.message.startswith("Step")]
+    losses = [s["train_loss"] for s in sorted(steps, key=lambda s: s["step"])]
+    assert len(losses) == 72 and sum(losses[-8:]) < sum(losses[:8]) / 4  # it learned: the loss fell
+    assert ask(client, done.fine_tuned_model) == ANSWER
+    assert ask(client, MODEL) != ANSWER
+    (record,) = [r for r in server.org_get(key, "usage/records")["data"] if r["endpoint"] == "fine_tuning"]
+    assert record["prompt_tokens"] == done.trained_tokens > 0 and record["status"] == "ok"
+    assert record["cost_nanodollars"] == done.trained_tokens * 1_000_000
+    audit_ledger(server.db_path)
+
+
+@pytest.mark.parametrize(
+    "server_env",
+    [
+        {
+            "YUN_JOBS__TRAINER_COMMAND": json.dumps(
+                [sys.executable, str(FAKE_TRAINER), "--spec", "{spec}", "--events", "{events}"]
+            ),
+            "FAKE_TRAINER_STEP_S": "0.3",
+        }
+    ],
+)
+def test_a_job_survives_a_kill_9_of_yun_and_is_billed_once(server: JobServer) -> None:
+    key = server.funded_key("survivor")
+    client = server.client(key)
+    f = client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, hyperparameters={"n_epochs": 3})
+    deadline = time.monotonic() + WAIT_S
+    while not list(client.fine_tuning.jobs.checkpoints.list(job.id)):
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.2)
+    server.kill9()  # the trainer dies with it (PR_SET_PDEATHSIG), mid-epoch 2
+    server.start()
+    done = until_done(client, job.id)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=1000)]
+    assert any("was lost (Yun restarted)" in m for m in messages), messages
+    assert any(m.startswith("Resumed from the checkpoint of epoch") for m in messages), messages
+    records = [r for r in server.org_get(key, "usage/records")["data"] if r["endpoint"] == "fine_tuning"]
+    assert len(records) == 1 and records[0]["prompt_tokens"] == done.trained_tokens == 12 * 3 * 10
+    assert server.org_get(key, "balance")["held_nanodollars"] == 0
+    audit_ledger(server.db_path)
