@@ -19,6 +19,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "SecretKeyError",
+    "StorageUnavailable",
     "UnsupportedParameter",
     "YunError",
 ]
@@ -139,3 +140,9 @@ class SecretKeyError(YunError):
     encrypted with."""
 
     code = "secret_key_error"
+
+
+class StorageUnavailable(YunError):
+    """The file store (a directory, an S3-compatible bucket) cannot be read or written right now."""
+
+    code = "storage_unavailable"

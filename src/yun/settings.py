@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_URL",
     "BillingSettings",
     "EngineSettings",
+    "FilesSettings",
     "ModelDefaults",
     "SecretsSettings",
     "ServerSettings",
@@ -155,6 +156,41 @@ class SecretsSettings(BaseModel):
     share a PostgreSQL database need the same key: set it here (`YUN_SECRETS__KEY`) on each."""
 
 
+_MIB = 1024 * 1024
+
+
+class FilesSettings(BaseModel):
+    """Uploaded files (`/v1/files`): where their bytes live and how much a tenant may keep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "s3"] = "local"
+    """`local`: a directory `files/` in the data dir (one machine). `s3`: an S3-compatible bucket, which
+    every gateway and training node of a cluster reads alike."""
+    s3_endpoint_url: str | None = None
+    """The S3-compatible endpoint (e.g. `http://minio:9000`); unset means AWS S3 itself."""
+    s3_bucket: str | None = None
+    """The bucket that holds the files (it must exist); needed with `backend = "s3"`."""
+    s3_region: str | None = None
+    """The bucket's region; unset leaves it to boto3's own configuration."""
+    s3_access_key_id: str | None = None
+    """Access key id; unset leaves credentials to boto3's own chain (instance role, ~/.aws)."""
+    s3_secret_access_key: SecretStr | None = None
+    """Secret access key, with `s3_access_key_id`."""
+    max_file_bytes: int = Field(default=512 * _MIB, ge=1)
+    """The largest file one upload may store; a larger one is refused (413) as its bytes pass the limit."""
+    max_org_bytes: int = Field(default=10 * 1024 * _MIB, ge=1)
+    """The most file storage one organization may hold in all; an upload past it is refused (413)."""
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> FilesSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("files.backend s3 needs files.s3_bucket (YUN_FILES__S3_BUCKET)")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("files.s3_access_key_id and files.s3_secret_access_key are set together")
+        return self
+
+
 class ModelDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -184,6 +220,7 @@ class Settings(BaseSettings):
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
     url: str | None = None
     """The Yun server the `yun` CLI talks to (YUN_URL). Unset: the one `yun login` stored, else
     http://127.0.0.1:8000."""
@@ -235,6 +272,11 @@ class Settings(BaseSettings):
     @property
     def secrets_key_file(self) -> Path:
         return self.data_dir / "secrets.key"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the `local` file store keeps uploaded files."""
+        return self.data_dir / "files"
 
     @property
     def model_cache_dir(self) -> Path:

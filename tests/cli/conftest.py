@@ -24,6 +24,10 @@ from yun.cli import app as cli_app
 from yun.settings import Settings
 from yun.tenancy import DEFAULT_ORG
 
+HEALTH_INTERVAL_S = 0.3
+SYNC_INTERVAL_S = 2 * HEALTH_INTERVAL_S
+"""How often the live server's catalog sync runs (api/lifespan.py: every two health intervals)."""
+
 
 @dataclass
 class LiveServer:
@@ -39,7 +43,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     settings = Settings(
         data_dir=data_dir,
         defaults={"chat": False, "embedding": False},
-        engine={"parallel": 1, "context_per_slot": 512, "health_interval_s": 0.3},
+        engine={"parallel": 1, "context_per_slot": 512, "health_interval_s": HEALTH_INTERVAL_S},
     )
     services = build_services(settings)
     services.orgs.get_or_create(DEFAULT_ORG, "default")

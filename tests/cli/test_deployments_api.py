@@ -5,13 +5,15 @@ OpenAI-shaped 400/404 for wrong input; platform-admin keys only; no engine secre
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.cli.conftest import NO_ENGINE, Deployable, LiveServer, until
+from tests.cli.conftest import NO_ENGINE, SYNC_INTERVAL_S, Deployable, LiveServer, until
 from tests.support.registry import engine_access
 
 
@@ -239,6 +241,31 @@ def test_a_replica_that_cannot_start_is_failed_with_its_error(admin: httpx.Clien
     replica = next(r for r in shown["replicas"] if r["state"] == "failed")
     assert replica["error"] and replica["endpoint"] is None and shown["ready"] == 0
     assert "replica failed" in shown["message"], shown["message"]
+
+
+def test_a_models_last_deployment_deleted_stays_deleted(admin: httpx.Client, tiny_model: Path) -> None:
+    """The operator frees a model's compute by deleting its only deployment: the model stays in the
+    catalog, undeployed, and the catalog sync does not deploy it again; a deployment created for it later
+    serves it."""
+    model = "dep-undeployed"
+    r = admin.post("/admin/models", json={"id": model, "file": str(tiny_model)})
+    assert r.status_code == 201, r.text
+    try:
+        [d] = until(lambda: admin.get("/admin/deployments", params={"model": model}).json()["data"] or None, model)
+        assert admin.delete(f"/admin/deployments/{d['id']}").status_code == 202
+        until(lambda: _gone(admin, d["id"]), f"{d['id']} removed by the controller")
+        # The catalog sync runs every 2 health intervals (0.6 s here): give it several passes.
+        time.sleep(SYNC_INTERVAL_S * 5)
+        assert admin.get("/admin/deployments", params={"model": model}).json()["data"] == []
+        shown = admin.get(f"/admin/models/{model}").json()
+        assert shown["replicas"] == 0 and shown["status"] == "not deployed", shown
+        again = _created(admin, {"model": model, "min": 0, "replicas": 0})
+        time.sleep(SYNC_INTERVAL_S * 2)
+        assert [x["id"] for x in admin.get("/admin/deployments", params={"model": model}).json()["data"]] == [
+            again["id"]
+        ]
+    finally:
+        admin.delete(f"/admin/models/{model}")
 
 
 def test_delete_marks_deleting_and_the_controller_removes_it(admin: httpx.Client, deployable: Deployable) -> None:

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import Harness
-from tests.integration.test_billing import PRICE, admin, client_for, new_org, org_get
+from tests.integration.tenants import client_for, new_org, org_get, priced
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -90,9 +90,7 @@ async def test_completions_n_times_prompts(yun: Harness) -> None:
 
 async def test_the_hold_covers_every_choice(yun: Harness) -> None:
     """n multiplies the hold: a balance that covers one choice's maximum is refused for eight."""
-    r = await yun.http.put("/admin/prices/tiny", json=PRICE, headers=admin(yun))
-    assert r.status_code == 200, r.text
-    try:
+    async with priced(yun):
         _, key = await new_org(yun, "0.2")
         async with client_for(yun, key) as client:
             with pytest.raises(openai.RateLimitError) as info:
@@ -105,9 +103,6 @@ async def test_the_hold_covers_every_choice(yun: Harness) -> None:
         (record,) = await _records(yun, key)
         assert bal["held_nanodollars"] == 0 and record["completion_tokens"] == 20
         assert bal["balance_nanodollars"] == 200_000_000 - record["cost_nanodollars"]
-    finally:
-        await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
-        yun.services.billing.invalidate()
 
 
 # -- legacy completions: logprobs, echo, system_fingerprint -------------------------------------------

@@ -2,68 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from tests.integration.conftest import Harness
+from tests.integration.tenants import (
+    NANO,
+    PRICE,
+    admin,
+    client_for,
+    expected_cost,
+    new_org,
+    org_get,
+    priced,
+    settled_records,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MSG = [{"role": "user", "content": "Say something."}]
-NANO = 1_000_000_000
-# USD per 1M tokens: one input token costs $0.001, one output token $0.002, one cached input token $0.0005.
-PRICE = {"input": "1000", "output": "2000", "cached_input": "500"}
-
-
-def admin(yun: Harness) -> dict[str, str]:
-    return {"Authorization": f"Bearer {yun.admin_key}"}
-
-
-async def new_org(yun: Harness, credits: str | None, **key: Any) -> tuple[str, str]:
-    r = await yun.http.post(
-        "/admin/orgs", json={"name": f"org-{id(key)}-{asyncio.get_running_loop().time()}"}, headers=admin(yun)
-    )
-    assert r.status_code == 201, r.text
-    org_id = r.json()["id"]
-    if credits is not None:
-        r = await yun.http.post(f"/admin/orgs/{org_id}/credits", json={"amount": credits}, headers=admin(yun))
-        assert r.status_code == 201, r.text
-    r = await yun.http.post(
-        f"/admin/orgs/{org_id}/keys", json={"name": "k", "role": "owner", **key}, headers=admin(yun)
-    )
-    assert r.status_code == 201, r.text
-    return org_id, r.json()["secret"]
-
-
-def client_for(yun: Harness, key: str) -> openai.AsyncOpenAI:
-    transport = httpx.ASGITransport(app=yun.app)
-    return openai.AsyncOpenAI(
-        api_key=key, base_url="http://yun/v1", max_retries=0, http_client=httpx.AsyncClient(transport=transport)
-    )
-
-
-async def org_get(yun: Harness, key: str, path: str) -> Any:
-    r = await yun.http.get(f"/v1/organization/{path}", headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def priced(yun: Harness) -> AsyncIterator[None]:
-    r = await yun.http.put("/admin/prices/tiny", json=PRICE, headers=admin(yun))
-    assert r.status_code == 200, r.text
-    yield
-    # Later modules share this server and expect the model to be free (a newer zero price version).
-    await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
-    yun.services.billing.invalidate()
-
-
-def expected_cost(prompt: int, cached: int, completion: int) -> int:
-    return (prompt - cached) * 1_000_000 + cached * 500_000 + completion * 2_000_000
+async def priced_here(yun: Harness) -> AsyncIterator[None]:
+    async with priced(yun):
+        yield
 
 
 async def test_charge_is_exact_and_the_ledger_balances(yun: Harness) -> None:
@@ -194,7 +159,6 @@ async def test_free_tier_is_used_before_credits(yun: Harness) -> None:
 
 async def test_client_abort_is_billed_what_the_engine_generated(yun: Harness) -> None:
     org, key = await new_org(yun, "100")
-    replica = yun.services.router.get("tiny").replicas[0]
     async with openai.AsyncOpenAI(api_key=key, base_url=yun.base_url + "/v1", max_retries=0) as client:
         stream = await client.chat.completions.create(model="tiny", messages=MSG, max_tokens=3000, stream=True)  # type: ignore[arg-type]
         got = 0
@@ -203,11 +167,7 @@ async def test_client_abort_is_billed_what_the_engine_generated(yun: Harness) ->
             if got == 5:
                 break
         await stream.close()
-    for _ in range(100):
-        records = (await org_get(yun, key, "usage/records"))["data"]
-        if records and replica.outstanding == 0:
-            break
-        await asyncio.sleep(0.1)
+    records = await settled_records(yun, key)
     assert len(records) == 1
     rec = records[0]
     assert rec["status"] == "aborted"

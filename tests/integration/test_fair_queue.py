@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Harness
-from tests.integration.test_billing import new_org, org_get
+from tests.integration.tenants import new_org, org_get
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 BURST = 8

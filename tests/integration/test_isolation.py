@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.integration.conftest import Harness
-from tests.integration.test_billing import admin, new_org
+from tests.integration.tenants import admin, new_org
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MSG = [{"role": "user", "content": "hi"}]

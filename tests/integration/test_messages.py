@@ -16,7 +16,9 @@ import pytest
 import pytest_asyncio
 
 from tests.integration.conftest import Harness
-from tests.integration.test_billing import NANO, admin, new_org, org_get
+from tests.integration.tenants import NANO, new_org, org_get, priced
+
+TOKEN_PRICE = {"input": "1000", "output": "2000"}  # USD per 1M tokens, no cached price
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -70,14 +72,8 @@ def billed_as(usage: Any, record: dict[str, Any]) -> None:
 
 async def test_create_answers_a_message_billed_exactly(yun: Harness) -> None:
     org, key = await new_org(yun, "10")
-    await yun.http.put("/admin/prices/tiny", json={"input": "1000", "output": "2000"}, headers=admin(yun))
-    yun.services.billing.invalidate()
-    try:
-        async with sdk(yun, key) as c:
-            m = await c.messages.create(model="tiny", max_tokens=7, messages=USER, extra_body=GREEDY)  # type: ignore[arg-type]
-    finally:
-        await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
-        yun.services.billing.invalidate()
+    async with priced(yun, TOKEN_PRICE), sdk(yun, key) as c:
+        m = await c.messages.create(model="tiny", max_tokens=7, messages=USER, extra_body=GREEDY)  # type: ignore[arg-type]
     assert m.id.startswith("msg_") and m.type == "message" and m.role == "assistant" and m.model == "tiny"
     assert [b.type for b in m.content] == ["text"] and m.content[0].text  # type: ignore[union-attr]
     # The tiny model never ends its turn by itself: it writes exactly max_tokens.
@@ -348,17 +344,11 @@ async def test_errors_are_anthropic_shaped_on_these_routes_only(yun: Harness, cl
 
 async def test_out_of_credit_is_a_billing_error(yun: Harness) -> None:
     _, key = await new_org(yun, "0.00001")
-    await yun.http.put("/admin/prices/tiny", json={"input": "1000", "output": "2000"}, headers=admin(yun))
-    yun.services.billing.invalidate()
-    try:
-        async with sdk(yun, key) as c:
-            with pytest.raises(anthropic.APIStatusError) as info:
-                await c.messages.create(model="tiny", max_tokens=50, messages=USER)  # type: ignore[arg-type]
-            # Counting is not billed: it works with no credit at all.
-            counted = await c.messages.count_tokens(model="tiny", messages=USER)  # type: ignore[arg-type]
-    finally:
-        await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
-        yun.services.billing.invalidate()
+    async with priced(yun, TOKEN_PRICE), sdk(yun, key) as c:
+        with pytest.raises(anthropic.APIStatusError) as info:
+            await c.messages.create(model="tiny", max_tokens=50, messages=USER)  # type: ignore[arg-type]
+        # Counting is not billed: it works with no credit at all.
+        counted = await c.messages.count_tokens(model="tiny", messages=USER)  # type: ignore[arg-type]
     assert info.value.status_code == 402 and info.value.type == "billing_error"
     assert counted.input_tokens > 5
     assert (await org_get(yun, key, "usage/records"))["data"] == []

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import CONTEXT_PER_SLOT, Harness
-from tests.integration.test_billing import admin, client_for, new_org, org_get
+from tests.integration.tenants import client_for, new_org, org_get, priced
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 NANO = 1_000_000_000
@@ -82,12 +82,9 @@ def cost(prompt: int, completion: int) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def priced(yun: Harness) -> AsyncIterator[None]:
-    r = await yun.http.put("/admin/prices/tiny", json=PRICE, headers=admin(yun))
-    assert r.status_code == 200, r.text
-    yield
-    await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
-    yun.services.billing.invalidate()
+async def priced_here(yun: Harness) -> AsyncIterator[None]:
+    async with priced(yun, PRICE):
+        yield
 
 
 @pytest.fixture(scope="module")

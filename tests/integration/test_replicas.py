@@ -240,7 +240,7 @@ async def test_a_replica_that_dies_mid_stream_ends_it_with_an_error_event_billed
 ) -> None:
     """Once output has reached the client a request cannot move to another replica: the stream ends with an
     OpenAI-style error event, and the request is billed the tokens the client received, no more, no less."""
-    from tests.integration.test_billing import new_org, org_get
+    from tests.integration.tenants import new_org, org_get
 
     org, key = await new_org(yun, "100")
     address = yun.services.router.get("tiny").replicas[0].address

@@ -4,7 +4,6 @@ calls, JSON output, stored conversations, tenant isolation, and the usage billed
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.integration.conftest import Harness
-from tests.integration.test_billing import NANO, PRICE, admin, client_for, expected_cost, new_org, org_get
+from tests.integration.tenants import NANO, client_for, expected_cost, new_org, org_get, priced, settled_records
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -58,14 +57,8 @@ async def test_string_input_answers_and_bills_the_engine_count(yun: Harness) -> 
 
 async def test_a_priced_response_is_charged_what_its_usage_says(yun: Harness) -> None:
     org, key = await new_org(yun, "5")
-    r = await yun.http.put("/admin/prices/tiny", json=PRICE, headers=admin(yun))
-    assert r.status_code == 200, r.text
-    try:
-        async with client_for(yun, key) as client:
-            answer = await client.responses.create(model="tiny", input="Say something.", max_output_tokens=16)
-    finally:
-        await yun.http.put("/admin/prices/tiny", json={"input": "0", "output": "0"}, headers=admin(yun))
-        yun.services.billing.invalidate()
+    async with priced(yun), client_for(yun, key) as client:
+        answer = await client.responses.create(model="tiny", input="Say something.", max_output_tokens=16)
     u = answer.usage
     assert u is not None
     cost = expected_cost(u.input_tokens, u.input_tokens_details.cached_tokens, u.output_tokens)
@@ -140,7 +133,6 @@ async def test_stream_sends_typed_events_in_openai_order(yun: Harness) -> None:
 
 async def test_a_stream_the_client_leaves_is_billed_what_was_generated(yun: Harness) -> None:
     _, key = await new_org(yun, "5")
-    replica = yun.services.router.get("tiny").replicas[0]
     async with openai.AsyncOpenAI(api_key=key, base_url=yun.base_url + "/v1", max_retries=0) as client:
         stream = await client.responses.create(model="tiny", input="Say something.", max_output_tokens=400, stream=True)
         response_id, got = "", 0
@@ -151,11 +143,7 @@ async def test_a_stream_the_client_leaves_is_billed_what_was_generated(yun: Harn
             if got == 5:
                 break
         await stream.close()
-    for _ in range(100):
-        records = (await org_get(yun, key, "usage/records"))["data"]
-        if records and replica.outstanding == 0:
-            break
-        await asyncio.sleep(0.1)
+    records = await settled_records(yun, key)
     assert [r["request_id"] for r in records] == [response_id]
     assert records[0]["status"] == "aborted" and 5 <= records[0]["completion_tokens"] < 400
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0

@@ -16,6 +16,7 @@ from yun.errors import (
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
+    StorageUnavailable,
 )
 from yun.settings import Settings
 
@@ -27,6 +28,11 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert s.server.port == 9123 and s.server.host == "127.0.0.1"
     assert s.resolved_database_url == f"sqlite:///{tmp_path / 'yun.db'}"
     assert s.server.log_prompts is False
+    monkeypatch.setenv("YUN_FILES__MAX_FILE_BYTES", "1000")
+    monkeypatch.setenv("YUN_FILES__S3_SECRET_ACCESS_KEY", "s3cret")
+    monkeypatch.setenv("YUN_FILES__S3_ACCESS_KEY_ID", "key")
+    assert Settings().files.max_file_bytes == 1000
+    assert "s3cret" not in repr(Settings().files)
 
 
 def test_progress_interval_defaults_to_a_second_and_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,6 +61,7 @@ def test_production_refuses_insecure_choices() -> None:
         (ModelNotFound("gone", param="model"), 404, "model_not_found"),
         (EngineUnavailable("down"), 503, "engine_unavailable"),
         (EngineFailure("broke"), 502, "engine_error"),
+        (StorageUnavailable("disk full"), 503, "storage_unavailable"),
     ],
 )
 def test_every_domain_error_has_an_openai_shape(exc: Exception, status: int, code: str | None) -> None:

@@ -14,10 +14,12 @@ from yun.api.admin.router import router as admin_router
 from yun.api.anthropic.router import router as messages_router
 from yun.api.errors import install_error_handlers
 from yun.api.lifespan import lifespan
-from yun.api.limits import BodyLimit
+from yun.api.limits import MULTIPART_OVERHEAD, BodyLimit
 from yun.api.openai.chat.router import router as chat_router
 from yun.api.openai.completions.router import router as completions_router
 from yun.api.openai.embeddings.router import router as embeddings_router
+from yun.api.openai.files.router import UPLOAD_ROUTE
+from yun.api.openai.files.router import router as files_router
 from yun.api.openai.models.router import router as models_router
 from yun.api.openai.responses_api.router import router as responses_router
 from yun.api.openai.responses_api.router import stored as stored_responses_router
@@ -57,11 +59,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if serving:
         inference = (chat_router, completions_router, embeddings_router, messages_router)
         app.router.routes[0:0] = [route for router in inference for route in router.routes]
-    routers = (responses_router, stored_responses_router, models_router, ops_router, organization_router, admin_router)
+    routers = (
+        responses_router,
+        stored_responses_router,
+        files_router,
+        models_router,
+        ops_router,
+        organization_router,
+        admin_router,
+    )
     for router in routers:
         if serving or router in (ops_router, admin_router):
             app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    # Every body is held to the 8 MiB inference limit, except an upload: it is streamed to the file store
+    # and may be as large as one file (plus the multipart framing around it).
+    upload_limit = settings.files.max_file_bytes + MULTIPART_OVERHEAD
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes, streamed={UPLOAD_ROUTE: upload_limit})
     if settings.server.cors_origins:
         # Outermost, so every answer (a 413 or 401 too) carries the headers a browser needs to read it, and
         # preflight OPTIONS requests are answered before routing (which knows only POST there: 405).

@@ -147,13 +147,13 @@ def model_source(services: Services, model_id: str) -> tuple[str, Literal["chat"
 
 def ensure_default_deployments(services: Services) -> None:
     """Every local model of the catalog is deployed: one with no deployment at all gets a shared one with
-    the replica count the catalog gives it."""
+    the replica count the catalog gives it, unless that is 0 (its last deployment was deleted)."""
     deployments = services.deployments.list()
     have = {d.model_id for d in deployments}
     models = services.catalog.list()
     for m in models:
-        if m.url is None and m.path is not None and m.id not in have:
-            n = max(1, m.replicas)
+        if m.url is None and m.path is not None and m.id not in have and m.replicas > 0:
+            n = m.replicas
             try:  # named after its model when the name makes a deployment id
                 d = services.deployments.create(m.id, deployment_id=m.id, min_replicas=n, max_replicas=n, replicas=n)
             except InvalidRequest:

@@ -40,6 +40,7 @@ from yun.errors import (
     PermissionDenied,
     QuotaExceeded,
     RateLimited,
+    StorageUnavailable,
     YunError,
 )
 
@@ -71,6 +72,7 @@ _STATUS: list[tuple[type[YunError], int, str]] = [
     (ModelSourceMissing, 400, "invalid_request_error"),
     (EngineUnavailable, 503, "server_error"),
     (DatabaseUnavailable, 503, "server_error"),
+    (StorageUnavailable, 503, "server_error"),
     (ClientDisconnected, 499, "invalid_request_error"),  # nginx's "client closed request"; nobody reads it
     (EngineFailure, 502, "server_error"),
     (ModelIntegrityError, 500, "server_error"),

@@ -15,6 +15,7 @@ from yun.cluster.controller import Controller
 from yun.cluster.load import DatabaseLoadBoard, LoadBoard, RedisLoadBoard
 from yun.gateway import Gateway, Metrics
 from yun.gateway.ratelimit import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
+from yun.jobs.files import FileStore, file_store
 from yun.metering.usage import UsageQueries
 from yun.settings import Settings
 from yun.store import (
@@ -29,6 +30,7 @@ from yun.store import (
     upgrade,
 )
 from yun.store.deployments import DeploymentRepository
+from yun.store.files import FileRepository
 from yun.store.loads import LoadRepository
 from yun.store.replicas import ReplicaRepository
 from yun.store.responses import ResponseRepository
@@ -62,6 +64,10 @@ class Services:
     """This process's gateway instance: the owner of every hold it takes (registered by the lifespan)."""
     responses: ResponseRepository
     """Stored responses of the Responses API (`store: true`), per organization."""
+    files: FileStore
+    """Where uploaded files' bytes live (`files.backend`: the data dir, or an S3-compatible bucket)."""
+    file_records: FileRepository
+    """Uploaded files' metadata, per organization."""
     compute: ComputeBilling
     """Meters every replica's seconds and bills dedicated deployments for theirs; run by the active
     controller's process (see the lifespan)."""
@@ -140,6 +146,8 @@ def build_services(settings: Settings) -> Services:
         instances=InstanceRepository(db),
         instance_id=instance_id,
         responses=ResponseRepository(db),
+        files=file_store(settings),
+        file_records=FileRepository(db),
         compute=ComputeBilling(db, billing, deployments, interval_s=settings.billing.compute_interval_s),
     )
 

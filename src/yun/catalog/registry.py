@@ -147,6 +147,11 @@ class Catalog:
     def remove(self, model_id: str) -> None:
         self._models.remove(model_id)
 
+    def undeploy(self, model_id: str) -> None:
+        """The model stays in the catalog with no default deployment: its last one was deleted on purpose
+        and is not made again (a deployment created for it later deploys it)."""
+        self._models.set_replicas(model_id, 0)
+
     def ensure_bundled(self, *, chat: bool, embedding: bool, progress: Progress | None = None) -> None:
         """Prepare and register the default models. Joining and conversion happen once, then are cached."""
         if chat:

@@ -17,6 +17,7 @@ from yun.cli._common import YunGroup
 from yun.cli.billing import register as register_billing
 from yun.cli.database import register as register_database
 from yun.cli.deployments import deployments_app
+from yun.cli.files import files_app
 from yun.cli.keys import keys_app
 from yun.cli.models import models_app
 from yun.cli.orgs import members_app, orgs_app, users_app
@@ -58,6 +59,7 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(members_app, name="members")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(files_app, name="files")
 register_billing(app)
 
 

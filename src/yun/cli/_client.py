@@ -7,8 +7,10 @@ to http://127.0.0.1:8000 and the key is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,8 +96,33 @@ class AdminClient:
         self, method: str, url: str, *, params: dict[str, Any] | None = None, json: Any = None, timeout: float = 60.0
     ) -> httpx.Response:
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
+        with self._errors(timeout):
             r = self._http.request(method, url, params=params, json=json, timeout=httpx.Timeout(timeout, connect=5.0))
+        if r.status_code >= 400:
+            raise CliError(_error_line(r))
+        return r
+
+    def upload(self, url: str, *, files: dict[str, Any], data: dict[str, str], timeout: float = 600.0) -> Any:
+        """A multipart POST; file objects in `files` are read and sent a chunk at a time."""
+        with self._errors(timeout):
+            r = self._http.post(url, files=files, data=data, timeout=httpx.Timeout(timeout, connect=5.0))
+        if r.status_code >= 400:
+            raise CliError(_error_line(r))
+        return r.json()
+
+    def download(self, url: str, write: Callable[[bytes], object], timeout: float = 600.0) -> None:
+        """GET `url` and hand its body to `write` as it arrives."""
+        with self._errors(timeout), self._http.stream("GET", url, timeout=httpx.Timeout(timeout, connect=5.0)) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise CliError(_error_line(r))
+            for chunk in r.iter_bytes():
+                write(chunk)
+
+    @contextlib.contextmanager
+    def _errors(self, timeout: float) -> Iterator[None]:
+        try:
+            yield
         except httpx.ConnectError as exc:
             raise CliError(
                 f"cannot reach Yun at {self.url} ({_reason(exc)}): is `yun serve` running there? "
@@ -105,9 +132,6 @@ class AdminClient:
             raise CliError(f"Yun at {self.url} did not answer within {timeout:g} s") from exc
         except httpx.HTTPError as exc:
             raise CliError(f"talking to Yun at {self.url}: {_reason(exc)}") from exc
-        if r.status_code >= 400:
-            raise CliError(_error_line(r))
-        return r
 
     def get(self, url: str, **params: Any) -> Any:
         return self.request("GET", url, params=params).json()

@@ -261,10 +261,10 @@ class Controller:
                 update["stopped_at"] = _now()
                 update["endpoint"] = None
             if update:
+                if state == "failed":  # why first: whoever sees the failed replica also sees the reason
+                    await self._failed(e.deployment_id, status.error or "the replica failed")
                 await self._write(e.id, **update)
                 changed = True
-                if state == "failed":
-                    self._failed(e.deployment_id, status.error or "the replica failed")
         for replica_id, status in running.items():
             if replica_id not in known and replica_id not in self._placing and status.state != "stopped":
                 # Runs, but no live registry row wants it (its deployment went while we were down).
@@ -411,8 +411,8 @@ class Controller:
         except EngineUnavailable as exc:
             log.error("replica %s of %s failed to start: %s", order.replica_id, order.deployment_id, exc)
             await self.backend.stop(order.replica_id)
+            await self._failed(order.deployment_id, str(exc))
             await self._write(order.replica_id, state="failed", error=str(exc), stopped_at=_now())
-            self._failed(order.deployment_id, str(exc))
         else:
             await self._write(
                 order.replica_id,
@@ -428,7 +428,8 @@ class Controller:
             self.on_change()
             self.poke()
 
-    def _failed(self, deployment_id: str, error: str) -> None:
+    async def _failed(self, deployment_id: str, error: str) -> None:
+        """Back the deployment off and say why on it (before its replica is written as failed)."""
         b = self._backoff.setdefault(deployment_id, _Backoff())
         b.failures += 1
         b.last_error = error
@@ -436,7 +437,7 @@ class Controller:
         b.until = time.monotonic() + delay
         message = f"replica failed ({b.failures} in a row), next try in {delay:.0f}s: {error}"
         try:
-            self.deployments.set_message(deployment_id, message[:2000])
+            await asyncio.to_thread(self.deployments.set_message, deployment_id, message[:2000])
         except Exception:  # noqa: BLE001 - the message is for people; the backoff holds regardless
             log.exception("could not record why deployment %s failed", deployment_id)
 

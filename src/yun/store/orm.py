@@ -28,6 +28,7 @@ __all__ = [
     "ComputePriceRow",
     "ComputeUsageRow",
     "DeploymentRow",
+    "FileRow",
     "FreeAllowanceRow",
     "FreeUsageRow",
     "GatewayInstanceRow",
@@ -441,4 +442,22 @@ class ResponseRow(Base):
     model_id: Mapped[str] = mapped_column(String(200))
     input_items: Mapped[list[Any]] = mapped_column(JSON)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FileRow(Base):
+    """An uploaded file (`/v1/files`) of one organization: what the API says of it, and the key of its
+    bytes in the file store (jobs/files). Deleting a file deletes its row: the sum of an organization's
+    rows is the storage it holds against its limit."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_org_created", "org_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(40))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))
+    storage_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

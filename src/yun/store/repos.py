@@ -257,6 +257,14 @@ class ModelRepository:
             s.flush()
             return _model(row, self._box)
 
+    def set_replicas(self, model_id: str, replicas: int) -> None:
+        """How many replicas the model's default deployment gets (0: none; it stays undeployed)."""
+        with self._db.session() as s, s.begin():
+            row = s.get(ModelRow, model_id)
+            if row is None:
+                raise NotFound(f"no model {model_id!r}")
+            row.replicas = replicas
+
     def seal_plaintext(self) -> int:
         """Encrypt secrets written before encryption existed (run at start); returns the rows rewritten.
         Also opens every sealed secret once, so a wrong key fails here, at start, with a clear error."""

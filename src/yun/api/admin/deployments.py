@@ -8,6 +8,7 @@ places or stops replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -202,9 +203,17 @@ async def delete_deployment(
 ) -> DeploymentOut:
     """Mark a deployment for deletion (state `deleting`): the controller stops its replicas, then removes
     it, and `GET` answers 404 from then on. Only the controller removes it: it alone knows whether a
-    replica is being placed right now, which would otherwise outlive its deployment."""
+    replica is being placed right now, which would otherwise outlive its deployment. A model whose last
+    deployment goes stays in the catalog, undeployed, until a deployment is created for it."""
 
     def mark() -> DeploymentOut:
+        d = repo.get(deployment_id)
+        if d is None:
+            raise NotFound(f"no deployment {deployment_id!r}")
+        others = [o for o in repo.list(model_id=d.model_id) if o.id != d.id and o.state != "deleting"]
+        if not others:
+            with contextlib.suppress(NotFound):  # a model already gone from the catalog
+                services.catalog.undeploy(d.model_id)
         return _summary(repo, repo.mark_deleting(deployment_id))
 
     return _changed(services, await asyncio.to_thread(mark))
