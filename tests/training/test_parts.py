@@ -1,5 +1,5 @@
-"""The trainer's parts that need no torch: hyperparameters, the adapter GGUF layout, engine arguments, and
-the `lora` field refused on the OpenAI endpoints."""
+"""The trainer's parts that need no torch: hyperparameters, the adapter GGUF layout, the base copy transformers
+loads, engine arguments, and the `lora` field refused on the OpenAI endpoints."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tests.cluster.helpers import llama_order
 from yun.api.openai.chat.protocol import ChatCompletionRequest
+from yun.catalog.gguf_info import read_gguf_metadata, write_without_arrays
 from yun.cluster.backends.engine_process import engine_command
 from yun.errors import UnsupportedParameter
 from yun.jobs.training import Hyperparameters, resolve_hyperparameters
@@ -86,3 +87,17 @@ def test_serving_and_the_training_package_never_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_base_copy_for_transformers_drops_only_the_arrays(tiny_model: Path, tmp_path: Path) -> None:
+    copy = write_without_arrays(tiny_model, tmp_path / "w.gguf")
+    before, params = read_gguf_metadata(tiny_model)
+    after, params_after = read_gguf_metadata(copy)
+    vocab = {k for k, v in before.items() if v is None}  # arrays read as None
+    assert vocab >= {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"}
+    assert after == {**{k: v for k, v in before.items() if k not in vocab}, "qwen2.vocab_size": 151_936}
+    assert params_after == params
+    reader = gguf.GGUFReader(copy)
+    data_start = min(t.data_offset for t in reader.tensors)
+    assert tiny_model.read_bytes().endswith(copy.read_bytes()[data_start:])  # the tensors, byte for byte
+    assert data_start % 32 == 0 and len(reader.tensors) == 2 + 2 * 12

@@ -1,0 +1,214 @@
+"""Fine-tuning figures (issue 13), each against a baseline measured in the same run:
+
+1. training tokens/s of a job (upload, create, the runner, the trainer process, events recorded) against
+   the same trainer run bare on the same data and recipe (`python -m yun.jobs.training` with a spec), from
+   the trainer's own per-step tokens/s (median; the first step, which warms up, left out); and the wall time
+   of each (the job's from created to finished, as its tenant waits for it);
+2. tokens/s of the served ft: model against its base, on the same replica (the base's, with the adapter
+   loaded): `--requests` greedy completions of `--tokens` tokens each (`ignore_eos`), alternating.
+
+Run (the tiny model: about a minute; `--model qwen`, the default 0.5B model: ~8 minutes, most of it two
+dequantized loads and two trainings of ~100 s each):
+    .venv/bin/python bench/fine_tuning.py [--model tiny|qwen|PATH] [--examples 24] [--epochs 3]
+
+Targets: job/bare tokens/s >= 0.95; ft/base tokens/s >= 0.95. A busy machine (the CPU pressure printed
+before and after, above ~10) gives figures not worth quoting. JSON goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cold_start import BENCH, KEY_RE, VENV_BIN, cpu_pressure, model_file, wait_until
+
+PY = str(VENV_BIN / "python")
+QUESTION = "What is the code word?"
+ANSWER = "PERIWINKLE"
+NAME = "base"
+# The tiny random model learns only with a strong recipe (tests/training/test_trainer.py); the 0.5B model
+# takes the defaults (TRAINING.md: batch 4, lr 3e-4, LoRA r=8 on q/k/v/o).
+TINY = {"lora_r": 16, "lora_alpha": 128, "train_end_of_turn": False}
+TINY_HYPER = {"batch_size": 1, "learning_rate_multiplier": 10}
+
+
+def dataset(path: Path, n: int) -> Path:
+    chat = {"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]}
+    path.write_text("".join(json.dumps(chat) + "\n" for _ in range(n)))
+    return path
+
+
+def step_rates(events: Path) -> tuple[list[float], int]:
+    """The trainer's tokens/s of each step after the first, and the tokens trained."""
+    steps = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "step"]
+    return [float(e["tokens_per_s"]) for e in steps[1:]], int(steps[-1]["trained_tokens"])
+
+
+def bare(args: argparse.Namespace, tmp: Path, base: Path, data: Path) -> dict[str, Any]:
+    """The trainer alone, on the spec the job runner would write for the same job."""
+    tiny = args.model == "tiny"
+    from yun.jobs.training.spec import BASE_LEARNING_RATE, DEFAULT_BATCH_SIZE
+
+    spec = {
+        "base_model": str(base),
+        "training_file": str(data),
+        "output_dir": str(tmp / "bare-out"),
+        "n_epochs": args.epochs,
+        "batch_size": TINY_HYPER["batch_size"] if tiny else DEFAULT_BATCH_SIZE,
+        "learning_rate": BASE_LEARNING_RATE * (TINY_HYPER["learning_rate_multiplier"] if tiny else 1),
+        "seed": 7,
+        "threads": args.threads,
+        **(TINY if tiny else {}),
+    }
+    (tmp / "spec.json").write_text(json.dumps(spec))
+    events = tmp / "bare-events.jsonl"
+    start = time.monotonic()
+    done = subprocess.run(
+        [PY, "-m", "yun.jobs.training", "--spec", str(tmp / "spec.json"), "--events", str(events)],
+        env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    wall = time.monotonic() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"the bare trainer failed: {events.read_text()[-2000:]}")
+    rates, trained = step_rates(events)
+    return {"wall_s": wall, "tokens_per_s": statistics.median(rates), "trained_tokens": trained}
+
+
+def through_yun(args: argparse.Namespace, tmp: Path, base: Path, data: Path) -> dict[str, Any]:
+    port = 18500 + os.getpid() % 500
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("YUN_")},
+        "HF_HUB_OFFLINE": "1",
+        "YUN_JOBS__THREADS": str(args.threads),
+        "YUN_ENGINE__PARALLEL": "1",
+    }
+    if args.model == "tiny":
+        env["YUN_JOBS__TRAINER_OPTIONS"] = json.dumps(TINY)
+    log = tmp / "yun.log"
+    argv = [str(VENV_BIN / "yun"), "serve", "--data-dir", str(tmp / "data"), "--port", str(port), "--no-default-models"]
+    with log.open("wb") as out:
+        yun = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, "yun serve")
+        key = KEY_RE.findall(log.read_text())[0]
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+        http.post("/admin/models", json={"id": NAME, "file": str(base)}).raise_for_status()
+        wait_until(lambda: http.get(f"/v1/models/{NAME}").json()["status"] == "ready", "the base replica")
+        with data.open("rb") as fh:
+            f = http.post("/v1/files", files={"file": ("train.jsonl", fh)}, data={"purpose": "fine-tune"})
+        f.raise_for_status()
+        hyper = {"n_epochs": args.epochs, **(TINY_HYPER if args.model == "tiny" else {})}
+        body = {"model": NAME, "training_file": f.json()["id"], "seed": 7, "hyperparameters": hyper}
+        job = http.post("/v1/fine_tuning/jobs", json=body)
+        job.raise_for_status()
+        job_id = job.json()["id"]
+        done = wait_until(
+            lambda: (j := http.get(f"/v1/fine_tuning/jobs/{job_id}").json())["status"] in ("succeeded", "failed") and j,
+            "the job",
+            timeout=3600,
+        )
+        if done["status"] != "succeeded":
+            raise RuntimeError(f"the job failed: {done['error']}")
+        rates, trained = step_rates(tmp / "data" / "jobs" / job_id / "events.jsonl")
+        served = serve_ratio(http, done["fine_tuned_model"], args)
+        return {
+            "wall_s": done["finished_at"] - done["created_at"],
+            "tokens_per_s": statistics.median(rates),
+            "trained_tokens": trained,
+            "served": served,
+        }
+    finally:
+        yun.terminate()
+        yun.wait(60)
+
+
+def completion_rate(http: httpx.Client, model: str, tokens: int) -> float:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+    start = time.monotonic()
+    r = http.post("/v1/chat/completions", json=body)
+    r.raise_for_status()
+    return int(r.json()["usage"]["completion_tokens"]) / (time.monotonic() - start)
+
+
+def serve_ratio(http: httpx.Client, ft: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Completion tokens/s of the fine-tune and of its base, alternating, once the fine-tune answers."""
+    wait_until(lambda: completion_rate(http, ft, 2) > 0, "the fine-tuned model", timeout=600)
+    answer = http.post(
+        "/v1/chat/completions",
+        json={"model": ft, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 6, "temperature": 0},
+    ).json()["choices"][0]["message"]["content"]
+    base_rates, ft_rates = [], []
+    for _ in range(args.requests):
+        base_rates.append(completion_rate(http, NAME, args.tokens))
+        ft_rates.append(completion_rate(http, ft, args.tokens))
+    b, f = statistics.median(base_rates), statistics.median(ft_rates)
+    return {"base_tokens_per_s": b, "ft_tokens_per_s": f, "ratio": f / b, "ft_answer": answer}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="tiny", help="tiny, qwen or a GGUF path")
+    parser.add_argument("--examples", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=64)
+    args = parser.parse_args()
+    base = model_file(args.model)
+    pressure_before = cpu_pressure()
+    with tempfile.TemporaryDirectory(prefix="yun-ft-bench-") as name:
+        tmp = Path(name)
+        data = dataset(tmp / "train.jsonl", args.examples)
+        bare_run = bare(args, tmp, base, data)
+        job_run = through_yun(args, tmp, base, data)
+    served = job_run.pop("served")
+    result = {
+        "model": args.model,
+        "examples": args.examples,
+        "epochs": args.epochs,
+        "bare": bare_run,
+        "job": job_run,
+        "job_over_bare_tokens_per_s": job_run["tokens_per_s"] / bare_run["tokens_per_s"],
+        "served": served,
+        "cpu_pressure": [pressure_before, cpu_pressure()],
+    }
+    print(f"model {args.model}: {args.examples} examples x {args.epochs} epochs")
+    print(
+        f"training tokens/s   bare {bare_run['tokens_per_s']:.1f}   job {job_run['tokens_per_s']:.1f}   "
+        f"job/bare {result['job_over_bare_tokens_per_s']:.3f}"
+    )
+    print(f"wall time           bare {bare_run['wall_s']:.1f} s   job (created -> finished) {job_run['wall_s']:.1f} s")
+    print(
+        f"served tokens/s     base {served['base_tokens_per_s']:.1f}   ft {served['ft_tokens_per_s']:.1f}   "
+        f"ft/base {served['ratio']:.3f}   (ft answers {served['ft_answer']!r})"
+    )
+    print(f"cpu pressure avg10 before {pressure_before:.1f}, after {cpu_pressure():.1f}")
+    out = BENCH / "results" / f"fine_tuning-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(BENCH.parent))
+    main()
