@@ -114,3 +114,20 @@ async def test_a_waiting_client_that_disconnects_leaves_the_queue(router: Router
     assert len(router.get("m").queue) == 0
     router.apply([_route(_entry("r1", "ready"))])  # the replica that comes up has nobody to serve
     assert router.get("m").replicas[0].outstanding == 0
+
+
+async def test_a_fine_tuned_models_waiting_requests_count_toward_its_base_deployment(router: Router) -> None:
+    """Its requests run on the base's replicas, so the base's autoscaler must see them (and its own pool's
+    id, base/ft:..., is no deployment anyone scales)."""
+    ft = ReplicaSpec(model_id="ft:m:org:x:job", kind="chat", path="/models/m.gguf")
+    router.apply([_route(desired=0), Route("d/ft:m:org:x:job", ft, owner_org="org", slots=1, wakes=True, load_id="d")])
+    waiters = [asyncio.create_task(_lease(router)), asyncio.create_task(_ft_lease(router))]
+    await _settle()
+    assert gateway_load(router) == {"d": Load(queued=2)}
+    router.apply([])
+    await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def _ft_lease(router: Router) -> str:
+    async with router.get("ft:m:org:x:job", "org").lease("t", None) as engine:
+        return engine.name

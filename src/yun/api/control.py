@@ -234,6 +234,7 @@ def _fine_tune_routes(
                 owner_org=f.owner_org,
                 entries=entries,
                 adapter=f.adapter,
+                load_id=d.id,
             )
         )
     return out

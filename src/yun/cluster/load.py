@@ -165,14 +165,15 @@ class RedisLoadBoard:
 
 
 def gateway_load(router: Router) -> dict[str, Load]:
-    """This gateway's non-zero loads, by deployment (external upstreams scale themselves: left out)."""
-    out = {}
+    """This gateway's non-zero loads, by deployment (external upstreams scale themselves: left out). A
+    fine-tuned model's requests count toward its base deployment, whose replicas serve them."""
+    out: dict[str, Load] = {}
     for pool in router.pools():
         if pool.spec.external:
             continue
         load = Load(len(pool.queue), sum(r.outstanding for r in pool.replicas))
         if load.busy:
-            out[pool.deployment_id] = load
+            out[pool.load_id] = out.get(pool.load_id, Load()) + load
     return out
 
 

@@ -55,6 +55,8 @@ class Pool:
     ) -> None:
         self.spec = spec
         self.deployment_id = deployment_id or spec.model_id
+        self.load_id = self.deployment_id
+        """The deployment its load counts toward (a fine-tuned model's pool: its base's)."""
         self.owner_org = owner_org
         """None: shared by every organization; else the only one it serves."""
         self.replicas = replicas
@@ -303,6 +305,9 @@ class Route:
     adapter: str | None = None
     """A fine-tuned model on its base's replicas: the LoRA adapter file each request turns on (at its
     position in what each replica loaded; every other adapter at scale 0)."""
+    load_id: str | None = None
+    """The deployment its load counts toward (autoscaling); None: its own. A fine-tuned model's is its
+    base deployment's: the same replicas serve both."""
 
 
 class Router:
@@ -376,6 +381,7 @@ class Router:
                     pool.replicas = []
                 pool.spec, pool.owner_org = route.spec, route.owner_org
             pool.llamacpp = route.llamacpp and not route.spec.external
+            pool.load_id = route.load_id or route.deployment_id
             self._sync_endpoints(pool, route)
             pool.dispatch()  # a replica that became ready takes the requests waiting for one
         by_model: dict[str, list[Pool]] = {}
