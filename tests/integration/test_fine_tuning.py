@@ -57,6 +57,11 @@ async def finished(client: openai.AsyncOpenAI, job_id: str) -> Any:
     return await until(probe, f"{job_id} to finish")
 
 
+async def training_records(yun: Harness, key: str) -> list[dict[str, Any]]:
+    """The organization's usage records of fine-tuning jobs (one per job that held)."""
+    return [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+
+
 @pytest.fixture(scope="module", autouse=True)
 async def base(yun: Harness, tiny_model: Path) -> AsyncIterator[str]:
     """A base model of this module's own (the tiny model's file) with a training price: the jobs' fine-tunes
@@ -94,7 +99,7 @@ async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Ha
         assert [c.step_number for c in checkpoints] == [6, 3]
         assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
         assert [j.id async for j in client.fine_tuning.jobs.list()] == [job.id]
-    records = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    records = await training_records(yun, key)
     assert len(records) == 1 and records[0]["prompt_tokens"] == 240 and records[0]["cost_nanodollars"] == 240 * 10**6
     balance = await org_get(yun, key, "balance")
     assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 10 * 10**9 - 240 * 10**6
@@ -167,7 +172,7 @@ async def test_a_cancelled_job_pays_for_the_steps_it_completed(yun: Harness, mon
         await client.fine_tuning.jobs.cancel(job.id)
         done = await finished(client, job.id)
         assert done.status == "cancelled" and 0 < done.trained_tokens < 12 * 3 * TOKENS_PER_EXAMPLE
-    (record,) = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    (record,) = await training_records(yun, key)
     assert record["prompt_tokens"] == done.trained_tokens and record["cost_nanodollars"] == done.trained_tokens * 10**6
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
 
@@ -184,8 +189,7 @@ async def test_a_queued_job_cancelled_costs_nothing(yun: Harness, monkeypatch: p
         assert cancelled.status == "cancelled"
         await client.fine_tuning.jobs.cancel(first.id)
         await finished(client, first.id)
-    records = {r["request_id"]: r for r in (await org_get(yun, key, "usage/records"))["data"]}
-    never_ran = [r for r in records.values() if r["endpoint"] == "fine_tuning" and r["status"] == "cancelled"]
+    never_ran = [r for r in await training_records(yun, key) if r["status"] == "cancelled"]
     assert len(never_ran) == 2 and any(r["prompt_tokens"] == 0 for r in never_ran)
     assert all(r["cost_nanodollars"] == r["prompt_tokens"] * 10**6 for r in never_ran)
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
@@ -202,7 +206,7 @@ async def test_a_failing_trainer_fails_the_job_and_bills_its_steps(
         done = await finished(client, job.id)
     assert done.status == "failed" and done.error is not None and done.error.code == "training_failed"
     assert "step 3" in done.error.message and done.trained_tokens == 2 * 4 * TOKENS_PER_EXAMPLE
-    (record,) = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    (record,) = await training_records(yun, key)
     assert record["prompt_tokens"] == 80 and record["status"] == "failed"
 
 
@@ -229,7 +233,7 @@ async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
     assert done.status == "succeeded" and done.trained_tokens == 12 * 3 * TOKENS_PER_EXAMPLE
     assert any("resumes from its last checkpoint" in m for m in events)
     assert any(m.startswith("Resumed from the checkpoint of epoch") for m in events)
-    records = [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
+    records = await training_records(yun, key)
     assert len(records) == 1 and records[0]["prompt_tokens"] == 360
 
 

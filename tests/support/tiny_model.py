@@ -31,6 +31,8 @@ from typing import Any
 import gguf
 import numpy as np
 
+from yun.catalog.gguf_info import gguf_writer
+
 __all__ = [
     "N_CTX_TRAIN",
     "N_EMBD",
@@ -135,10 +137,7 @@ def _weights(token_types: np.ndarray[Any, np.dtype[np.int32]]) -> Iterator[tuple
 def build_tiny_qwen2(source_gguf: Path, out_path: Path) -> Path:
     """Write the tiny model to `out_path` (atomically) using the tokenizer of `source_gguf`."""
     reader = gguf.GGUFReader(source_gguf)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f"{out_path.name}.partial-{os.getpid()}")
-    writer = gguf.GGUFWriter(partial, ARCH)
-    try:
+    with gguf_writer(out_path, ARCH) as writer:
         writer.add_type("model")
         writer.add_name("yun tiny qwen2 (random weights, for tests)")
         writer.add_context_length(N_CTX_TRAIN)
@@ -155,14 +154,6 @@ def build_tiny_qwen2(source_gguf: Path, out_path: Path) -> Path:
                 _copy_field(writer, field)
         for name, tensor in _weights(_token_types(reader)):
             writer.add_tensor(name, tensor)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        partial.replace(out_path)
-    finally:
-        writer.close()
-        partial.unlink(missing_ok=True)
     return out_path
 
 

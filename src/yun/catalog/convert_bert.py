@@ -10,7 +10,6 @@ from upstream: same keys, same tensor names and types, same vocab rewriting.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import gguf
 import numpy as np
 from safetensors.numpy import load_file
 
+from yun.catalog.gguf_info import gguf_writer
 from yun.errors import ModelSourceMissing
 
 __all__ = ["convert_bert_to_gguf"]
@@ -204,19 +204,8 @@ def convert_bert_to_gguf(model_dir: Path, out_path: Path) -> Path:
     if embeddings is None:
         raise ValueError(f"{model_dir}/model.safetensors has no word embeddings; is it a BERT model?")
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
-    writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT])  # opens nothing yet
-    _write_hparams(writer, model_dir, config)
-    _write_tokenizer(writer, model_dir, config, int(embeddings.shape[0]))
-    _write_tensors(writer, weights, int(config["num_hidden_layers"]))
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        partial.replace(out_path)
-    finally:
-        writer.close()
-        partial.unlink(missing_ok=True)
+    with gguf_writer(out_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT]) as writer:
+        _write_hparams(writer, model_dir, config)
+        _write_tokenizer(writer, model_dir, config, int(embeddings.shape[0]))
+        _write_tensors(writer, weights, int(config["num_hidden_layers"]))
     return out_path

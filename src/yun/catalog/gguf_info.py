@@ -7,10 +7,12 @@ skipping arrays it does not need, and reads in well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import gguf
 
 from yun.errors import InvalidRequest, ModelSourceMissing
 
-__all__ = ["read_gguf_card", "read_gguf_metadata", "write_without_arrays"]
+__all__ = ["gguf_writer", "read_gguf_card", "read_gguf_metadata", "write_without_arrays"]
 
 # GGUF value types -> struct format of the scalar (8 = string, 9 = array are handled apart).
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -178,3 +180,23 @@ def read_gguf_card(path: Path) -> dict[str, Any]:
         "file_size": path.stat().st_size,
         "has_chat_template": "tokenizer.chat_template" in meta,
     }
+
+
+@contextlib.contextmanager
+def gguf_writer(out_path: Path, arch: str) -> Iterator[gguf.GGUFWriter]:
+    """A GGUF writer whose file appears at `out_path` whole or not at all: the caller adds keys and tensors
+    inside the block; on leaving it the file is written under a temporary name and renamed into place (an
+    error inside the block leaves nothing)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
+    writer = gguf.GGUFWriter(partial, arch)  # opens nothing until the header is written
+    try:
+        yield writer
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        partial.replace(out_path)
+    finally:
+        writer.close()
+        partial.unlink(missing_ok=True)

@@ -14,7 +14,6 @@ numpy and gguf only (no torch): the trainer hands over its tensors as arrays.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Literal
 import gguf
 import numpy as np
 
-from yun.catalog.gguf_info import read_gguf_metadata
+from yun.catalog.gguf_info import gguf_writer, read_gguf_metadata
 
 __all__ = ["TENSOR_NAMES", "write_lora_gguf"]
 
@@ -73,24 +72,13 @@ def write_lora_gguf(
         tensors.append((name, np.ascontiguousarray(w.astype(np_dtype))))
     if not tensors:
         raise ValueError("no LoRA weights to write")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f"{out_path.name}.partial-{os.getpid()}")
-    writer = gguf.GGUFWriter(partial, arch)
-    try:
+    with gguf_writer(out_path, arch) as writer:
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
         for name, tensor in tensors:
             writer.add_tensor(name, tensor)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        partial.replace(out_path)
-    finally:
-        writer.close()
-        partial.unlink(missing_ok=True)
     return out_path
 
 
