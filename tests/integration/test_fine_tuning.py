@@ -98,6 +98,7 @@ async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Ha
         checkpoints = [c async for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
         assert [c.step_number for c in checkpoints] == [6, 3]
         assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
+        assert checkpoints[0].metrics.train_loss is not None  # the epoch's mean loss, as its event said
         assert [j.id async for j in client.fine_tuning.jobs.list()] == [job.id]
     records = await training_records(yun, key)
     assert len(records) == 1 and records[0]["prompt_tokens"] == 240 and records[0]["cost_nanodollars"] == 240 * 10**6

@@ -34,13 +34,18 @@ def jobs_create(
     model: Annotated[str, typer.Argument(help="The base model to fine-tune.")],
     training_file: Annotated[str, typer.Argument(help="A file id of purpose fine-tune (`yun files upload`).")],
     suffix: Annotated[str | None, typer.Option("--suffix", help="Part of the fine-tuned model's name.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, max=50, help="[default: auto]")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=256, help="[default: auto]")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, max=50, help="Epochs [default: auto, 3].")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, max=256, help="Examples per step [default: auto, 4].")
+    ] = None,
     lr_multiplier: Annotated[
-        float | None, typer.Option("--lr-multiplier", min=0.0, max=100.0, help="[default: auto]")
+        float | None,
+        typer.Option("--lr-multiplier", min=0.0, max=100.0, help="x the base learning rate [default: auto, 1]."),
     ] = None,
     validation_file: Annotated[str | None, typer.Option("--validation-file", help="A file id.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", min=0, max=2**31 - 1)] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, max=2**31 - 1, help="Seed of the run [default: random].")
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Then follow it to its end (as `yun jobs follow`).")] = False,
     json: Json = False,
 ) -> None:
@@ -93,7 +98,10 @@ def jobs_show(job_id: JobId) -> None:
 
 
 @jobs_app.command("events")
-def jobs_events(job_id: JobId, limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50) -> None:
+def jobs_events(
+    job_id: JobId,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="How many of the newest events.")] = 50,
+) -> None:
     """The job's events, oldest first (the last `--limit`)."""
     with connect() as client:
         found = client.get(path("v1", "fine_tuning", "jobs", job_id, "events"), limit=limit)

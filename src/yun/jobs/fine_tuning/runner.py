@@ -79,6 +79,7 @@ class FineTuningRunner:
         self.config = config
         self._wake = asyncio.Event()
         self._stopping: set[str] = set()
+        self._epochs: dict[str, dict[str, Any]] = {}  # job id -> its last epoch's losses (for its checkpoint)
 
     def poke(self) -> None:
         self._wake.set()
@@ -257,12 +258,13 @@ class FineTuningRunner:
             text = f"Epoch {e.get('epoch')} done: training loss={e.get('train_loss'):.4f}"
             if valid is not None:
                 text += f", validation loss={valid:.4f}"
-            self.jobs.add_event(
-                job.id, text, type="metrics", data={k: v for k, v in e.items() if k not in ("type", "at")}
-            )
+            data = {k: v for k, v in e.items() if k not in ("type", "at")}
+            self._epochs[job.id] = data
+            self.jobs.add_event(job.id, text, type="metrics", data=data)
         elif kind == "checkpoint":
             step = int(e.get("step") or 0)
-            metrics = {"step": step, "train_loss": e.get("train_loss"), "valid_loss": e.get("valid_loss")}
+            epoch = self._epochs.get(job.id, {})
+            metrics = {"step": step, "train_loss": epoch.get("train_loss"), "valid_loss": epoch.get("valid_loss")}
             self.jobs.add_checkpoint(
                 job.id,
                 step=step,
@@ -274,6 +276,7 @@ class FineTuningRunner:
         elif kind == "started" and e.get("resumed_from") is not None:
             self.jobs.add_event(job.id, f"Resumed from the checkpoint of epoch {e.get('resumed_from')}.")
         elif kind in ("done", "cancelled", "error"):
+            self._epochs.pop(job.id, None)
             return e
         return None
 
