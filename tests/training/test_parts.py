@@ -4,6 +4,8 @@ loads, engine arguments, and the `lora` field refused on the OpenAI endpoints.""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +103,28 @@ def test_the_base_copy_for_transformers_drops_only_the_arrays(tiny_model: Path, 
     data_start = min(t.data_offset for t in reader.tensors)
     assert tiny_model.read_bytes().endswith(copy.read_bytes()[data_start:])  # the tensors, byte for byte
     assert data_start % 32 == 0 and len(reader.tensors) == 2 + 2 * 12
+
+
+def test_without_the_train_extra_a_run_fails_at_once_saying_what_to_install(tiny_model: Path, tmp_path: Path) -> None:
+    """A serving-only install (no torch): the trainer's one error event names the extra, so the job fails
+    with it instead of being retried as a crash."""
+    shadow = tmp_path / "shadow" / "torch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps({"base_model": str(tiny_model), "training_file": str(data), "output_dir": str(tmp_path)})
+    )
+    events = tmp_path / "events.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "yun.jobs.training", "--spec", str(spec), "--events", str(events)],
+        env={**os.environ, "PYTHONPATH": str(shadow.parent)},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    (event,) = [json.loads(line) for line in events.read_text().splitlines()]
+    assert event["type"] == "error" and "yun[train]" in event["message"]

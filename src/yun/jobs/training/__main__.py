@@ -64,7 +64,15 @@ def _run(spec_path: Path, events: EventLog, run: _Run) -> int:
         return EXIT_FAILED
     # torch, transformers and peft load here, not at import: the job runner imports this package's
     # spec and data modules without them.
-    from yun.jobs.training.trainer import Trainer
+    try:
+        from yun.jobs.training.trainer import Trainer
+    except ImportError as exc:  # a serving-only install: say what to install, once (the runner fails the job)
+        events.emit(
+            "error",
+            message=f"this machine cannot train ({exc}): install Yun with its train extra, "
+            "pip install 'yun[train]' (torch, transformers, peft)",
+        )
+        return EXIT_FAILED
 
     run.trainer = trainer = Trainer(spec, events, run.stop)
     try:
