@@ -5,7 +5,8 @@
    the trainer's own per-step tokens/s (median; the first step, which warms up, left out); and the wall time
    of each (the job's from created to finished, as its tenant waits for it);
 2. tokens/s of the served ft: model against its base, on the same replica (the base's, with the adapter
-   loaded): `--requests` greedy completions of `--tokens` tokens each (`ignore_eos`), alternating.
+   loaded): `--requests` greedy completions of `--tokens` tokens each (`ignore_eos`), alternating request
+   by request, and in blocks of one model (the steady state of a replica serving mostly one of them).
 
 Run (the tiny model: about a minute; `--model qwen`, the default 0.5B model: ~8 minutes, most of it two
 dequantized loads and two trainings of ~100 s each):
@@ -151,7 +152,10 @@ def completion_rate(http: httpx.Client, model: str, tokens: int) -> float:
 
 
 def serve_ratio(http: httpx.Client, ft: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Completion tokens/s of the fine-tune and of its base, alternating, once the fine-tune answers."""
+    """Completion tokens/s of the fine-tune and of its base once the fine-tune answers: alternating request
+    by request (each request switches the replica's adapter scales, which llama.cpp pays for with a cleared
+    prompt cache and a rebuilt graph), and in blocks of `--requests` of one model (steady state: the first
+    request of each block, the one that switches, left out)."""
     wait_until(lambda: completion_rate(http, ft, 2) > 0, "the fine-tuned model", timeout=600)
     answer = http.post(
         "/v1/chat/completions",
@@ -162,7 +166,21 @@ def serve_ratio(http: httpx.Client, ft: str, args: argparse.Namespace) -> dict[s
         base_rates.append(completion_rate(http, NAME, args.tokens))
         ft_rates.append(completion_rate(http, ft, args.tokens))
     b, f = statistics.median(base_rates), statistics.median(ft_rates)
-    return {"base_tokens_per_s": b, "ft_tokens_per_s": f, "ratio": f / b, "ft_answer": answer}
+    steady: dict[str, list[float]] = {NAME: [], ft: []}
+    for _ in range(2):
+        for model in (NAME, ft):
+            block = [completion_rate(http, model, args.tokens) for _ in range(args.requests)]
+            steady[model] += block[1:]
+    sb, sf = statistics.median(steady[NAME]), statistics.median(steady[ft])
+    return {
+        "base_tokens_per_s": b,
+        "ft_tokens_per_s": f,
+        "ratio": f / b,
+        "steady_base_tokens_per_s": sb,
+        "steady_ft_tokens_per_s": sf,
+        "steady_ratio": sf / sb,
+        "ft_answer": answer,
+    }
 
 
 def main() -> None:
@@ -199,8 +217,12 @@ def main() -> None:
     )
     print(f"wall time           bare {bare_run['wall_s']:.1f} s   job (created -> finished) {job_run['wall_s']:.1f} s")
     print(
-        f"served tokens/s     base {served['base_tokens_per_s']:.1f}   ft {served['ft_tokens_per_s']:.1f}   "
-        f"ft/base {served['ratio']:.3f}   (ft answers {served['ft_answer']!r})"
+        f"served tokens/s     alternating: base {served['base_tokens_per_s']:.1f}   ft {served['ft_tokens_per_s']:.1f}"
+        f"   ft/base {served['ratio']:.3f}   (ft answers {served['ft_answer']!r})"
+    )
+    print(
+        f"                    in blocks:   base {served['steady_base_tokens_per_s']:.1f}   "
+        f"ft {served['steady_ft_tokens_per_s']:.1f}   ft/base {served['steady_ratio']:.3f}"
     )
     print(f"cpu pressure avg10 before {pressure_before:.1f}, after {cpu_pressure():.1f}")
     out = BENCH / "results" / f"fine_tuning-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
