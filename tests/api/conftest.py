@@ -6,7 +6,6 @@ inference endpoints answer 404 model_not_found. Usage is made through the real r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI
 
 from yun.api import Services, build_services, create_app
@@ -77,25 +75,6 @@ async def running_api(settings: Settings) -> AsyncIterator[Api]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://yun") as http:
             yield Api(app, services, http, admin_key)
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """`app` (its lifespan already running) behind a real uvicorn on loopback; yields its base URL. Real
-    HTTP/1.1 framing: chunked bodies, early answers, clients that go away."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started or serving.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
 
 
 @pytest_asyncio.fixture

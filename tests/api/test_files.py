@@ -18,8 +18,9 @@ import openai
 import pytest
 import pytest_asyncio
 
-from tests.api.conftest import Api, api_settings, running_api, served
+from tests.api.conftest import Api, api_settings, running_api
 from tests.support.s3 import S3_CREDENTIALS, moto_s3, new_bucket
+from tests.support.uvicorn_app import served
 from yun.jobs.files.s3 import S3FileStore
 from yun.settings import FilesSettings
 

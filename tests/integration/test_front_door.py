@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tests.support.uvicorn_app import served
 from yun.api import create_app
 from yun.settings import Settings
 from yun.tenancy import DEFAULT_ORG
@@ -70,22 +70,10 @@ async def http(app_and_keys: tuple[FastAPI, str, list[str]]) -> AsyncIterator[ht
 
 @contextlib.asynccontextmanager
 async def _serving(app: FastAPI, key: str) -> AsyncIterator[httpx.AsyncClient]:
-    """`app` behind a real uvicorn on loopback: real HTTP/1.1 framing (chunked bodies, early answers)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started or serving.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
+    """`app` behind a real uvicorn on loopback, with a client carrying `key`."""
     headers = {"Authorization": f"Bearer {key}"}
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await serving
+    async with served(app) as url, httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        yield client
 
 
 @pytest_asyncio.fixture
