@@ -40,6 +40,11 @@ def dataset(n: int = 12, bad: str | None = None, at: int = 2) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+async def upload(client: openai.AsyncOpenAI, n: int = 12) -> Any:
+    """A training file of `n` examples, uploaded by the client's organization."""
+    return await client.files.create(file=("train.jsonl", dataset(n)), purpose="fine-tune")
+
+
 async def until(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0) -> T:
     for _ in range(int(timeout / 0.1)):
         found = await probe()
@@ -80,7 +85,7 @@ async def base(yun: Harness, tiny_model: Path) -> AsyncIterator[str]:
 async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Harness) -> None:
     org, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         job = await client.fine_tuning.jobs.create(
             model=BASE, training_file=f.id, suffix="periwinkle", seed=3, hyperparameters={"n_epochs": 2}
         )
@@ -116,7 +121,7 @@ async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad:
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
         # At upload the shape is checked; a file that passed (another purpose's) is checked again by the job.
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         batch = await client.files.create(
             file=("b.jsonl", b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'),
             purpose="batch",
@@ -149,7 +154,7 @@ async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad:
 async def test_a_job_the_org_cannot_cover_is_refused_for_quota(yun: Harness) -> None:
     _, key = await new_org(yun, "0.01")  # the hold is the file's ~30 tokens x 12 x 3 epochs at $0.001
     async with client_for(yun, key) as client:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         with pytest.raises(openai.RateLimitError) as info:
             await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
         assert info.value.code == "insufficient_quota" and "fine-tuning job needs a hold" in info.value.message
@@ -162,7 +167,7 @@ async def test_a_cancelled_job_pays_for_the_steps_it_completed(yun: Harness, mon
     monkeypatch.setenv("FAKE_TRAINER_STEP_S", "0.4")
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
 
         async def stepped() -> bool | None:
@@ -182,7 +187,7 @@ async def test_a_queued_job_cancelled_costs_nothing(yun: Harness, monkeypatch: p
     monkeypatch.setenv("FAKE_TRAINER_STEP_S", "0.3")
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         first = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
         second = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)  # waits: one at a time
         assert (await client.fine_tuning.jobs.retrieve(second.id)).status == "queued"
@@ -202,7 +207,7 @@ async def test_a_failing_trainer_fails_the_job_and_bills_its_steps(
     monkeypatch.setenv("FAKE_TRAINER_FAIL_AT_STEP", "3")
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
         done = await finished(client, job.id)
     assert done.status == "failed" and done.error is not None and done.error.code == "training_failed"
@@ -219,7 +224,7 @@ async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
     runner = yun.services.job_runner
     assert runner is not None
     async with client_for(yun, key) as client:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
 
         async def checkpointed() -> bool | None:
@@ -242,7 +247,7 @@ async def test_another_org_sees_nothing_of_a_job(yun: Harness) -> None:
     _, key = await new_org(yun, "10")
     _, other = await new_org(yun, "10")
     async with client_for(yun, key) as client, client_for(yun, other) as intruder:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id, hyperparameters={"n_epochs": 1})
         for call in (
             intruder.fine_tuning.jobs.retrieve(job.id),
@@ -261,7 +266,7 @@ async def test_the_fine_tuned_model_is_served_to_its_organization_only(yun: Harn
     org, key = await new_org(yun, "10")
     _, other = await new_org(yun, "10")
     async with client_for(yun, key) as client, client_for(yun, other) as intruder:
-        f = await client.files.create(file=("train.jsonl", dataset(12)), purpose="fine-tune")
+        f = await upload(client)
         job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id, hyperparameters={"n_epochs": 1})
         done = await finished(client, job.id)
         assert done.status == "succeeded" and done.fine_tuned_model is not None
