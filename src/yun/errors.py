@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationFailed",
     "ClientDisconnected",
+    "ComputeBusy",
     "ContextLengthExceeded",
     "DatabaseUnavailable",
     "EngineFailure",
@@ -103,6 +104,12 @@ class EngineUnavailable(YunError):
     """No healthy replica can take the request right now."""
 
     code = "engine_unavailable"
+
+
+class ComputeBusy(EngineUnavailable):
+    """No node has the resources a batch task asks for free now: the task waits and is tried again."""
+
+    code = "compute_busy"
 
 
 class ClientDisconnected(YunError):

@@ -117,9 +117,11 @@ class ClusterEvent:
 class TaskOrder:
     """One batch process (a fine-tuning run) a backend runs to its end with the resources asked for.
 
-    The process's working directory is `workdir`, which holds its inputs and where it writes its outputs
-    and its progress: on `local` a directory of this machine, on a cluster one every node sees (or the
-    task's inputs and outputs go through the FileStore)."""
+    `workdir` is a directory of the caller's machine that holds the task's inputs. On `local` the process
+    runs in it. On a cluster the process runs in a directory of its own on the node it was placed on: the
+    files named in `inputs` are copied there first, and what the process writes is read back through
+    `Cluster.task_file` (so nothing needs a disk shared by the nodes). Paths in `command` and in the
+    inputs are therefore relative to the working directory."""
 
     task_id: str
     command: tuple[str, ...]
@@ -127,6 +129,8 @@ class TaskOrder:
     resources: Resources = Resources()
     env: tuple[tuple[str, str], ...] = ()
     """Added to the process's environment (e.g. OMP_NUM_THREADS)."""
+    inputs: tuple[str, ...] = ()
+    """Files of `workdir` (relative names) the process reads."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,18 @@ class Cluster(Protocol):
 
     async def stop_task(self, task_id: str, grace_s: float = 10.0) -> None:
         """Ask a task to stop (SIGTERM), and kill it after `grace_s`. Unknown ids are ignored."""
+        ...
+
+    async def task_file(self, task_id: str, name: str, offset: int = 0) -> bytes | None:
+        """The bytes from `offset` of a file the task wrote in its working directory (`name` relative to
+        it), while the backend knows the task (running, or ended and not yet released); None when the
+        backend does not know the task or the file does not exist. Raises EngineUnavailable when the
+        task's node cannot be asked."""
+        ...
+
+    async def release_task(self, task_id: str) -> None:
+        """Forget an ended task and free what it kept (its working directory's files on a cluster node)
+        once its outputs were read. Unknown ids are ignored."""
         ...
 
     async def close(self, *, stop_replicas: bool) -> None:

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
@@ -28,18 +29,22 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from yun.cluster.backends.ray_actor import ReplicaActor
+from yun.cluster.backends.ray_task import TaskActor
 from yun.cluster.backends.supervised import RestartPolicy
+from yun.cluster.backends.tasks import read_from, task_path
 from yun.cluster.base import ClusterEvent, ReplicaOrder, ReplicaStatus, TaskOrder, TaskStatus
-from yun.errors import EngineUnavailable
+from yun.errors import ComputeBusy, EngineUnavailable
 
-__all__ = ["ACTOR_PREFIX", "NAMESPACE", "RayBackend", "spread_node"]
+__all__ = ["ACTOR_PREFIX", "NAMESPACE", "TASK_PREFIX", "RayBackend", "spread_node"]
 
 log = logging.getLogger("yun.cluster")
 
 NAMESPACE = "yun"
 ACTOR_PREFIX = "yun-replica-"
 _EVENTS_KEPT = 1000
+TASK_PREFIX = "yun-task-"
 _RemoteReplica: Any = ray.remote(ReplicaActor)
+_RemoteTask: Any = ray.remote(TaskActor)
 
 T = TypeVar("T")
 
@@ -91,6 +96,9 @@ class RayBackend:
     - `actor_max_restarts`: how often Ray restarts an actor whose process or node died (-1: always).
     - `connect_timeout_s`: how long `start()` waits for the cluster to answer.
     - `call_timeout_s`: how long any one question to an actor may take.
+    - `task_start_timeout_s`: how long a batch task may wait for a node with its resources before
+      `start_task` gives up (ComputeBusy: the job waits in its queue and is tried again).
+    - `task_read_timeout_s`: how long reading one of a task's files (its adapter) may take.
     """
 
     name = "ray"
@@ -105,6 +113,8 @@ class RayBackend:
         actor_max_restarts: int = -1,
         connect_timeout_s: float = 30.0,
         call_timeout_s: float = 10.0,
+        task_start_timeout_s: float = 60.0,
+        task_read_timeout_s: float = 60.0,
     ) -> None:
         self.address = address
         self.node_ip_address = node_ip_address
@@ -113,6 +123,8 @@ class RayBackend:
         self.actor_max_restarts = actor_max_restarts
         self.connect_timeout_s = connect_timeout_s
         self.call_timeout_s = call_timeout_s
+        self.task_start_timeout_s = task_start_timeout_s
+        self.task_read_timeout_s = task_read_timeout_s
         self._connected = False
         self._owns_connection = False
         self._events: deque[ClusterEvent] = deque(maxlen=_EVENTS_KEPT)
@@ -291,20 +303,94 @@ class RayBackend:
         (`since`) should keep it a few poll intervals behind and drop the events it has already seen."""
         return sorted((event for event in self._events if event.at > since), key=lambda event: event.at)
 
-    # Batch tasks (fine-tuning runs) on Ray are not built yet: a job placed here fails with this reason
-    # rather than running somewhere unmetered. Next: a Ray task with the job's resources, its inputs and
-    # outputs through the FileStore.
+    # -- batch tasks (fine-tuning runs): one detached actor each, see ray_task.py --------------------------
     async def start_task(self, order: TaskOrder) -> TaskStatus:
-        raise EngineUnavailable(
-            f"task {order.task_id}: fine-tuning jobs do not run on the ray backend yet; run the controller "
-            "with --cluster local"
-        )
+        self._require_connection()
+        existing = await self._lookup_named(TASK_PREFIX + order.task_id)
+        if existing is not None:
+            try:
+                status: TaskStatus = await self._ask(existing.status.remote(), self.call_timeout_s)
+                if status.running:
+                    return status  # started already (by us or a previous controller): start nothing
+            except (TimeoutError, RayError):
+                pass
+            await self._kill_named(TASK_PREFIX + order.task_id, existing)  # an ended run: a new one starts
+        inputs = await asyncio.to_thread(_read_inputs, order)
+        resources = order.resources
+        options: dict[str, Any] = {
+            "name": TASK_PREFIX + order.task_id,
+            "namespace": NAMESPACE,
+            "lifetime": "detached",
+            "get_if_exists": True,
+            "num_cpus": resources.cpus,
+            "num_gpus": resources.gpus,
+            "max_restarts": 0,  # a lost task is run again by the job machinery, which knows how far it got
+        }
+        if resources.memory_mb:
+            options["memory"] = resources.memory_mb * 1024 * 1024
+        actor = await self._blocking(lambda: _RemoteTask.options(**options).remote(order, inputs))
+        try:
+            started: TaskStatus = await self._ask(actor.status.remote(), self.task_start_timeout_s)
+        except TimeoutError:
+            await self._kill_named(TASK_PREFIX + order.task_id, actor)
+            raise ComputeBusy(
+                f"task {order.task_id}: no node of the Ray cluster had {resources.shape} free within "
+                f"{self.task_start_timeout_s:g}s"
+            ) from None
+        except RayError as exc:
+            await self._kill_named(TASK_PREFIX + order.task_id, actor)
+            raise EngineUnavailable(f"task {order.task_id} could not start on Ray: {_first_line(exc)}") from exc
+        log.info("task %s started on node %s", order.task_id, started.node)
+        return started
 
     async def task(self, task_id: str) -> TaskStatus | None:
-        return None
+        self._require_connection()
+        actor = await self._lookup_named(TASK_PREFIX + task_id)
+        if actor is None:
+            return None
+        try:
+            status: TaskStatus = await self._ask(actor.status.remote(), self.call_timeout_s)
+        except TimeoutError:  # its node is slow or being declared dead: asked again next time
+            return TaskStatus(task_id, running=True)
+        except RayError:  # its process or node died: the task is lost with its node
+            return None
+        return status
+
+    async def task_file(self, task_id: str, name: str, offset: int = 0) -> bytes | None:
+        self._require_connection()
+        task_path(name)  # refused here, before any node is asked
+        actor = await self._lookup_named(TASK_PREFIX + task_id)
+        if actor is None:
+            return None
+        try:
+            data: bytes | None = await self._ask(actor.read.remote(name, offset), self.task_read_timeout_s)
+        except TimeoutError:
+            wait = self.task_read_timeout_s
+            raise EngineUnavailable(f"task {task_id}: its node did not answer in {wait:g}s") from None
+        except RayError:
+            return None
+        return data
 
     async def stop_task(self, task_id: str, grace_s: float = 10.0) -> None:
-        return None
+        self._require_connection()
+        actor = await self._lookup_named(TASK_PREFIX + task_id)
+        if actor is None:
+            return
+        try:
+            await self._ask(actor.stop.remote(grace_s), grace_s + self.call_timeout_s)
+        except (TimeoutError, RayError):
+            await self._kill_named(TASK_PREFIX + task_id, actor)  # the backstop: its process dies with it
+
+    async def release_task(self, task_id: str) -> None:
+        self._require_connection()
+        actor = await self._lookup_named(TASK_PREFIX + task_id)
+        if actor is None:
+            return
+        try:
+            await self._ask(actor.release.remote(), 5.0 + self.call_timeout_s)
+        except (TimeoutError, RayError):
+            pass
+        await self._kill_named(TASK_PREFIX + task_id, actor)
 
     async def close(self, *, stop_replicas: bool = False) -> None:
         if not self._connected:
@@ -330,10 +416,12 @@ class RayBackend:
 
     async def _lookup(self, replica_id: str) -> Any:
         """The live actor of that replica, or None."""
+        return await self._lookup_named(ACTOR_PREFIX + replica_id)
 
+    async def _lookup_named(self, name: str) -> Any:
         def get() -> Any:
             try:
-                return ray.get_actor(ACTOR_PREFIX + replica_id, namespace=NAMESPACE)
+                return ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:  # no actor of that name (never placed, or stopped)
                 return None
 
@@ -343,16 +431,34 @@ class RayBackend:
         return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
 
     async def _kill(self, replica_id: str, actor: Any) -> None:
-        """Kill the actor for good and wait until its name is free again (bounded)."""
-        await self._blocking(lambda: ray.kill(actor, no_restart=True))
         for known in (self._last, self._seen, self._nodes):
             known.pop(replica_id, None)
+        await self._kill_named(ACTOR_PREFIX + replica_id, actor)
+
+    async def _kill_named(self, name: str, actor: Any) -> None:
+        """Kill the actor for good and wait until its name is free again (bounded)."""
+        await self._blocking(lambda: ray.kill(actor, no_restart=True))
         deadline = time.monotonic() + self.call_timeout_s
-        while await self._lookup(replica_id) is not None:
+        while await self._lookup_named(name) is not None:
             if time.monotonic() >= deadline:
-                log.warning("the actor of replica %s still has its name after being killed", replica_id)
+                log.warning("the actor %s still has its name after being killed", name)
                 return
             await asyncio.sleep(0.1)
 
     def _record(self, replica_id: str, kind: str, message: str) -> None:
         self._events.append(ClusterEvent(at=time.time(), replica_id=replica_id, kind=kind, message=message))
+
+
+def _read_inputs(order: TaskOrder) -> dict[str, bytes]:
+    inputs: dict[str, bytes] = {}
+    for name in order.inputs:
+        data = read_from(Path(order.workdir), name)
+        if data is None:
+            raise EngineUnavailable(f"task {order.task_id}: its input {name} is missing from {order.workdir}")
+        inputs[name] = data
+    return inputs
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

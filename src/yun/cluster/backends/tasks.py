@@ -13,19 +13,20 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from yun.cluster.backends.engine_process import die_with_parent
 from yun.cluster.base import TaskOrder, TaskStatus
 from yun.errors import EngineUnavailable
 
-__all__ = ["LocalTasks"]
+__all__ = ["LocalTasks", "read_from", "task_path"]
 
 
 class LocalTasks:
     def __init__(self) -> None:
         self._node = socket.gethostname()
         self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._workdirs: dict[str, Path] = {}
 
     async def start_task(self, order: TaskOrder) -> TaskStatus:
         current = self._running.get(order.task_id)
@@ -51,6 +52,7 @@ class LocalTasks:
             except OSError as exc:
                 raise EngineUnavailable(f"task {order.task_id}: cannot run {order.command[0]!r}: {exc}") from exc
         self._running[order.task_id] = process
+        self._workdirs[order.task_id] = workdir
         return self._status(order.task_id, process)
 
     async def task(self, task_id: str) -> TaskStatus | None:
@@ -74,12 +76,35 @@ class LocalTasks:
             await self.stop_task(task_id, grace_s=5.0)
         self._running.clear()
 
-    def forget(self, task_id: str) -> None:
-        """Drop an ended task's record (its status was read)."""
+    async def task_file(self, task_id: str, name: str, offset: int = 0) -> bytes | None:
+        workdir = self._workdirs.get(task_id)
+        return None if workdir is None else await asyncio.to_thread(read_from, workdir, name, offset)
+
+    async def release_task(self, task_id: str) -> None:
+        """Drop an ended task's record (its files stay in its working directory, the caller's)."""
         process = self._running.get(task_id)
         if process is not None and process.poll() is not None:
             del self._running[task_id]
+            self._workdirs.pop(task_id, None)
 
     def _status(self, task_id: str, process: subprocess.Popen[bytes]) -> TaskStatus:
         code = process.poll()
         return TaskStatus(task_id, running=code is None, exit_code=code, node=self._node)
+
+
+def task_path(name: str) -> PurePosixPath:
+    """`name` as a path inside a task's working directory; one that would lead out of it is refused."""
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{name!r} is not a path inside the task's working directory")
+    return path
+
+
+def read_from(workdir: Path, name: str, offset: int = 0) -> bytes | None:
+    """The bytes from `offset` of `workdir/name`, or None if there is no such file."""
+    try:
+        with (workdir / task_path(name)).open("rb") as f:
+            f.seek(offset)
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None

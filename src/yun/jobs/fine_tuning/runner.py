@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,8 +30,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from yun.cluster.backends.tasks import read_from
 from yun.cluster.base import Cluster, Resources, TaskOrder
-from yun.errors import EngineUnavailable, NotFound, YunError
+from yun.errors import ComputeBusy, EngineUnavailable, NotFound, YunError
 from yun.jobs.fine_tuning import states
 from yun.jobs.fine_tuning.service import FineTuningService
 from yun.jobs.training.spec import BASE_LEARNING_RATE
@@ -41,6 +41,9 @@ from yun.store.fine_tuning import JobRecord
 __all__ = ["FineTuningRunner", "RunnerConfig", "fine_tuned_name"]
 
 log = logging.getLogger("yun.jobs")
+
+SPEC = "spec.json"
+EVENTS = "events.jsonl"
 
 
 def fine_tuned_name(job: JobRecord) -> str:
@@ -64,11 +67,12 @@ class RunnerConfig:
     options: tuple[tuple[str, Any], ...] = ()
     """Recipe settings added to every spec (settings.jobs.trainer_options)."""
 
-    def trainer(self, spec: Path) -> tuple[str, ...]:
-        events = "events.jsonl"
+    def trainer(self) -> tuple[str, ...]:
+        """The trainer's command; it runs in the task's working directory, where its spec and events are."""
+        spec, events = SPEC, EVENTS
         if self.command is None:
-            return (sys.executable, "-m", "yun.jobs.training", "--spec", str(spec), "--events", events)
-        return tuple(a.replace("{spec}", str(spec)).replace("{events}", events) for a in self.command)
+            return (sys.executable, "-m", "yun.jobs.training", "--spec", spec, "--events", events)
+        return tuple(a.replace("{spec}", spec).replace("{events}", events) for a in self.command)
 
 
 class FineTuningRunner:
@@ -80,6 +84,7 @@ class FineTuningRunner:
         self._wake = asyncio.Event()
         self._stopping: set[str] = set()
         self._epochs: dict[str, dict[str, Any]] = {}  # job id -> its last epoch's losses (for its checkpoint)
+        self._waiting: set[str] = set()  # queued jobs told they wait for compute (told once)
 
     def poke(self) -> None:
         self._wake.set()
@@ -125,19 +130,34 @@ class FineTuningRunner:
             return
         workdir = self._dir(job)
         try:
-            spec = await self._prepare(moved, workdir)
-            command = self.config.trainer(spec)
+            inputs = await self._prepare(moved, workdir)
             env = (("OMP_NUM_THREADS", str(self.config.threads)),)
-            order = TaskOrder(job.id, command, str(workdir), Resources(cpus=float(self.config.threads)), env)
+            resources = Resources(cpus=float(self.config.threads))
+            order = TaskOrder(job.id, self.config.trainer(), str(workdir), resources, env, inputs)
             await self.cluster.start_task(order)
+        except ComputeBusy as exc:  # no node has its resources free now: it waits in the queue
+            await asyncio.to_thread(
+                self.jobs.transition,
+                job.id,
+                states.QUEUED,
+                from_=(states.RUNNING,),
+                runner=None,
+                attempts=job.attempts,
+                started_at=job.started_at,
+            )
+            if job.id not in self._waiting:
+                self._waiting.add(job.id)
+                await asyncio.to_thread(self.jobs.add_event, job.id, f"Waiting for compute: {exc}")
+            return
         except (EngineUnavailable, OSError, YunError) as exc:
             await self._end(moved, states.FAILED, error=("trainer_unavailable", f"The trainer could not start: {exc}"))
             return
         what = "resumed from its last checkpoint" if moved.attempts > 1 else "started"
         await asyncio.to_thread(self.jobs.add_event, job.id, f"Fine-tuning job {what}.")
 
-    async def _prepare(self, job: JobRecord, workdir: Path) -> Path:
-        """The trainer's inputs in its working directory: the files (fetched once) and its spec."""
+    async def _prepare(self, job: JobRecord, workdir: Path) -> tuple[str, ...]:
+        """The trainer's inputs in `workdir`: the files (fetched once) and its spec, whose paths are relative
+        to the directory the trainer runs in (this one on `local`, its node's own on a cluster)."""
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         files = {"training_file": job.training_file, "validation_file": job.validation_file}
         local: dict[str, str | None] = {}
@@ -148,14 +168,14 @@ class FineTuningRunner:
             target = workdir / f"{name}.jsonl"
             if not target.exists():
                 await self._fetch(job.org_id, file_id, target)
-            local[name] = str(target)
+            local[name] = target.name
         base = await asyncio.to_thread(self.service.catalog.get, job.model_id)
         hyper = job.hyperparameters
         spec = {
             "base_model": base.path,
             "training_file": local["training_file"],
             "validation_file": local["validation_file"],
-            "output_dir": str(workdir / "out"),
+            "output_dir": "out",
             "n_epochs": hyper["n_epochs"],
             "batch_size": hyper["batch_size"],
             "learning_rate": BASE_LEARNING_RATE * float(hyper["learning_rate_multiplier"]),
@@ -163,9 +183,8 @@ class FineTuningRunner:
             "threads": self.config.threads,
             **dict(self.config.options),
         }
-        path = workdir / "spec.json"
-        path.write_text(json.dumps(spec, indent=1))
-        return path
+        (workdir / SPEC).write_text(json.dumps(spec, indent=1))
+        return (SPEC, *(name for name in local.values() if name is not None))
 
     async def _fetch(self, org_id: str, file_id: str, target: Path) -> None:
         found = await asyncio.to_thread(self.service.file_records.get, org_id, file_id)
@@ -179,6 +198,13 @@ class FineTuningRunner:
 
     # -- following --------------------------------------------------------------------------------------
     async def _follow(self, job: JobRecord) -> None:
+        try:
+            await self._follow_task(job)
+        except EngineUnavailable as exc:  # its node did not answer: asked again next pass
+            log.warning("fine-tuning job %s: %s", job.id, exc)
+
+    async def _follow_task(self, job: JobRecord) -> None:
+        self._waiting.discard(job.id)
         ended = await self._record_events(job)
         job = await asyncio.to_thread(self.jobs.get_any, job.id)
         if job.status != states.RUNNING:
@@ -225,14 +251,19 @@ class FineTuningRunner:
             message = f"The trainer {how} on its last of {states.MAX_ATTEMPTS} attempts."
             await self._end(job, states.FAILED, error=("trainer_failed", message))
 
+    async def _task_file(self, job: JobRecord, name: str, offset: int = 0) -> bytes | None:
+        """A file of the job's trainer, from the backend that runs (or ran) it; when the backend does not
+        know the task (a local task lost with the controller that started it), the copy in this runner's
+        working directory, where a local trainer wrote it."""
+        data = await self.cluster.task_file(job.id, name, offset)
+        if data is None:
+            data = await asyncio.to_thread(read_from, self._dir(job), name, offset)
+        return data
+
     async def _record_events(self, job: JobRecord) -> dict[str, Any] | None:
         """Record the trainer's events after the job's offset; returns its final event if one was read."""
-        path = self._dir(job) / "events.jsonl"
-        try:
-            with path.open("rb") as f:
-                f.seek(job.progress_offset)
-                data = f.read()
-        except FileNotFoundError:
+        data = await self._task_file(job, EVENTS, job.progress_offset)
+        if data is None:
             return None
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next pass
         final = None
@@ -287,8 +318,11 @@ class FineTuningRunner:
             trained = int(final.get("trained_tokens") or job.trained_tokens)
             await asyncio.to_thread(self.jobs.update, job.id, trained_tokens=trained)
             try:
-                model = await asyncio.to_thread(self._register, job, Path(str(final["adapter"])))
-            except (YunError, OSError) as exc:
+                adapter = await self._task_file(job, str(final["adapter"]))
+                if adapter is None:
+                    raise YunError(f"the trainer's adapter {final['adapter']} is missing")
+                model = await asyncio.to_thread(self._register, job, adapter)
+            except (YunError, OSError, ValueError) as exc:
                 await self._end(job, states.FAILED, error=("model_registration_failed", str(exc)))
                 return
             await self._end(await asyncio.to_thread(self.jobs.get_any, job.id), states.SUCCEEDED, model=model)
@@ -297,12 +331,12 @@ class FineTuningRunner:
         else:
             await self._end(job, states.FAILED, error=("training_failed", str(final.get("message", "training failed"))))
 
-    def _register(self, job: JobRecord, adapter: Path) -> str:
+    def _register(self, job: JobRecord, adapter: bytes) -> str:
         name = fine_tuned_name(job)
         self.config.adapters_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         kept = self.config.adapters_dir / f"{job.id}.gguf"
         if not kept.exists():
-            shutil.copyfile(adapter, kept.with_suffix(".part"))
+            kept.with_suffix(".part").write_bytes(adapter)
             kept.with_suffix(".part").replace(kept)
         catalog = self.service.catalog
         base = catalog.get(job.model_id)
@@ -339,6 +373,7 @@ class FineTuningRunner:
         moved = await asyncio.to_thread(self.jobs.transition, job.id, status, from_=states.may_move(status), **changes)
         if moved is None:
             return
+        await self.cluster.release_task(job.id)
         text = {
             states.SUCCEEDED: f"The job has successfully completed. New fine-tuned model: {model}.",
             states.CANCELLED: "The job was cancelled.",
