@@ -15,6 +15,7 @@ as Ray cannot place it again, and an unbounded wait on it would hang the control
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -205,7 +206,11 @@ class RayBackend:
         }
         if resources.memory_mb:
             options["memory"] = resources.memory_mb * 1024 * 1024
-        actor = await self._blocking(lambda: _RemoteReplica.options(**options).remote(order, self.log_dir, self.policy))
+        # Its fine-tunes' adapters go with it: its node may not see this machine's disk.
+        adapters = await asyncio.to_thread(_read_adapters, order)
+        actor = await self._blocking(
+            lambda: _RemoteReplica.options(**options).remote(order, self.log_dir, self.policy, adapters)
+        )
         status = await self._ready(actor, order, placed_now=True)
         if status.state == "failed":
             raise EngineUnavailable(status.error or f"replica {order.replica_id} could not start")
@@ -447,6 +452,17 @@ class RayBackend:
 
     def _record(self, replica_id: str, kind: str, message: str) -> None:
         self._events.append(ClusterEvent(at=time.time(), replica_id=replica_id, kind=kind, message=message))
+
+
+def _read_adapters(order: ReplicaOrder) -> dict[str, bytes]:
+    """The LoRA adapters of the order that this machine has, by path (shipped through Ray's object store
+    with the actor's arguments: each replica of a base carries all its fine-tunes, a few MB to tens of MB
+    each)."""
+    found: dict[str, bytes] = {}
+    for path in order.args.lora:
+        with contextlib.suppress(OSError):
+            found[path] = Path(path).read_bytes()
+    return found
 
 
 def _read_inputs(order: TaskOrder) -> dict[str, bytes]:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -22,7 +25,7 @@ from yun.cluster.backends.supervised import RestartPolicy, SupervisedReplica
 from yun.cluster.base import ClusterEvent, ReplicaOrder, ReplicaStatus
 from yun.errors import EngineUnavailable
 
-__all__ = ["ReplicaActor"]
+__all__ = ["ReplicaActor", "with_adapters_here"]
 
 _EVENTS_KEPT = 200
 
@@ -40,14 +43,37 @@ def _ray_restarts() -> int:
     return int(info.get("NumRestarts", 0)) if info else 0
 
 
+def with_adapters_here(order: ReplicaOrder, adapters: dict[str, bytes], directory: Path) -> ReplicaOrder:
+    """The order with each LoRA adapter at a path of this node: kept where the node has it (a disk shared
+    with the controller), else written from the bytes the driver shipped into `directory`, named by their
+    content (the same adapter is written once per node, whatever replica brings it)."""
+    paths: list[str] = []
+    for path in order.args.lora:
+        data = adapters.get(path)
+        if Path(path).is_file() or data is None:
+            paths.append(path)  # here already; or not shipped, and the engine's start names it missing
+            continue
+        target = directory / f"{hashlib.sha256(data).hexdigest()[:32]}.gguf"
+        if not target.is_file():
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            partial = target.with_suffix(f".{os.getpid()}.part")
+            partial.write_bytes(data)
+            partial.replace(target)
+        paths.append(str(target))
+    return dataclasses.replace(order, args=dataclasses.replace(order.args, lora=tuple(paths)))
+
+
 class ReplicaActor:
     """One replica on one Ray node (an async actor: every method runs on one event loop)."""
 
-    def __init__(self, order: ReplicaOrder, log_dir: str | None, policy: RestartPolicy) -> None:
+    def __init__(
+        self, order: ReplicaOrder, log_dir: str | None, policy: RestartPolicy, adapters: dict[str, bytes] | None = None
+    ) -> None:
         context = ray.get_runtime_context()
         node = context.get_node_id()
         host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         logs = Path(log_dir) if log_dir else Path(context.get_temp_dir()) / "yun-replicas"
+        order = with_adapters_here(order, adapters or {}, Path(context.get_temp_dir()) / "yun-adapters")
         restarts = _ray_restarts()
         self._replica_id = order.replica_id
         self._events: deque[ClusterEvent] = deque(maxlen=_EVENTS_KEPT)
