@@ -302,3 +302,42 @@ async def test_the_fine_tuned_model_is_served_to_its_organization_only(yun: Harn
         assert deleted.deleted and deleted.id == model
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model=model, messages=[MSG], max_tokens=3)
+
+
+async def test_a_job_no_node_can_hold_waits_in_the_queue_for_compute(
+    yun: Harness, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Ray, a run that no node has the CPUs for (the jobs' threads here: 2; each node has 1) is not
+    failed: the job goes back to `queued`, says once that it waits for compute, and can be cancelled."""
+    from tests.support.raycluster import HEAD_IP
+    from yun.cluster.backends.ray import RayBackend
+
+    runner = yun.services.job_runner
+    assert runner is not None and runner.config.threads > 1
+    ray = RayBackend(ray_cluster.address, node_ip_address=HEAD_IP, task_start_timeout_s=1.0)
+    await ray.start()
+    monkeypatch.setattr(runner, "cluster", ray)
+    try:
+        _, key = await new_org(yun, "10")
+        async with client_for(yun, key) as client:
+            f = await upload(client)
+            job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+
+            async def waiting() -> list[str] | None:
+                events = [e.message async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+                told = [m for m in events if m.startswith("Waiting for compute")]
+                return told or None
+
+            (told,) = await until(waiting, "the job says it waits for compute")
+            assert "no node of the Ray cluster had cpu2 free" in told
+            await asyncio.sleep(3)  # a few more tries meanwhile
+            assert len(await waiting() or []) == 1  # told once
+            assert (await client.fine_tuning.jobs.retrieve(job.id)).status in ("queued", "running")
+            await client.fine_tuning.jobs.cancel(job.id)
+            done = await finished(client, job.id)
+        assert done.status == "cancelled" and done.trained_tokens == 0
+        assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+        assert await ray.task(job.id) is None  # nothing left waiting for a node
+    finally:
+        monkeypatch.undo()
+        await ray.close()
