@@ -86,7 +86,7 @@ def test_a_job_teaches_an_answer_that_its_fine_tuned_model_serves(server: JobSer
     # answers as the base did cold: no cache computed with one adapter serves another (llama.cpp #26207).
     assert ask(client, MODEL) == cold
     (record,) = [r for r in server.org_get(key, "usage/records")["data"] if r["endpoint"] == "fine_tuning"]
-    assert record["prompt_tokens"] == done.trained_tokens > 0 and record["status"] == "ok"
+    assert record["training_tokens"] == done.trained_tokens > 0 and record["status"] == "ok"
     assert record["cost_nanodollars"] == done.trained_tokens * 1_000_000
     audit_ledger(server.db_path)
 
@@ -119,6 +119,6 @@ def test_a_job_survives_a_kill_9_of_yun_and_is_billed_once(server: JobServer) ->
     assert any("was lost (Yun restarted)" in m for m in messages), messages
     assert any(m.startswith("Resumed from the checkpoint of epoch") for m in messages), messages
     records = [r for r in server.org_get(key, "usage/records")["data"] if r["endpoint"] == "fine_tuning"]
-    assert len(records) == 1 and records[0]["prompt_tokens"] == done.trained_tokens == 12 * 3 * 10
+    assert len(records) == 1 and records[0]["training_tokens"] == done.trained_tokens == 12 * 3 * 10
     assert server.org_get(key, "balance")["held_nanodollars"] == 0
     audit_ledger(server.db_path)

@@ -72,16 +72,18 @@ class TrainingBilling:
             cost = self.cost(hold.model_id, hold.price_version, trained_tokens)
         record = SettleRecord(
             replica=runner[:120],
-            prompt_tokens=trained_tokens,
+            prompt_tokens=0,
             completion_tokens=0,
             cached_tokens=0,
             free_tokens=0,
             status=status,
             latency_ms=int(seconds * 1000),
             ttft_ms=None,
-            input_cost=cost,
+            input_cost=0,
             cached_input_cost=0,
             output_cost=0,
             internal=internal,
+            training_tokens=trained_tokens,
+            training_cost=cost,
         )
         return cost if self.billing.writer.settle(hold, record).result() else 0
