@@ -63,6 +63,14 @@ async def finished(client: openai.AsyncOpenAI, job_id: str) -> Any:
     return await until(probe, f"{job_id} to finish")
 
 
+async def economics(yun: Harness) -> dict[str, int]:
+    """/admin/economics of the last two days summed over the rows of this module's base model."""
+    r = await yun.http.get("/admin/economics?days=2&by=model", headers=admin(yun))
+    assert r.status_code == 200, r.text
+    rows = [row for row in r.json()["data"] if row["model"] == BASE]
+    return {k: sum(row[k] for row in rows) for k in ("training_revenue", "training_seconds", "training_cost")}
+
+
 async def training_records(yun: Harness, key: str) -> list[dict[str, Any]]:
     """The organization's usage records of fine-tuning jobs (one per job that held)."""
     return [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
@@ -238,6 +246,10 @@ async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
     _, key = await new_org(yun, "10")
     runner = yun.services.job_runner
     assert runner is not None
+    # The trainer's shape (cpu2: YUN_JOBS__THREADS) costs the operator $0.72 an hour, 200,000 nanodollars a second.
+    shape = runner._resources().shape
+    await asyncio.to_thread(yun.services.billing.set_compute_price, shape, "0.72", "1.44")
+    before = await economics(yun)
     async with client_for(yun, key) as client:
         f = await upload(client)
         job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
@@ -256,6 +268,20 @@ async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
     assert any(m.startswith("Resumed from the checkpoint of epoch") for m in events)
     records = await training_records(yun, key)
     assert len(records) == 1 and records[0]["training_tokens"] == 360
+    # Its compute: two runs (the killed one, to its last write, and the resumed one), each recorded once,
+    # priced at the trainer's shape, as the operator's cost under the base model, beside its token revenue.
+    pieces = await asyncio.to_thread(yun.services.billing.compute.training, job.id)
+    assert {p.run for p in pieces} == {1, 2} and all(p.shape == shape for p in pieces)
+    assert all(p.cost == p.seconds * 200_000 for p in pieces)
+    seconds = sum(p.seconds for p in pieces)
+    ended = await asyncio.to_thread(yun.services.fine_tuning.jobs.get_any, job.id)
+    assert ended.compute_seconds == seconds * float(runner.config.threads) and ended.attempts == 2
+    assert ended.finished_at is not None and ended.started_at is not None
+    assert seconds <= (ended.finished_at - ended.started_at).total_seconds()
+    after = await economics(yun)
+    assert after["training_revenue"] - before["training_revenue"] == 360 * 10**6
+    assert after["training_seconds"] - before["training_seconds"] == seconds
+    assert after["training_cost"] - before["training_cost"] == seconds * 200_000
 
 
 async def test_another_org_sees_nothing_of_a_job(yun: Harness) -> None:
