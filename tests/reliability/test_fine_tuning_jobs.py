@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openai
@@ -111,6 +114,7 @@ def test_a_job_survives_a_kill_9_of_yun_and_is_billed_once(server: JobServer) ->
     while not list(client.fine_tuning.jobs.checkpoints.list(job.id)):
         assert time.monotonic() < deadline, "no checkpoint"
         time.sleep(0.2)
+    killed_at = datetime.now(UTC)
     server.kill9()  # the trainer dies with it (PR_SET_PDEATHSIG), mid-epoch 2
     server.start()
     done = until_done(client, job.id)
@@ -122,3 +126,16 @@ def test_a_job_survives_a_kill_9_of_yun_and_is_billed_once(server: JobServer) ->
     assert len(records) == 1 and records[0]["training_tokens"] == done.trained_tokens == 12 * 3 * 10
     assert server.org_get(key, "balance")["held_nanodollars"] == 0
     audit_ledger(server.db_path)
+    # Its compute: the run killed with Yun (up to the trainer's last write, not the restart) and the resumed
+    # one, each recorded once; the job's CPU-seconds are theirs, no more.
+    with contextlib.closing(sqlite3.connect(server.db_path)) as db:
+        runs = db.execute(
+            "SELECT run, SUM(seconds), COUNT(*) FROM training_compute WHERE job_id = ? GROUP BY run", (job.id,)
+        ).fetchall()
+        (cpu_seconds,) = db.execute("SELECT compute_seconds FROM fine_tuning_jobs WHERE id = ?", (job.id,)).fetchone()
+        (lost_at,) = db.execute(
+            "SELECT MAX(ended_at) FROM training_compute WHERE job_id = ? AND run = 1", (job.id,)
+        ).fetchone()
+    assert datetime.fromisoformat(lost_at).replace(tzinfo=UTC) <= killed_at + timedelta(seconds=1)
+    assert [r[0] for r in runs] == [1, 2] and all(n <= 2 for *_, n in runs), runs  # 2: a run across midnight
+    assert cpu_seconds == sum(r[1] for r in runs) * 1  # YUN_JOBS__THREADS=1

@@ -244,7 +244,7 @@ class FineTuningRunner:
 
     async def _vanished(self, job: JobRecord, exit_code: int | None) -> None:
         how = "was lost (Yun restarted)" if exit_code is None else f"exited with code {exit_code}"
-        until = self._last_sign_of_life(job)
+        until = await asyncio.to_thread(self._last_sign_of_life, job)
         if job.cancel_requested:
             await self._end(job, states.CANCELLED, ran_until=until)
         elif job.attempts < states.MAX_ATTEMPTS:
