@@ -531,6 +531,8 @@ class FineTuningJobRow(Base):
     """CPU-seconds (wall x CPUs) of every run of the job recorded so far (see `training_compute`)."""
     run_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     """When its latest run (attempt number `attempts`) started: the start of the compute it is recorded for."""
+    run_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When its latest run's trainer last wrote an event, as recorded: the end of a run that vanished."""
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

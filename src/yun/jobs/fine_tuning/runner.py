@@ -17,8 +17,9 @@ Every end settles the job's hold with the tokens its completed steps trained on 
 job pays for what ran). Every run's end (the job's end, or a trainer that vanished and is run again)
 records the compute the run held, from its start to its end, once per run (billing/training.py
 `record_run`): the job's compute-seconds are the sum of its runs, never a run twice. A run that vanished
-(Yun was killed with it) is taken to have ended at its last sign of life, its last write to its event
-log, not when the runner noticed: the time Yun was down is not compute the trainer used.
+(Yun was killed with it, its node was lost) is taken to have ended at its last sign of life, the time of
+the last event its trainer wrote (it writes one every step), not when the runner noticed: the time Yun
+was down is not compute the trainer used.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class FineTuningRunner:
             runner=self.config.owner,
             started_at=job.started_at or now,
             run_started_at=now,
+            run_seen_at=None,
         )
         if moved is None:
             return
@@ -154,6 +156,7 @@ class FineTuningRunner:
                 attempts=job.attempts,
                 started_at=job.started_at,
                 run_started_at=job.run_started_at,  # no run began
+                run_seen_at=job.run_seen_at,
             )
             if job.id not in self._waiting:
                 self._waiting.add(job.id)
@@ -244,7 +247,8 @@ class FineTuningRunner:
 
     async def _vanished(self, job: JobRecord, exit_code: int | None) -> None:
         how = "was lost (Yun restarted)" if exit_code is None else f"exited with code {exit_code}"
-        until = await asyncio.to_thread(self._last_sign_of_life, job)
+        job = await asyncio.to_thread(self.jobs.get_any, job.id)  # with the events read last
+        until = _last_sign_of_life(job)
         if job.cancel_requested:
             await self._end(job, states.CANCELLED, ran_until=until)
         elif job.attempts < states.MAX_ATTEMPTS:
@@ -267,16 +271,6 @@ class FineTuningRunner:
         else:
             message = f"The trainer {how} on its last of {states.MAX_ATTEMPTS} attempts."
             await self._end(job, states.FAILED, error=("trainer_failed", message), ran_until=until)
-
-    def _last_sign_of_life(self, job: JobRecord) -> datetime:
-        """When a trainer that vanished last wrote its event log (it writes every step), within its run."""
-        now = _now()
-        start = job.run_started_at or now
-        try:
-            written = datetime.fromtimestamp((self._dir(job) / "events.jsonl").stat().st_mtime, UTC)
-        except OSError:
-            return start
-        return min(max(written, start), now)
 
     def _record_run(self, job: JobRecord, ended_at: datetime) -> float:
         """Record the compute of the job's current run (once: again, it changes nothing); returns the job's
@@ -305,14 +299,20 @@ class FineTuningRunner:
             return None
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next pass
         final = None
+        seen: float | None = None
         for line in data[:end].splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(event.get("at"), int | float):
+                seen = max(seen or 0.0, float(event["at"]))
             final = await asyncio.to_thread(self._apply, job, event) or final
         if end:
-            await asyncio.to_thread(self.jobs.update, job.id, progress_offset=job.progress_offset + end)
+            progress: dict[str, Any] = {"progress_offset": job.progress_offset + end}
+            if seen is not None:
+                progress["run_seen_at"] = datetime.fromtimestamp(seen, UTC)
+            await asyncio.to_thread(self.jobs.update, job.id, **progress)
         return final
 
     def _apply(self, job: JobRecord, e: dict[str, Any]) -> dict[str, Any] | None:
@@ -455,6 +455,14 @@ class FineTuningRunner:
                     self.service.billing.settle(hold, 0, "error", 0.0, "recovery")
                 else:
                     self._settle(job, job.status, 0.0)
+
+
+def _last_sign_of_life(job: JobRecord) -> datetime:
+    """When the trainer of the job's current run last said something (its last event), within the run; the
+    run's start if it said nothing."""
+    now = _now()
+    start = job.run_started_at or now
+    return min(max(job.run_seen_at or start, start), now)
 
 
 def _usage_status(status: str) -> str:

@@ -6,7 +6,8 @@
   record there: per record, its `prompt_tokens` become `training_tokens`; per rollup row (org, model, UTC
   day of the record), the same tokens, the cost and the request count move out of the input columns into
   the training ones. `cost` (every charge) is unchanged, so statements still equal the ledger.
-- `fine_tuning_jobs.run_started_at`: when the job's latest run started.
+- `fine_tuning_jobs.run_started_at` and `run_seen_at`: when the job's latest run started, and when its
+  trainer last wrote an event (the end of a run that vanished).
 - `training_compute`: the compute each run of a job held, per UTC day, at its shape's cost price (for unit
   economics). Runs that ended before this migration are not known run by run and are not backfilled.
 
@@ -38,6 +39,7 @@ def upgrade() -> None:
         op.add_column("usage_rollups", sa.Column(name, sa.BigInteger(), nullable=False, server_default=_ZERO))
     with op.batch_alter_table("fine_tuning_jobs") as t:
         t.add_column(sa.Column("run_started_at", sa.DateTime(timezone=True), nullable=True))
+        t.add_column(sa.Column("run_seen_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "training_compute",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
@@ -137,6 +139,7 @@ def downgrade() -> None:
     op.drop_index("ix_training_compute_day", table_name="training_compute")
     op.drop_table("training_compute")
     with op.batch_alter_table("fine_tuning_jobs") as t:
+        t.drop_column("run_seen_at")
         t.drop_column("run_started_at")
     for name in ("training_cost", "training_tokens"):
         op.drop_column("usage_rollups", name)
