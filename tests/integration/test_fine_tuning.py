@@ -379,6 +379,7 @@ async def test_a_job_no_node_can_hold_waits_in_the_queue_for_compute(
         assert done.status == "cancelled" and done.trained_tokens == 0
         assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
         assert await ray.task(job.id) is None  # nothing left waiting for a node
+        assert await asyncio.to_thread(yun.services.billing.compute.training, job.id) == []  # no run, no compute
     finally:
         monkeypatch.undo()
         await ray.close()
