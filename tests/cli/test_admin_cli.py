@@ -218,3 +218,32 @@ def test_hub_source_fails_cleanly_offline(cli: Cli, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     line = cli.fail("models", "add", "h", "--hub", "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "--hub-file", "x.gguf")
     assert "could not fetch Qwen/Qwen2.5-0.5B-Instruct-GGUF/x.gguf from the hub" in line and "(HTTP 400)" in line
+
+
+def test_usage_and_statement_show_training_as_its_own_line(cli: Cli, live_server: LiveServer) -> None:
+    """A job's trained tokens, settled through the money path into the server's database, in `yun usage`
+    (the trained column, input 0) and `yun statement` (a training_tokens line that reconciles)."""
+    from datetime import UTC, datetime
+
+    from yun.billing import BillingService
+    from yun.billing.training import TrainingBilling
+    from yun.store import Database
+
+    org = cli.run("orgs", "create", "acme-training").strip()
+    cli.run("credits", "grant", org, "10")
+    db = Database(f"sqlite:///{live_server.data_dir / 'yun.db'}")
+    try:
+        billing = BillingService(db, "gw-cli-test")
+        billing.money.add_price("trained-base", 0, 0, 0, 2_000_000_000)  # $2 per 1M trained tokens
+        training = TrainingBilling(billing)
+        hold = training.reserve("ftjob-cli", org, "key", "trained-base", 5000)
+        assert training.settle(hold, 4000, "ok", 3.0, "job:ftjob-cli") == 8_000_000
+    finally:
+        db.dispose()
+    header, _rule, row = cli.run("usage", org).splitlines()[:3]
+    cells = dict(zip(header.replace("cost $", "cost").split(), row.split(), strict=True))
+    assert (cells["model"], cells["requests"], cells["input"], cells["trained"]) == ("trained-base", "0", "0", "4000")
+    month = datetime.now(UTC).strftime("%Y-%m")
+    rows = list(csv.reader(io.StringIO(cli.run("statement", org, month, "--csv"))))
+    assert ["usage", "trained-base", "training_tokens", "4000", "0.008000000"] in rows
+    assert rows[-1][2:4] == ["reconciled", "true"]

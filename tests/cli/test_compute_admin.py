@@ -112,6 +112,9 @@ def test_economics_through_the_api_and_the_cli(admin: httpx.Client, live_server:
     assert sum(r["cost"] for r in mine) == 10_000_000 and sum(r["replica_seconds"] for r in mine) == 100
     assert {"revenue_usd", "cost_usd", "margin_usd"} <= mine[0].keys()
     assert by_org["totals"]["revenue"] == sum(r["revenue"] for r in by_org["data"])
+    for k in ("training_revenue", "training_cost", "training_seconds"):  # fine-tuning, beside replicas
+        assert by_org["totals"][k] == sum(r[k] for r in by_org["data"]) and k in mine[0]
+    assert mine[0]["training_revenue"] == mine[0]["training_seconds"] == 0
     by_model = admin.get("/admin/economics", params={"days": 2}).json()
     assert by_model["by"] == "model"
     assert sum(r["margin"] for r in by_model["data"] if r["model"] == "econ-model") == 10_000_000
@@ -121,6 +124,7 @@ def test_economics_through_the_api_and_the_cli(admin: httpx.Client, live_server:
 
     table = cli.run("economics", "--days", "2", "--by", "org")
     assert org in table and re.search(r"^total: revenue \$\d+\.\d{9}, compute cost \$", table, re.M)
+    assert "training $" in table and "training-s" in table
     assert json.loads(cli.run("economics", "--by", "model", "--json"))["by"] == "model"
     assert "by" in cli.fail("economics", "--by", "week")
 

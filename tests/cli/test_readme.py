@@ -37,7 +37,7 @@ EXPECTED = {
     "prices set": rf"^{CHAT}: price version 1\n$",
     "credits grant": r"^posted; balance \$25\.000000000 \(held \$0\.000000000\)\n$",
     "free-tier": rf"^{CHAT}: 100000 free tokens a month for org-[0-9a-f]{{20}}\n$",
-    "usage": r"day\s+requests\s+input\s+cached\s+output\s+free\s+cost \$",
+    "usage": r"day\s+requests\s+input\s+cached\s+output\s+free\s+trained\s+replica-s\s+cost \$",
     "statement": r"^section,model_id,kind,quantity,amount_usd\nopening,,balance,,0\.000000000\n",
 }
 

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +63,14 @@ async def finished(client: openai.AsyncOpenAI, job_id: str) -> Any:
     return await until(probe, f"{job_id} to finish")
 
 
+async def economics(yun: Harness) -> dict[str, int]:
+    """/admin/economics of the last two days summed over the rows of this module's base model."""
+    r = await yun.http.get("/admin/economics?days=2&by=model", headers=admin(yun))
+    assert r.status_code == 200, r.text
+    rows = [row for row in r.json()["data"] if row["model"] == BASE]
+    return {k: sum(row[k] for row in rows) for k in ("training_revenue", "training_seconds", "training_cost")}
+
+
 async def training_records(yun: Harness, key: str) -> list[dict[str, Any]]:
     """The organization's usage records of fine-tuning jobs (one per job that held)."""
     return [r for r in (await org_get(yun, key, "usage/records"))["data"] if r["endpoint"] == "fine_tuning"]
@@ -106,7 +115,20 @@ async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Ha
         assert checkpoints[0].metrics.train_loss is not None  # the epoch's mean loss, as its event said
         assert [j.id async for j in client.fine_tuning.jobs.list()] == [job.id]
     records = await training_records(yun, key)
-    assert len(records) == 1 and records[0]["prompt_tokens"] == 240 and records[0]["cost_nanodollars"] == 240 * 10**6
+    assert len(records) == 1 and records[0]["cost_nanodollars"] == 240 * 10**6
+    assert (records[0]["training_tokens"], records[0]["prompt_tokens"]) == (240, 0)
+    # Training is its own line, by base model, in the usage totals and the month's statement (JSON, CSV).
+    (used,) = (await org_get(yun, key, "usage?group_by=model"))["data"]
+    assert (used["key"], used["training_tokens"], used["training_cost"]) == (BASE, 240, 240 * 10**6)
+    assert (used["requests"], used["prompt_tokens"], used["input_cost"], used["cost"]) == (0, 0, 0, 240 * 10**6)
+    month = datetime.fromtimestamp(done.finished_at or 0, UTC).strftime("%Y-%m")
+    statement = await org_get(yun, key, f"statements/{month}")
+    lines = [(i["model_id"], i["kind"], i["quantity"], i["amount"]["nanodollars"]) for i in statement["line_items"]]
+    assert lines == [(BASE, "training_tokens", 240, 240 * 10**6)] and statement["reconciled"] is True
+    as_csv = await yun.http.get(
+        f"/v1/organization/statements/{month}?format=csv", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert f"usage,{BASE},training_tokens,240,0.240000000" in as_csv.text.splitlines()
     balance = await org_get(yun, key, "balance")
     assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 10 * 10**9 - 240 * 10**6
     model = (await yun.http.get(f"/admin/models/{done.fine_tuned_model}", headers=admin(yun))).json()
@@ -179,7 +201,8 @@ async def test_a_cancelled_job_pays_for_the_steps_it_completed(yun: Harness, mon
         done = await finished(client, job.id)
         assert done.status == "cancelled" and 0 < done.trained_tokens < 12 * 3 * TOKENS_PER_EXAMPLE
     (record,) = await training_records(yun, key)
-    assert record["prompt_tokens"] == done.trained_tokens and record["cost_nanodollars"] == done.trained_tokens * 10**6
+    assert record["training_tokens"] == done.trained_tokens
+    assert record["cost_nanodollars"] == done.trained_tokens * 10**6
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
 
 
@@ -196,8 +219,8 @@ async def test_a_queued_job_cancelled_costs_nothing(yun: Harness, monkeypatch: p
         await client.fine_tuning.jobs.cancel(first.id)
         await finished(client, first.id)
     never_ran = [r for r in await training_records(yun, key) if r["status"] == "cancelled"]
-    assert len(never_ran) == 2 and any(r["prompt_tokens"] == 0 for r in never_ran)
-    assert all(r["cost_nanodollars"] == r["prompt_tokens"] * 10**6 for r in never_ran)
+    assert len(never_ran) == 2 and any(r["training_tokens"] == 0 for r in never_ran)
+    assert all(r["cost_nanodollars"] == r["training_tokens"] * 10**6 for r in never_ran)
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
 
 
@@ -213,7 +236,7 @@ async def test_a_failing_trainer_fails_the_job_and_bills_its_steps(
     assert done.status == "failed" and done.error is not None and done.error.code == "training_failed"
     assert "step 3" in done.error.message and done.trained_tokens == 2 * 4 * TOKENS_PER_EXAMPLE
     (record,) = await training_records(yun, key)
-    assert record["prompt_tokens"] == 80 and record["status"] == "failed"
+    assert record["training_tokens"] == 80 and record["status"] == "failed"
 
 
 async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
@@ -223,6 +246,10 @@ async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
     _, key = await new_org(yun, "10")
     runner = yun.services.job_runner
     assert runner is not None
+    # The trainer's shape (cpu2: YUN_JOBS__THREADS) costs the operator $0.72 an hour, 200,000 nanodollars a second.
+    shape = runner._resources().shape
+    await asyncio.to_thread(yun.services.billing.set_compute_price, shape, "0.72", "1.44")
+    before = await economics(yun)
     async with client_for(yun, key) as client:
         f = await upload(client)
         job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
@@ -240,7 +267,21 @@ async def test_a_trainer_killed_mid_job_resumes_from_its_checkpoint(
     assert any("resumes from its last checkpoint" in m for m in events)
     assert any(m.startswith("Resumed from the checkpoint of epoch") for m in events)
     records = await training_records(yun, key)
-    assert len(records) == 1 and records[0]["prompt_tokens"] == 360
+    assert len(records) == 1 and records[0]["training_tokens"] == 360
+    # Its compute: two runs (the killed one, to its last write, and the resumed one), each recorded once,
+    # priced at the trainer's shape, as the operator's cost under the base model, beside its token revenue.
+    pieces = await asyncio.to_thread(yun.services.billing.compute.training, job.id)
+    assert {p.run for p in pieces} == {1, 2} and all(p.shape == shape for p in pieces)
+    assert all(p.cost == p.seconds * 200_000 for p in pieces)
+    seconds = sum(p.seconds for p in pieces)
+    ended = await asyncio.to_thread(yun.services.fine_tuning.jobs.get_any, job.id)
+    assert ended.compute_seconds == seconds * float(runner.config.threads) and ended.attempts == 2
+    assert ended.finished_at is not None and ended.started_at is not None
+    assert seconds <= (ended.finished_at - ended.started_at).total_seconds()
+    after = await economics(yun)
+    assert after["training_revenue"] - before["training_revenue"] == 360 * 10**6
+    assert after["training_seconds"] - before["training_seconds"] == seconds
+    assert after["training_cost"] - before["training_cost"] == seconds * 200_000
 
 
 async def test_another_org_sees_nothing_of_a_job(yun: Harness) -> None:
@@ -338,6 +379,7 @@ async def test_a_job_no_node_can_hold_waits_in_the_queue_for_compute(
         assert done.status == "cancelled" and done.trained_tokens == 0
         assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
         assert await ray.task(job.id) is None  # nothing left waiting for a node
+        assert await asyncio.to_thread(yun.services.billing.compute.training, job.id) == []  # no run, no compute
     finally:
         monkeypatch.undo()
         await ray.close()

@@ -209,7 +209,7 @@ _MONEY_TABLES = (
     "SELECT org_id, balance, held FROM balances",
     "SELECT org_id, kind, amount, reference FROM ledger_entries",
     "SELECT org_id, SUM(requests) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS t, "
-    "SUM(cost) AS cost FROM usage_rollups GROUP BY org_id",
+    "SUM(training_tokens) AS trained, SUM(cost) AS cost FROM usage_rollups GROUP BY org_id",
     "SELECT charge_ref, SUM(seconds) AS seconds, SUM(price) AS price FROM compute_usage"
     " WHERE charge_ref IS NOT NULL GROUP BY charge_ref",
 )
@@ -275,9 +275,10 @@ def audit_ledger(db: Path | str) -> Audit:
             assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge != usage cost"
             continue
         if r["endpoint"] == "fine_tuning":
-            # A fine-tuning job: its trained tokens (as prompt tokens) at the training price its tests set,
+            # A fine-tuning job: its trained tokens (never input tokens) at the training price its tests set,
             # $1,000 per 1M (INPUT_NANO a token), never more than it held.
-            assert r["cost"] == r["prompt_tokens"] * INPUT_NANO <= hold["amount"], f"{rid} mispriced: {r}"
+            assert r["prompt_tokens"] == r["completion_tokens"] == 0, f"{rid}: training billed as inference: {r}"
+            assert r["cost"] == r["training_tokens"] * INPUT_NANO <= hold["amount"], f"{rid} mispriced: {r}"
             assert charges.get(rid, 0) == r["cost"], f"{rid}: ledger charge != usage cost"
             continue
         assert r["cost"] == expected_cost(r["prompt_tokens"], r["completion_tokens"]), f"{rid} mispriced: {r}"
@@ -302,10 +303,12 @@ def audit_ledger(db: Path | str) -> Audit:
     assert {r["org_id"] for r in rollups} == {r["org_id"] for r in audit.records.values()}
     for roll in rollups:
         mine = [r for r in audit.records.values() if r["org_id"] == roll["org_id"]]
-        assert (roll["n"], roll["p"], roll["t"], roll["cost"]) == (
-            sum(r["endpoint"] != "compute" for r in mine),  # compute settlements are not requests
+        assert (roll["n"], roll["p"], roll["t"], roll["trained"], roll["cost"]) == (
+            # compute and training settlements are not requests
+            sum(r["endpoint"] not in ("compute", "fine_tuning") for r in mine),
             sum(r["prompt_tokens"] for r in mine),
             sum(r["completion_tokens"] for r in mine),
+            sum(r["training_tokens"] for r in mine),
             sum(r["cost"] for r in mine),
         ), f"usage rollups of {roll['org_id']} disagree with its usage records"
     return audit

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.reliability.conftest import MODEL, PRICE, MoneyServer, audit_ledger
 from tests.reliability.jobs import ANSWER, TINY_RECIPE, WAIT_S, ask, dataset, until_done
@@ -110,6 +111,18 @@ def test_a_fine_tuning_job_runs_on_ray_and_outlives_its_controller(
             assert records[0]["cost_nanodollars"] == done.trained_tokens * 1_000_000 > 0
             assert gateway.org_get(key, "balance")["held_nanodollars"] == 0
             audit_ledger(pg_url)
+            # Its compute for unit economics: one run (followed across the take-over, not lost and resumed),
+            # recorded once, whole, by the controller that saw it end.
+            engine = create_engine(pg_url)
+            try:
+                with engine.connect() as c:
+                    runs = c.execute(
+                        text("SELECT run, SUM(seconds) FROM training_compute WHERE job_id = :job GROUP BY run"),
+                        {"job": job.id},
+                    ).all()
+            finally:
+                engine.dispose()
+            assert [r[0] for r in runs] == [1] and int(runs[0][1]) > 0, runs
         finally:
             for server in servers:
                 server.kill9()

@@ -21,8 +21,9 @@ __all__ = ["CREDIT_KINDS", "CSV_HEADER", "LINE_KINDS", "LineItem", "Statement", 
 
 log = logging.getLogger("yun.billing")
 
-LINE_KINDS = ("input_tokens", "cached_input_tokens", "output_tokens", "replica_seconds")
-"""Line item kinds, in statement order: tokens, then the replica-seconds of dedicated deployments."""
+LINE_KINDS = ("input_tokens", "cached_input_tokens", "output_tokens", "training_tokens", "replica_seconds")
+"""Line item kinds, in statement order: inference tokens, the tokens fine-tuning jobs trained on, then the
+replica-seconds of dedicated deployments."""
 CREDIT_KINDS = ("grant", "topup", "refund", "adjustment")
 """Ledger kinds other than `charge` always shown on a statement (other kinds are shown when present)."""
 
@@ -35,7 +36,8 @@ class LineItem:
     kind: str
     """One of LINE_KINDS."""
     quantity: int
-    """Tokens used, including any the free tier covered; or replica-seconds of dedicated compute."""
+    """Tokens used, including any the free tier covered (inference only: training has no free tier); tokens
+    trained; or replica-seconds of dedicated compute."""
     amount: int
     """Nanodollars charged, at the price version each request was held at."""
 
@@ -136,6 +138,7 @@ def monthly_statement(money: MoneyRepository, org_id: str, year: int, month: int
             LineItem(model, "input_tokens", u["prompt_tokens"] - u["cached_tokens"], u["input_cost"]),
             LineItem(model, "cached_input_tokens", u["cached_tokens"], u["cached_input_cost"]),
             LineItem(model, "output_tokens", u["completion_tokens"], u["output_cost"]),
+            LineItem(model, "training_tokens", u["training_tokens"], u["training_cost"]),
             LineItem(model, "replica_seconds", u["compute_seconds"], u["compute_cost"]),
         )
         items += [i for i in lines if i.quantity or i.amount]

@@ -8,19 +8,43 @@ job pays for the steps it completed, never more than it held. The hold belongs t
 settles it exactly once whatever happened (store/money: a hold is settled once or not at all).
 
 The platform operator's own organizations hold nothing and their training is covered by `internal`
-ledger entries, as their requests are.
+ledger entries, as their requests are. The free tier covers inference only: training is always charged.
+
+Apart from the bill, each run of a job records the compute it held (`record_run`): for unit economics,
+what training cost the operator, at the cost price of the trainer's resource shape, on the days it ran.
+The organization pays by tokens, not by these seconds (as for shared inference).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from yun.billing.pricing import per_mtok
 from yun.billing.service import BillingService
+from yun.metering.compute import training_run
+from yun.store.compute import TrainingCompute
 from yun.store.money import TRAINING_ENDPOINT, HoldRecord, HoldRequest, PriceRecord, SettleRecord, training_holder
 
-__all__ = ["TrainingBilling"]
+__all__ = ["TrainingBilling", "TrainingRun"]
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One run of a job: the trainer placed with `cpus`/`gpus` (its shape) from `started_at` to `ended_at`."""
+
+    job_id: str
+    run: int
+    """The job's attempt number."""
+    org_id: str
+    model_id: str
+    """The base model."""
+    shape: str
+    cpus: float
+    gpus: float
+    started_at: datetime
+    ended_at: datetime
 
 
 class TrainingBilling:
@@ -72,16 +96,32 @@ class TrainingBilling:
             cost = self.cost(hold.model_id, hold.price_version, trained_tokens)
         record = SettleRecord(
             replica=runner[:120],
-            prompt_tokens=trained_tokens,
+            prompt_tokens=0,
             completion_tokens=0,
             cached_tokens=0,
             free_tokens=0,
             status=status,
             latency_ms=int(seconds * 1000),
             ttft_ms=None,
-            input_cost=cost,
+            input_cost=0,
             cached_input_cost=0,
             output_cost=0,
             internal=internal,
+            training_tokens=trained_tokens,
+            training_cost=cost,
         )
         return cost if self.billing.writer.settle(hold, record).result() else 0
+
+    def record_run(self, run: TrainingRun) -> bool:
+        """Record what one run of a job held, at its shape's current cost price (blocking). Once per run:
+        False if that run was recorded already (nothing is written again)."""
+        template = TrainingCompute(
+            run.job_id, run.run, run.org_id, run.model_id, run.shape, run.cpus, run.gpus, run.started_at, run.ended_at
+        )
+        compute = self.billing.compute
+        pieces = training_run(template, run.started_at, run.ended_at, compute.prices().get(run.shape))
+        return compute.record_training(pieces, datetime.now(UTC))
+
+    def cpu_seconds(self, job_id: str) -> float:
+        """CPU-seconds (wall x CPUs) of every run of the job recorded so far."""
+        return float(sum(p.seconds * p.cpus for p in self.billing.compute.training(job_id)))

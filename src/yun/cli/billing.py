@@ -148,10 +148,10 @@ def usage(
         print_json(found)
         return
     print_table(
-        [by, "requests", "input", "cached", "output", "free", "cost $"],
+        [by, "requests", "input", "cached", "output", "free", "trained", "replica-s", "cost $"],
         (
             [r["key"], r["requests"], r["prompt_tokens"], r["cached_tokens"], r["completion_tokens"]]
-            + [r["free_tokens"], r["cost_usd"]]
+            + [r["free_tokens"], r["training_tokens"], r["compute_seconds"], r["cost_usd"]]
             for r in found["data"]
         ),
     )

@@ -63,7 +63,8 @@ def economics(
     by: Annotated[str, typer.Option("--by", help="Per model or per org.")] = "model",
     json: Json = False,
 ) -> None:
-    """Revenue (tokens and dedicated compute) against the operator's compute cost, per day and model or org."""
+    """Revenue (tokens, training and dedicated compute) against the operator's compute cost (replicas and
+    training runs), per day and model or org."""
     with connect() as client:
         found = client.get("/admin/economics", days=days, by=by)
     if json:
@@ -71,11 +72,12 @@ def economics(
         return
     key = "model" if by == "model" else "org_id"
     print_table(
-        ["day", "model" if by == "model" else "org", "tokens $", "compute $", "revenue $", "cost $", "margin $"]
-        + ["replica-s"],
+        ["day", "model" if by == "model" else "org", "tokens $", "training $", "compute $", "revenue $", "cost $"]
+        + ["margin $", "replica-s", "training-s"],
         (
-            [r["day"], r[key] if r[key] is not None else "(shared)", r["token_revenue_usd"], r["compute_revenue_usd"]]
-            + [r["revenue_usd"], r["cost_usd"], r["margin_usd"], r["replica_seconds"]]
+            [r["day"], r[key] if r[key] is not None else "(shared)", r["token_revenue_usd"], r["training_revenue_usd"]]
+            + [r["compute_revenue_usd"], r["revenue_usd"], r["cost_usd"], r["margin_usd"], r["replica_seconds"]]
+            + [r["training_seconds"]]
             for r in found["data"]
         ),
     )

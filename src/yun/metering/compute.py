@@ -17,6 +17,9 @@ Each interval is priced when it is metered, at the current version of its shape'
 Metered every billing interval, it is priced within one interval of its use; a price change applies to
 compute metered after it, never to an interval already written.
 
+A fine-tuning job's runs are metered the same way, once each, when the run ends (`training_run`): from
+its start to its end, cut at UTC midnights, at the cost price of the shape its trainer was placed with.
+
 Boundaries are whole UTC seconds: the start rounded up, the end rounded down, so a replica is never
 metered for a fraction of a second it did not hold (it may be metered up to one second less than it
 held). Intervals never cross a UTC midnight (one that would is written as one per day), so daily
@@ -31,9 +34,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from yun.store import Database
-from yun.store.compute import ComputeInterval, ComputePriceRecord, ComputeRepository, MeterCandidate
+from yun.store.compute import ComputeInterval, ComputePriceRecord, ComputeRepository, MeterCandidate, TrainingCompute
 
-__all__ = ["ComputeMeter", "ceil_second", "floor_second", "per_replica_hour", "split_at_midnights"]
+__all__ = ["ComputeMeter", "ceil_second", "floor_second", "per_replica_hour", "split_at_midnights", "training_run"]
 
 log = logging.getLogger("yun.metering")
 
@@ -147,3 +150,32 @@ def _cut(
 
 def _seconds(start: datetime, end: datetime) -> int:
     return int((end - start).total_seconds())
+
+
+def training_run(
+    template: TrainingCompute, start: datetime, end: datetime, price: ComputePriceRecord | None
+) -> list[TrainingCompute]:
+    """One run of a job from `start` to `end` as pieces within one UTC day each (whole seconds, as replicas
+    are metered: a run shorter than a second is one empty piece), each priced at `price`'s cost per
+    shape-hour (None: the shape has no price, the run cost nothing). `template` names the job, run, org,
+    model and shape."""
+    a = ceil_second(start)
+    b = max(a, floor_second(end))
+    cost_per_hour = 0 if price is None else price.cost_per_hour
+    version = None if price is None else price.version
+    return [
+        TrainingCompute(
+            job_id=template.job_id,
+            run=template.run,
+            org_id=template.org_id,
+            model_id=template.model_id,
+            shape=template.shape,
+            cpus=template.cpus,
+            gpus=template.gpus,
+            started_at=x,
+            ended_at=y,
+            price_version=version,
+            cost=per_replica_hour(_seconds(x, y), cost_per_hour),
+        )
+        for x, y in split_at_midnights(a, b)
+    ]

@@ -36,6 +36,7 @@ _RECORD_FIELDS = (
     "latency_ms",
     "ttft_ms",
     "compute_seconds",
+    "training_tokens",
 )
 
 
@@ -58,8 +59,9 @@ class UsageSummaryRow:
     key: str
     """The model id (group_by="model") or the day as YYYY-MM-DD (group_by="day")."""
     requests: int
+    """Inference requests (a job's training and a deployment's compute are not requests)."""
     prompt_tokens: int
-    """All input tokens, cached ones included."""
+    """All input tokens, cached ones included (of inference: tokens trained on are `training_tokens`)."""
     cached_tokens: int
     completion_tokens: int
     free_tokens: int
@@ -68,10 +70,13 @@ class UsageSummaryRow:
     cached_input_cost: int
     output_cost: int
     cost: int
-    """Everything charged: tokens and dedicated compute."""
+    """Everything charged: tokens, training and dedicated compute."""
     compute_seconds: int = 0
     """Replica-seconds of the org's dedicated deployments (billed as usage records of endpoint `compute`)."""
     compute_cost: int = 0
+    training_tokens: int = 0
+    """Tokens the org's fine-tuning jobs trained on (usage records of endpoint `fine_tuning`), by base model."""
+    training_cost: int = 0
 
     @property
     def input_tokens(self) -> int:
@@ -117,6 +122,8 @@ class UsageQueries:
                 cost=r["cost"],
                 compute_seconds=r["compute_seconds"],
                 compute_cost=r["compute_cost"],
+                training_tokens=r["training_tokens"],
+                training_cost=r["training_cost"],
             )
             for r in rows
         ]

@@ -1,5 +1,6 @@
 """Compute usage and compute prices: the closed intervals of replica-seconds the compute meter writes (read
-for billing and reports), and the versioned prices per resource shape they are priced at.
+for billing and reports), the compute each run of a fine-tuning job held (`training_compute`, for unit
+economics), and the versioned prices per resource shape they are priced at.
 
 The replica registry (`replicas`) is the controller's; here it is only read, to find what is left to
 meter: every replica that holds compute now, and every stopped one whose last interval is not written
@@ -13,18 +14,33 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, exists, func, or_, select
+from sqlalchemy import Connection, Table, and_, exists, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from yun.errors import InvalidRequest
 from yun.store.db import Database
 from yun.store.money import compute_holder
-from yun.store.orm import ComputePriceRow, ComputeUsageRow, DeploymentRow, ReplicaRow, ReservationRow
+from yun.store.orm import (
+    ComputePriceRow,
+    ComputeUsageRow,
+    DeploymentRow,
+    ReplicaRow,
+    ReservationRow,
+    TrainingComputeRow,
+)
 from yun.store.replicas import LIVE_STATES
 from yun.store.repos import _utc
 from yun.store.versions import add_version
 
-__all__ = ["MAX_PRICE_PER_HOUR", "ComputeInterval", "ComputePriceRecord", "ComputeRepository", "MeterCandidate"]
+__all__ = [
+    "MAX_PRICE_PER_HOUR",
+    "ComputeInterval",
+    "ComputePriceRecord",
+    "ComputeRepository",
+    "MeterCandidate",
+    "TrainingCompute",
+]
 
 MAX_PRICE_PER_HOUR = 10**14
 """Highest compute price per replica-hour, in nanodollars ($100,000): a day of a thousand replicas still
@@ -35,6 +51,7 @@ _U = cast(Table, ComputeUsageRow.__table__)
 _R = cast(Table, ReplicaRow.__table__)
 _D = cast(Table, DeploymentRow.__table__)
 _H = cast(Table, ReservationRow.__table__)
+_T = cast(Table, TrainingComputeRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,34 @@ class ComputeInterval:
     """Set once written."""
     charge_ref: str | None = None
     """The compute hold whose settlement charged it; None: not (yet) billed."""
+
+    @property
+    def seconds(self) -> int:
+        return int((self.ended_at - self.started_at).total_seconds())
+
+    @property
+    def day(self) -> str:
+        return self.started_at.date().isoformat()
+
+
+@dataclass(frozen=True)
+class TrainingCompute:
+    """The compute one run of a fine-tuning job held on one UTC day, in whole UTC seconds."""
+
+    job_id: str
+    run: int
+    """The job's attempt number: 1, then 2 once resumed, ..."""
+    org_id: str
+    model_id: str
+    """The base model the job fine-tunes."""
+    shape: str
+    cpus: float
+    gpus: float
+    started_at: datetime
+    ended_at: datetime
+    price_version: int | None = None
+    cost: int = 0
+    """What it cost the operator, in nanodollars (its shape's cost price when recorded)."""
 
     @property
     def seconds(self) -> int:
@@ -268,6 +313,78 @@ class ComputeRepository:
         with self._db.reader.connect() as c:
             return [
                 {"day": r["day"], group_by: r[group_by], "seconds": int(r["seconds"]), "cost": int(r["cost"])}
+                for r in c.execute(q).mappings()
+            ]
+
+    # -- training ---------------------------------------------------------------------------------
+    def record_training(self, pieces: list[TrainingCompute], now: datetime) -> bool:
+        """Write one run of a job (its pieces, one per UTC day, all of the same job and run) in one
+        transaction, unless that run is recorded already: False then, and nothing is written. A run is
+        counted once however often its end is recorded (a runner that crashed after recording it)."""
+        if not pieces:
+            return False
+        job_id, run = pieces[0].job_id, pieces[0].run
+        if any((p.job_id, p.run) != (job_id, run) for p in pieces):
+            raise ValueError("the pieces of one run only")
+        try:
+            with self._db.engine.begin() as c:
+                if c.execute(select(_T.c.id).where(_T.c.job_id == job_id, _T.c.run == run).limit(1)).first():
+                    return False
+                for p in pieces:
+                    c.execute(
+                        insert(_T).values(
+                            job_id=p.job_id,
+                            run=p.run,
+                            org_id=p.org_id,
+                            model_id=p.model_id,
+                            shape=p.shape,
+                            cpus=p.cpus,
+                            gpus=p.gpus,
+                            started_at=p.started_at,
+                            ended_at=p.ended_at,
+                            day=p.day,
+                            seconds=p.seconds,
+                            price_version=p.price_version,
+                            cost=p.cost,
+                            created_at=now,
+                        )
+                    )
+        except IntegrityError:
+            return False  # recorded meanwhile by another runner (unique on job, run and day)
+        return True
+
+    def training(self, job_id: str) -> list[TrainingCompute]:
+        """Every recorded piece of a job's runs, by run then start."""
+        q = select(_T).where(_T.c.job_id == job_id).order_by(_T.c.run, _T.c.started_at)
+        with self._db.reader.connect() as c:
+            return [
+                TrainingCompute(
+                    job_id=r.job_id,
+                    run=r.run,
+                    org_id=r.org_id,
+                    model_id=r.model_id,
+                    shape=r.shape,
+                    cpus=float(r.cpus),
+                    gpus=float(r.gpus),
+                    started_at=cast(datetime, _utc(r.started_at)),
+                    ended_at=cast(datetime, _utc(r.ended_at)),
+                    price_version=r.price_version,
+                    cost=int(r.cost),
+                )
+                for r in c.execute(q)
+            ]
+
+    def training_cost_by_day(self, first_day: str, last_day: str) -> list[dict[str, Any]]:
+        """What fine-tuning runs cost the operator per UTC day and base model, for the days first_day..last_day
+        (both included), summed in SQL: rows of day, `model_id`, `seconds`, `cost`."""
+        q = (
+            select(_T.c.day, _T.c.model_id, func.sum(_T.c.seconds).label("seconds"), func.sum(_T.c.cost).label("cost"))
+            .where(_T.c.day >= first_day, _T.c.day <= last_day)
+            .group_by(_T.c.day, _T.c.model_id)
+        )
+        with self._db.reader.connect() as c:
+            return [
+                {"day": r["day"], "model_id": r["model_id"], "seconds": int(r["seconds"]), "cost": int(r["cost"])}
                 for r in c.execute(q).mappings()
             ]
 

@@ -48,10 +48,15 @@ class JobRecord:
     progress_offset: int = 0
     """Bytes of the trainer's event log already recorded as events (a restarted runner goes on from here)."""
     compute_seconds: float = 0.0
+    """CPU-seconds (wall x CPUs) of the job's runs recorded so far."""
     metadata: dict[str, Any] | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    run_started_at: datetime | None = None
+    """When its latest run (number `attempts`) started."""
+    run_seen_at: datetime | None = None
+    """When the trainer of its latest run last wrote an event (the trainer's clock), as far as recorded."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ def _utc(t: datetime | None) -> datetime | None:
 
 def _job(row: FineTuningJobRow) -> JobRecord:
     values: dict[str, Any] = {name: getattr(row, name) for name in _JOB_FIELDS}
-    for name in ("created_at", "started_at", "finished_at"):
+    for name in ("created_at", "started_at", "finished_at", "run_started_at", "run_seen_at"):
         values[name] = _utc(values[name])
     return JobRecord(**values, metadata=row.metadata_)
 

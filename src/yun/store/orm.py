@@ -45,6 +45,7 @@ __all__ = [
     "ReservationRow",
     "ResponseRow",
     "RollupRow",
+    "TrainingComputeRow",
     "UsageRow",
     "UserRow",
 ]
@@ -239,6 +240,8 @@ class UsageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     compute_seconds: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     """Replica-seconds of a dedicated deployment this record bills (endpoint `compute`); 0 for requests."""
+    training_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Tokens a fine-tuning job trained on, which this record bills (endpoint `fine_tuning`); 0 otherwise."""
 
 
 class RollupRow(Base):
@@ -262,6 +265,9 @@ class RollupRow(Base):
     compute_seconds: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     compute_cost: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     """Dedicated deployments' replica-seconds and what they cost (already in `cost`, which is every charge)."""
+    training_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    training_cost: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """Fine-tuning jobs' trained tokens and what they cost (in `cost` too, never in the input columns)."""
 
 
 class FreeAllowanceRow(Base):
@@ -409,6 +415,38 @@ class ComputeUsageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class TrainingComputeRow(Base):
+    """The compute one run of a fine-tuning job held, per UTC day it ran on: what it cost the operator at its
+    shape's cost price when recorded. Written once per run (unique on job, run and day) when the run ends,
+    whichever way; the org pays for training by trained tokens, not by these seconds."""
+
+    __tablename__ = "training_compute"
+    __table_args__ = (
+        UniqueConstraint("job_id", "run", "day", name="uq_training_compute_job_run_day"),
+        Index("ix_training_compute_day", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40))
+    run: Mapped[int] = mapped_column(Integer)
+    """The job's attempt number (1 for its first run, 2 once resumed, ...)."""
+    org_id: Mapped[str] = mapped_column(String(40))
+    model_id: Mapped[str] = mapped_column(String(200))
+    """The base model the job fine-tunes."""
+    shape: Mapped[str] = mapped_column(String(80))
+    cpus: Mapped[float] = mapped_column(Float)
+    gpus: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC) of the whole piece
+    seconds: Mapped[int] = mapped_column(BigInteger)
+    """Wall seconds the trainer held its shape (priced per shape-hour like a replica)."""
+    price_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost: Mapped[int] = mapped_column(BigInteger)
+    """What it cost the operator (nanodollars, the version's cost price)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ComputePriceRow(Base):
     """One version of a resource shape's two compute prices, in nanodollars per replica-hour: what a
     replica of the shape costs the operator, and what an organization pays for one of its dedicated
@@ -490,6 +528,11 @@ class FineTuningJobRow(Base):
     progress_offset: Mapped[int] = mapped_column(BigInteger, default=0)
     """How far into the trainer's event log the runner has recorded (so a restarted runner records none twice)."""
     compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    """CPU-seconds (wall x CPUs) of every run of the job recorded so far (see `training_compute`)."""
+    run_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When its latest run (attempt number `attempts`) started: the start of the compute it is recorded for."""
+    run_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When its latest run's trainer last wrote an event, as recorded: the end of a run that vanished."""
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -59,26 +59,26 @@ async def economics(
     days: Annotated[int, Query(ge=1, le=3660, description="The last N UTC days, today included")] = 30,
     by: Literal["model", "org"] = "model",
 ) -> dict[str, Any]:
-    """Per UTC day and model (or organization): revenue (tokens and dedicated compute, as charged) against
-    the operator's compute cost (every replica-second at its shape's cost price). By organization, shared
-    compute is the operator's own row (`org_id` null)."""
+    """Per UTC day and model (or organization): revenue (inference tokens, trained tokens and dedicated
+    compute, as charged) against the operator's compute cost (every replica-second and every second of a
+    fine-tuning run at its shape's cost price; training under its base model). By organization, shared
+    compute and training compute are the operator's own row (`org_id` null): tenants pay for them by tokens."""
     last = datetime.now(UTC).date()
     first = last - timedelta(days=days - 1)
     billing = services.billing
     rows = await asyncio.to_thread(
         unit_economics, billing.money, billing.compute, first, last, by, internal_orgs=billing.internal_orgs
     )
-    totals = {
-        k: sum(getattr(r, k) for r in rows)
-        for k in ("token_revenue", "compute_revenue", "revenue", "cost", "margin", "replica_seconds")
-    }
+    money = ("token_revenue", "training_revenue", "compute_revenue", "revenue", "cost", "training_cost", "margin")
+    seconds = ("replica_seconds", "training_seconds")
+    totals = {k: sum(getattr(r, k) for r in rows) for k in (*money, *seconds)}
     return {
         "object": "list",
         "by": by,
         "start": first.isoformat(),
         "end": last.isoformat(),
         "data": [r.to_dict(by) for r in rows],
-        "totals": totals | {f"{k}_usd": format_usd(v) for k, v in totals.items() if k != "replica_seconds"},
+        "totals": totals | {f"{k}_usd": format_usd(totals[k]) for k in money},
     }
 
 

@@ -14,7 +14,12 @@ It runs in the active controller's process (one per database), one pass per seco
 3. Queued jobs start while fewer than `max_running` run (the rest wait: compute is busy).
 
 Every end settles the job's hold with the tokens its completed steps trained on (a cancelled or failed
-job pays for what ran) and records its compute-seconds.
+job pays for what ran). Every run's end (the job's end, or a trainer that vanished and is run again)
+records the compute the run held, from its start to its end, once per run (billing/training.py
+`record_run`): the job's compute-seconds are the sum of its runs, never a run twice. A run that vanished
+(Yun was killed with it, its node was lost) is taken to have ended at its last sign of life, the time of
+the last event its trainer wrote (it writes one every step), not when the runner noticed: the time Yun
+was down is not compute the trainer used.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from yun.billing.training import TrainingRun
 from yun.cluster.backends.tasks import read_from
 from yun.cluster.base import Cluster, Resources, TaskOrder
 from yun.errors import ComputeBusy, EngineUnavailable, NotFound, YunError
@@ -116,7 +122,11 @@ class FineTuningRunner:
     def _dir(self, job: JobRecord) -> Path:
         return self.config.work_dir / job.id
 
+    def _resources(self) -> Resources:
+        return Resources(cpus=float(self.config.threads))
+
     async def _start(self, job: JobRecord) -> None:
+        now = _now()
         moved = await asyncio.to_thread(
             self.jobs.transition,
             job.id,
@@ -124,7 +134,9 @@ class FineTuningRunner:
             from_=states.may_move(states.RUNNING),
             attempts=job.attempts + 1,
             runner=self.config.owner,
-            started_at=job.started_at or _now(),
+            started_at=job.started_at or now,
+            run_started_at=now,
+            run_seen_at=None,
         )
         if moved is None:
             return
@@ -132,8 +144,7 @@ class FineTuningRunner:
         try:
             inputs = await self._prepare(moved, workdir)
             env = (("OMP_NUM_THREADS", str(self.config.threads)),)
-            resources = Resources(cpus=float(self.config.threads))
-            order = TaskOrder(job.id, self.config.trainer(), str(workdir), resources, env, inputs)
+            order = TaskOrder(job.id, self.config.trainer(), str(workdir), self._resources(), env, inputs)
             await self.cluster.start_task(order)
         except ComputeBusy as exc:  # no node has its resources free now: it waits in the queue
             await asyncio.to_thread(
@@ -144,6 +155,8 @@ class FineTuningRunner:
                 runner=None,
                 attempts=job.attempts,
                 started_at=job.started_at,
+                run_started_at=job.run_started_at,  # no run began
+                run_seen_at=job.run_seen_at,
             )
             if job.id not in self._waiting:
                 self._waiting.add(job.id)
@@ -234,11 +247,19 @@ class FineTuningRunner:
 
     async def _vanished(self, job: JobRecord, exit_code: int | None) -> None:
         how = "was lost (Yun restarted)" if exit_code is None else f"exited with code {exit_code}"
+        job = await asyncio.to_thread(self.jobs.get_any, job.id)  # with the events read last
+        until = _last_sign_of_life(job)
         if job.cancel_requested:
-            await self._end(job, states.CANCELLED)
+            await self._end(job, states.CANCELLED, ran_until=until)
         elif job.attempts < states.MAX_ATTEMPTS:
+            seconds = await asyncio.to_thread(self._record_run, job, until)
             moved = await asyncio.to_thread(
-                self.jobs.transition, job.id, states.QUEUED, from_=(states.RUNNING,), runner=None
+                self.jobs.transition,
+                job.id,
+                states.QUEUED,
+                from_=(states.RUNNING,),
+                runner=None,
+                compute_seconds=seconds,
             )
             if moved is not None:
                 await asyncio.to_thread(
@@ -249,7 +270,18 @@ class FineTuningRunner:
                 )
         else:
             message = f"The trainer {how} on its last of {states.MAX_ATTEMPTS} attempts."
-            await self._end(job, states.FAILED, error=("trainer_failed", message))
+            await self._end(job, states.FAILED, error=("trainer_failed", message), ran_until=until)
+
+    def _record_run(self, job: JobRecord, ended_at: datetime) -> float:
+        """Record the compute of the job's current run (once: again, it changes nothing); returns the job's
+        CPU-seconds over all its runs recorded."""
+        if job.run_started_at is not None and job.attempts > 0:
+            r = self._resources()
+            run = TrainingRun(
+                job.id, job.attempts, job.org_id, job.model_id, r.shape, r.cpus, r.gpus, job.run_started_at, ended_at
+            )
+            self.service.billing.record_run(run)
+        return self.service.billing.cpu_seconds(job.id)
 
     async def _task_file(self, job: JobRecord, name: str, offset: int = 0) -> bytes | None:
         """A file of the job's trainer, from the backend that runs (or ran) it; when the backend does not
@@ -267,14 +299,20 @@ class FineTuningRunner:
             return None
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next pass
         final = None
+        seen: float | None = None
         for line in data[:end].splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(event.get("at"), int | float):
+                seen = max(seen or 0.0, float(event["at"]))
             final = await asyncio.to_thread(self._apply, job, event) or final
         if end:
-            await asyncio.to_thread(self.jobs.update, job.id, progress_offset=job.progress_offset + end)
+            progress: dict[str, Any] = {"progress_offset": job.progress_offset + end}
+            if seen is not None:
+                progress["run_seen_at"] = datetime.fromtimestamp(seen, UTC)
+            await asyncio.to_thread(self.jobs.update, job.id, **progress)
         return final
 
     def _apply(self, job: JobRecord, e: dict[str, Any]) -> dict[str, Any] | None:
@@ -351,14 +389,21 @@ class FineTuningRunner:
         return name
 
     async def _end(
-        self, job: JobRecord, status: str, *, model: str | None = None, error: tuple[str, str] | None = None
+        self,
+        job: JobRecord,
+        status: str,
+        *,
+        model: str | None = None,
+        error: tuple[str, str] | None = None,
+        ran_until: datetime | None = None,
     ) -> None:
         finished = _now()
         started = job.started_at or finished
         seconds = (finished - started).total_seconds()
+        cpu_seconds = await asyncio.to_thread(self._record_run, job, ran_until or finished)
         changes: dict[str, Any] = {
             "finished_at": finished,
-            "compute_seconds": seconds * self.config.threads,
+            "compute_seconds": cpu_seconds,
             "runner": None,
         }
         if model is not None:
@@ -410,6 +455,14 @@ class FineTuningRunner:
                     self.service.billing.settle(hold, 0, "error", 0.0, "recovery")
                 else:
                     self._settle(job, job.status, 0.0)
+
+
+def _last_sign_of_life(job: JobRecord) -> datetime:
+    """When the trainer of the job's current run last said something (its last event), within the run; the
+    run's start if it said nothing."""
+    now = _now()
+    start = job.run_started_at or now
+    return min(max(job.run_seen_at or start, start), now)
 
 
 def _usage_status(status: str) -> str:

@@ -80,6 +80,8 @@ ROLLUP_SUMS = (
     "cost",
     "compute_seconds",
     "compute_cost",
+    "training_tokens",
+    "training_cost",
 )
 
 
@@ -200,6 +202,10 @@ class SettleRecord:
     internal: bool = False
     """The platform operator's own use: charged at list price and covered by an `internal` ledger entry of
     the same amount in the same transaction, so the balance does not move (see BillingService)."""
+    training_tokens: int = 0
+    """For a fine-tuning job's hold: the tokens its completed steps trained on (never input tokens)."""
+    training_cost: int = 0
+    """What those trained tokens cost, in nanodollars."""
     compute: ComputeBill | None = None
     """For a compute hold: the replica-seconds it charges. Their cost may pass the hold (a replica placed
     after the hold was sized, a billing pass that ran late): what passes it is charged from the balance
@@ -208,7 +214,7 @@ class SettleRecord:
     @property
     def cost(self) -> int:
         compute = 0 if self.compute is None else self.compute.cost
-        return self.input_cost + self.cached_input_cost + self.output_cost + compute
+        return self.input_cost + self.cached_input_cost + self.output_cost + self.training_cost + compute
 
 
 @dataclass(frozen=True)

@@ -309,10 +309,10 @@ class MoneyRepository:
     def revenue_by_day(
         self, first_day: str, last_day: str, group_by: str, *, excluding: frozenset[str] = frozenset()
     ) -> list[dict[str, Any]]:
-        """Every organization's charges (tokens and dedicated compute) per UTC day and model or org, from
-        the rollups, for the days first_day..last_day (both included); `excluding` leaves orgs out (the
-        operator's own, whose charges the ledger covers). Rows: day, the key, `cost` (all of it),
-        `compute_cost` (its compute part), `compute_seconds`."""
+        """Every organization's charges (tokens, training and dedicated compute) per UTC day and model or
+        org, from the rollups, for the days first_day..last_day (both included); `excluding` leaves orgs out
+        (the operator's own, whose charges the ledger covers). Rows: day, the key, `cost` (all of it),
+        `compute_cost` (its compute part), `compute_seconds`, `training_cost` (its training part)."""
         if group_by not in ("model_id", "org_id"):
             raise ValueError(f"cannot group revenue by {group_by!r}")
         key = getattr(_RU.c, group_by)
@@ -323,6 +323,7 @@ class MoneyRepository:
                 func.sum(_RU.c.cost).label("cost"),
                 func.sum(_RU.c.compute_cost).label("compute_cost"),
                 func.sum(_RU.c.compute_seconds).label("compute_seconds"),
+                func.sum(_RU.c.training_cost).label("training_cost"),
             )
             .where(_RU.c.day >= first_day, _RU.c.day <= last_day, _RU.c.org_id.not_in(sorted(excluding)))
             .group_by(_RU.c.day, key)
@@ -333,7 +334,7 @@ class MoneyRepository:
                 {
                     "day": r["day"],
                     group_by: r[group_by],
-                    **{k: int(r[k]) for k in ("cost", "compute_cost", "compute_seconds")},
+                    **{k: int(r[k]) for k in ("cost", "compute_cost", "compute_seconds", "training_cost")},
                 }
                 for r in c.execute(q).mappings()
             ]

@@ -25,6 +25,7 @@ from sqlalchemy import DateTime, Engine
 
 from yun.errors import DatabaseUnavailable, QuotaExceeded
 from yun.store.money.records import (
+    BACKGROUND_ENDPOINTS,
     ROLLUP_SUMS,
     HoldRecord,
     HoldRequest,
@@ -89,9 +90,9 @@ _SQL = {
     "usage": (
         "INSERT INTO usage_records (request_id, org_id, key_id, model_id, endpoint, replica, prompt_tokens,"
         " completion_tokens, cached_tokens, free_tokens, status, latency_ms, ttft_ms, price_version, cost,"
-        " compute_seconds, created_at) VALUES (:request_id, :org, :key_id, :model_id, :endpoint, :replica,"
-        " :prompt_tokens, :completion_tokens, :cached_tokens, :free_tokens, :status, :latency_ms, :ttft_ms,"
-        " :price_version, :cost, :compute_seconds, :now)"
+        " compute_seconds, training_tokens, created_at) VALUES (:request_id, :org, :key_id, :model_id, :endpoint,"
+        " :replica, :prompt_tokens, :completion_tokens, :cached_tokens, :free_tokens, :status, :latency_ms, :ttft_ms,"
+        " :price_version, :cost, :compute_seconds, :training_tokens, :now)"
     ),
     "rollup": (
         "INSERT INTO usage_rollups (org_id, model_id, day, "  # noqa: S608 - constant column names
@@ -249,11 +250,13 @@ def settle(s: Statements, cur: Cursor, hold: HoldRecord, rec: SettleRecord) -> b
             "price_version": hold.price_version,
             "cost": cost,
             "compute_seconds": 0 if bill is None else bill.seconds,
+            "training_tokens": rec.training_tokens,
             "now": ts,
         },
     )
     sums = {
-        "requests": 0 if bill is not None else 1,
+        # A request is an inference request: a deployment's compute and a job's training are not.
+        "requests": 0 if hold.endpoint in BACKGROUND_ENDPOINTS else 1,
         "prompt_tokens": rec.prompt_tokens,
         "completion_tokens": rec.completion_tokens,
         "cached_tokens": rec.cached_tokens,
@@ -264,6 +267,8 @@ def settle(s: Statements, cur: Cursor, hold: HoldRecord, rec: SettleRecord) -> b
         "cost": cost,
         "compute_seconds": 0 if bill is None else bill.seconds,
         "compute_cost": 0 if bill is None else bill.cost,
+        "training_tokens": rec.training_tokens,
+        "training_cost": rec.training_cost,
     }
     s.run(cur, "rollup", {"org": org, "model_id": model, "day": now.strftime("%Y-%m-%d"), **sums})
     return True
