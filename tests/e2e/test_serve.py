@@ -3,45 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.support.server import KEY_RE, Health, YunServer
+from tests.e2e.conftest import CHAT, EMBED, serve_default
+from tests.support.server import KEY_RE, YunServer
 
 pytestmark = pytest.mark.e2e
-
-CHAT = "qwen2.5-coder-0.5b-instruct"
-EMBED = "all-minilm-l6-v2"
-
-
-def _both_models(health: Health) -> bool:
-    return health.get("status") == "ok" and len(health.get("models", {})) == 2
-
-
-def _server(root: Path, **kwargs: Any) -> YunServer:
-    """`yun serve` with the default (bundled) models."""
-    return YunServer(root, ready=_both_models, start_timeout_s=300, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[YunServer]:
-    server = _server(tmp_path_factory.mktemp("e2e"))
-    try:
-        server.start()  # asserts that the bootstrap key is printed exactly once
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def client(server: YunServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(api_key=server.admin_key, base_url=server.url + "/v1", max_retries=0, timeout=300) as c:
-        yield c
 
 
 def test_models_and_cards(client: openai.OpenAI) -> None:
@@ -134,6 +104,8 @@ def test_tool_calls(client: openai.OpenAI, stream: bool) -> None:
             {"role": "tool", "tool_call_id": calls[0].id or "call_1", "content": '{"temperature_c": 21}'},
         ],
     )
+    # It answers with the result and stops; it does not call the tool again (issue 12: it did, until `length`).
+    assert follow.choices[0].finish_reason == "stop" and not follow.choices[0].message.tool_calls
     assert "21" in (follow.choices[0].message.content or "")
 
 
@@ -222,7 +194,7 @@ def test_logs_hold_no_secrets_or_prompts(server: YunServer, client: openai.OpenA
 def test_restart_reuses_cache_and_prints_no_new_key(server: YunServer) -> None:
     # Stopped first: a second `yun serve` on a data dir in use is refused (tests/integration/test_serve_start.py).
     server.stop()
-    second = _server(server.root, data_dir=server.data_dir, admin_key=server.admin_key)
+    second = serve_default(server.root, data_dir=server.data_dir, admin_key=server.admin_key)
     try:
         second.start()
         assert not KEY_RE.findall(second.stdout())

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import Harness
-from tests.integration.tenants import client_for, new_org, org_get, priced
+from tests.integration.tenants import NANO, client_for, expected_cost, new_org, org_get, priced, settled_records
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -59,6 +59,65 @@ async def test_chat_n_choices_stream(yun: Harness) -> None:
     assert len({c.id for c in chunks}) == 1
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 8 and chunks[-1].choices == []
+
+
+async def test_streamed_choices_are_generated_at_once(yun: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenAI interleaves the choices of a stream; run one after the other, every choice but the first
+    would wait for the whole of the one before it. Usage still counts every choice exactly, in one record."""
+    # Both choices take a slot at once: no headroom kept for the tenants of the tests just before.
+    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)
+    _, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        stream = await client.chat.completions.create(
+            model="tiny",
+            messages=MSG,
+            max_tokens=64,
+            n=2,
+            stream=True,
+            stream_options=USAGE,
+            extra_body={"ignore_eos": True},  # both choices run the full 64 tokens
+        )
+        chunks = [c async for c in stream]
+    seen = [(ch.index, ch.finish_reason) for c in chunks for ch in c.choices if ch.delta.content or ch.finish_reason]
+    first_of_second = next(i for i, (index, _) in enumerate(seen) if index == 1)
+    end_of_first = next(i for i, (index, finish) in enumerate(seen) if index == 0 and finish)
+    assert first_of_second < end_of_first, "".join(str(i) for i, _ in seen)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 128
+    (record,) = await _records(yun, key)
+    assert (record["request_id"], record["completion_tokens"], record["status"]) == (chunks[0].id, 128, "ok")
+    assert record["prompt_tokens"] == usage.prompt_tokens
+
+
+async def test_a_client_leaving_streamed_choices_is_billed_every_choice_once(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each choice's engine stream keeps its own running count: the bill of a stream left mid-way is
+    what all of them generated, settled once, and every engine stops."""
+    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)  # both choices run at once
+    async with priced(yun):
+        _, key = await new_org(yun, "100")
+        # A real socket: the in-process transport cannot disconnect.
+        async with openai.AsyncOpenAI(api_key=key, base_url=yun.base_url + "/v1", max_retries=0) as client:
+            stream = await client.chat.completions.create(
+                model="tiny", messages=MSG, max_tokens=400, n=2, stream=True, extra_body={"ignore_eos": True}
+            )
+            got = [0, 0]
+            async for chunk in stream:
+                for ch in chunk.choices:
+                    got[ch.index] += bool(ch.delta.content)
+                if min(got) >= 10:
+                    break
+            await stream.close()
+        (record,) = await settled_records(yun, key)
+        bal = await org_get(yun, key, "balance")
+    assert record["status"] == "aborted"
+    # Both choices' running counts (at least what reached the client), far less than the 800 asked for.
+    assert sum(got) <= record["completion_tokens"] < 800
+    assert record["cost_nanodollars"] == expected_cost(
+        record["prompt_tokens"], record["cached_tokens"], record["completion_tokens"]
+    )
+    assert bal["held_nanodollars"] == 0 and bal["balance_nanodollars"] == 100 * NANO - record["cost_nanodollars"]
 
 
 async def test_completions_n_times_prompts(yun: Harness) -> None:
@@ -150,9 +209,7 @@ async def test_completions_echo(yun: Harness) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         await yun.client.completions.create(model="tiny", prompt="def hello", max_tokens=1, echo=True, logprobs=1)
     assert info.value.param == "echo" and "llama.cpp" in info.value.message
-    with pytest.raises(openai.BadRequestError) as info:
-        await yun.client.completions.create(model="tiny", prompt=[1, 2, 3], max_tokens=1, echo=True)
-    assert info.value.param == "echo"
+    # A prompt given as token ids: test_api_compat_edges.py.
 
 
 async def test_system_fingerprint_is_the_engines_on_both_endpoints(yun: Harness) -> None:

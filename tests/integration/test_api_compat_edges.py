@@ -26,6 +26,33 @@ def _engine(yun: Harness, model: str) -> Engine:
     return replica.engine
 
 
+# -- echo of token ids -----------------------------------------------------------------------------------
+async def test_echo_of_a_prompt_given_as_token_ids_is_the_engines_text(yun: Harness) -> None:
+    """The echoed prompt is the text llama.cpp's own detokenizer makes of the ids (special tokens and
+    multi-byte characters included), before the answer, exactly as for the same prompt sent as text."""
+    engine = _engine(yun, "tiny")
+    text = "<|im_start|>user\nHéllo 你好, def f(x):\n\treturn x<|im_end|>"
+    ids = (await engine.request("/tokenize", {"content": text, "parse_special": True}))["tokens"]
+    spelled = (await engine.request("/detokenize", {"tokens": ids}))["content"]
+    assert spelled == text  # the engine's round trip: what echo must give back
+    plain = await yun.client.completions.create(model="tiny", prompt=ids, max_tokens=3, temperature=0)
+    r = await yun.client.completions.create(
+        model="tiny", prompt=[ids, "import os"], max_tokens=3, temperature=0, echo=True, n=2
+    )
+    assert [c.text for c in r.choices[:2]] == [spelled + plain.choices[0].text] * 2
+    assert r.choices[2].text.startswith("import os") and r.choices[3].text == r.choices[2].text
+    assert r.usage is not None and plain.usage is not None
+    assert r.usage.completion_tokens == 12 and r.usage.prompt_tokens > 2 * plain.usage.prompt_tokens
+    stream = await yun.client.completions.create(
+        model="tiny", prompt=ids, max_tokens=3, temperature=0, echo=True, stream=True
+    )
+    assert "".join([c.choices[0].text async for c in stream if c.choices]) == r.choices[0].text
+    # An id outside the vocabulary is the prompt's fault, named as such (not a 500, not a wrong text).
+    with pytest.raises(openai.BadRequestError) as info:
+        await yun.client.completions.create(model="tiny", prompt=[ids[0], 10**7], max_tokens=1, echo=True)
+    assert info.value.param == "prompt" and "10000000" in info.value.message
+
+
 # -- embeddings -----------------------------------------------------------------------------------------
 async def test_embeddings_of_token_ids_match_the_text(yun: Harness) -> None:
     tokens = (await _engine(yun, "minilm").request("/tokenize", {"content": "a cat", "add_special": True}))["tokens"]

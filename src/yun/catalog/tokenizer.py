@@ -62,7 +62,7 @@ def _bpe_pre_tokenizer(pre: str) -> Any:
 
 
 def _bpe(meta: dict[str, Any]) -> Any:
-    from tokenizers import AddedToken, Tokenizer, models
+    from tokenizers import AddedToken, Tokenizer, decoders, models
 
     pre = _bpe_pre_tokenizer(str(meta.get("tokenizer.ggml.pre")))
     tokens: list[str] = meta["tokenizer.ggml.tokens"]
@@ -73,6 +73,7 @@ def _bpe(meta: dict[str, Any]) -> Any:
     pairs = [(a, b) for a, _, b in (m.partition(" ") for m in merges)]
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=False))
     tokenizer.pre_tokenizer = pre
+    tokenizer.decoder = decoders.ByteLevel()  # token ids back to text (echo of a prompt given as ids)
     # Control and user-defined tokens (<|im_start|>, <|endoftext|>, ...) are matched whole in the text,
     # as llama.cpp's tokenizer does with parse_special for a rendered chat prompt.
     types: list[int] = meta.get("tokenizer.ggml.token_type") or []
@@ -180,6 +181,19 @@ class PromptCounter:
         """Tokens of a completion prompt or an embedding input, with the BOS/EOS (CLS/SEP) the engine adds."""
         n = self._encode(text) if len(text) < _APART_CHARS else self.counts.get(text, self._encode)
         return n + self.add_bos + self.add_eos
+
+    def detokenize(self, ids: list[int]) -> str | None:
+        """The text of token ids, as llama.cpp's `/detokenize` gives it (special tokens as their text):
+        the prompt a completion echoes when it was given as ids. None where this vocabulary has no
+        decoder here (WordPiece); ValueError for an id outside the vocabulary."""
+        if self.tokenizer.decoder is None:
+            return None
+        size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        bad = next((i for i in ids if not 0 <= i < size), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is not in the model's vocabulary of {size} tokens")
+        text: str = self.tokenizer.decode(ids, skip_special_tokens=False)
+        return text
 
     def chat(self, body: dict[str, Any]) -> int | None:
         if self.template is None:

@@ -249,11 +249,7 @@ class Holding:
         holds = self._holds
         self.progress_at = time.perf_counter() + holds.progress_interval_s
         usage = self.usage
-        counts = (
-            usage.prompt_tokens + usage.live_prompt,
-            usage.completion_tokens + usage.live_completion,
-            usage.cached_tokens + usage.live_cached,
-        )
+        counts = usage.live_counts()
         if counts == self.progress or self.settled:
             return  # nothing new since the last record: a stalled engine costs no writes
         try:

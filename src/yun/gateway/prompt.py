@@ -147,6 +147,12 @@ class PromptCounts:
             return self._count_inputs(counter, items)
         return await asyncio.to_thread(self._count_inputs, counter, items)
 
+    async def detokenize(self, spec: ReplicaSpec, ids: list[int]) -> str | None:
+        """A prompt given as token ids, as text, by the model's own vocabulary (see
+        `PromptCounter.detokenize`); None where the gateway has no decoder for it."""
+        counter = await self._counter(spec)
+        return None if counter is None else counter.detokenize(ids)
+
     @staticmethod
     def _count_inputs(counter: PromptCounter, items: Sequence[Any]) -> list[PromptCount]:
         out = []

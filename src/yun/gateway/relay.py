@@ -6,10 +6,12 @@ Everything in `_relay_batch` runs once per engine chunk, the gateway's hottest c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from yun.cluster import Pool
@@ -17,6 +19,7 @@ from yun.errors import EngineUnavailable
 from yun.gateway.choices import TextChoices
 from yun.gateway.holding import Holding
 from yun.gateway.tools import ToolStreamBuffer
+from yun.gateway.usage import Live
 
 __all__ = ["chunk_object", "has_output", "relay", "rewrite", "upstream"]
 
@@ -45,7 +48,8 @@ async def relay(
 ) -> AsyncIterator[list[JSON]]:
     """Hold credit for one streamed request, relay one or more engine streams as one, in the engine's
     batches (see `Engine.stream`), and settle before the final usage chunk goes out. Body i's choices
-    are choice i (several prompts, or `n` choices), one after the other; `shape` reshapes text choices.
+    are choice i (several prompts, or `n` choices); `shape` reshapes text choices. Several bodies stream
+    at once, their chunks interleaved as they come (see `_merged`).
 
     The hold is opened at the first step (`anext`), so admission errors surface there, before any
     byte of the response (see `sse_response`), and a stream nobody starts holds nothing.
@@ -53,8 +57,14 @@ async def relay(
     created = int(time.time())
     async with held:
         held.start_progress()
-        for index, body in enumerate(bodies):
-            async for batch in _relay_one(held, path, body, tool_names, index, created, log_prompts, shape):
+        share = len(bodies)
+        streams = [
+            _relay_one(held, path, body, tool_names, index, created, log_prompts, shape, share)
+            for index, body in enumerate(bodies)
+        ]
+        # Closed before the hold settles (client gone, an error): no engine stream outlives its bill.
+        async with aclosing(streams[0] if share == 1 else _merged(streams)) as batches:
+            async for batch in batches:
                 yield batch
         await held.settle("ok")
         if include_usage:
@@ -72,6 +82,40 @@ async def relay(
             ]
 
 
+async def _merged(streams: list[AsyncGenerator[list[JSON]]]) -> AsyncGenerator[list[JSON]]:
+    """The streams' batches as they arrive, each stream's in its own order: `n` choices are generated at
+    once and reach the client interleaved, each chunk naming its choice's index, as OpenAI sends them
+    (one after the other, every choice but the first would wait for the whole answer before it). The
+    first stream to fail cancels the others and its error is raised; closing this cancels them all."""
+    done = object()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[list[JSON]]) -> None:
+        try:
+            async for batch in stream:
+                queue.put_nowait(batch)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(done)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is done:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()  # each leaves its engine stream, which closes the connection: the engine stops
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _relay_one(
     held: Holding,
     path: str,
@@ -81,15 +125,18 @@ async def _relay_one(
     created: int,
     log_prompts: bool,
     shape: TextChoices | None,
-) -> AsyncIterator[list[JSON]]:
+    share: int = 1,
+) -> AsyncGenerator[list[JSON]]:
     deployment = held.deployment
     request = upstream(deployment, body, log_prompts)
     request["stream"] = True
     # Always ask the engine for its own count: billing never depends on the client's choice.
     request["stream_options"] = {"include_usage": True}
     buffer = ToolStreamBuffer(tool_names, body.get("parallel_tool_calls") is False) if tool_names else None
+    live = held.usage.stream()
+    cost = max(1, held.estimated_tokens // share)  # each of `share` streams weighs its part in the fair queue
     while True:
-        async with deployment.lease(held.hold.org_id, held.client_gone, held.estimated_tokens) as engine:
+        async with deployment.lease(held.hold.org_id, held.client_gone, cost) as engine:
             held.usage.replica = engine.name
             counts_chunks = not engine.speaks_llamacpp  # no running count from this engine: count chunks
             # Nothing to hold back, re-index or reshape: chunks pass unchanged.
@@ -99,7 +146,9 @@ async def _relay_one(
             try:
                 async for batch in engine.stream(path, request):
                     started = True
-                    out = _relay_batch(held, batch, buffer, index, created, counts_chunks, as_is, shape, keep_timings)
+                    out = _relay_batch(
+                        held, live, batch, buffer, index, created, counts_chunks, as_is, shape, keep_timings
+                    )
                     # Once per batch: a clock read is all a stream pays until a record is due.
                     if time.perf_counter() >= held.progress_at:
                         held.record_progress()
@@ -114,29 +163,31 @@ async def _relay_one(
 
 def _relay_batch(
     held: Holding,
+    live: Live,
     batch: list[JSON],
     buffer: ToolStreamBuffer | None,
     index: int,
     created: int,
     counts_chunks: bool,
     as_is: bool,
-    shape: TextChoices | None = None,
-    keep_timings: bool = False,
+    shape: TextChoices | None,
+    keep_timings: bool,
 ) -> list[JSON]:
-    """Count one batch of engine chunks and make them the client's (ids, model, tool calls)."""
+    """Count one batch of engine chunks (`live`: the running count of their stream) and make them the
+    client's (ids, model, tool calls)."""
     usage = held.usage
     request_id, model_id = usage.request_id, usage.model_id
     out: list[JSON] = []
     for chunk in batch:
         timings = chunk.get("timings") if keep_timings else chunk.pop("timings", None)
         if timings is not None:
-            usage.see_timings(timings)
+            usage.see_timings(timings, live)
         chunk["id"] = request_id
         chunk["model"] = model_id
         if "created" not in chunk:
             chunk["created"] = created
         if "usage" in chunk:
-            usage.add(chunk.pop("usage"))
+            usage.add(chunk.pop("usage"), live)
             if not chunk.get("choices"):
                 continue
         # Only the first output (time to first token) matters, unless chunks are the count.
@@ -144,7 +195,7 @@ def _relay_batch(
             if usage.ttft_s is None:
                 usage.ttft_s = time.perf_counter() - held.started
             if counts_chunks:
-                usage.live_completion += 1
+                live.completion += 1
         if as_is:
             out.append(chunk)
         else:

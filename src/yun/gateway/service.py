@@ -221,7 +221,7 @@ class Gateway:
         orders them), the hold's bound, and how to shape the choices (None: as the engine gives them)."""
         n: int = body.pop("n", 1)
         deployment = self.deployment(model_id, "chat", principal)
-        shape = _text_choices(deployment, body, prompts, n)
+        shape = await self._text_choices(deployment, body, prompts, n)
         counts = await self.prompts.inputs(deployment.spec, prompts)
         self.check_context(deployment, counts, "prompt", "prompt")
         longest = max(counts, key=lambda c: c.tokens)
@@ -274,6 +274,38 @@ class Gateway:
         held = self.holds.open(principal, deployment, "completions", est, headers, client_gone)
         return relay(held, "/v1/completions", bodies, include_usage, [], self.log_prompts, shape)
 
+    async def _text_choices(self, deployment: Pool, body: JSON, prompts: list[Any], n: int) -> TextChoices | None:
+        """How a text completion's choices are shaped (see TextChoices); echo is done here for llama.cpp,
+        which does not echo, and left to an external upstream, which may. A prompt given as token ids is
+        echoed as the model's own vocabulary spells them (as llama.cpp's `/detokenize` would)."""
+        echo: list[str] | None = None
+        if body.get("echo") and deployment.llamacpp:
+            del body["echo"]
+            if body.get("logprobs") is not None:
+                raise UnsupportedParameter(
+                    "echo with logprobs needs the log probabilities of the prompt's tokens, which this model's "
+                    "engine (llama.cpp) does not compute; echo without logprobs, or logprobs without echo, work",
+                    param="echo",
+                )
+            texts = [p if isinstance(p, str) else await self._prompt_text(deployment, p) for p in prompts]
+            echo = [t for t in texts for _ in range(n)]
+        if echo is None and body.get("logprobs") is None:
+            return None
+        return TextChoices(echo)
+
+    async def _prompt_text(self, deployment: Pool, ids: list[int]) -> str:
+        try:
+            text = await self.prompts.detokenize(deployment.spec, ids)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="prompt") from None
+        if text is None:
+            raise UnsupportedParameter(
+                "echo of a prompt given as token ids needs this model's vocabulary, which the gateway cannot "
+                "read; give the prompt as text",
+                param="echo",
+            )
+        return text
+
     # -- embeddings ----------------------------------------------------------------------------
     async def embeddings(
         self,
@@ -315,26 +347,6 @@ class Gateway:
                 "cost": usage["cost"],
             },
         }
-
-
-def _text_choices(deployment: Pool, body: JSON, prompts: list[Any], n: int) -> TextChoices | None:
-    """How a text completion's choices are shaped (see TextChoices); echo is done here for llama.cpp,
-    which does not echo, and left to an external upstream, which may."""
-    echo: list[str] | None = None
-    if body.get("echo") and deployment.llamacpp:
-        del body["echo"]
-        if body.get("logprobs") is not None:
-            raise UnsupportedParameter(
-                "echo with logprobs needs the log probabilities of the prompt's tokens, which this model's "
-                "engine (llama.cpp) does not compute; echo without logprobs, or logprobs without echo, work",
-                param="echo",
-            )
-        if not all(isinstance(p, str) for p in prompts):
-            raise UnsupportedParameter("echo needs the prompt as text, not token ids", param="echo")
-        echo = [p for p in prompts for _ in range(n)]
-    if echo is None and body.get("logprobs") is None:
-        return None
-    return TextChoices(echo)
 
 
 def _parse_tool_calls(data: JSON, names: list[str], single: bool) -> None:
