@@ -98,7 +98,7 @@ function draw(id, type, labels, values, label) {
   charts[id]?.destroy();
   charts[id] = new Chart(document.getElementById(id), {
     type,
-    data: { labels, datasets: [{ label, data: values, backgroundColor: "#2356c7", borderColor: "#2356c7" }] },
+    data: { labels, datasets: [{ label, data: values, backgroundColor: "#2356c7", borderColor: "#2356c7", maxBarThickness: 48 }] },
     options: {
       responsive: true, maintainAspectRatio: false, animation: false,
       indexAxis: type === "bar" && id === "by-model" ? "y" : "x",
