@@ -310,3 +310,33 @@ async def test_passwords_and_tokens_are_never_stored_nor_logged(api: Api, caplog
         assert clear not in caplog.text
     assert stored_hash.startswith("$argon2id$")
     assert hashlib.sha256(token.encode()).hexdigest() in token_hashes
+
+
+async def test_a_person_in_two_orgs_names_one_and_a_removed_membership_ends_the_session(api: Api) -> None:
+    org_a, _ = await api.new_org()
+    org_b, _ = await api.new_org()
+    email = await new_user(api, org_a, "owner")
+    r = await api.http.post(
+        f"/admin/orgs/{org_b}/members", json={"email": email, "role": "billing-viewer"}, headers=api.auth()
+    )
+    assert r.status_code == 201, r.text
+    member_b = r.json()["id"]
+    org_b_name = (await api.get(f"/admin/orgs/{org_b}")).json()["name"]
+    async with browser(api) as b:
+        r = await b.post("/console/sign-in", data={"email": email, "password": PASSWORD, "org": org_b_name})
+        assert r.status_code == 303
+        me = (await b.get("/console/api/me")).json()
+        assert (me["org_id"], me["role"]) == (org_b, "billing-viewer")
+        assert (await b.get("/v1/organization/usage")).json()["org_id"] == org_b
+        assert (await b.get("/v1/organization/keys")).status_code == 403  # a billing viewer manages no keys
+        # The membership is read on every request: removing it ends the session at once.
+        r = await api.http.delete(f"/admin/orgs/{org_b}/members/{member_b}", headers=api.auth())
+        assert r.status_code == 200
+        assert (await b.get("/console/api/me")).status_code == 401
+        assert (await b.get("/v1/organization/usage")).status_code == 401
+    async with browser(api) as b:
+        r = await b.post("/console/sign-in", data={"email": email, "password": PASSWORD, "org": org_b})
+        assert r.status_code == 401 and "yun_session" not in b.cookies
+        r = await b.post("/console/sign-in", data={"email": email, "password": PASSWORD, "org": org_a})
+        assert r.status_code == 303
+        assert (await b.get("/console/api/me")).json()["org_id"] == org_a

@@ -116,6 +116,7 @@ class AccountService:
             self._verify(self._decoy_hash(), password)  # as long as a real check, to not tell it apart
             raise AuthenticationFailed(self.refusal)
         if creds.locked_until is not None and creds.locked_until > datetime.now(UTC):
+            self._verify(self._decoy_hash(), password)  # a locked account answers in the same time too
             raise AuthenticationFailed(self.refusal)
         if not self._verify(creds.password_hash, password):
             self._repo.record_failure(creds.user_id, self._max_failures, self._lockout)
