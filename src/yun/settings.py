@@ -169,6 +169,10 @@ class ConsoleSettings(BaseModel):
     """This many failed sign-ins in a row lock the account (whatever password is tried next)."""
     lockout_s: int = Field(default=15 * 60, ge=1, le=24 * 3600)
     """How long a locked account refuses every sign-in."""
+    secure_cookie: bool | None = None
+    """Mark the session cookie Secure (sent over https only). Unset: Secure when the request came over
+    https, or always with `environment=production`. Behind a TLS-terminating proxy (Yun reads no
+    X-Forwarded-* headers, so it sees plain http) set it to true."""
 
 
 _MIB = 1024 * 1024

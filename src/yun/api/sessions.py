@@ -2,12 +2,12 @@
 
 A browser signed in to the console calls Yun's own API (/v1/..., /v1/organization/..., /admin/...) with
 its session cookie instead of a key. The cookie is HttpOnly (no script reads it), SameSite=Strict (no
-other site's page sends it), Path=/, and Secure when the request came over https; on plain http (a
-laptop's http://127.0.0.1:8000) it cannot be Secure, or the browser would never send it back, so run Yun
-behind TLS for anything but local use. Every state-changing request made with the cookie (any method but
-GET, HEAD, OPTIONS) must also carry the session's CSRF token in `X-CSRF-Token`, else 403: SameSite is the
-first wall, the token the second. Requests with an API key are untouched (a key is not sent by a browser
-on its own, so it needs no CSRF token).
+other site's page sends it), Path=/, and Secure when the request came over https (or always, with
+`console.secure_cookie` or `environment=production`). On plain http (a laptop's http://127.0.0.1:8000) it
+is not Secure, or the browser would never send it back: run Yun behind TLS for anything but local use.
+Every state-changing request made with the cookie (any method but GET, HEAD, OPTIONS) must also carry the
+session's CSRF token in `X-CSRF-Token`, else 403: SameSite is the first wall, the token the second.
+Requests with an API key are untouched (a browser never sends a key on its own, so it needs no token).
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ async def cookie_principal(request: Request) -> SessionPrincipal:
     return session
 
 
+def _secure(request: Request) -> bool:
+    settings = request.app.state.services.settings
+    chosen: bool | None = settings.console.secure_cookie
+    if chosen is not None:
+        return chosen
+    return request.url.scheme == "https" or settings.environment == "production"
+
+
 def set_session_cookie(response: Response, request: Request, issued: IssuedSession) -> None:
     services: Services = request.app.state.services
     response.set_cookie(
@@ -72,13 +80,11 @@ def set_session_cookie(response: Response, request: Request, issued: IssuedSessi
         issued.token,
         max_age=services.settings.console.session_ttl_s,
         path="/",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
         httponly=True,
         samesite="strict",
     )
 
 
 def clear_session_cookie(response: Response, request: Request) -> None:
-    response.delete_cookie(
-        SESSION_COOKIE, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
-    )
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=_secure(request), httponly=True, samesite="strict")
