@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "DEFAULT_URL",
     "BillingSettings",
+    "ConsoleSettings",
     "EngineSettings",
     "FilesSettings",
     "JobsSettings",
@@ -157,6 +158,23 @@ class SecretsSettings(BaseModel):
     share a PostgreSQL database need the same key: set it here (`YUN_SECRETS__KEY`) on each."""
 
 
+class ConsoleSettings(BaseModel):
+    """The web console's sign-in: how long a session lasts and when repeated failures lock an account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    """A console session ends this long after sign-in (then the browser signs in again)."""
+    max_failed_logins: int = Field(default=5, ge=1, le=100)
+    """This many failed sign-ins in a row lock the account (whatever password is tried next)."""
+    lockout_s: int = Field(default=15 * 60, ge=1, le=24 * 3600)
+    """How long a locked account refuses every sign-in."""
+    secure_cookie: bool | None = None
+    """Mark the session cookie Secure (sent over https only). Unset: Secure when the request came over
+    https, or always with `environment=production`. Behind a TLS-terminating proxy (Yun reads no
+    X-Forwarded-* headers, so it sees plain http) set it to true."""
+
+
 _MIB = 1024 * 1024
 
 
@@ -240,6 +258,7 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     url: str | None = None
     """The Yun server the `yun` CLI talks to (YUN_URL). Unset: the one `yun login` stored, else
     http://127.0.0.1:8000."""

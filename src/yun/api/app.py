@@ -9,9 +9,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
 
 from yun.api.admin.router import router as admin_router
 from yun.api.anthropic.router import router as messages_router
+from yun.api.console import STATIC_DIR as CONSOLE_STATIC
+from yun.api.console import router as console_router
 from yun.api.errors import install_error_handlers
 from yun.api.lifespan import lifespan
 from yun.api.limits import MULTIPART_OVERHEAD, BodyLimit
@@ -69,10 +72,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         ops_router,
         organization_router,
         admin_router,
+        console_router,
     )
     for router in routers:
         if serving or router in (ops_router, admin_router):
             app.include_router(router)
+    if serving:
+        # The console's own assets (htmx, Chart.js, its CSS and JS), from the package: no CDN.
+        app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     # Every body is held to the 8 MiB inference limit, except an upload: it is streamed to the file store
     # and may be as large as one file (plus the multipart framing around it).
     upload_limit = settings.files.max_file_bytes + MULTIPART_OVERHEAD

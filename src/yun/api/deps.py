@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from yun.api.services import Services
+from yun.api.sessions import cookie_principal
 from yun.errors import PermissionDenied
 from yun.tenancy import Principal
 
@@ -22,9 +23,14 @@ async def _services(request: Request) -> Services:
 
 async def authenticate(request: Request) -> Principal:
     """The caller of this request, from its `Authorization: Bearer` key, or else its `x-api-key` header
-    (how Anthropic's clients send a key), on every route alike."""
+    (how Anthropic's clients send a key), or else, with neither, its console session cookie (api/sessions.py),
+    on every route alike."""
     headers = request.headers
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+    authorization = headers.get("authorization")
+    # A request with a key pays one `is None` here: cookies are parsed only when no key was sent at all.
+    if authorization is None and "cookie" in headers and "x-api-key" not in headers:
+        return (await cookie_principal(request)).principal
+    scheme, _, token = (authorization or "").partition(" ")
     secret = token.strip() if scheme.lower() == "bearer" else headers.get("x-api-key")
     services: Services = request.app.state.services
     return await services.keys.verified(secret)

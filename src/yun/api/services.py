@@ -36,10 +36,12 @@ from yun.store.deployments import DeploymentRepository
 from yun.store.files import FileRepository
 from yun.store.fine_tuning import FineTuningRepository
 from yun.store.loads import LoadRepository
+from yun.store.people import AccountRepository
 from yun.store.replicas import ReplicaRepository
 from yun.store.responses import ResponseRepository
 from yun.store.secrets import load_key
 from yun.tenancy import DEFAULT_ORG, KeyService
+from yun.tenancy.accounts import AccountService
 from yun.tenancy.orgs import OrgService
 
 __all__ = ["Services", "bootstrap", "build_services"]
@@ -52,6 +54,8 @@ class Services:
     orgs: OrganizationRepository
     org_service: OrgService
     keys: KeyService
+    accounts: AccountService
+    """People's passwords and console sessions."""
     catalog: Catalog
     router: Router
     """This gateway's routes to the replicas in the registry (and to external upstreams)."""
@@ -135,13 +139,22 @@ def build_services(settings: Settings) -> Services:
         RedisLoadBoard(settings.redis_url) if settings.redis_url else DatabaseLoadBoard(LoadRepository(db))
     )
     catalog = Catalog(models, settings.model_cache_dir)
+    keys = KeyService(KeyRepository(db))
+    console = settings.console
     files, file_records = file_store(settings), FileRepository(db)
     return Services(
         settings=settings,
         db=db,
         orgs=OrganizationRepository(db),
         org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
-        keys=KeyService(KeyRepository(db)),
+        keys=keys,
+        accounts=AccountService(
+            AccountRepository(db),
+            keys,
+            session_ttl_s=console.session_ttl_s,
+            max_failed_logins=console.max_failed_logins,
+            lockout_s=console.lockout_s,
+        ),
         catalog=catalog,
         router=router,
         deployments=deployments,

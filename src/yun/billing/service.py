@@ -125,6 +125,24 @@ class BillingService:
         self.refresh()
         return self._allowance(org_id, model_id)
 
+    def free_tier(self, org_id: str) -> list[dict[str, int | str]]:
+        """This month's free tokens of the org, per model that gives it any: the monthly allowance, what
+        was used and is held so far, and what is left (blocking: off the loop)."""
+        self.refresh()
+        month = datetime.now(UTC).strftime("%Y-%m")
+        models = sorted({m for (o, m) in self._allowances if o in (org_id, DEFAULT_ORG_ALLOWANCE)})
+        found: list[dict[str, int | str]] = []
+        for model in models:
+            monthly = self._allowance(org_id, model)
+            if monthly <= 0:
+                continue
+            used, held = self.money.free_used(org_id, model, month)
+            left = max(0, monthly - used - held)
+            found.append(
+                {"model": model, "month": month, "monthly_tokens": monthly, "used": used, "held": held, "left": left}
+            )
+        return found
+
     def _allowance(self, org_id: str, model_id: str) -> int:
         own = self._allowances.get((org_id, model_id))
         return own if own is not None else self._allowances.get((DEFAULT_ORG_ALLOWANCE, model_id), 0)

@@ -21,9 +21,10 @@ from yun.cli.files import files_app
 from yun.cli.jobs import jobs_app
 from yun.cli.keys import keys_app
 from yun.cli.models import models_app
-from yun.cli.orgs import members_app, orgs_app, users_app
+from yun.cli.orgs import members_app, orgs_app
 from yun.cli.serve import register as register_serve
 from yun.cli.session import register as register_session
+from yun.cli.users import users_app
 
 __all__ = ["app", "main"]
 

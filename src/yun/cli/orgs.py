@@ -9,11 +9,10 @@ import typer
 from yun.cli._client import connect, path
 from yun.cli._output import print_json, print_table, say, when
 
-__all__ = ["members_app", "orgs_app", "users_app"]
+__all__ = ["members_app", "orgs_app"]
 
 orgs_app = typer.Typer(help="Organizations (tenants): create, list, show, set limits.", no_args_is_help=True)
 members_app = typer.Typer(help="People in an organization and their roles.", no_args_is_help=True)
-users_app = typer.Typer(help="People across every organization.", no_args_is_help=True)
 
 Org = Annotated[str, typer.Argument(help="Organization id or name.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the server's full answer as JSON.")]
@@ -127,19 +126,3 @@ def members_remove(
     with connect() as client:
         client.delete(path("admin", "orgs", org, "members", member_id))
     say(f"removed {member_id}")
-
-
-@users_app.command("list")
-def users_list(json: Json = False) -> None:
-    """Every person with a membership, one row per organization they belong to."""
-    with connect() as client:
-        found = client.get("/admin/users")
-    if json:
-        print_json(found)
-        return
-    rows = (
-        [u["email"], m["org_id"], m["org_name"], m["member_id"], m["name"], m["role"]]
-        for u in found["data"]
-        for m in u["memberships"]
-    )
-    print_table(["email", "org", "org name", "member id", "name there", "role"], rows)

@@ -26,6 +26,7 @@ __all__ = [
     "BalanceRow",
     "Base",
     "ComputePriceRow",
+    "ConsoleSessionRow",
     "ComputeUsageRow",
     "FineTuningCheckpointRow",
     "FineTuningEventRow",
@@ -76,6 +77,29 @@ class UserRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     is_platform_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The console's sign-in (0015): an argon2id hash (never the password); null: cannot sign in.
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Failed sign-ins since the last success or lockout; `locked_until` refuses every attempt until then.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ConsoleSessionRow(Base):
+    """A signed-in browser. Only the SHA-256 of the cookie's token is kept (it has 256 bits of entropy, as
+    API keys do); the CSRF token is not a credential on its own (it is useless without the cookie), so it
+    is kept as it is, to be written into the pages. A session acts as a user in one of its organizations,
+    or as the platform-admin key it was opened with (`key_id`)."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
+    org_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class MembershipRow(Base):

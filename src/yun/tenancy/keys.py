@@ -133,6 +133,14 @@ class KeyService:
         record = self._cached(digest)
         return self._principal(record if record is not None else await asyncio.to_thread(self._lookup, digest))
 
+    def principal_of(self, key_id: str) -> Principal:
+        """The principal of the key with this id (a console session opened with it acts as it), or
+        AuthenticationFailed if it is gone, revoked or expired. Blocking: a database read."""
+        record = self._keys.get(key_id)
+        if record is None:
+            raise AuthenticationFailed("This API key no longer exists.")
+        return self._principal(record)
+
     def _cached(self, digest: str) -> ApiKeyRecord | None:
         hit = self._cache.get(digest)
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None

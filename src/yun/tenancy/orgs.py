@@ -13,7 +13,16 @@ from yun.errors import InvalidRequest, NotFound, PermissionDenied
 from yun.store import MemberRecord, MemberRepository, OrganizationRecord, OrganizationRepository
 from yun.tenancy.keys import Principal
 
-__all__ = ["INFERENCE_ROLES", "MANAGE_ROLES", "ROLES", "USAGE_ROLES", "OrgService", "require_role"]
+__all__ = [
+    "INFERENCE_ROLES",
+    "MANAGE_ROLES",
+    "ROLES",
+    "USAGE_ROLES",
+    "OrgService",
+    "check_role",
+    "normal_email",
+    "require_role",
+]
 
 ROLES = ("owner", "admin", "member", "billing-viewer")
 MANAGE_ROLES = frozenset({"owner", "admin"})
@@ -26,6 +35,14 @@ def require_role(principal: Principal, allowed: frozenset[str], action: str) -> 
     if principal.is_platform_admin or principal.role in allowed:
         return
     raise PermissionDenied(f"A key with role '{principal.role}' cannot {action}.")
+
+
+def normal_email(email: str) -> str:
+    """An email as Yun stores it (lower case), or a 400 naming `email`."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise InvalidRequest("not an email address", param="email")
+    return email
 
 
 def check_role(role: str) -> str:
@@ -60,7 +77,6 @@ class OrgService:
         return org
 
     def add_member(self, org_id: str, email: str, name: str, role: str) -> MemberRecord:
-        if not _EMAIL.match(email):
-            raise InvalidRequest("not an email address", param="email")
+        email = normal_email(email)
         self.get(org_id)
-        return self.members.add(org_id, email.lower(), name, check_role(role))
+        return self.members.add(org_id, email, name, check_role(role))

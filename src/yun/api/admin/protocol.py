@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -335,3 +335,25 @@ class DeploymentDetail(DeploymentOut):
 class DeploymentList(Strict):
     object: Literal["list"] = "list"
     data: list[DeploymentOut]
+
+
+Password = Annotated[str, Field(min_length=8, max_length=1024)]
+"""A console password (never logged, never stored: only its argon2id hash)."""
+
+
+class UserIn(Strict):
+    """A person who signs in to the console with a password, as a member of one organization."""
+
+    email: Email
+    org: Identifier = Field(description="Organization id or name")
+    role: Literal["owner", "admin", "member", "billing-viewer"] = "member"
+    password: Password
+
+
+class PasswordIn(Strict):
+    password: Password
+
+
+class PasswordChangeIn(Strict):
+    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    new_password: Password

@@ -77,6 +77,13 @@ async def balance(principal: PrincipalDep, services: ServicesDep) -> dict[str, A
     return {"org_id": principal.org_id, **await asyncio.to_thread(services.billing.balance, principal.org_id)}
 
 
+@router.get("/free-tier")
+async def free_tier(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    """This month's free tokens per model: the allowance, what was used (and is held), what is left."""
+    require_role(principal, USAGE_ROLES, "read the free tier")
+    return {"object": "list", "data": await asyncio.to_thread(services.billing.free_tier, principal.org_id)}
+
+
 @router.get("/usage")
 async def usage(
     principal: PrincipalDep,
