@@ -12,7 +12,7 @@
   economics). Runs that ended before this migration are not known run by run and are not backfilled.
 
 Revision ID: 0016
-Revises: 0014 (0015 is the console branch's: when both are merged, this revises 0015)
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
