@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
 from yun.store.orm import ConsoleSessionRow, MembershipRow, OrganizationRow, UserRow
 
-__all__ = ["AccountRepository", "Credentials", "SessionRecord"]
+__all__ = ["AccountRepository", "Credentials", "SessionRecord", "new_user"]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -51,6 +52,16 @@ class SessionRecord:
     key_id: str | None
 
 
+def new_user(s: Session, email: str) -> UserRow:
+    """A person of that email, added in the session `s` (flushed: its id is usable at once)."""
+    user = UserRow(
+        id="user_" + uuid.uuid4().hex[:20], email=email, name="", is_platform_admin=False, created_at=datetime.now(UTC)
+    )
+    s.add(user)
+    s.flush()
+    return user
+
+
 class AccountRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -76,15 +87,7 @@ class AccountRepository:
                         param="email",
                     )
                 if user is None:
-                    user = UserRow(
-                        id="user_" + uuid.uuid4().hex[:20],
-                        email=email,
-                        name="",
-                        is_platform_admin=False,
-                        created_at=datetime.now(UTC),
-                    )
-                    s.add(user)
-                    s.flush()
+                    user = new_user(s, email)
                 user.password_hash = password_hash
                 if s.get(MembershipRow, (user.id, org_id)) is None:
                     s.add(MembershipRow(user_id=user.id, org_id=org_id, role=role, id="mem_" + uuid.uuid4().hex[:20]))

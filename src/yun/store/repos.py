@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
 from yun.store.orm import ApiKeyRow, MembershipRow, ModelRow, OrganizationRow, UserRow
+from yun.store.people import new_user
 from yun.store.records import ApiKeyRecord, MemberRecord, ModelRecord, OrganizationRecord
 from yun.store.secrets import SecretBox, is_sealed
 
@@ -307,15 +308,7 @@ class MemberRepository:
             with self._db.session() as s, s.begin():
                 user = s.scalars(select(UserRow).where(UserRow.email == email)).first()
                 if user is None:
-                    user = UserRow(
-                        id="user_" + uuid.uuid4().hex[:20],
-                        email=email,
-                        name="",
-                        is_platform_admin=False,
-                        created_at=datetime.now(UTC),
-                    )
-                    s.add(user)
-                    s.flush()
+                    user = new_user(s, email)
                 if s.get(MembershipRow, (user.id, org_id)) is not None:
                     raise InvalidRequest(f"{email} is already a member", param="email")
                 member = MembershipRow(
