@@ -16,7 +16,8 @@ from sqlalchemy import Table, and_, delete, func, insert, or_, select
 
 from yun.errors import NotFound
 from yun.store.db import Database
-from yun.store.orm import FileRow, OrganizationRow
+from yun.store.orm import OrganizationRow
+from yun.store.orm_jobs import FileRow
 
 __all__ = ["FilePage", "FileRepository", "OverLimit", "StoredFile"]
 

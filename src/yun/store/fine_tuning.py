@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from yun.errors import NotFound
 from yun.store.db import Database
-from yun.store.orm import FineTuningCheckpointRow, FineTuningEventRow, FineTuningJobRow
+from yun.store.orm_jobs import FineTuningCheckpointRow, FineTuningEventRow, FineTuningJobRow
 
 __all__ = ["FineTuningRepository", "JobCheckpoint", "JobEvent", "JobRecord", "Page"]
 
