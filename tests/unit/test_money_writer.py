@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from concurrent.futures import Future
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, text
 
 from yun.errors import QuotaExceeded
 from yun.store import Database, OrganizationRepository
-from yun.store.money import HoldRecord, HoldRequest, MoneyRepository, SettleRecord, money_writer
-from yun.store.orm import LedgerRow, ReservationRow, UsageRow
+from yun.store.money import HoldRecord, HoldRequest, MoneyRepository, ResponseWrite, SettleRecord, money_writer
+from yun.store.orm import LedgerRow, ReservationRow, ResponseRow, UsageRow
+from yun.store.responses import ResponseRepository
 
 HOLD = 1_000
 
@@ -193,6 +196,46 @@ def test_settle_writes_once_and_a_failing_write_fails_only_itself(db: Database) 
     assert money.balance("org-a") == (10 * HOLD - 700, 0)
     assert money.ledger_sum("org-a") == 10 * HOLD - 700
     assert money.open_holds() == []
+
+
+def test_a_stored_response_joins_the_batch_and_a_bad_one_fails_only_itself(db: Database) -> None:
+    """A Responses API answer is stored by the same group commit as the settlement before it (one
+    transaction on SQLite's loop); a duplicate response id fails alone, the settlement still lands, and
+    the stored one reads back as written, through the ORM's JSON columns."""
+    money = MoneyRepository(db)
+    money.credit("org-a", "grant", HOLD, "g1")
+    hold = money_writer(db).reserve(hold_request()).result()
+
+    def response(response_id: str) -> ResponseWrite:
+        body = {"id": response_id, "output": [{"type": "message", "content": [{"text": "é ✓"}]}]}
+        return ResponseWrite(response_id, "org-a", None, "m", '[{"role": "user"}]', json.dumps(body), datetime.now(UTC))
+
+    async def batch() -> tuple[list[object], int]:
+        writer = money_writer(db)
+        writer.bind_loop(asyncio.get_running_loop())
+        try:
+            commits = writer.commits
+            ops = [
+                writer.settle(hold, settled(100)),
+                writer.store_response(response("resp_1")),
+                writer.store_response(response("resp_1")),
+                writer.store_response(response("resp_2")),
+            ]
+            results = await asyncio.gather(*(writer.wait(f) for f in ops), return_exceptions=True)
+            return results, writer.commits - commits
+        finally:
+            writer.bind_loop(None)
+
+    (settled_ok, first, dup, second), commits = asyncio.run(batch())
+    assert settled_ok is True and first is True and second is True
+    assert isinstance(dup, Exception)
+    if db.embedded:
+        assert commits == 3  # the batch of 4 was rolled back on the duplicate, then written one by one
+    assert count(db, ResponseRow) == 2
+    assert money.balance("org-a") == (HOLD - 100, 0)
+    stored = ResponseRepository(db).get("org-a", "resp_1")
+    assert stored is not None and stored.response["output"][0]["content"][0]["text"] == "é ✓"
+    assert stored.input_items == [{"role": "user"}] and stored.created_at is not None
 
 
 def test_writer_survives_a_lost_connection(db: Database) -> None:

@@ -4,25 +4,29 @@ Every read and delete names the organization: a response id of another tenant is
 same answer as an id that never existed, so ids cannot be probed across tenants. A response is kept
 until its organization deletes it (no expiry: OpenAI's 30-day retention is a policy of theirs, not a
 contract clients rely on; an operator who wants one deletes old rows by `created_at`).
+
+A response is stored by the request path's group-committing writer (store/money/writer.py), in the batch
+of the holds and settlements around it, and is committed before its request answers (read your writes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, select
 
 from yun.errors import InvalidRequest, NotFound
 from yun.store.db import Database
+from yun.store.money import ResponseWrite, money_writer
 from yun.store.orm import ResponseRow
 
 __all__ = ["ResponseRepository", "StoredResponse"]
 
 _T = cast(Table, ResponseRow.__table__)
-# Built once: SQLAlchemy then reuses its compiled form (an `insert().values(...)` per call cost ~0.4 ms).
-_INSERT = insert(_T)
 
 MAX_CHAIN = 1000
 """How many responses a `previous_response_id` chain may reach back (each is one indexed read)."""
@@ -60,23 +64,34 @@ def _record(row: Any) -> StoredResponse:
 class ResponseRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._writer = money_writer(db)
+
+    def _write(self, stored: StoredResponse) -> tuple[StoredResponse, Future[bool]]:
+        stored = replace(stored, created_at=stored.created_at or datetime.now(UTC))
+        assert stored.created_at is not None
+        row = ResponseWrite(
+            id=stored.id,
+            org_id=stored.org_id,
+            previous_response_id=stored.previous_response_id,
+            model_id=stored.model_id,
+            input_items=json.dumps(stored.input_items),
+            response=json.dumps(stored.response),
+            created_at=stored.created_at,
+        )
+        return stored, self._writer.store_response(row)
+
+    async def store(self, stored: StoredResponse) -> StoredResponse:
+        """Store a response (on the event loop: the writer batches it with the request path's writes);
+        returns once it is committed."""
+        stored, written = self._write(stored)
+        await self._writer.wait(written)
+        return stored
 
     def save(self, stored: StoredResponse) -> StoredResponse:
-        created = stored.created_at or datetime.now(UTC)
-        with self._db.engine.begin() as c:
-            c.execute(
-                _INSERT,
-                {
-                    "id": stored.id,
-                    "org_id": stored.org_id,
-                    "previous_response_id": stored.previous_response_id,
-                    "model_id": stored.model_id,
-                    "input_items": stored.input_items,
-                    "response": stored.response,
-                    "created_at": created,
-                },
-            )
-        return StoredResponse(**{**stored.__dict__, "created_at": created})
+        """`store`, blocking (never on the event loop: tools, tests)."""
+        stored, written = self._write(stored)
+        written.result()
+        return stored
 
     def get(self, org_id: str, response_id: str) -> StoredResponse | None:
         """The organization's response `response_id`, or None (also when another organization owns it)."""

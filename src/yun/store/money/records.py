@@ -24,6 +24,7 @@ __all__ = [
     "PeriodFigures",
     "PriceRecord",
     "ProgressRecord",
+    "ResponseWrite",
     "SettleRecord",
     "StaleComputeBill",
     "TRAINING_ENDPOINT",
@@ -152,6 +153,23 @@ class HoldRecord:
     progress_completion_tokens: int = 0
     progress_cached_tokens: int = 0
     """The last progress recorded while the request ran (0 if none): what crash recovery bills."""
+
+
+@dataclass(frozen=True)
+class ResponseWrite:
+    """A Responses API answer to store (`store: true`; store/responses.py), written by the request path's
+    group commit beside the holds and settlements: no thread hop and no transaction of its own."""
+
+    id: str
+    org_id: str
+    """Its organization (also the batch order, see `MoneyWriter._lock_order`)."""
+    previous_response_id: str | None
+    model_id: str
+    input_items: str
+    """JSON text, as the ORM's JSON column stores it."""
+    response: str
+    """JSON text."""
+    created_at: datetime
 
 
 @dataclass(frozen=True)

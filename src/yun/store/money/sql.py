@@ -30,12 +30,13 @@ from yun.store.money.records import (
     HoldRecord,
     HoldRequest,
     ProgressRecord,
+    ResponseWrite,
     SettleRecord,
     StaleComputeBill,
     quota_message,
 )
 
-__all__ = ["Cursor", "Statements", "record_progress", "reserve", "settle"]
+__all__ = ["Cursor", "Statements", "record_progress", "reserve", "settle", "store_response"]
 
 # `:name` binds are rewritten once to the driver's style. Built from constants only, never from input.
 _SQL = {
@@ -94,6 +95,10 @@ _SQL = {
         " :replica, :prompt_tokens, :completion_tokens, :cached_tokens, :free_tokens, :status, :latency_ms, :ttft_ms,"
         " :price_version, :cost, :compute_seconds, :training_tokens, :now)"
     ),
+    "response": (
+        "INSERT INTO responses (id, org_id, previous_response_id, model_id, input_items, response, created_at)"
+        " VALUES (:id, :org, :previous_response_id, :model_id, :input_items, :response, :created_at)"
+    ),
     "rollup": (
         "INSERT INTO usage_rollups (org_id, model_id, day, "  # noqa: S608 - constant column names
         + ", ".join(ROLLUP_SUMS)
@@ -131,7 +136,11 @@ class Statements:
 
     def now(self) -> tuple[datetime, Any]:
         now = datetime.now(UTC)
-        return now, now if self._ts is None else self._ts(now)
+        return now, self.timestamp(now)
+
+    def timestamp(self, when: datetime) -> Any:
+        """`when` as the ORM binds a timezone-aware DateTime on this dialect."""
+        return when if self._ts is None else self._ts(when)
 
     def run(self, cur: Cursor, name: str, params: dict[str, Any]) -> int:
         cur.execute(self.sql[name], params)
@@ -281,3 +290,16 @@ def record_progress(s: Statements, cur: Cursor, rec: ProgressRecord) -> bool:
         "completion_tokens": rec.completion_tokens,
     }
     return s.run(cur, "progress", {"request_id": rec.request_id, **params}) == 1
+
+
+def store_response(s: Statements, cur: Cursor, rec: ResponseWrite) -> bool:
+    params = {
+        "id": rec.id,
+        "org": rec.org_id,
+        "previous_response_id": rec.previous_response_id,
+        "model_id": rec.model_id,
+        "input_items": rec.input_items,
+        "response": rec.response,
+        "created_at": s.timestamp(rec.created_at),
+    }
+    return s.run(cur, "response", params) == 1

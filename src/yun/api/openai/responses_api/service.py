@@ -2,7 +2,8 @@
 it is held, metered and settled as chat is: one usage record, endpoint `responses`, whose request id is
 the response's id), answer it, and store it when asked (`store`, OpenAI's default true).
 
-Store reads and writes run off the event loop (with PostgreSQL each is a network round trip).
+Store reads run off the event loop (with PostgreSQL each is a network round trip); a stored response is
+written by the request path's group-committing writer (store/responses.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def _store(
         response=response,
         previous_response_id=req.previous_response_id,
     )
-    await asyncio.to_thread(repo.save, stored)
+    await repo.store(stored)
 
 
 async def create(repo: ResponseRepository, req: ResponseCreateRequest, call: Call, headers: dict[str, str]) -> JSON:
