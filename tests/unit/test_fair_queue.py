@@ -274,3 +274,37 @@ async def test_beside_another_tenant_a_busy_tenant_leaves_one_slot_free(
     assert d.replicas[0].outstanding == 4
     await run.finish_all()
     assert d.replicas[0].outstanding == 0 and d._held == {}
+
+
+async def test_the_headroom_window_runs_from_the_end_of_a_long_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet tenant whose requests last longer than the window (a conversation on a slow model) finds a
+    slot free for its next one: its window starts when its request ends, not when it began."""
+    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.2)
+    d = _deployment(tmp_path, slots=4)
+    run = _Runner(d)
+    for i in range(7):
+        run.start("busy", f"b{i}")
+    await _settle()
+    run.start("quiet", "q0")
+    await run.finish("b0")
+    await _settle()
+    assert run.order[4:] == ["q0"]
+    await asyncio.sleep(0.3)  # q0 runs longer than the window
+    await run.finish("b1")
+    await _settle()
+    assert run.order[5:] == ["b4"], "beside the quiet tenant's running request the busy one uses the others"
+    await run.finish("q0")
+    await _settle()
+    assert run.order[6:] == [], "the slot q0 gave back stays free: the quiet tenant's window starts at its end"
+    run.start("quiet", "q1")
+    await _settle()
+    assert run.order[6:] == ["q1"], "its next request starts at once"
+    await run.finish("q1")
+    await asyncio.sleep(0.3)  # gone quiet for longer than the window
+    await run.finish("b2")
+    await _settle()
+    assert sorted(run.order[7:]) == ["b5", "b6"]
+    await run.finish_all()
+    assert d.replicas[0].outstanding == 0 and d._held == {}

@@ -77,7 +77,8 @@ class Pool:
         self._held: dict[str, int] = {}
         """Slots each tenant holds here (leases in flight, and slots granted to its waiters)."""
         self._seen: dict[str, float] = {}
-        """When each tenant last asked this pool for a slot (monotonic), kept for HEADROOM_WINDOW_S."""
+        """When each tenant last asked this pool for a slot or gave one back (monotonic), kept for
+        HEADROOM_WINDOW_S after that while it holds none."""
 
     def _free_replica(self) -> Endpoint | None:
         """The healthy replica with the least work in flight, if it has a free slot; raises if none is
@@ -123,15 +124,20 @@ class Pool:
         finally:
             replica.outstanding -= 1
             self._let_go(tenant)
+            self._seen[tenant] = time.monotonic()  # its window runs from its last request's end
             if replica.retired:
                 replica.release()
             self.dispatch()
 
     def _may_take(self, tenant: str) -> bool:
         """Headroom: a tenant that already holds a slot here does not take the pool's last free one while
-        another tenant has asked for one within HEADROOM_WINDOW_S. That slot stays free for the other
-        tenant's next request, which then starts at once instead of waiting for a long generation of the
-        busy tenant to end (on a replica of 4 slots, a tenant alone keeps all 4; beside others, 3)."""
+        another tenant that holds none asked for or gave back one within HEADROOM_WINDOW_S. That slot
+        stays free for the other tenant's next request, which then starts at once instead of waiting for a
+        long generation of the busy tenant to end (on a replica of 4 slots, a tenant alone keeps all 4;
+        beside others, 3). The window runs from a request's end, not its start: counted from the start, a
+        conversation whose answers take longer than the window (a 0.5B model's 32 tokens on a busy CPU)
+        lost its slot to the busy tenant between two of its requests, and its next one waited for a whole
+        generation."""
         if not self._held.get(tenant):
             return True
         free = 0
@@ -144,10 +150,13 @@ class Pool:
             return True
         now = time.monotonic()
         for other, seen in list(self._seen.items()):
-            if now - seen > HEADROOM_WINDOW_S:
-                del self._seen[other]
-            elif other != tenant:
+            if other == tenant:
+                continue
+            if self._held.get(other):
+                continue  # it has a slot now; its window starts when it gives it back
+            if now - seen <= HEADROOM_WINDOW_S:
                 return False
+            del self._seen[other]
         return True
 
     def _let_go(self, tenant: str) -> None:
