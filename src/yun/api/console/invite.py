@@ -1,0 +1,79 @@
+"""An invitation link, `/console/invite/<token>`: the invitee sets a password (or, if they already sign in,
+gives theirs), becomes a member with the invitation's role, and is signed in. A used, expired or unknown
+link shows a page saying so (never a JSON error: a person opened a link).
+
+Anyone holding the link may use it, with no session: the token is the credential, single use, kept only
+as its hash. The form is guarded against other sites posting it (Origin), like the sign-in form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from yun.api.console.router import _form, _same_origin, signed_in, templates
+from yun.api.services import Services
+from yun.errors import InvalidRequest, NotFound
+from yun.store.invitations import InvitationRecord
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+_TOKEN_MAX = 200
+
+
+def _invitations(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _page(request: Request, inv: InvitationRecord | None, error: str | None = None, status: int = 200) -> HTMLResponse:
+    if inv is None:
+        gone = "This invitation link is not valid."
+    elif inv.used_at is not None:
+        gone = "This invitation has already been used. Sign in instead, or ask for a new invitation."
+    elif not inv.usable:
+        gone = "This invitation has expired. Ask whoever invited you for a new one."
+    else:
+        gone = None
+    context = {"title": "Invitation", "page": "invite", "me": None, "csrf_token": None, "inv": inv, "gone": gone}
+    context["error"] = error
+    response = templates.TemplateResponse(
+        request, "invite.html", context, status_code=status if gone is None else max(status, 410 if inv else 404)
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"  # the token is in the URL: keep it out of Referer
+    return response
+
+
+async def _find(request: Request, token: str) -> InvitationRecord | None:
+    if len(token) > _TOKEN_MAX:
+        return None
+    try:
+        return await asyncio.to_thread(_invitations(request).invitations.find, token)
+    except NotFound:
+        return None
+
+
+@router.get("/invite/{token}")
+async def invite_page(request: Request, token: str) -> Response:
+    return _page(request, await _find(request, token))
+
+
+@router.post("/invite/{token}")
+async def accept_invite(request: Request, token: str) -> Response:
+    _same_origin(request)
+    inv = await _find(request, token)
+    if inv is None or not inv.usable:
+        return _page(request, inv)
+    form = await _form(request)
+    password = form.get("password", "")
+    if not inv.has_password and password != form.get("password_again", password):
+        return _page(request, inv, "The two passwords are not the same.", 400)
+    try:
+        issued = await asyncio.to_thread(_invitations(request).invitations.accept, token, password)
+    except InvalidRequest as exc:
+        return _page(request, await _find(request, token), exc.message, 400)
+    return signed_in(request, issued)
