@@ -5,6 +5,13 @@
 
 const enc = encodeURIComponent;
 
+// Signed dollars: "-$0.0009", not "$-0.0009".
+const signedUsd = (v) => (v < 0 ? "-" : "") + usd(Math.abs(v));
+
+function clearError() {
+  document.getElementById("error").hidden = true;
+}
+
 function button(text, cls, label, onClick) {
   const b = document.createElement("button");
   b.type = "button";
@@ -116,7 +123,7 @@ async function organizations() {
     const form = document.getElementById(id);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
-      try { await action(form); } catch (err) { showError(err); }
+      try { await action(form); clearError(); } catch (err) { showError(err); }
     });
   }
 
@@ -205,6 +212,7 @@ async function deployments() {
       for (const n of ["replicas", "min", "max"]) if (scale.elements[n].value !== "") body[n] = Number(scale.elements[n].value);
       try {
         await api(`/admin/deployments/${enc(id)}/scale`, { method: "POST", body });
+        clearError();
         scale.reset();
         await refresh();
       } catch (err) { showError(err); }
@@ -217,6 +225,7 @@ async function deployments() {
       if (!Object.keys(body).length) return;
       try {
         await api(`/admin/deployments/${enc(id)}`, { method: "PATCH", body });
+        clearError();
         update.reset();
         await refresh();
       } catch (err) { showError(err); }
@@ -292,17 +301,22 @@ async function economics() {
   form.end.value = day(end);
   async function load() {
     const by = form.by.value;
-    const found = await api(`/admin/economics?by=${by}&start=${form.start.value}&end=${form.end.value}`);
+    const [found, orgs] = await Promise.all([
+      api(`/admin/economics?by=${by}&start=${form.start.value}&end=${form.end.value}`),
+      by === "org" ? api("/admin/orgs") : { data: [] },
+    ]);
+    const orgName = Object.fromEntries(orgs.data.map((o) => [o.id, o.name]));
     const t = found.totals;
     document.getElementById("revenue").textContent = usd(nanos(t.revenue));
     document.getElementById("cost").textContent = usd(nanos(t.cost));
     const margin = document.getElementById("margin");
-    margin.textContent = usd(nanos(t.margin));
+    margin.textContent = signedUsd(nanos(t.margin));
     margin.className = "big " + (t.margin >= 0 ? "ok" : "error");
     document.getElementById("margin-pct").textContent = t.revenue > 0 ? `${((100 * t.margin) / t.revenue).toFixed(1)}% of revenue` : "no revenue";
-    document.getElementById("replica-hours").textContent = (t.replica_seconds / 3600).toFixed(2);
+    document.getElementById("replica-hours").textContent = (t.replica_seconds / 3600).toFixed(3);
+    document.getElementById("replica-seconds").textContent = `${int(t.replica_seconds)} replica-seconds`;
 
-    const keyOf = (r) => (by === "model" ? r.model : r.org_id ?? "shared compute (operator)");
+    const keyOf = (r) => (by === "model" ? r.model : r.org_id === null ? "shared compute (operator)" : orgName[r.org_id] || r.org_id);
     const perDay = {};
     const perKey = {};
     for (const r of found.data) {
@@ -329,7 +343,7 @@ async function economics() {
       const pct = v.revenue > 0 ? `${((100 * v.margin) / v.revenue).toFixed(1)}%` : "–";
       const tr = row(cell(k), cell(usd(nanos(v.token_revenue)), "num"), cell(usd(nanos(v.training_revenue)), "num"),
         cell(usd(nanos(v.compute_revenue)), "num"), cell(usd(nanos(v.revenue)), "num"), cell(usd(nanos(v.cost)), "num"),
-        cell(usd(nanos(v.margin)), "num " + (v.margin >= 0 ? "ok" : "error")), cell(pct, "num"), cell((v.replica_seconds / 3600).toFixed(2), "num"));
+        cell(signedUsd(nanos(v.margin)), "num " + (v.margin >= 0 ? "ok" : "error")), cell(pct, "num"), cell((v.replica_seconds / 3600).toFixed(3), "num"));
       return tr;
     }), "Nothing earned or spent in these days.", 9);
   }
