@@ -216,6 +216,20 @@ async def test_org_owners_and_admins_invite_to_their_own_org(api: Api) -> None:
         assert (await b.get("/console/api/me")).json()["org_id"] == org
 
 
+async def test_the_people_page_is_for_owners_and_admins(api: Api) -> None:
+    org, _ = await api.new_org()
+    for role, allowed in (("owner", True), ("admin", True), ("member", False), ("billing-viewer", False)):
+        email = await new_user(api, org, role)
+        async with browser(api) as b:
+            assert (await sign_in(b, email)).status_code == 303
+            r = await b.get("/console/people")
+            assert r.status_code == (200 if allowed else 403), role
+            assert ("<h1>People</h1>" in r.text) is allowed and r.headers["content-type"].startswith("text/html")
+            assert ('href="/console/people"' in (await b.get("/console")).text) is allowed, role
+            # Only an owner is offered the owner role (the API refuses it to an admin anyway).
+            assert ("<option>owner</option>" in r.text) is (role == "owner"), role
+
+
 async def test_one_address_is_limited_and_cannot_lock_an_account_alone(api: Api) -> None:
     org, _ = await api.new_org()
     email = await new_user(api, org)

@@ -210,6 +210,58 @@ def test_a_member_gets_a_403_page_and_no_operator_links(browser: Any, console_se
         context.close()
 
 
+def test_an_owner_invites_someone_from_the_people_page(browser: Any, console_server: ReliabilityServer) -> None:
+    from playwright.sync_api import expect
+
+    org_id, owner = _user(console_server, "owner")
+    invitee = f"new-{uuid.uuid4().hex[:6]}@example.com"
+    context = browser.new_context(viewport=DESKTOP)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console_server.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        _sign_in(page, console_server, owner)
+        page.get_by_role("link", name="People", exact=True).click()
+        page.get_by_role("heading", name="People", exact=True).wait_for()
+        expect(page.locator("#people")).to_contain_text(owner, timeout=WAIT_MS)
+        page.get_by_label("Email").fill(invitee)
+        page.get_by_label("Role").select_option("billing-viewer")
+        page.get_by_role("button", name="Invite", exact=True).click()
+        link = page.locator("#invite-link")
+        expect(link).to_contain_text("/console/invite/", timeout=WAIT_MS)
+        expect(page.locator("#invitations tr", has_text=invitee)).to_contain_text("pending")
+        url = link.inner_text()
+        page.get_by_role("button", name="Copy").click()
+        assert page.evaluate("navigator.clipboard.readText()") == url
+        _shot(page, "people-1280x800")
+        assert errors == []
+    finally:
+        context.close()
+    other = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = other.new_page()
+        page.goto(url)
+        expect(page.locator("main")).to_contain_text(invitee)
+        _no_overflow(page, "invite")
+        _shot(page, "invite-390x844")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_label("Password again").fill(PASSWORD + "!")
+        page.get_by_role("button", name="Set password and sign in").click()
+        expect(page.get_by_role("alert")).to_contain_text("not the same")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_label("Password again").fill(PASSWORD)
+        page.get_by_role("button", name="Set password and sign in").click()
+        page.get_by_role("heading", name="Overview").wait_for(timeout=WAIT_MS)
+        expect(page.locator(".who")).to_contain_text(f"{invitee} · billing-viewer")
+        expect(page.get_by_role("link", name="People", exact=True)).to_have_count(0)
+    finally:
+        other.close()
+    with console_server.admin() as c:
+        found = c.get(f"/admin/orgs/{org_id}/invitations").json()["data"]
+    assert [(i["email"], i["state"]) for i in found] == [(invitee, "used")]
+
+
 def test_operator_pages_at_phone_width(browser: Any, console_server: ReliabilityServer) -> None:
     from playwright.sync_api import expect
 
@@ -235,6 +287,10 @@ def test_operator_pages_at_phone_width(browser: Any, console_server: Reliability
         page.wait_for_load_state("networkidle")
         _no_overflow(page, "economics")
         _shot(page, "economics-390x844")
+        page.goto(f"{console_server.url}/console/people")
+        expect(page.locator("#people")).not_to_contain_text("…", timeout=WAIT_MS)
+        _no_overflow(page, "people")
+        _shot(page, "people-390x844")
         assert errors == []
     finally:
         context.close()

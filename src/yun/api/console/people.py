@@ -1,6 +1,8 @@
-"""An invitation link, `/console/invite/<token>`: the invitee sets a password (or, if they already sign in,
-gives theirs), becomes a member with the invitation's role, and is signed in. A used, expired or unknown
-link shows a page saying so (never a JSON error: a person opened a link).
+"""People of an organization in the console: the *People* page (an owner or admin lists the members, invites
+someone, removes someone, through /v1/organization/members and /invitations), and the invitation link,
+`/console/invite/<token>`: the invitee sets a password (or, if they already sign in, gives theirs), becomes
+a member with the invitation's role, and is signed in. A used, expired or unknown link shows a page saying
+so (never a JSON error: a person opened a link).
 
 Anyone holding the link may use it, with no session: the token is the credential, single use, kept only
 as its hash. The form is guarded against other sites posting it (Origin), like the sign-in form.
@@ -11,12 +13,14 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from yun.api.console.router import _form, _same_origin, signed_in, templates
+from yun.api.console.router import _form, _me, _same_origin, forbidden_page, signed_in, templates
 from yun.api.services import Services
+from yun.api.sessions import clear_session_cookie, session_of
 from yun.errors import InvalidRequest, NotFound
 from yun.store.invitations import InvitationRecord
+from yun.tenancy.orgs import MANAGE_ROLES
 
 __all__ = ["router"]
 
@@ -77,3 +81,23 @@ async def accept_invite(request: Request, token: str) -> Response:
     except InvalidRequest as exc:
         return _page(request, await _find(request, token), exc.message, 400)
     return signed_in(request, issued)
+
+
+@router.get("/people")
+async def people(request: Request) -> Response:
+    """The organization's people, for its owners and admins (and a platform admin, for its own org)."""
+    session = await session_of(request)
+    if session is None:
+        response: Response = RedirectResponse("/console/sign-in", status_code=303)
+        if request.cookies.get("yun_session"):
+            clear_session_cookie(response, request)
+        return response
+    me = _me(session)
+    p = session.principal
+    if not (p.is_platform_admin or p.role in MANAGE_ROLES):
+        refusal = "The People page is for an organization's owners and admins."
+        return forbidden_page(request, refusal, me, session.csrf_token)
+    context = {"title": "People", "page": "people", "me": me, "csrf_token": session.csrf_token}
+    response = templates.TemplateResponse(request, "people.html", context)
+    response.headers["Cache-Control"] = "no-store"
+    return response
