@@ -216,6 +216,35 @@ async def test_org_owners_and_admins_invite_to_their_own_org(api: Api) -> None:
         assert (await b.get("/console/api/me")).json()["org_id"] == org
 
 
+async def test_an_invitation_cannot_take_over_someone_or_change_a_role(api: Api) -> None:
+    org_a, _ = await api.new_org()
+    org_b, _ = await api.new_org()
+    admin = await new_user(api, org_a, "admin")
+    # Someone in org B with no password yet (added as a member only): an admin of A invites their email.
+    r = await api.http.post(
+        f"/admin/orgs/{org_b}/members", json={"email": "quiet@example.com", "role": "owner"}, headers=api.auth()
+    )
+    assert r.status_code == 201, r.text
+    async with browser(api) as b:
+        assert (await sign_in(b, admin)).status_code == 303
+        h = {"X-CSRF-Token": await csrf_of(b)}
+        r = await b.post("/v1/organization/invitations", json={"email": "quiet@example.com"}, headers=h)
+        assert r.status_code == 201
+        token = r.json()["path"].rsplit("/", 1)[1]
+        # An existing member is not invited again (an invitation never changes anyone's role).
+        r = await b.post("/v1/organization/invitations", json={"email": admin, "role": "member"}, headers=h)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "email"
+    async with browser(api) as holder:  # whoever holds the link: here, the inviting admin
+        data = {"password": "chosen by the admin", "password_again": "chosen by the admin"}
+        r = await holder.post(f"/console/invite/{token}", data=data)
+        assert r.status_code == 400 and "another organization" in r.text and "yun_session" not in holder.cookies
+        assert (await sign_in(holder, "quiet@example.com", "chosen by the admin")).status_code == 401
+    listed = (await api.get(f"/admin/orgs/{org_a}/invitations")).json()["data"]
+    assert listed[0]["state"] == "pending"  # refused as a whole: the link was not used up
+    members_b = (await api.get(f"/admin/orgs/{org_b}/members")).json()["data"]
+    assert [(m["email"], m["role"]) for m in members_b] == [("quiet@example.com", "owner")]
+
+
 async def test_the_people_page_is_for_owners_and_admins(api: Api) -> None:
     org, _ = await api.new_org()
     for role, allowed in (("owner", True), ("admin", True), ("member", False), ("billing-viewer", False)):

@@ -2,7 +2,8 @@
 
 Using one is one transaction: the row is claimed (`used_at` set only where it is still unused and
 unexpired, so two browsers racing on one link cannot both get in), the person is made (or found), given
-their password hash if they have none, and made a member with the invitation's role.
+their password hash if they have none (only if they are in no other organization: the link's holder
+chooses that password), and made a member with the invitation's role (an existing member keeps theirs).
 """
 
 from __future__ import annotations
@@ -51,7 +52,15 @@ class InvitationRepository:
     def add(
         self, token_hash: str, org_id: str, email: str, role: str, expires_at: datetime, invited_by: str | None
     ) -> InvitationRecord:
+        """A new invitation; refused for someone who is already a member of the organization."""
         with self._db.session() as s, s.begin():
+            member = s.scalar(
+                select(MembershipRow.id)
+                .join(UserRow, UserRow.id == MembershipRow.user_id)
+                .where(UserRow.email == email, MembershipRow.org_id == org_id)
+            )
+            if member is not None:
+                raise InvalidRequest(f"{email} is already a member", param="email")
             row = InvitationRow(
                 id="inv_" + uuid.uuid4().hex[:20],
                 token_hash=token_hash,
@@ -101,16 +110,28 @@ class InvitationRepository:
             if user.password_hash is None:
                 if password_hash is None:
                     raise InvalidRequest("a password is needed", param="password")
+                # Whoever holds the link (the inviter, too) sets this password: it must open nothing but
+                # the inviting organization. A person already in another one, who has no password yet,
+                # gets theirs from a platform admin (`yun users passwd`) instead (this rolls the claim back).
+                elsewhere = s.scalar(
+                    select(MembershipRow.org_id).where(
+                        MembershipRow.user_id == user.id, MembershipRow.org_id != inv.org_id
+                    )
+                )
+                if elsewhere is not None:
+                    raise InvalidRequest(
+                        "This email belongs to someone in another organization who has no password yet: "
+                        "ask a platform admin to set one, then open this link again.",
+                        param="token",
+                    )
                 user.password_hash = password_hash
-            membership = s.get(MembershipRow, (user.id, inv.org_id))
-            if membership is None:
+            # An existing member keeps their role: an invitation adds people, it never changes anyone's role.
+            if s.get(MembershipRow, (user.id, inv.org_id)) is None:
                 s.add(
                     MembershipRow(
                         user_id=user.id, org_id=inv.org_id, role=inv.role, id="mem_" + uuid.uuid4().hex[:20], name=""
                     )
                 )
-            else:
-                membership.role = inv.role
             return user.id, inv.org_id
 
     @staticmethod
