@@ -272,6 +272,12 @@ async def test_one_address_is_limited_and_cannot_lock_an_account_alone(api: Api)
         assert "yun_session" not in guesser.cookies
         r = await guesser.post("/console/sign-in/key", data={"api_key": api.admin_key})
         assert r.status_code == 429
+        # Nor can the address guess through an invitation link of someone who has a password.
+        other_org, _ = await api.new_org()
+        r = await api.http.post(f"/admin/orgs/{other_org}/invitations", json={"email": email}, headers=api.auth())
+        token = r.json()["path"].rsplit("/", 1)[1]
+        r = await guesser.post(f"/console/invite/{token}", data={"password": PASSWORD})
+        assert r.status_code == 429 and "Too many failed sign-ins" in r.text and "retry-after" in r.headers
     # Those guesses did not lock the account: its person signs in from their own address.
     async with browser(api, ip="198.51.100.20") as person:
         assert (await sign_in(person, email)).status_code == 303

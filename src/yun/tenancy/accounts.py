@@ -116,18 +116,18 @@ class AccountService:
         """A session for the person with this email and password, in organization `org` (an id or a
         name; by default the first of theirs by name), asked from client address `ip` (throttle.py).
         Blocking (argon2): call it off the event loop."""
-        self._check_ip(ip)
+        self.check_address(ip)
         creds = self._repo.credentials(email.strip().lower())
         if creds is None or creds.password_hash is None:
             self._verify(self._decoy_hash(), password)  # as long as a real check, to not tell it apart
-            self._failed(ip, None)
+            self.failed_from(ip, None)
             raise AuthenticationFailed(self.refusal)
         if creds.locked_until is not None and creds.locked_until > datetime.now(UTC):
             self._verify(self._decoy_hash(), password)  # a locked account answers in the same time too
-            self._failed(ip, None)
+            self.failed_from(ip, None)
             raise AuthenticationFailed(self.refusal)
         if not self._verify(creds.password_hash, password):
-            if self._failed(ip, creds.user_id):
+            if self.failed_from(ip, creds.user_id):
                 self._repo.record_failure(creds.user_id, self._max_failures, self._lockout)
             raise AuthenticationFailed(self.refusal)
         self._repo.record_success(creds.user_id)
@@ -144,18 +144,19 @@ class AccountService:
     def sign_in_with_key(self, secret: str, ip: str | None = None) -> IssuedSession:
         """A session acting as a platform-admin API key (the bootstrap key opens the console). Tenant keys
         are refused: their holders sign in as people."""
-        self._check_ip(ip)
+        self.check_address(ip)
         try:
             principal = self._keys.verify(secret.strip())
         except AuthenticationFailed:
-            self._failed(ip, None)
+            self.failed_from(ip, None)
             raise
         if not principal.is_platform_admin:
-            self._failed(ip, None)
+            self.failed_from(ip, None)
             raise AuthenticationFailed("Only a platform-admin key opens the console; sign in with your email.")
         return self._open(key_id=principal.key_id)
 
-    def _check_ip(self, ip: str | None) -> None:
+    def check_address(self, ip: str | None) -> None:
+        """RateLimited while the client address `ip` has too many failed sign-ins (throttle.py)."""
         if self.throttle is None or ip is None:
             return
         wait = self.throttle.retry_after(ip)
@@ -165,7 +166,7 @@ class AccountService:
                 retry_after_s=wait,
             )
 
-    def _failed(self, ip: str | None, user_id: str | None) -> bool:
+    def failed_from(self, ip: str | None, user_id: str | None) -> bool:
         """Count a failure on the address; whether the account's lockout counts it too (throttle.py)."""
         if self.throttle is None or ip is None:
             return user_id is not None

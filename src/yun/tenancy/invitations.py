@@ -64,14 +64,17 @@ class InvitationService:
             raise NotFound("This invitation link is not valid.")
         return found
 
-    def accept(self, token: str, password: str) -> IssuedSession:
+    def accept(self, token: str, password: str, ip: str | None = None) -> IssuedSession:
         """Use the link: the invitee is a member with its role, and signed in. A new person's password is
-        checked against the length rules; someone who has one must give it. Blocking (argon2)."""
+        checked against the length rules; someone who has one must give it (a wrong one counts as a failed
+        sign-in of the client address `ip`). Blocking (argon2)."""
         found = self.find(token)
         if not found.usable:
             raise InvalidRequest("This invitation has been used or has expired.", param="token")
         if found.has_password:
+            self._accounts.check_address(ip)
             if not self._accounts.password_ok(found.email, password):
+                self._accounts.failed_from(ip, None)
                 raise InvalidRequest("That is not the password of " + found.email, param="password")
             password_hash = None
         else:

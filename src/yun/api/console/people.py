@@ -11,6 +11,7 @@ as its hash. The form is guarded against other sites posting it (Origin), like t
 from __future__ import annotations
 
 import asyncio
+import math
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from yun.api.console.router import _form, _me, _same_origin, forbidden_page, signed_in, templates
 from yun.api.services import Services
 from yun.api.sessions import clear_session_cookie, session_of
-from yun.errors import InvalidRequest, NotFound
+from yun.errors import InvalidRequest, NotFound, RateLimited
 from yun.store.invitations import InvitationRecord
 from yun.tenancy.orgs import MANAGE_ROLES
 
@@ -76,10 +77,15 @@ async def accept_invite(request: Request, token: str) -> Response:
     password = form.get("password", "")
     if not inv.has_password and password != form.get("password_again", password):
         return _page(request, inv, "The two passwords are not the same.", 400)
+    ip = None if request.client is None else request.client.host
     try:
-        issued = await asyncio.to_thread(_invitations(request).invitations.accept, token, password)
+        issued = await asyncio.to_thread(_invitations(request).invitations.accept, token, password, ip)
     except InvalidRequest as exc:
         return _page(request, await _find(request, token), exc.message, 400)
+    except RateLimited as exc:
+        response = _page(request, inv, exc.message, 429)
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return response
     return signed_in(request, issued)
 
 
