@@ -169,6 +169,14 @@ class ConsoleSettings(BaseModel):
     """This many failed sign-ins in a row lock the account (whatever password is tried next)."""
     lockout_s: int = Field(default=15 * 60, ge=1, le=24 * 3600)
     """How long a locked account refuses every sign-in."""
+    max_failed_logins_per_ip: int = Field(default=10, ge=1, le=10_000)
+    """This many failed sign-ins from one client address within `ip_window_s` refuse that address's
+    sign-ins (429) until the oldest leaves the window; an account's lockout counts one failure per address
+    per window (tenancy/throttle.py)."""
+    ip_window_s: int = Field(default=15 * 60, ge=1, le=24 * 3600)
+    """The window of `max_failed_logins_per_ip`."""
+    invitation_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
+    """An invitation link expires this long after it was made (and works once)."""
     secure_cookie: bool | None = None
     """Mark the session cookie Secure (sent over https only). Unset: Secure when the request came over
     https, or always with `environment=production`. Behind a TLS-terminating proxy (Yun reads no

@@ -41,3 +41,19 @@ def test_create_a_user_then_set_their_password(cli: Cli, live_server: LiveServer
     assert "already has a password" in cli.fail(
         "users", "create", "carol@acme.example", "--org", "acme-console", input="long enough pw\n"
     )
+
+
+def test_invite_prints_a_link_that_works_once(cli: Cli, live_server: LiveServer) -> None:
+    cli.run("orgs", "create", "acme-invites")
+    out = cli.run("users", "invite", "Dana@Acme.example", "--org", "acme-invites", "--role", "admin")
+    link = out.strip().splitlines()[-1]
+    assert "dana@acme.example" in out and "admin" in out
+    assert link.startswith(f"{live_server.url}/console/invite/"), out
+    with httpx.Client() as browser:
+        assert browser.get(link).status_code == 200
+        r = browser.post(link, data={"password": "dana's password", "password_again": "dana's password"})
+        assert r.status_code == 303 and "yun_session" in browser.cookies
+    assert httpx.get(link).status_code == 410  # used
+    assert _sign_in(live_server, "dana@acme.example", "dana's password") == 303
+    assert "role" in cli.fail("users", "invite", "e@acme.example", "--org", "acme-invites", "--role", "root")
+    assert "nope" in cli.fail("users", "invite", "e@acme.example", "--org", "nope")

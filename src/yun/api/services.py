@@ -35,6 +35,7 @@ from yun.store import (
 from yun.store.deployments import DeploymentRepository
 from yun.store.files import FileRepository
 from yun.store.fine_tuning import FineTuningRepository
+from yun.store.invitations import InvitationRepository
 from yun.store.loads import LoadRepository
 from yun.store.people import AccountRepository
 from yun.store.replicas import ReplicaRepository
@@ -42,7 +43,9 @@ from yun.store.responses import ResponseRepository
 from yun.store.secrets import load_key
 from yun.tenancy import DEFAULT_ORG, KeyService
 from yun.tenancy.accounts import AccountService
+from yun.tenancy.invitations import InvitationService
 from yun.tenancy.orgs import OrgService
+from yun.tenancy.throttle import SignInThrottle
 
 __all__ = ["Services", "bootstrap", "build_services"]
 
@@ -56,6 +59,7 @@ class Services:
     keys: KeyService
     accounts: AccountService
     """People's passwords and console sessions."""
+    invitations: InvitationService
     catalog: Catalog
     router: Router
     """This gateway's routes to the replicas in the registry (and to external upstreams)."""
@@ -142,19 +146,22 @@ def build_services(settings: Settings) -> Services:
     keys = KeyService(KeyRepository(db))
     console = settings.console
     files, file_records = file_store(settings), FileRepository(db)
+    accounts = AccountService(
+        AccountRepository(db),
+        keys,
+        session_ttl_s=console.session_ttl_s,
+        max_failed_logins=console.max_failed_logins,
+        lockout_s=console.lockout_s,
+        throttle=SignInThrottle(console.max_failed_logins_per_ip, console.ip_window_s),
+    )
     return Services(
         settings=settings,
         db=db,
         orgs=OrganizationRepository(db),
         org_service=OrgService(OrganizationRepository(db), MemberRepository(db)),
         keys=keys,
-        accounts=AccountService(
-            AccountRepository(db),
-            keys,
-            session_ttl_s=console.session_ttl_s,
-            max_failed_logins=console.max_failed_logins,
-            lockout_s=console.lockout_s,
-        ),
+        accounts=accounts,
+        invitations=InvitationService(InvitationRepository(db), accounts, ttl_s=console.invitation_ttl_s),
         catalog=catalog,
         router=router,
         deployments=deployments,

@@ -72,3 +72,22 @@ def users_passwd(email: Email, password_stdin: PasswordStdin = False) -> None:
     with connect() as client:
         client.put(path("admin", "users", email, "password"), {"password": password})
     say(f"password set for {email}")
+
+
+@users_app.command("invite")
+def users_invite(
+    email: Email,
+    org: Annotated[str, typer.Option("--org", help="Organization id or name.")],
+    role: Annotated[str, typer.Option("--role", help="owner, admin, member or billing-viewer.")] = "member",
+    json: Json = False,
+) -> None:
+    """Invite a person to an organization: prints a single-use, expiring link (shown once) where they set
+    a password and are signed in. Send it to them yourself."""
+    with connect() as client:
+        made = client.post(path("admin", "orgs", org, "invitations"), {"email": email, "role": role})
+    if json:
+        print_json(made)
+        return
+    who = f"{made['email']} as {made['role']} of {made['org_id']}"
+    say(f"invited {who}; the link works once, until {made['expires_at']}:")
+    typer.echo(made["url"])

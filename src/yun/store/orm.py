@@ -27,6 +27,7 @@ __all__ = [
     "Base",
     "ComputePriceRow",
     "ConsoleSessionRow",
+    "InvitationRow",
     "ComputeUsageRow",
     "DeploymentRow",
     "FreeAllowanceRow",
@@ -96,6 +97,23 @@ class ConsoleSessionRow(Base):
     key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class InvitationRow(Base):
+    """An invitation to an organization (0017): only the SHA-256 of its link's token is kept; single use
+    (`used_at`) and expiring."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(20))
+    invited_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class MembershipRow(Base):

@@ -22,10 +22,11 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from yun.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from yun.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited
 from yun.store.people import AccountRepository, SessionRecord
 from yun.tenancy.keys import KeyService, Principal
 from yun.tenancy.orgs import check_role, normal_email
+from yun.tenancy.throttle import SignInThrottle
 
 __all__ = ["AccountService", "IssuedSession", "SessionPrincipal", "check_password"]
 
@@ -75,8 +76,10 @@ class AccountService:
         session_ttl_s: int,
         max_failed_logins: int,
         lockout_s: int,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self._repo = repo
+        self.throttle = throttle
         self._keys = keys
         self._ttl = timedelta(seconds=session_ttl_s)
         self._max_failures = max_failed_logins
@@ -88,7 +91,8 @@ class AccountService:
             "Incorrect email or password. After "
             f"{max_failed_logins} failed attempts in a row an account is locked for {minutes} minutes."
         )
-        """The one answer to every failed sign-in."""
+        """The one answer to every failed sign-in. With a throttle, an account's lockout counts one failed
+        attempt per client address per window (throttle.py): a lockout takes that many addresses."""
 
     # -- people (admin) ------------------------------------------------------------------------
     def create_user(self, org_id: str, email: str, role: str, password: str) -> None:
@@ -108,18 +112,23 @@ class AccountService:
         self._repo.change_password(session.user_id, self._hash(check_password(new, "new_password")), session.session_id)
 
     # -- signing in and out --------------------------------------------------------------------
-    def sign_in(self, email: str, password: str, org: str | None = None) -> IssuedSession:
+    def sign_in(self, email: str, password: str, org: str | None = None, ip: str | None = None) -> IssuedSession:
         """A session for the person with this email and password, in organization `org` (an id or a
-        name; by default the first of theirs by name). Blocking (argon2): call it off the event loop."""
+        name; by default the first of theirs by name), asked from client address `ip` (throttle.py).
+        Blocking (argon2): call it off the event loop."""
+        self.check_address(ip)
         creds = self._repo.credentials(email.strip().lower())
         if creds is None or creds.password_hash is None:
             self._verify(self._decoy_hash(), password)  # as long as a real check, to not tell it apart
+            self.failed_from(ip, None)
             raise AuthenticationFailed(self.refusal)
         if creds.locked_until is not None and creds.locked_until > datetime.now(UTC):
             self._verify(self._decoy_hash(), password)  # a locked account answers in the same time too
+            self.failed_from(ip, None)
             raise AuthenticationFailed(self.refusal)
         if not self._verify(creds.password_hash, password):
-            self._repo.record_failure(creds.user_id, self._max_failures, self._lockout)
+            if self.failed_from(ip, creds.user_id):
+                self._repo.record_failure(creds.user_id, self._max_failures, self._lockout)
             raise AuthenticationFailed(self.refusal)
         self._repo.record_success(creds.user_id)
         if self._hasher.check_needs_rehash(creds.password_hash):
@@ -132,13 +141,36 @@ class AccountService:
             )
         return self._open(user_id=creds.user_id, org_id=chosen[0][0])
 
-    def sign_in_with_key(self, secret: str) -> IssuedSession:
+    def sign_in_with_key(self, secret: str, ip: str | None = None) -> IssuedSession:
         """A session acting as a platform-admin API key (the bootstrap key opens the console). Tenant keys
         are refused: their holders sign in as people."""
-        principal = self._keys.verify(secret.strip())
+        self.check_address(ip)
+        try:
+            principal = self._keys.verify(secret.strip())
+        except AuthenticationFailed:
+            self.failed_from(ip, None)
+            raise
         if not principal.is_platform_admin:
+            self.failed_from(ip, None)
             raise AuthenticationFailed("Only a platform-admin key opens the console; sign in with your email.")
         return self._open(key_id=principal.key_id)
+
+    def check_address(self, ip: str | None) -> None:
+        """RateLimited while the client address `ip` has too many failed sign-ins (throttle.py)."""
+        if self.throttle is None or ip is None:
+            return
+        wait = self.throttle.retry_after(ip)
+        if wait > 0:
+            raise RateLimited(
+                f"Too many failed sign-ins from your address: try again in {max(1, round(wait / 60))} minutes.",
+                retry_after_s=wait,
+            )
+
+    def failed_from(self, ip: str | None, user_id: str | None) -> bool:
+        """Count a failure on the address; whether the account's lockout counts it too (throttle.py)."""
+        if self.throttle is None or ip is None:
+            return user_id is not None
+        return self.throttle.failed(ip, user_id)
 
     def sign_out(self, token: str) -> None:
         self._repo.delete_session(_token_hash(token))
@@ -173,6 +205,22 @@ class AccountService:
         expires_at = datetime.now(UTC) + self._ttl
         self._repo.add_session(_token_hash(token), csrf, expires_at, user_id=user_id, org_id=org_id, key_id=key_id)
         return IssuedSession(token, csrf, expires_at)
+
+    def open_for(self, user_id: str, org_id: str) -> IssuedSession:
+        """A session for a person who proved themselves another way (an invitation link just used)."""
+        return self._open(user_id=user_id, org_id=org_id)
+
+    def password_hash(self, password: str, param: str = "password") -> str:
+        """The argon2id hash of a new password (refused if it breaks the length rules)."""
+        return self._hash(check_password(password, param))
+
+    def password_ok(self, email: str, password: str) -> bool:
+        """Whether `password` is the current password of the person with this email."""
+        creds = self._repo.credentials(normal_email(email))
+        if creds is None or creds.password_hash is None:
+            self._verify(self._decoy_hash(), password)
+            return False
+        return self._verify(creds.password_hash, password)
 
     # -- hashing -------------------------------------------------------------------------------
     def _hash(self, password: str) -> str:

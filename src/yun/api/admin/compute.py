@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from yun.api.admin.protocol import ComputePriceIn
+from yun.api.answers import EndDay, StartDay, day_range
 from yun.api.bounds import Shape
 from yun.api.deps import AdminDep, ServicesDep
 from yun.billing.economics import unit_economics
@@ -58,13 +59,19 @@ async def economics(
     services: ServicesDep,
     days: Annotated[int, Query(ge=1, le=3660, description="The last N UTC days, today included")] = 30,
     by: Literal["model", "org"] = "model",
+    start: StartDay = None,
+    end: EndDay = None,
 ) -> dict[str, Any]:
     """Per UTC day and model (or organization): revenue (inference tokens, trained tokens and dedicated
     compute, as charged) against the operator's compute cost (every replica-second and every second of a
     fine-tuning run at its shape's cost price; training under its base model). By organization, shared
-    compute and training compute are the operator's own row (`org_id` null): tenants pay for them by tokens."""
-    last = datetime.now(UTC).date()
-    first = last - timedelta(days=days - 1)
+    compute and training compute are the operator's own row (`org_id` null): tenants pay for them by tokens.
+    `start`/`end` (inclusive UTC days) choose a date range instead of the last `days`."""
+    if start is None and end is None:
+        last = datetime.now(UTC).date()
+        first = last - timedelta(days=days - 1)
+    else:  # a date range (inclusive UTC days, as usage takes) instead of the last `days`
+        first, last = day_range(start, end)
     billing = services.billing
     rows = await asyncio.to_thread(
         unit_economics, billing.money, billing.compute, first, last, by, internal_orgs=billing.internal_orgs

@@ -5,13 +5,26 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from yun.api.admin.deps import OrgDep
-from yun.api.admin.protocol import AdminKeyIn, KeyOut, LimitsIn, MemberIn, OrgIn, OrgOut, WeightIn, key_out, member_out
+from yun.api.admin.protocol import (
+    AdminKeyIn,
+    InvitationIn,
+    KeyOut,
+    LimitsIn,
+    MemberIn,
+    MemberRoleIn,
+    OrgIn,
+    OrgOut,
+    WeightIn,
+    key_out,
+    member_out,
+)
 from yun.api.answers import issue_key
 from yun.api.bounds import Identifier
 from yun.api.deps import AdminDep, ServicesDep
+from yun.api.invites import invite, list_invitations
 from yun.store import OrganizationRecord
 
 __all__ = ["router"]
@@ -119,6 +132,32 @@ async def add_member(org: OrgDep, body: MemberIn, services: ServicesDep) -> dict
 async def remove_member(org: OrgDep, member_id: Identifier, services: ServicesDep) -> dict[str, str]:
     await asyncio.to_thread(services.org_service.members.remove, org.id, member_id)
     return {"removed": member_id}
+
+
+@router.patch("/orgs/{org}/members/{member_id}")
+async def set_member_role(
+    org: OrgDep, member_id: Identifier, body: MemberRoleIn, services: ServicesDep
+) -> dict[str, Any]:
+    """A member's role in the org; their console sessions act with it from their next request."""
+    members = services.org_service.members
+    await asyncio.to_thread(members.set_role, org.id, member_id, body.role)
+    found = [m for m in await asyncio.to_thread(members.list, org.id) if m.id == member_id]
+    return member_out(found[0])
+
+
+# -- invitations -----------------------------------------------------------------------------
+@router.post("/orgs/{org}/invitations", status_code=201)
+async def create_invitation(
+    org: OrgDep, body: InvitationIn, principal: AdminDep, services: ServicesDep, request: Request
+) -> dict[str, Any]:
+    """A single-use, expiring link (`url`, shown once) that makes `email` a member with `role` and lets
+    them set a password at `/console/invite/<token>`."""
+    return await invite(request, services, principal, org.id, body.email, body.role)
+
+
+@router.get("/orgs/{org}/invitations")
+async def org_invitations(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    return await list_invitations(services, org.id)
 
 
 @router.get("/users")

@@ -46,10 +46,12 @@ __all__ = [
     "DeploymentOut",
     "DeploymentUpdate",
     "FreeAllowanceIn",
+    "InvitationIn",
     "KeyIn",
     "KeyOut",
     "LimitsIn",
     "MemberIn",
+    "MemberRoleIn",
     "OrgIn",
     "OrgOut",
     "PriceIn",
@@ -152,6 +154,15 @@ class KeyOut(Strict):
 class MemberIn(Strict):
     email: Email
     name: Text = Field(default="", max_length=200)
+    role: Role = "member"
+
+
+class MemberRoleIn(Strict):
+    role: Role
+
+
+class InvitationIn(Strict):
+    email: Email
     role: Role = "member"
 
 

@@ -8,6 +8,7 @@ a 401 (they act on the signed-in person, so an API key does not open them).
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -19,14 +20,14 @@ from starlette.templating import Jinja2Templates
 from yun.api.admin.protocol import PasswordChangeIn
 from yun.api.services import Services
 from yun.api.sessions import clear_session_cookie, cookie_principal, session_of, set_session_cookie
-from yun.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from yun.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited
 from yun.tenancy.accounts import IssuedSession, SessionPrincipal
 
-__all__ = ["STATIC_DIR", "router"]
+__all__ = ["STATIC_DIR", "forbidden_page", "router", "signed_in", "templates"]
 
 _HERE = Path(__file__).parent
 STATIC_DIR = _HERE / "static"
-_templates = Jinja2Templates(directory=_HERE / "templates")
+templates = _templates = Jinja2Templates(directory=_HERE / "templates")
 _PAGES = {
     "": ("overview.html", "Overview"),
     "usage": ("usage.html", "Usage"),
@@ -64,7 +65,27 @@ def _sign_in_page(request: Request, error: str | None = None, status: int = 200,
     )
 
 
-def _signed_in(request: Request, issued: IssuedSession) -> Response:
+def _too_many(request: Request, exc: RateLimited, tab: str) -> HTMLResponse:
+    response = _sign_in_page(request, exc.message, 429, tab)
+    response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    return response
+
+
+def _client_ip(request: Request) -> str | None:
+    return None if request.client is None else request.client.host
+
+
+def forbidden_page(
+    request: Request, message: str, me: dict[str, Any] | None = None, csrf_token: str | None = None
+) -> HTMLResponse:
+    """A 403 as a page (a person followed a link or posted a form: JSON would be of no use to them)."""
+    context = {"title": "Not allowed", "page": "forbidden", "me": me, "message": message, "csrf_token": csrf_token}
+    response = _templates.TemplateResponse(request, "forbidden.html", context, status_code=403)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def signed_in(request: Request, issued: IssuedSession) -> Response:
     response = RedirectResponse("/console", status_code=303)
     set_session_cookie(response, request, issued)
     return response
@@ -84,10 +105,12 @@ async def sign_in(request: Request) -> Response:
     email, password = form.get("email", ""), form.get("password", "")
     org = form.get("org", "").strip() or None
     try:
-        issued = await asyncio.to_thread(_services(request).accounts.sign_in, email, password, org)
+        issued = await asyncio.to_thread(_services(request).accounts.sign_in, email, password, org, _client_ip(request))
     except AuthenticationFailed as exc:
         return _sign_in_page(request, exc.message, 401)
-    return _signed_in(request, issued)
+    except RateLimited as exc:
+        return _too_many(request, exc, "email")
+    return signed_in(request, issued)
 
 
 @router.post("/sign-in/key")
@@ -95,10 +118,14 @@ async def sign_in_with_key(request: Request) -> Response:
     _same_origin(request)
     form = await _form(request)
     try:
-        issued = await asyncio.to_thread(_services(request).accounts.sign_in_with_key, form.get("api_key", ""))
+        issued = await asyncio.to_thread(
+            _services(request).accounts.sign_in_with_key, form.get("api_key", ""), _client_ip(request)
+        )
     except AuthenticationFailed as exc:
         return _sign_in_page(request, exc.message, 401, tab="key")
-    return _signed_in(request, issued)
+    except RateLimited as exc:
+        return _too_many(request, exc, "key")
+    return signed_in(request, issued)
 
 
 @router.post("/sign-out")
@@ -111,7 +138,9 @@ async def sign_out(request: Request) -> Response:
     if session is not None:
         form = await _form(request)
         if not session.csrf_ok(form.get("csrf_token") or request.headers.get("x-csrf-token")):
-            raise PermissionDenied("Signing out needs the session's CSRF token.")
+            return forbidden_page(
+                request, "Signing out needs the session's CSRF token: use the Sign out button of a console page."
+            )
         token = request.cookies.get("yun_session", "")
         await asyncio.to_thread(_services(request).accounts.sign_out, token)
     clear_session_cookie(response, request)

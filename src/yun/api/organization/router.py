@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from yun.api.admin.protocol import KeyIn, KeyOut, MemberIn, key_out, member_out
+from yun.api.admin.protocol import InvitationIn, KeyIn, KeyOut, MemberIn, key_out, member_out
 from yun.api.answers import EndDay, StartDay, issue_key, statement_response, usage_answer
 from yun.api.bounds import Cursor, Identifier, Month, PageLimit
 from yun.api.deps import PrincipalDep, ServicesDep
+from yun.api.invites import invite, list_invitations
 from yun.api.openapi import error_responses
 from yun.errors import InvalidRequest, NotFound
 from yun.tenancy.orgs import MANAGE_ROLES, USAGE_ROLES, require_role
@@ -69,6 +70,21 @@ async def remove_member(member_id: Identifier, principal: PrincipalDep, services
     require_role(principal, MANAGE_ROLES, "remove members")
     await asyncio.to_thread(services.org_service.members.remove, principal.org_id, member_id)
     return {"removed": member_id}
+
+
+@router.post("/invitations", status_code=201)
+async def create_invitation(
+    body: InvitationIn, principal: PrincipalDep, services: ServicesDep, request: Request
+) -> dict[str, Any]:
+    """Invite someone to this organization: a single-use, expiring link (`url`, shown once)."""
+    require_role(principal, MANAGE_ROLES, "invite people")
+    return await invite(request, services, principal, principal.org_id, body.email, body.role)
+
+
+@router.get("/invitations")
+async def invitations(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    require_role(principal, MANAGE_ROLES, "list invitations")
+    return await list_invitations(services, principal.org_id)
 
 
 @router.get("/balance")
