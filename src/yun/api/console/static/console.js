@@ -222,4 +222,4 @@ function account() {
 const PAGES = { overview, usage, keys, account };
 const page = PAGES[document.body.dataset.page];
 if (page) Promise.resolve().then(page).catch(showError);
-else signIn();
+else if (!document.body.dataset.page) signIn(); // other pages bring their own script (playground.js, ...)
