@@ -47,6 +47,7 @@ function fill(tbody, rows, empty, columns) {
     tbody.append(tr);
   }
   for (const row of rows) tbody.append(row);
+  tbody.closest("table")?.classList.toggle("empty", !rows.length);
 }
 
 // -- sign-in: two forms, one shown at a time --------------------------------------------------------

@@ -5,6 +5,7 @@
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const ft = { followed: null, timer: null, chart: null, files: [] };
+const allClear = () => { document.getElementById("error").hidden = true; };
 const stamp = (seconds) => (seconds ? when(new Date(seconds * 1000).toISOString()) : "–");
 
 function button(text, label, onClick, cls) {
@@ -48,12 +49,19 @@ async function loadFiles() {
   }), "No files yet: upload a JSONL dataset above.", 6);
   const select = document.getElementById("training-file");
   const chosen = select.value;
-  select.replaceChildren(...found.data.filter((f) => f.purpose === "fine-tune").map((f) => {
+  const usable = found.data.filter((f) => f.purpose === "fine-tune");
+  select.replaceChildren(...usable.map((f) => {
     const o = document.createElement("option");
     o.value = f.id;
     o.textContent = `${f.filename} (${f.id})`;
     return o;
   }));
+  if (!usable.length) {
+    const none = document.createElement("option");
+    none.value = "";
+    none.textContent = "upload a fine-tune file first";
+    select.append(none);
+  }
   if (chosen) select.value = chosen;
 }
 
@@ -62,7 +70,7 @@ async function loadJobs() {
   fill(document.getElementById("jobs"), found.data.map((j) => {
     const tr = document.createElement("tr");
     tr.append(cell(j.id), cell(j.model), cell(j.status), cell(j.trained_tokens === null ? "–" : int(j.trained_tokens), "num"),
-      cell(j.fine_tuned_model || "–"), cell(stamp(j.created_at)), button("View", `View ${j.id}`, () => follow(j.id)));
+      cell(j.fine_tuned_model || "–", "wrap"), cell(stamp(j.created_at)), button("View", `View ${j.id}`, () => follow(j.id)));
     return tr;
   }), "No fine-tuning jobs yet.", 7);
   return found.data;
@@ -104,7 +112,7 @@ function drawLoss(events) {
     data: { datasets },
     options: {
       responsive: true, maintainAspectRatio: false, animation: false, parsing: true,
-      scales: { x: { type: "linear", title: { display: true, text: "Step" } }, y: { title: { display: true, text: "Loss" } } },
+      scales: { x: { type: "linear", ticks: { precision: 0 }, title: { display: true, text: "Step" } }, y: { title: { display: true, text: "Loss" } } },
       plugins: { legend: { display: valid.length > 0 } },
     },
   });
@@ -180,6 +188,7 @@ async function fineTuning() {
     e.preventDefault();
     try {
       const made = await upload(up);
+      allClear();
       up.reset();
       await loadFiles();
       document.getElementById("training-file").value = made.id;
@@ -193,6 +202,7 @@ async function fineTuning() {
     if (form.n_epochs.value) body.hyperparameters = { n_epochs: parseInt(form.n_epochs.value, 10) };
     try {
       const job = await api("/v1/fine_tuning/jobs", { method: "POST", body });
+      allClear();
       await loadJobs();
       await follow(job.id);
     } catch (err) { showError(err); }

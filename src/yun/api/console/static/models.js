@@ -22,8 +22,8 @@ function statusCell(status) {
 }
 
 async function models() {
-  const me = await api("/console/api/me");
-  const [catalog, prices, deployments] = await Promise.all([
+  const [me, catalog, prices, deployments] = await Promise.all([
+    api("/console/api/me"),
     api("/v1/models"),
     api("/v1/organization/prices"),
     api("/v1/organization/deployments"),
@@ -36,9 +36,9 @@ async function models() {
     const c = m.card || {};
     const tr = document.createElement("tr");
     const p = price[m.id];
-    tr.append(cell(m.id), cell(m.kind), cell(c.family || "–"), cell(c.parameters || "–"), cell(c.quantization || "–"),
-      cell(c.context_length ? int(c.context_length) : "–", "num"), cell(c.license || "–"),
-      cell(perM(p, "input"), "num"), cell(perM(p, "cached_input"), "num"), cell(perM(p, "output"), "num"),
+    tr.append(cell(m.id), cell(m.kind, "opt"), cell(c.family || "–"), cell(c.parameters || "–"), cell(c.quantization || "–", "opt"),
+      cell(c.context_length ? int(c.context_length) : "–", "num"), cell(c.license || "–", "opt"),
+      cell(perM(p, "input"), "num"), cell(perM(p, "cached_input"), "num opt"), cell(perM(p, "output"), "num"),
       statusCell(m.status), m.kind === "chat" ? tryLink(m.id) : cell(""));
     return tr;
   }), "No models for this organization yet.", 12);
@@ -46,7 +46,7 @@ async function models() {
   fill(document.getElementById("fine-tuned"), own.map((m) => {
     const tr = document.createElement("tr");
     const p = price[m.id];
-    tr.append(cell(m.id), cell(m.card?.base_model || "–"), cell(perM(p, "input"), "num"), cell(perM(p, "output"), "num"),
+    tr.append(cell(m.id, "wrap"), cell(m.card?.base_model || "–"), cell(perM(p, "input"), "num"), cell(perM(p, "output"), "num"),
       statusCell(m.status), tryLink(m.id));
     return tr;
   }), "No fine-tuned models yet: start one on the Fine-tuning page.", 6);
@@ -54,9 +54,9 @@ async function models() {
   fill(document.getElementById("deployments"), deployments.data.map((d) => {
     const tr = document.createElement("tr");
     const state = d.message ? `${d.state}: ${d.message}` : d.state;
-    tr.append(cell(d.id), cell(d.model), cell(d.shape), cell(`${d.ready} / ${d.desired}`, "num"), cell(state),
+    tr.append(cell(d.id), cell(d.model), cell(d.shape, "opt"), cell(`${d.ready} / ${d.desired}`, "num"), cell(state),
       cell(int(d.replica_seconds), "num"), cell(usd(d.charged), "num"),
-      cell(d.price_per_replica_hour === null ? "–" : usd(d.price_per_replica_hour), "num"));
+      cell(d.price_per_replica_hour === null ? "–" : usd(d.price_per_replica_hour), "num opt"));
     return tr;
   }), "No deployment is dedicated to your organization: its requests run on shared replicas, paid by the token.", 8);
 }

@@ -85,14 +85,17 @@ async function* sseEvents(body) {
 }
 
 async function refusal(r) {
-  // An OpenAI-shaped error body, said with its status (402: no credit left, 429: too many requests ...).
+  // An OpenAI-shaped error body, said with its status and code: 429 insufficient_quota (no credit left, as
+  // OpenAI says it), 429 rate_limit_exceeded, 400 for a bad parameter (named) ...
   let message = `${r.status} ${r.statusText}`;
+  let code = null;
   try {
     const body = await r.json();
-    if (body?.error?.message) message = `${r.status}: ${body.error.message}`;
+    code = body?.error?.code || body?.error?.type || null;
+    if (body?.error?.message) message = `${r.status}${code ? " " + code : ""}: ${body.error.message}`;
+    if (body?.error?.param) message += ` (parameter: ${body.error.param})`;
   } catch { /* not JSON: the status says it */ }
-  if (r.status === 402) message += " Add credit to your organization to continue.";
-  if (r.status === 429) message += " Wait a moment and send again.";
+  if (code !== "insufficient_quota" && r.status === 429) message += " Wait a moment and send again.";
   return message;
 }
 
@@ -161,6 +164,7 @@ async function send(text) {
       if (delta) {
         if (firstToken === null) firstToken = performance.now();
         out.textContent += delta;
+        li.dataset.chunks = String(Number(li.dataset.chunks || 0) + 1);
         li.scrollIntoView({ block: "end" });
       }
       if (chunk.usage) usage = chunk.usage;
