@@ -80,7 +80,7 @@ def test_the_playground_streams_an_answer_with_its_tokens_ttft_and_cost(
         page.get_by_label("Message").fill("Say hello")
         page.get_by_role("button", name="Send", exact=True).click()
         first = page.locator(".msg.assistant").nth(0)
-        expect(first.locator('[data-stat="cost"]')).to_contain_text("charged", timeout=WAIT_MS)
+        expect(first.locator('[data-stat="cost"]')).to_have_text(re.compile(r"^cost \$[\d,.]+$"), timeout=WAIT_MS)
         answer = first.locator(".text").inner_text()
         assert answer, "the streamed answer is shown (the tiny model's text is noise, even blank lines)"
         expect(first.locator('[data-stat="ttft"]')).to_have_text(re.compile(r"^TTFT \d+\.\d\d s$"))
@@ -95,15 +95,14 @@ def test_the_playground_streams_an_answer_with_its_tokens_ttft_and_cost(
         assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt_tokens, completion_tokens)
         assert completion_tokens > 0
         assert record["cost_nanodollars"] == prompt_tokens * 1_000_000 + completion_tokens * 2_000_000
-        assert first.get_attribute("data-charged") == record["cost_usd"]
-        expect(first.locator('[data-stat="cost"]')).to_have_text(re.compile(r"^cost \$[\d,.]+ charged$"))
+        assert round(float(first.get_attribute("data-charged") or "nan") * 1e9) == record["cost_nanodollars"]
         _shot(page, "playground-1280x800")
 
         # A second turn carries the first (multi-turn): its prompt is longer than the first's.
         page.get_by_label("Message").fill("And once more")
         page.get_by_role("button", name="Send", exact=True).click()
         second = page.locator(".msg.assistant").nth(1)
-        expect(second.locator('[data-stat="cost"]')).to_contain_text("charged", timeout=WAIT_MS)
+        expect(second.locator('[data-stat="cost"]')).to_have_text(re.compile(r"^cost \$[\d,.]+$"), timeout=WAIT_MS)
         second_id = second.get_attribute("data-request-id")
         (again,) = [r for r in _usage_records(page) if r["request_id"] == second_id]
         assert again["prompt_tokens"] > prompt_tokens + completion_tokens
@@ -128,6 +127,8 @@ def test_the_playground_streams_an_answer_with_its_tokens_ttft_and_cost(
                 break
             page.wait_for_timeout(500)
         assert cut and cut[0]["completion_tokens"] < 400, cut
+        expect(stopped.locator('[data-stat="cost"]')).to_have_text(re.compile(r"^cost \$[\d,.]+ charged$"))
+        assert stopped.get_attribute("data-charged") == cut[0]["cost_usd"]
         assert page.errors == []
     finally:
         page.context.close()

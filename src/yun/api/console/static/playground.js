@@ -1,7 +1,8 @@
 // Yun console, Playground: chat with a model through Yun's own /v1/chat/completions, streamed (the SSE read
 // with fetch + ReadableStream), with the session cookie and its CSRF token. Each answer shows its tokens,
-// time to first token, total time and cost: at once from the model's price, then what was charged, from the
-// organization's usage record of that request. Needs console.js (api, showError, usd, int) loaded first.
+// time to first token, total time and cost: what the request was charged, from the stream's usage (or, for an
+// answer stopped before it, from the organization's usage record of that request); the model's list price is
+// shown beside the model. Needs console.js (api, showError, usd, int) loaded first.
 "use strict";
 
 const play = {
@@ -191,10 +192,21 @@ async function send(text) {
   if (usage) parts.push(["tokens", `${int(usage.prompt_tokens)} prompt + ${int(usage.completion_tokens)} completion tokens`]);
   parts.push(["ttft", `TTFT ${firstToken === null ? "–" : ((firstToken - started) / 1000).toFixed(2) + " s"}`]);
   parts.push(["total", `total ${total.toFixed(2)} s`]);
-  parts.push(["cost", usage ? `cost ${usd(listCost(play.prices[model], usage))} at list price` : "cost: see Usage"]);
-  stat(li, parts);
   li.dataset.requestId = requestId || "";
-  await charged(requestId, li);
+  if (usage && typeof usage.cost === "number") {
+    // Yun's usage carries what the request was charged (USD; the free tier included), as OpenRouter's does.
+    parts.push(["cost", `cost ${usd(usage.cost)}`]);
+    li.dataset.charged = String(usage.cost);
+    stat(li, parts);
+  } else if (usage) {
+    parts.push(["cost", `cost ${usd(listCost(play.prices[model], usage))} at list price`]);
+    stat(li, parts);
+  } else {
+    // Stopped before the usage chunk: the gateway still bills what it streamed; its usage record says what.
+    parts.push(["cost", "cost …"]);
+    stat(li, parts);
+    await charged(requestId, li);
+  }
 }
 
 async function playground() {
