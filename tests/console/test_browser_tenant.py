@@ -20,6 +20,9 @@ from tests.console.test_browser import DESKTOP, PASSWORD, PHONE, WAIT_MS, _shot,
 from tests.reliability.conftest import MODEL, ReliabilityServer
 
 FAKE_TRAINER = Path(__file__).parents[1] / "support" / "fake_trainer.py"
+ANSWERED_OR_REFUSED = (
+    "document.querySelector('.msg.assistant [data-stat=cost]') || !document.getElementById('chat-error').hidden"
+)
 
 
 @pytest.fixture(scope="module")
@@ -273,10 +276,40 @@ def test_fine_tuning_upload_train_follow_and_try(
         page.get_by_role("button", name="Delete sums.jsonl").click()
         expect(page.locator("#files")).not_to_contain_text("sums.jsonl", timeout=WAIT_MS)
 
-        # "Try in playground" opens the playground on the fine-tuned model.
+        # Cancel: a long job (many examples) is stopped from the page while it runs.
+        page.get_by_label("JSONL file").set_input_files(str(_dataset(tmp_path / "long.jsonl", 4000)))
+        page.get_by_role("button", name="Upload").click()
+        expect(page.locator("#files tr", has_text="long.jsonl")).to_be_visible(timeout=WAIT_MS)
+        page.get_by_label("Suffix").fill("long")
+        page.get_by_label("Epochs").fill("1")
+        page.get_by_role("button", name="Start job").click()
+        expect(page.locator("#job-status")).to_have_text("running", timeout=WAIT_MS)
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Cancel job").click()
+        expect(page.locator("#job-status")).to_have_text("cancelled", timeout=WAIT_MS)
+        expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+        expect(page.get_by_role("link", name="Try in playground")).to_be_hidden()
+
+        # "Try in playground" on the job that succeeded opens the playground on its model, which answers
+        # once its base's replica has loaded the adapter (the controller replaces it: retried, bounded).
+        page.get_by_role("button", name=f"View {job_id}").click()
+        expect(page.locator("#job-status")).to_have_text("succeeded", timeout=WAIT_MS)
         page.get_by_role("link", name="Try in playground").click()
         page.get_by_role("heading", name="Playground", exact=True).wait_for()
         expect(page.get_by_label("Model")).to_have_value(fine_tuned, timeout=WAIT_MS)
+        page.get_by_label("Max tokens").fill("4")
+        page.get_by_label("Message").fill("What is 2 + 1?")
+        answered = page.locator(".msg.assistant [data-stat='cost']")
+        for _ in range(20):
+            page.get_by_role("button", name="Send", exact=True).click()
+            page.wait_for_function(ANSWERED_OR_REFUSED, timeout=WAIT_MS)
+            if answered.count():
+                break
+            page.wait_for_timeout(3000)  # the error put the message back in the box
+        expect(answered).to_have_count(1)
+        request_id = page.locator(".msg.assistant").first.get_attribute("data-request-id")
+        (record,) = [r for r in _usage_records(page) if r["request_id"] == request_id]
+        assert record["model_id"] == fine_tuned
         page.get_by_role("link", name="Models", exact=True).click()
         expect(page.locator("#fine-tuned")).to_contain_text(fine_tuned, timeout=WAIT_MS)
         assert page.errors == [] and other.errors == []
