@@ -28,6 +28,7 @@ from yun.api.openai.models.router import router as models_router
 from yun.api.openai.responses_api.router import router as responses_router
 from yun.api.openai.responses_api.router import stored as stored_responses_router
 from yun.api.ops import router as ops_router
+from yun.api.organization.offer import router as offer_router
 from yun.api.organization.router import router as organization_router
 from yun.api.services import Services, build_services
 from yun.settings import Settings
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         models_router,
         ops_router,
         organization_router,
+        offer_router,
         admin_router,
         console_router,
     )

@@ -316,6 +316,17 @@ class ComputeRepository:
                 for r in c.execute(q).mappings()
             ]
 
+    def owned_by_deployment(self, owner_org: str) -> dict[str, tuple[int, int]]:
+        """An organization's metered dedicated compute, summed in SQL per deployment: (replica-seconds, what
+        it pays for them in nanodollars). Only intervals metered while it owned the deployment count."""
+        q = (
+            select(_U.c.deployment_id, func.sum(_U.c.seconds), func.sum(_U.c.price))
+            .where(_U.c.owner_org == owner_org)
+            .group_by(_U.c.deployment_id)
+        )
+        with self._db.reader.connect() as c:
+            return {dep: (int(seconds), int(price)) for dep, seconds, price in c.execute(q)}
+
     # -- training ---------------------------------------------------------------------------------
     def record_training(self, pieces: list[TrainingCompute], now: datetime) -> bool:
         """Write one run of a job (its pieces, one per UTC day, all of the same job and run) in one

@@ -416,6 +416,8 @@ class ComputeUsageRow(Base):
     __table_args__ = (
         UniqueConstraint("replica_id", "started_at", name="uq_compute_usage_replica_start"),
         Index("ix_compute_usage_day", "day"),
+        # An organization's dedicated compute per deployment (`/v1/organization/deployments`), off the index.
+        Index("ix_compute_usage_owner", "owner_org", "deployment_id"),
         # Which stopped replicas are metered to their end: a small index (one entry per replica).
         Index("ix_compute_usage_final", "replica_id", sqlite_where=text("final"), postgresql_where=text("final")),
         # What the compute biller has left to charge: dedicated intervals not billed yet.

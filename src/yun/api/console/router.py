@@ -33,6 +33,9 @@ _PAGES = {
     "usage": ("usage.html", "Usage"),
     "keys": ("keys.html", "Keys"),
     "account": ("account.html", "Account"),
+    "models": ("models.html", "Models"),
+    "playground": ("playground.html", "Playground"),
+    "fine-tuning": ("fine_tuning.html", "Fine-tuning"),
 }
 _FORM_LIMIT = 8192
 
@@ -214,3 +217,18 @@ async def keys(request: Request) -> Response:
 @router.get("/account")
 async def account(request: Request) -> Response:
     return await _page(request, "account")
+
+
+@router.get("/models")
+async def models(request: Request) -> Response:
+    return await _page(request, "models")
+
+
+@router.get("/playground")
+async def playground(request: Request) -> Response:
+    return await _page(request, "playground")
+
+
+@router.get("/fine-tuning")
+async def fine_tuning(request: Request) -> Response:
+    return await _page(request, "fine-tuning")

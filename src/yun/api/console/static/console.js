@@ -47,6 +47,7 @@ function fill(tbody, rows, empty, columns) {
     tbody.append(tr);
   }
   for (const row of rows) tbody.append(row);
+  tbody.closest("table")?.classList.toggle("empty", !rows.length);
 }
 
 // -- sign-in: two forms, one shown at a time --------------------------------------------------------
@@ -222,4 +223,4 @@ function account() {
 const PAGES = { overview, usage, keys, account };
 const page = PAGES[document.body.dataset.page];
 if (page) Promise.resolve().then(page).catch(showError);
-else signIn();
+else if (!document.body.dataset.page) signIn(); // other pages bring their own script (playground.js, ...)

@@ -40,7 +40,7 @@ def _status(services: Services, model_id: str, org_id: str) -> str:
     return deployment.replicas[0].state if deployment.replicas else "no replicas"
 
 
-def _may_use(principal: Principal, m: ModelRecord) -> bool:
+def may_use(principal: Principal, m: ModelRecord) -> bool:
     """The key may use it, and it is everyone's or its organization's own (a fine-tuned model)."""
     mine = m.owner_org is None or m.owner_org == principal.org_id
     return mine and (principal.allowed_models is None or m.id in principal.allowed_models)
@@ -51,7 +51,7 @@ async def _visible(services: Services, principal: Principal, model_id: str) -> M
         m = await asyncio.to_thread(services.catalog.get, model_id)
     except ModelNotFound:
         m = None
-    if m is None or not _may_use(principal, m):
+    if m is None or not may_use(principal, m):
         raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
     return m
 
@@ -78,7 +78,7 @@ def public_model(services: Services, m: ModelRecord, principal: Principal) -> di
 
 @router.get("/v1/models")
 async def list_models(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    models = [m for m in await asyncio.to_thread(services.catalog.list) if _may_use(principal, m)]
+    models = [m for m in await asyncio.to_thread(services.catalog.list) if may_use(principal, m)]
     return {"object": "list", "data": [public_model(services, m, principal) for m in models]}
 
 
