@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from yun.api.console.router import _me, forbidden_page, templates
+from yun.api.console.router import forbidden_page, person_view, templates
 from yun.api.sessions import clear_session_cookie, session_of
 
 __all__ = ["OPERATOR_PAGES", "router"]
@@ -34,7 +34,7 @@ async def _operator_page(request: Request, name: str) -> Response:
         if request.cookies.get("yun_session"):
             clear_session_cookie(response, request)
         return response
-    me = _me(session)
+    me = person_view(session)
     if not session.principal.is_platform_admin:
         return forbidden_page(request, f"The {title} page is for platform admins only.", me, session.csrf_token)
     context = {"title": title, "page": name, "me": me, "csrf_token": session.csrf_token}

@@ -16,7 +16,7 @@ import math
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from yun.api.console.router import _form, _me, _same_origin, forbidden_page, signed_in, templates
+from yun.api.console.router import check_same_origin, forbidden_page, person_view, read_form, signed_in, templates
 from yun.api.services import Services
 from yun.api.sessions import clear_session_cookie, session_of
 from yun.errors import InvalidRequest, NotFound, RateLimited
@@ -69,11 +69,11 @@ async def invite_page(request: Request, token: str) -> Response:
 
 @router.post("/invite/{token}")
 async def accept_invite(request: Request, token: str) -> Response:
-    _same_origin(request)
+    check_same_origin(request)
     inv = await _find(request, token)
     if inv is None or not inv.usable:
         return _page(request, inv)
-    form = await _form(request)
+    form = await read_form(request)
     password = form.get("password", "")
     if not inv.has_password and password != form.get("password_again", password):
         return _page(request, inv, "The two passwords are not the same.", 400)
@@ -98,7 +98,7 @@ async def people(request: Request) -> Response:
         if request.cookies.get("yun_session"):
             clear_session_cookie(response, request)
         return response
-    me = _me(session)
+    me = person_view(session)
     p = session.principal
     if not (p.is_platform_admin or p.role in MANAGE_ROLES):
         refusal = "The People page is for an organization's owners and admins."

@@ -47,7 +47,7 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _same_origin(request: Request) -> None:
+def check_same_origin(request: Request) -> None:
     """A sign-in or sign-out form posted from another site's page is refused (login CSRF): browsers send
     `Origin` with every cross-site POST."""
     origin = request.headers.get("origin")
@@ -55,7 +55,7 @@ def _same_origin(request: Request) -> None:
         raise PermissionDenied("This form may only be posted from Yun's own console.")
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     if int(request.headers.get("content-length") or 0) > _FORM_LIMIT:
         raise InvalidRequest("the form is too large")
     form = await request.form(max_files=0, max_fields=8)
@@ -103,8 +103,8 @@ async def sign_in_page(request: Request) -> Response:
 
 @router.post("/sign-in")
 async def sign_in(request: Request) -> Response:
-    _same_origin(request)
-    form = await _form(request)
+    check_same_origin(request)
+    form = await read_form(request)
     email, password = form.get("email", ""), form.get("password", "")
     org = form.get("org", "").strip() or None
     try:
@@ -118,8 +118,8 @@ async def sign_in(request: Request) -> Response:
 
 @router.post("/sign-in/key")
 async def sign_in_with_key(request: Request) -> Response:
-    _same_origin(request)
-    form = await _form(request)
+    check_same_origin(request)
+    form = await read_form(request)
     try:
         issued = await asyncio.to_thread(
             _services(request).accounts.sign_in_with_key, form.get("api_key", ""), _client_ip(request)
@@ -135,11 +135,11 @@ async def sign_in_with_key(request: Request) -> Response:
 async def sign_out(request: Request) -> Response:
     """Ends the session (its row is deleted, so the cookie opens nothing even if a copy of it survives).
     The CSRF token comes as the form's `csrf_token` field, or in X-CSRF-Token."""
-    _same_origin(request)
+    check_same_origin(request)
     session = await session_of(request)
     response = RedirectResponse("/console/sign-in", status_code=303)
     if session is not None:
-        form = await _form(request)
+        form = await read_form(request)
         if not session.csrf_ok(form.get("csrf_token") or request.headers.get("x-csrf-token")):
             return forbidden_page(
                 request, "Signing out needs the session's CSRF token: use the Sign out button of a console page."
@@ -160,7 +160,7 @@ async def _session(request: Request) -> SessionPrincipal:
 SessionDep = Annotated[SessionPrincipal, Depends(_session)]
 
 
-def _me(session: SessionPrincipal) -> dict[str, Any]:
+def person_view(session: SessionPrincipal) -> dict[str, Any]:
     p = session.principal
     return {
         "email": session.email,
@@ -173,7 +173,7 @@ def _me(session: SessionPrincipal) -> dict[str, Any]:
 
 @router.get("/api/me")
 async def me(session: SessionDep) -> dict[str, Any]:
-    return _me(session)
+    return person_view(session)
 
 
 @router.post("/api/password")
@@ -193,7 +193,7 @@ async def _page(request: Request, name: str) -> Response:
         if request.cookies.get("yun_session"):
             clear_session_cookie(response, request)
         return response
-    context = {"title": title, "page": name or "overview", "me": _me(session), "csrf_token": session.csrf_token}
+    context = {"title": title, "page": name or "overview", "me": person_view(session), "csrf_token": session.csrf_token}
     response = _templates.TemplateResponse(request, template, context)
     response.headers["Cache-Control"] = "no-store"
     return response
