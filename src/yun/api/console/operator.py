@@ -10,10 +10,10 @@ is gated here: every call its script makes is checked again by the admin API its
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
-from yun.api.console.router import forbidden_page, person_view, templates
-from yun.api.sessions import clear_session_cookie, session_of
+from yun.api.console.router import render_page
+from yun.tenancy import Principal
 
 __all__ = ["OPERATOR_PAGES", "router"]
 
@@ -28,19 +28,11 @@ router = APIRouter(include_in_schema=False)
 
 async def _operator_page(request: Request, name: str) -> Response:
     template, title = OPERATOR_PAGES[name]
-    session = await session_of(request)
-    if session is None:
-        response: Response = RedirectResponse("/console/sign-in", status_code=303)
-        if request.cookies.get("yun_session"):
-            clear_session_cookie(response, request)
-        return response
-    me = person_view(session)
-    if not session.principal.is_platform_admin:
-        return forbidden_page(request, f"The {title} page is for platform admins only.", me, session.csrf_token)
-    context = {"title": title, "page": name, "me": me, "csrf_token": session.csrf_token}
-    response = templates.TemplateResponse(request, template, context)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+
+    def refusal(principal: Principal) -> str | None:
+        return None if principal.is_platform_admin else f"The {title} page is for platform admins only."
+
+    return await render_page(request, template, title, name, refusal)
 
 
 @router.get("/organizations")

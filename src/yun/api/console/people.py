@@ -14,13 +14,19 @@ import asyncio
 import math
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-from yun.api.console.router import check_same_origin, forbidden_page, person_view, read_form, signed_in, templates
+from yun.api.console.router import (
+    check_same_origin,
+    read_form,
+    render_page,
+    signed_in,
+    templates,
+)
 from yun.api.services import Services
-from yun.api.sessions import clear_session_cookie, session_of
 from yun.errors import InvalidRequest, NotFound, RateLimited
 from yun.store.invitations import InvitationRecord
+from yun.tenancy import Principal
 from yun.tenancy.orgs import MANAGE_ROLES
 
 __all__ = ["router"]
@@ -92,18 +98,10 @@ async def accept_invite(request: Request, token: str) -> Response:
 @router.get("/people")
 async def people(request: Request) -> Response:
     """The organization's people, for its owners and admins (and a platform admin, for its own org)."""
-    session = await session_of(request)
-    if session is None:
-        response: Response = RedirectResponse("/console/sign-in", status_code=303)
-        if request.cookies.get("yun_session"):
-            clear_session_cookie(response, request)
-        return response
-    me = person_view(session)
-    p = session.principal
-    if not (p.is_platform_admin or p.role in MANAGE_ROLES):
-        refusal = "The People page is for an organization's owners and admins."
-        return forbidden_page(request, refusal, me, session.csrf_token)
-    context = {"title": "People", "page": "people", "me": me, "csrf_token": session.csrf_token}
-    response = templates.TemplateResponse(request, "people.html", context)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+
+    def refusal(p: Principal) -> str | None:
+        if p.is_platform_admin or p.role in MANAGE_ROLES:
+            return None
+        return "The People page is for an organization's owners and admins."
+
+    return await render_page(request, "people.html", "People", "people", refusal)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from yun.api.admin.protocol import PasswordChangeIn
 from yun.api.services import Services
 from yun.api.sessions import clear_session_cookie, cookie_principal, session_of, set_session_cookie
 from yun.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited
+from yun.tenancy import Principal
 from yun.tenancy.accounts import IssuedSession, SessionPrincipal
 
 __all__ = ["STATIC_DIR", "forbidden_page", "router", "signed_in", "templates"]
@@ -185,18 +187,30 @@ async def change_password(body: PasswordChangeIn, session: SessionDep, request: 
 
 
 # -- pages ------------------------------------------------------------------------------------------
-async def _page(request: Request, name: str) -> Response:
-    template, title = _PAGES[name]
+async def render_page(
+    request: Request, template: str, title: str, page: str, refusal: Callable[[Principal], str | None] | None = None
+) -> Response:
+    """A console page for the signed-in person: without a live session, the sign-in page; when `refusal`
+    gives a reason for this person, the 403 page saying it."""
     session = await session_of(request)
     if session is None:
         response: Response = RedirectResponse("/console/sign-in", status_code=303)
         if request.cookies.get("yun_session"):
             clear_session_cookie(response, request)
         return response
-    context = {"title": title, "page": name or "overview", "me": person_view(session), "csrf_token": session.csrf_token}
+    me = person_view(session)
+    reason = None if refusal is None else refusal(session.principal)
+    if reason is not None:
+        return forbidden_page(request, reason, me, session.csrf_token)
+    context = {"title": title, "page": page, "me": me, "csrf_token": session.csrf_token}
     response = _templates.TemplateResponse(request, template, context)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+async def _page(request: Request, name: str) -> Response:
+    template, title = _PAGES[name]
+    return await render_page(request, template, title, name or "overview")
 
 
 @router.get("")
