@@ -4,6 +4,7 @@ tests skip, naming it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+WAIT_MS = 60_000  # bounds for a busy 2-core machine, never measured times
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
 """Screenshots of each page at 1280x800 and 390x844 (git ignores tests/artifacts/)."""
 
@@ -42,13 +44,31 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-@pytest.fixture(scope="module")
-def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityServer]:
-    """A priced `yun serve` with the tiny model, stopped after the module's tests."""
-    server = ReliabilityServer(tmp_path_factory.mktemp("console-server"))
+@contextlib.contextmanager
+def priced_server(directory: Path, **env: str) -> Iterator[ReliabilityServer]:
+    """A `yun serve` with the tiny model, priced, with `env` added to its environment; stopped after."""
+    server = ReliabilityServer(directory)
+    server.env.update(env)
     try:
         server.start()
         server.set_price()
         yield server
     finally:
         server.stop()
+
+
+def admin_sign_in(page: Any, server: ReliabilityServer) -> None:
+    """Sign in on the page's Admin API key tab with the server's bootstrap key."""
+    page.goto(server.url + "/console/sign-in")
+    page.get_by_role("tab", name="Admin API key").click()
+    assert server.admin_key is not None
+    page.get_by_label("Admin API key").fill(server.admin_key)
+    page.get_by_role("button", name="Sign in with key").click()
+    page.get_by_role("heading", name="Overview").wait_for(timeout=WAIT_MS)
+
+
+@pytest.fixture(scope="module")
+def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityServer]:
+    """A priced `yun serve` with the tiny model, stopped after the module's tests."""
+    with priced_server(tmp_path_factory.mktemp("console-server")) as server:
+        yield server

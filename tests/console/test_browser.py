@@ -13,13 +13,12 @@ from typing import Any
 import openai
 import pytest
 
-from tests.console.conftest import ARTIFACTS
+from tests.console.conftest import ARTIFACTS, WAIT_MS, admin_sign_in
 from tests.reliability.conftest import MODEL, ReliabilityServer
 
 PASSWORD = "a long enough password"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-WAIT_MS = 60_000  # bounds for a busy 2-core machine, never measured times
 
 
 def _user(server: ReliabilityServer, role: str = "owner") -> tuple[str, str]:
@@ -141,12 +140,7 @@ def test_the_bootstrap_key_opens_the_console(browser: Any, console_server: Relia
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
     try:
-        page.goto(console_server.url + "/console/sign-in")
-        page.get_by_role("tab", name="Admin API key").click()
-        assert console_server.admin_key is not None
-        page.get_by_label("Admin API key").fill(console_server.admin_key)
-        page.get_by_role("button", name="Sign in with key").click()
-        page.get_by_role("heading", name="Overview").wait_for(timeout=WAIT_MS)
+        admin_sign_in(page, console_server)
         expect(page.locator(".who")).to_contain_text("platform admin key")
         expect(page.locator("#balance")).not_to_have_text("…", timeout=WAIT_MS)
     finally:

@@ -16,7 +16,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.console.test_browser import DESKTOP, PASSWORD, PHONE, WAIT_MS, _shot, _sign_in, _user
+from tests.console.conftest import WAIT_MS, admin_sign_in, priced_server
+from tests.console.test_browser import DESKTOP, PASSWORD, PHONE, _shot, _sign_in, _user
 from tests.reliability.conftest import MODEL, ReliabilityServer
 
 SCALE_WAIT_MS = 240_000  # a second replica loads the tiny model on a busy 2-core machine: a bound only
@@ -25,23 +26,8 @@ SCALE_WAIT_MS = 240_000  # a second replica loads the tiny model on a busy 2-cor
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityServer]:
     """conftest's server, but metering compute every 2 s, so Economics has a cost to show within the test."""
-    server = ReliabilityServer(Path(tmp_path_factory.mktemp("operator-server")))
-    server.env["YUN_BILLING__COMPUTE_INTERVAL_S"] = "2"
-    try:
-        server.start()
-        server.set_price()
+    with priced_server(Path(tmp_path_factory.mktemp("operator-server")), YUN_BILLING__COMPUTE_INTERVAL_S="2") as server:
         yield server
-    finally:
-        server.stop()
-
-
-def _admin_sign_in(page: Any, server: ReliabilityServer) -> None:
-    page.goto(server.url + "/console/sign-in")
-    page.get_by_role("tab", name="Admin API key").click()
-    assert server.admin_key is not None
-    page.get_by_label("Admin API key").fill(server.admin_key)
-    page.get_by_role("button", name="Sign in with key").click()
-    page.get_by_role("heading", name="Overview").wait_for(timeout=WAIT_MS)
 
 
 def _no_overflow(page: Any, what: str) -> None:
@@ -72,7 +58,7 @@ def test_the_operator_scales_grants_and_reads_the_economics(browser: Any, consol
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        _admin_sign_in(page, server)
+        admin_sign_in(page, server)
 
         # Deployments: scale the tiny model from 1 to 2 replicas; desired moves at once, ready follows.
         page.get_by_role("link", name="Deployments", exact=True).click()
@@ -271,7 +257,7 @@ def test_operator_pages_at_phone_width(browser: Any, console_server: Reliability
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        _admin_sign_in(page, console_server)
+        admin_sign_in(page, console_server)
         page.goto(f"{console_server.url}/console/organizations#{org_id}")
         page.get_by_role("heading", name="Organizations", exact=True).wait_for()
         expect(page.locator("#org-balance")).to_have_text("$3.00", timeout=WAIT_MS)

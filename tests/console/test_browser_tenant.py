@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.console.test_browser import DESKTOP, PASSWORD, PHONE, WAIT_MS, _shot, _sign_in, _user
+from tests.console.conftest import WAIT_MS, priced_server
+from tests.console.test_browser import DESKTOP, PASSWORD, PHONE, _shot, _sign_in, _user
 from tests.reliability.conftest import MODEL, ReliabilityServer
 
 FAKE_TRAINER = Path(__file__).parents[1] / "support" / "fake_trainer.py"
@@ -28,20 +29,15 @@ ANSWERED_OR_REFUSED = (
 @pytest.fixture(scope="module")
 def tenant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityServer]:
     """A priced `yun serve` with the tiny model whose fine-tuning jobs run the fake trainer (seconds, no torch)."""
-    server = ReliabilityServer(tmp_path_factory.mktemp("console-tenant"))
-    server.env.update(
+    with priced_server(
+        tmp_path_factory.mktemp("console-tenant"),
         YUN_JOBS__TRAINER_COMMAND=json.dumps(
             [sys.executable, str(FAKE_TRAINER), "--spec", "{spec}", "--events", "{events}"]
         ),
         YUN_JOBS__THREADS="1",
         FAKE_TRAINER_STEP_S="0.05",
-    )
-    try:
-        server.start()
-        server.set_price()
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _page(browser: Any, server: ReliabilityServer, email: str, viewport: dict[str, int] = DESKTOP) -> Any:
