@@ -98,17 +98,20 @@ async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Ha
         job = await client.fine_tuning.jobs.create(
             model=BASE, training_file=f.id, suffix="periwinkle", seed=3, hyperparameters={"n_epochs": 2}
         )
-        assert job.status == "queued" and job.model == BASE and job.training_file == f.id and job.seed == 3
-        assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
-        held = (await org_get(yun, key, "balance"))["held_nanodollars"]
-        assert held > 0  # the file's tokens x 2 epochs at $0.001 a token
+        # Returned at once, validated by the jobs worker: "auto" stays "auto" until then.
+        assert job.status == "validating_files" and job.model == BASE and job.training_file == f.id
+        assert job.seed == 3 and job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == "auto"
         done = await finished(client, job.id)
+        assert done.hyperparameters.batch_size == 4
         assert done.status == "succeeded", done.error
         assert done.fine_tuned_model == f"ft:{BASE}:{org}:periwinkle:{job.id}"
         assert done.trained_tokens == 12 * 2 * TOKENS_PER_EXAMPLE and done.finished_at is not None
         events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
         steps = [e for e in events if e.type == "metrics" and e.message.startswith("Step ")]
         assert len(steps) == 6 and events[0].message.startswith("The job has successfully completed")
+        told = [e.message for e in reversed(events)][:3]
+        assert told[:2] == [f"Created fine-tuning job: {job.id}", f"Validating training file: {f.id}"]
+        assert told[2].startswith("Files validated: 12 examples") and "Moving job to queued state" in told[2]
         checkpoints = [c async for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
         assert [c.step_number for c in checkpoints] == [6, 3]
         assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
@@ -173,14 +176,34 @@ async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad:
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
 
 
-async def test_a_job_the_org_cannot_cover_is_refused_for_quota(yun: Harness) -> None:
+async def test_an_example_too_long_for_the_model_fails_the_job_naming_its_line(yun: Harness) -> None:
+    """What only the model can judge (an example's tokens against its context) is checked by the jobs
+    worker after create returned: the job fails with the OpenAI-shaped error naming the line, holds nothing."""
+    _, key = await new_org(yun, "10")
+    long = {"messages": [{"role": "user", "content": "word " * 40_000}, {"role": "assistant", "content": "x"}]}
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("t.jsonl", dataset(12, json.dumps(long), at=5)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+        assert job.status == "validating_files"
+        done = await finished(client, job.id)
+        assert done.status == "failed" and done.error is not None
+        assert (done.error.code, done.error.param) == ("invalid_file", "training_file")
+        assert f"Invalid training_file '{f.id}': line 5: the example is" in done.error.message
+        assert "longer than the model's context" in done.error.message
+        events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        assert events[0].level == "error" and events[0].message.startswith("Validation failed: Invalid training_file")
+    assert await training_records(yun, key) == []  # it never held: nothing to settle, nothing charged
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_job_the_org_cannot_cover_fails_for_quota(yun: Harness) -> None:
     _, key = await new_org(yun, "0.01")  # the hold is the file's ~30 tokens x 12 x 3 epochs at $0.001
     async with client_for(yun, key) as client:
         f = await upload(client)
-        with pytest.raises(openai.RateLimitError) as info:
-            await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
-        assert info.value.code == "insufficient_quota" and "fine-tuning job needs a hold" in info.value.message
-        assert [j async for j in client.fine_tuning.jobs.list()] == []
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+        done = await finished(client, job.id)
+        assert done.status == "failed" and done.error is not None and done.error.code == "insufficient_quota"
+        assert "fine-tuning job needs a hold" in done.error.message
     balance = await org_get(yun, key, "balance")
     assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 10**7
 
@@ -213,7 +236,11 @@ async def test_a_queued_job_cancelled_costs_nothing(yun: Harness, monkeypatch: p
         f = await upload(client)
         first = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
         second = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)  # waits: one at a time
-        assert (await client.fine_tuning.jobs.retrieve(second.id)).status == "queued"
+
+        async def queued() -> bool | None:
+            return True if (await client.fine_tuning.jobs.retrieve(second.id)).status == "queued" else None
+
+        await until(queued, "the second job to be validated")
         cancelled = await client.fine_tuning.jobs.cancel(second.id)
         assert cancelled.status == "cancelled"
         await client.fine_tuning.jobs.cancel(first.id)
@@ -383,3 +410,74 @@ async def test_a_job_no_node_can_hold_waits_in_the_queue_for_compute(
     finally:
         monkeypatch.undo()
         await ray.close()
+
+
+async def test_a_job_cancelled_while_its_files_are_validated_is_cancelled_and_holds_nothing(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Create returns before the file is read; the read is held back here (as a large file would take its
+    time) so the cancel lands during validation."""
+    store = yun.services.fine_tuning.files
+    real_open = store.open
+    gate = asyncio.Event()
+    reading = asyncio.Event()
+
+    async def slow_open(key: str) -> AsyncIterator[bytes]:
+        chunks = await real_open(key)
+
+        async def held_back() -> AsyncIterator[bytes]:
+            reading.set()
+            await gate.wait()
+            async for chunk in chunks:
+                yield chunk
+
+        return held_back()
+
+    monkeypatch.setattr(store, "open", slow_open)
+    _, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        f = await upload(client)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+        await asyncio.wait_for(reading.wait(), 30)  # the worker is reading it now
+        assert (await client.fine_tuning.jobs.retrieve(job.id)).status == "validating_files"
+        cancelled = await client.fine_tuning.jobs.cancel(job.id)
+        assert cancelled.status == "cancelled"
+        gate.set()  # the validation ends after the cancel: it must not queue, hold or charge
+        await asyncio.sleep(1.5)
+        after = await client.fine_tuning.jobs.retrieve(job.id)
+        assert after.status == "cancelled" and after.error is None
+    assert await training_records(yun, key) == []
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_job_left_validating_by_a_crash_is_validated_again_and_held_once(yun: Harness) -> None:
+    """A crash after the validation took its hold and before the job moved on: the job is still in
+    validating_files with an open hold. The runner (any runner: it keeps no memory of it) validates it
+    again, keeps that hold rather than taking a second, and the job runs and is billed once."""
+    from yun.jobs.fine_tuning import states
+    from yun.store.fine_tuning import JobRecord
+
+    org, key = await new_org(yun, "10")
+    runner = yun.services.job_runner
+    assert runner is not None
+    async with client_for(yun, key) as client:
+        f = await upload(client)
+        record = JobRecord(
+            id="ftjob-crashedmidvalidation0",
+            org_id=org,
+            key_id="key-crashed",
+            model_id=BASE,
+            training_file=f.id,
+            seed=1,
+            hyperparameters={"n_epochs": 1, "batch_size": "auto", "learning_rate_multiplier": "auto"},
+            status=states.VALIDATING,
+        )
+        service = yun.services.fine_tuning
+        await asyncio.to_thread(service.jobs.create, record)
+        await asyncio.to_thread(service.billing.reserve, record.id, org, "key-crashed", BASE, 12 * TOKENS_PER_EXAMPLE)
+        runner.poke()
+        done = await finished(client, record.id)
+    assert done.status == "succeeded" and done.trained_tokens == 12 * TOKENS_PER_EXAMPLE
+    (billed,) = await training_records(yun, key)
+    assert billed["training_tokens"] == 12 * TOKENS_PER_EXAMPLE and billed["cost_nanodollars"] == 120 * 10**6
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0

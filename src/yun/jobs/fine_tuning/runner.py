@@ -91,22 +91,33 @@ class FineTuningRunner:
         self._stopping: set[str] = set()
         self._epochs: dict[str, dict[str, Any]] = {}  # job id -> its last epoch's losses (for its checkpoint)
         self._waiting: set[str] = set()  # queued jobs told they wait for compute (told once)
+        self._validations: dict[str, asyncio.Task[None]] = {}  # job id -> its validation in flight
 
     def poke(self) -> None:
         self._wake.set()
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:  # noqa: BLE001 - one bad pass must not stop the jobs of everyone else
-                log.exception("fine-tuning runner pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
-            self._wake.clear()
+        try:
+            while True:
+                try:
+                    await self.run_once()
+                except Exception:  # noqa: BLE001 - one bad pass must not stop the jobs of everyone else
+                    log.exception("fine-tuning runner pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
+                self._wake.clear()
+        finally:
+            # Stopped (shutdown, or no longer the controller): validations in flight stop too; their jobs
+            # stay in validating_files and the next runner validates them again.
+            for task in list(self._validations.values()):
+                task.cancel()
 
     async def run_once(self) -> None:
         await asyncio.to_thread(self._settle_leftovers)
+        for job in await asyncio.to_thread(self.jobs.in_status, (states.VALIDATING,)):
+            if job.id not in self._validations:  # each in its own task: a large file holds up nobody else
+                task = asyncio.get_running_loop().create_task(self._validate(job), name=f"yun-validate-{job.id}")
+                self._validations[job.id] = task
         running = await asyncio.to_thread(self.jobs.in_status, (states.RUNNING,))
         for job in running:
             await self._follow(job)
@@ -117,6 +128,16 @@ class FineTuningRunner:
             elif busy < self.config.max_running:
                 await self._start(job)
                 busy += 1
+
+    async def _validate(self, job: JobRecord) -> None:
+        """Validate a job just created (or left in validating_files by a crash: validated again)."""
+        try:
+            if await self.service.validate(job) is not None:
+                self.poke()  # queued: it may start now
+        except Exception:  # noqa: BLE001 - storage or database trouble: the next pass validates it again
+            log.exception("validating fine-tuning job %s failed; retried on the next pass", job.id)
+        finally:
+            self._validations.pop(job.id, None)
 
     # -- starting ------------------------------------------------------------------------------------
     def _dir(self, job: JobRecord) -> Path:
