@@ -129,8 +129,11 @@ class FineTuningService:
             price_version=hold.price_version,
             hold_id=hold.request_id,
         )
-        if moved is None:  # cancelled while it was validated: nothing will run, nothing is charged
-            await asyncio.to_thread(self.billing.settle, hold, 0, "cancelled", 0.0, "validation")
+        if moved is None:
+            # Cancelled while it was validated: nothing ran, nothing is charged. (Moved on by another
+            # validation of the same job, which found this same hold: that job's hold, left alone.)
+            if (await asyncio.to_thread(self.jobs.get_any, job.id)).status in states.FINAL:
+                await asyncio.to_thread(self.billing.settle, hold, 0, "cancelled", 0.0, "validation")
             return None
         await asyncio.to_thread(self._validated_events, moved, report)
         return moved
