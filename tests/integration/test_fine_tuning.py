@@ -481,3 +481,46 @@ async def test_a_job_left_validating_by_a_crash_is_validated_again_and_held_once
     (billed,) = await training_records(yun, key)
     assert billed["training_tokens"] == 12 * TOKENS_PER_EXAMPLE and billed["cost_nanodollars"] == 120 * 10**6
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_run_started_again_on_a_fresh_node_resumes_from_the_checkpoint_kept_in_storage(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node a run was on is lost with its working directory (its checkpoints with it): the runner kept
+    each checkpoint in the FileStore, so the run started again, in a fresh directory, resumes from it. No
+    step runs twice and the job is billed once."""
+    import shutil
+
+    monkeypatch.setenv("FAKE_TRAINER_STEP_S", "0.2")
+    _, key = await new_org(yun, "10")
+    runner = yun.services.job_runner
+    assert runner is not None
+    async with client_for(yun, key) as client:
+        f = await upload(client)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+
+        async def kept() -> Any:
+            return await runner.checkpoints.newest(job.id)
+
+        stored = await until(kept, "the first epoch's checkpoint kept in the file store")
+        assert (stored.epoch, stored.step, stored.files) == (1, 3, ("adapter.gguf",))
+        # The node is lost: its trainer and its disk. (No await in between: the runner sees both at once.)
+        os.kill(runner.cluster._running[job.id].pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        shutil.rmtree(runner._dir(await asyncio.to_thread(yun.services.fine_tuning.jobs.get_any, job.id)))
+        done = await finished(client, job.id)
+        events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert done.status == "succeeded", done.error
+    assert done.trained_tokens == 12 * 3 * TOKENS_PER_EXAMPLE
+    assert "Resumed from the checkpoint of epoch 1." in [e.message for e in events]
+    steps = [e.data["step"] for e in events if e.type == "metrics" and e.message.startswith("Step ")]  # type: ignore[index]
+    # Epoch 1's steps ran once (the new run began at step 4); a step of epoch 2 the lost run had already
+    # reported runs again, as it would on any resume from a per-epoch checkpoint.
+    assert sorted(set(steps)) == list(range(1, 10)) and [steps.count(n) for n in (1, 2, 3)] == [1, 1, 1]
+    (record,) = await training_records(yun, key)
+    assert record["training_tokens"] == 360 and record["cost_nanodollars"] == 360 * 10**6
+
+    async def forgotten() -> bool | None:
+        return True if await runner.checkpoints.newest(job.id) is None else None
+
+    await until(forgotten, "what the job kept deleted once it ended", timeout=10)
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0

@@ -101,7 +101,8 @@ def main() -> int:
         checkpoint = out / f"epoch-{epoch}"
         checkpoint.mkdir(exist_ok=True)
         adapter = _adapter(Path(spec["base_model"]), checkpoint / "adapter.gguf")
-        emit("checkpoint", epoch=epoch, step=step, path=str(checkpoint), adapter=str(adapter))
+        files = sorted(p.name for p in checkpoint.iterdir() if p.is_file())
+        emit("checkpoint", epoch=epoch, step=step, path=str(checkpoint), adapter=str(adapter), files=files)
     final = _adapter(Path(spec["base_model"]), out / "adapter.gguf")
     emit("done", step=step, trained_tokens=examples * epochs * TOKENS_PER_EXAMPLE, adapter=str(final), seconds=0.0)
     return 0
