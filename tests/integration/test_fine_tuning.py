@@ -63,6 +63,19 @@ async def finished(client: openai.AsyncOpenAI, job_id: str) -> Any:
     return await until(probe, f"{job_id} to finish")
 
 
+async def served(client: openai.AsyncOpenAI, model: str | None) -> Any:
+    """The fine-tuned model's first answer (its base's replicas are being replaced by ones that load it)."""
+    assert model is not None
+
+    async def answered() -> Any:
+        try:
+            return await client.chat.completions.create(model=model, messages=[MSG], max_tokens=3)
+        except openai.NotFoundError:
+            return None
+
+    return await until(answered, f"{model} to answer", timeout=120)
+
+
 async def economics(yun: Harness) -> dict[str, int]:
     """/admin/economics of the last two days summed over the rows of this module's base model."""
     r = await yun.http.get("/admin/economics?days=2&by=model", headers=admin(yun))
@@ -524,3 +537,51 @@ async def test_a_run_started_again_on_a_fresh_node_resumes_from_the_checkpoint_k
 
     await until(forgotten, "what the job kept deleted once it ended", timeout=10)
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_on_ray_a_run_whose_node_is_lost_resumes_elsewhere_from_the_kept_checkpoint(
+    yun: Harness, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the real two-node Ray cluster: after its first checkpoint, the run's actor is killed and its
+    node's working directory removed (the node is gone, with its disk). The run started again, on any node,
+    gets the checkpoint the runner copied back through Ray into the file store, and resumes from it."""
+    import shutil
+    from dataclasses import replace
+
+    from tests.support.raycluster import HEAD_IP
+    from yun.cluster.backends.ray import NAMESPACE, TASK_PREFIX, RayBackend
+
+    runner = yun.services.job_runner
+    assert runner is not None
+    ray = RayBackend(ray_cluster.address, node_ip_address=HEAD_IP)
+    await ray.start()
+    # One CPU (a whole node here) and slow steps (the spec reaches the node; the environment does not).
+    monkeypatch.setattr(runner, "config", replace(runner.config, threads=1, options=(("fake_step_s", 1.0),)))
+    monkeypatch.setattr(runner, "cluster", ray)
+    try:
+        _, key = await new_org(yun, "10")
+        async with client_for(yun, key) as client:
+            f = await upload(client)
+            job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+
+            async def kept() -> Any:
+                return await runner.checkpoints.newest(job.id)
+
+            assert (await until(kept, "the first checkpoint kept", timeout=120)).epoch == 1
+            workdirs = list(Path(ray_cluster.root).glob(f"**/yun-tasks/{job.id}"))
+            assert len(workdirs) == 1  # the node's own copy of its checkpoints...
+            shutil.rmtree(workdirs[0])  # ...gone with the node, and its trainer with it:
+            name = TASK_PREFIX + job.id
+            assert name in await asyncio.to_thread(ray_cluster.named_actors, NAMESPACE, kill_prefix=name)
+            done = await finished(client, job.id)
+            events = [e.message async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+            assert done.status == "succeeded", done.error
+            await served(client, done.fine_tuned_model)  # the base's roll is over before the module's teardown
+        assert done.trained_tokens == 12 * 3 * TOKENS_PER_EXAMPLE
+        assert "Resumed from the checkpoint of epoch 1." in events
+        (record,) = await training_records(yun, key)
+        assert record["training_tokens"] == 360 and record["cost_nanodollars"] == 360 * 10**6
+        assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+    finally:
+        monkeypatch.undo()
+        await ray.close()
