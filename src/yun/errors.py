@@ -17,6 +17,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "PaymentRequired",
     "QuotaExceeded",
     "RateLimited",
     "SecretKeyError",
@@ -87,6 +88,11 @@ class QuotaExceeded(YunError):
     """The organization's credits do not cover the request's maximum cost."""
 
     code = "insufficient_quota"
+
+
+class PaymentRequired(QuotaExceeded):
+    """The organization's credits do not cover what must be paid ahead before anything runs (a dedicated
+    deployment's first billing interval): nothing was started."""
 
 
 class RateLimited(YunError):

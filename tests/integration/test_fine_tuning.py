@@ -63,6 +63,19 @@ async def finished(client: openai.AsyncOpenAI, job_id: str) -> Any:
     return await until(probe, f"{job_id} to finish")
 
 
+async def served(client: openai.AsyncOpenAI, model: str | None) -> Any:
+    """The fine-tuned model's first answer (its base's replicas are being replaced by ones that load it)."""
+    assert model is not None
+
+    async def answered() -> Any:
+        try:
+            return await client.chat.completions.create(model=model, messages=[MSG], max_tokens=3)
+        except openai.NotFoundError:
+            return None
+
+    return await until(answered, f"{model} to answer", timeout=120)
+
+
 async def economics(yun: Harness) -> dict[str, int]:
     """/admin/economics of the last two days summed over the rows of this module's base model."""
     r = await yun.http.get("/admin/economics?days=2&by=model", headers=admin(yun))
@@ -98,17 +111,20 @@ async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Ha
         job = await client.fine_tuning.jobs.create(
             model=BASE, training_file=f.id, suffix="periwinkle", seed=3, hyperparameters={"n_epochs": 2}
         )
-        assert job.status == "queued" and job.model == BASE and job.training_file == f.id and job.seed == 3
-        assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
-        held = (await org_get(yun, key, "balance"))["held_nanodollars"]
-        assert held > 0  # the file's tokens x 2 epochs at $0.001 a token
+        # Returned at once, validated by the jobs worker: "auto" stays "auto" until then.
+        assert job.status == "validating_files" and job.model == BASE and job.training_file == f.id
+        assert job.seed == 3 and job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == "auto"
         done = await finished(client, job.id)
+        assert done.hyperparameters.batch_size == 4
         assert done.status == "succeeded", done.error
         assert done.fine_tuned_model == f"ft:{BASE}:{org}:periwinkle:{job.id}"
         assert done.trained_tokens == 12 * 2 * TOKENS_PER_EXAMPLE and done.finished_at is not None
         events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
         steps = [e for e in events if e.type == "metrics" and e.message.startswith("Step ")]
         assert len(steps) == 6 and events[0].message.startswith("The job has successfully completed")
+        told = [e.message for e in reversed(events)][:3]
+        assert told[:2] == [f"Created fine-tuning job: {job.id}", f"Validating training file: {f.id}"]
+        assert told[2].startswith("Files validated: 12 examples") and "Moving job to queued state" in told[2]
         checkpoints = [c async for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
         assert [c.step_number for c in checkpoints] == [6, 3]
         assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
@@ -173,14 +189,34 @@ async def test_a_bad_training_file_is_refused_naming_its_line(yun: Harness, bad:
     assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
 
 
-async def test_a_job_the_org_cannot_cover_is_refused_for_quota(yun: Harness) -> None:
+async def test_an_example_too_long_for_the_model_fails_the_job_naming_its_line(yun: Harness) -> None:
+    """What only the model can judge (an example's tokens against its context) is checked by the jobs
+    worker after create returned: the job fails with the OpenAI-shaped error naming the line, holds nothing."""
+    _, key = await new_org(yun, "10")
+    long = {"messages": [{"role": "user", "content": "word " * 40_000}, {"role": "assistant", "content": "x"}]}
+    async with client_for(yun, key) as client:
+        f = await client.files.create(file=("t.jsonl", dataset(12, json.dumps(long), at=5)), purpose="fine-tune")
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+        assert job.status == "validating_files"
+        done = await finished(client, job.id)
+        assert done.status == "failed" and done.error is not None
+        assert (done.error.code, done.error.param) == ("invalid_file", "training_file")
+        assert f"Invalid training_file '{f.id}': line 5: the example is" in done.error.message
+        assert "longer than the model's context" in done.error.message
+        events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        assert events[0].level == "error" and events[0].message.startswith("Validation failed: Invalid training_file")
+    assert await training_records(yun, key) == []  # it never held: nothing to settle, nothing charged
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_job_the_org_cannot_cover_fails_for_quota(yun: Harness) -> None:
     _, key = await new_org(yun, "0.01")  # the hold is the file's ~30 tokens x 12 x 3 epochs at $0.001
     async with client_for(yun, key) as client:
         f = await upload(client)
-        with pytest.raises(openai.RateLimitError) as info:
-            await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
-        assert info.value.code == "insufficient_quota" and "fine-tuning job needs a hold" in info.value.message
-        assert [j async for j in client.fine_tuning.jobs.list()] == []
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+        done = await finished(client, job.id)
+        assert done.status == "failed" and done.error is not None and done.error.code == "insufficient_quota"
+        assert "fine-tuning job needs a hold" in done.error.message
     balance = await org_get(yun, key, "balance")
     assert balance["held_nanodollars"] == 0 and balance["balance_nanodollars"] == 10**7
 
@@ -213,7 +249,11 @@ async def test_a_queued_job_cancelled_costs_nothing(yun: Harness, monkeypatch: p
         f = await upload(client)
         first = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
         second = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)  # waits: one at a time
-        assert (await client.fine_tuning.jobs.retrieve(second.id)).status == "queued"
+
+        async def queued() -> bool | None:
+            return True if (await client.fine_tuning.jobs.retrieve(second.id)).status == "queued" else None
+
+        await until(queued, "the second job to be validated")
         cancelled = await client.fine_tuning.jobs.cancel(second.id)
         assert cancelled.status == "cancelled"
         await client.fine_tuning.jobs.cancel(first.id)
@@ -380,6 +420,168 @@ async def test_a_job_no_node_can_hold_waits_in_the_queue_for_compute(
         assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
         assert await ray.task(job.id) is None  # nothing left waiting for a node
         assert await asyncio.to_thread(yun.services.billing.compute.training, job.id) == []  # no run, no compute
+    finally:
+        monkeypatch.undo()
+        await ray.close()
+
+
+async def test_a_job_cancelled_while_its_files_are_validated_is_cancelled_and_holds_nothing(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Create returns before the file is read; the read is held back here (as a large file would take its
+    time) so the cancel lands during validation."""
+    store = yun.services.fine_tuning.files
+    real_open = store.open
+    gate = asyncio.Event()
+    reading = asyncio.Event()
+
+    async def slow_open(key: str) -> AsyncIterator[bytes]:
+        chunks = await real_open(key)
+
+        async def held_back() -> AsyncIterator[bytes]:
+            reading.set()
+            await gate.wait()
+            async for chunk in chunks:
+                yield chunk
+
+        return held_back()
+
+    monkeypatch.setattr(store, "open", slow_open)
+    _, key = await new_org(yun, "10")
+    async with client_for(yun, key) as client:
+        f = await upload(client)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+        await asyncio.wait_for(reading.wait(), 30)  # the worker is reading it now
+        assert (await client.fine_tuning.jobs.retrieve(job.id)).status == "validating_files"
+        cancelled = await client.fine_tuning.jobs.cancel(job.id)
+        assert cancelled.status == "cancelled"
+        gate.set()  # the validation ends after the cancel: it must not queue, hold or charge
+        await asyncio.sleep(1.5)
+        after = await client.fine_tuning.jobs.retrieve(job.id)
+        assert after.status == "cancelled" and after.error is None
+    assert await training_records(yun, key) == []
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_job_left_validating_by_a_crash_is_validated_again_and_held_once(yun: Harness) -> None:
+    """A crash after the validation took its hold and before the job moved on: the job is still in
+    validating_files with an open hold. The runner (any runner: it keeps no memory of it) validates it
+    again, keeps that hold rather than taking a second, and the job runs and is billed once."""
+    from yun.jobs.fine_tuning import states
+    from yun.store.fine_tuning import JobRecord
+
+    org, key = await new_org(yun, "10")
+    runner = yun.services.job_runner
+    assert runner is not None
+    async with client_for(yun, key) as client:
+        f = await upload(client)
+        record = JobRecord(
+            id="ftjob-crashedmidvalidation0",
+            org_id=org,
+            key_id="key-crashed",
+            model_id=BASE,
+            training_file=f.id,
+            seed=1,
+            hyperparameters={"n_epochs": 1, "batch_size": "auto", "learning_rate_multiplier": "auto"},
+            status=states.VALIDATING,
+        )
+        service = yun.services.fine_tuning
+        await asyncio.to_thread(service.jobs.create, record)
+        await asyncio.to_thread(service.billing.reserve, record.id, org, "key-crashed", BASE, 12 * TOKENS_PER_EXAMPLE)
+        runner.poke()
+        done = await finished(client, record.id)
+    assert done.status == "succeeded" and done.trained_tokens == 12 * TOKENS_PER_EXAMPLE
+    (billed,) = await training_records(yun, key)
+    assert billed["training_tokens"] == 12 * TOKENS_PER_EXAMPLE and billed["cost_nanodollars"] == 120 * 10**6
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_a_run_started_again_on_a_fresh_node_resumes_from_the_checkpoint_kept_in_storage(
+    yun: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node a run was on is lost with its working directory (its checkpoints with it): the runner kept
+    each checkpoint in the FileStore, so the run started again, in a fresh directory, resumes from it. No
+    step runs twice and the job is billed once."""
+    import shutil
+
+    monkeypatch.setenv("FAKE_TRAINER_STEP_S", "0.2")
+    _, key = await new_org(yun, "10")
+    runner = yun.services.job_runner
+    assert runner is not None
+    async with client_for(yun, key) as client:
+        f = await upload(client)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+
+        async def kept() -> Any:
+            return await runner.checkpoints.newest(job.id)
+
+        stored = await until(kept, "the first epoch's checkpoint kept in the file store")
+        assert (stored.epoch, stored.step, stored.files) == (1, 3, ("adapter.gguf",))
+        # The node is lost: its trainer and its disk. (No await in between: the runner sees both at once.)
+        os.kill(runner.cluster._running[job.id].pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        shutil.rmtree(runner._dir(await asyncio.to_thread(yun.services.fine_tuning.jobs.get_any, job.id)))
+        done = await finished(client, job.id)
+        events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert done.status == "succeeded", done.error
+    assert done.trained_tokens == 12 * 3 * TOKENS_PER_EXAMPLE
+    assert "Resumed from the checkpoint of epoch 1." in [e.message for e in events]
+    steps = [e.data["step"] for e in events if e.type == "metrics" and e.message.startswith("Step ")]  # type: ignore[index]
+    # Epoch 1's steps ran once (the new run began at step 4); a step of epoch 2 the lost run had already
+    # reported runs again, as it would on any resume from a per-epoch checkpoint.
+    assert sorted(set(steps)) == list(range(1, 10)) and [steps.count(n) for n in (1, 2, 3)] == [1, 1, 1]
+    (record,) = await training_records(yun, key)
+    assert record["training_tokens"] == 360 and record["cost_nanodollars"] == 360 * 10**6
+
+    async def forgotten() -> bool | None:
+        return True if await runner.checkpoints.newest(job.id) is None else None
+
+    await until(forgotten, "what the job kept deleted once it ended", timeout=10)
+    assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
+
+
+async def test_on_ray_a_run_whose_node_is_lost_resumes_elsewhere_from_the_kept_checkpoint(
+    yun: Harness, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the real two-node Ray cluster: after its first checkpoint, the run's actor is killed and its
+    node's working directory removed (the node is gone, with its disk). The run started again, on any node,
+    gets the checkpoint the runner copied back through Ray into the file store, and resumes from it."""
+    import shutil
+    from dataclasses import replace
+
+    from tests.support.raycluster import HEAD_IP
+    from yun.cluster.backends.ray import NAMESPACE, TASK_PREFIX, RayBackend
+
+    runner = yun.services.job_runner
+    assert runner is not None
+    ray = RayBackend(ray_cluster.address, node_ip_address=HEAD_IP)
+    await ray.start()
+    # One CPU (a whole node here) and slow steps (the spec reaches the node; the environment does not).
+    monkeypatch.setattr(runner, "config", replace(runner.config, threads=1, options=(("fake_step_s", 1.0),)))
+    monkeypatch.setattr(runner, "cluster", ray)
+    try:
+        _, key = await new_org(yun, "10")
+        async with client_for(yun, key) as client:
+            f = await upload(client)
+            job = await client.fine_tuning.jobs.create(model=BASE, training_file=f.id)
+
+            async def kept() -> Any:
+                return await runner.checkpoints.newest(job.id)
+
+            assert (await until(kept, "the first checkpoint kept", timeout=120)).epoch == 1
+            workdirs = list(Path(ray_cluster.root).glob(f"**/yun-tasks/{job.id}"))
+            assert len(workdirs) == 1  # the node's own copy of its checkpoints...
+            shutil.rmtree(workdirs[0])  # ...gone with the node, and its trainer with it:
+            name = TASK_PREFIX + job.id
+            assert name in await asyncio.to_thread(ray_cluster.named_actors, NAMESPACE, kill_prefix=name)
+            done = await finished(client, job.id)
+            events = [e.message async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+            assert done.status == "succeeded", done.error
+            await served(client, done.fine_tuned_model)  # the base's roll is over before the module's teardown
+        assert done.trained_tokens == 12 * 3 * TOKENS_PER_EXAMPLE
+        assert "Resumed from the checkpoint of epoch 1." in events
+        (record,) = await training_records(yun, key)
+        assert record["training_tokens"] == 360 and record["cost_nanodollars"] == 360 * 10**6
+        assert (await org_get(yun, key, "balance"))["held_nanodollars"] == 0
     finally:
         monkeypatch.undo()
         await ray.close()

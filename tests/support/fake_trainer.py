@@ -2,7 +2,8 @@
 without torch: the job machinery's tests (events, checkpoints, cancel, crash and resume, billing) run in
 seconds. It reads the spec the runner wrote, counts the examples, and steps through them:
 
-- `FAKE_TRAINER_STEP_S` seconds per step (default 0.05); 10 trained tokens per example stepped through;
+- `FAKE_TRAINER_STEP_S` seconds per step (default 0.05; the spec's `fake_step_s` first, which reaches a
+  trainer on a Ray node, whose environment is not the test's); 10 trained tokens per example stepped through;
 - a checkpoint per epoch (a directory with a real llama.cpp LoRA adapter of the base: zero weights, so
   the fine-tuned model answers as its base does, and a replica loads it);
 - restarted on the same output dir, it resumes after the newest checkpoint;
@@ -76,7 +77,7 @@ def main() -> int:
         resumed_from=first or None,
     )
     fail_at = int(os.environ.get("FAKE_TRAINER_FAIL_AT_STEP", "0"))
-    pause = float(os.environ.get("FAKE_TRAINER_STEP_S", "0.05"))
+    pause = float(spec.get("fake_step_s") or os.environ.get("FAKE_TRAINER_STEP_S", "0.05"))
     for epoch in range(first + 1, epochs + 1):
         for i in range(per_epoch):
             if _stop:
@@ -101,7 +102,8 @@ def main() -> int:
         checkpoint = out / f"epoch-{epoch}"
         checkpoint.mkdir(exist_ok=True)
         adapter = _adapter(Path(spec["base_model"]), checkpoint / "adapter.gguf")
-        emit("checkpoint", epoch=epoch, step=step, path=str(checkpoint), adapter=str(adapter))
+        files = sorted(p.name for p in checkpoint.iterdir() if p.is_file())
+        emit("checkpoint", epoch=epoch, step=step, path=str(checkpoint), adapter=str(adapter), files=files)
     final = _adapter(Path(spec["base_model"]), out / "adapter.gguf")
     emit("done", step=step, trained_tokens=examples * epochs * TOKENS_PER_EXAMPLE, adapter=str(final), seconds=0.0)
     return 0

@@ -16,7 +16,8 @@ from tests.support.replicas import add_replica
 from yun.billing import BillingService
 from yun.billing.compute import ComputeBilling
 from yun.billing.statements import monthly_statement
-from yun.errors import QuotaExceeded
+from yun.cluster.base import Resources
+from yun.errors import PaymentRequired, QuotaExceeded
 from yun.store import Database, DeploymentRepository, OrganizationRepository
 from yun.store.compute import ComputeRepository
 from yun.store.money import COMPUTE_ENDPOINT
@@ -285,3 +286,55 @@ def test_two_billers_racing_bill_every_second_once(
     assert charged(org_db) == (2 * 240, 2 * 240 * PER_SECOND)
     assert billing.money.balance("org-a")[0] == 10 * USD - 2 * 240 * PER_SECOND
     audit(org_db, billing, "org-a")
+
+
+def test_the_first_interval_is_held_before_the_replicas_are_placed(
+    org_db: Database, billing: BillingService, deployments: DeploymentRepository, biller: ComputeBilling
+) -> None:
+    """Issue 11: creating (or scaling up) a dedicated deployment holds its first interval before the
+    controller places anything; the pass that follows carries on from that hold (no second one)."""
+    billing.credit("org-a", "1")
+    hold = biller.hold_ahead("ded", "org-a", "m", Resources(cpus=1.0), 2)
+    assert hold is not None and hold.amount == 2 * 60 * PER_SECOND
+    assert billing.money.balance("org-a") == (USD, 120 * PER_SECOND)
+    deployments.create("m", deployment_id="ded", owner_org="org-a", replicas=2)
+    add_replica(org_db, "ded", "r1", "ready", created_at=at(0))
+    add_replica(org_db, "ded", "r2", "ready", created_at=at(0))
+
+    first = biller.bill(at(0))
+    assert (first.settled, first.held) == (0, 0), "its first interval is already held"
+    assert billing.money.balance("org-a") == (USD, 120 * PER_SECOND)
+    second = biller.bill(at(60))  # the first interval, charged from that hold; the next one held
+    assert (second.settled, second.charged, second.held) == (1, 120 * PER_SECOND, 1)
+    assert billing.money.balance("org-a") == (USD - 120 * PER_SECOND, 120 * PER_SECOND)
+
+    # Scaled up by one: that replica's first interval is held too, before it is placed.
+    more = biller.hold_ahead("ded", "org-a", "m", Resources(cpus=1.0), 1)
+    assert more is not None and billing.money.balance("org-a") == (USD - 120 * PER_SECOND, 180 * PER_SECOND)
+    deployments.scale("ded", 3, max_replicas=3)
+    add_replica(org_db, "ded", "r3", "ready", created_at=at(60))
+    third = biller.bill(at(120))  # both holds settled (one charged, one released), one for 3 replicas taken
+    assert (third.settled, third.charged, third.held) == (2, 180 * PER_SECOND, 1)
+    assert billing.money.balance("org-a") == (USD - 300 * PER_SECOND, 180 * PER_SECOND)
+    assert charged(org_db) == (300, 300 * PER_SECOND)
+    audit(org_db, billing, "org-a")
+
+
+def test_an_owner_that_cannot_cover_the_first_interval_is_refused_and_holds_nothing(
+    org_db: Database, billing: BillingService, biller: ComputeBilling
+) -> None:
+    billing.credit("org-a", "0.10")  # 100 replica-seconds: 2 x 60 s cannot be held
+    with pytest.raises(PaymentRequired) as refused:
+        biller.hold_ahead("ded", "org-a", "m", Resources(cpus=1.0), 2)
+    assert isinstance(refused.value, QuotaExceeded) and refused.value.code == "insufficient_quota"
+    assert "first 60s of 2 dedicated replica(s)" in refused.value.message and refused.value.param == "owner"
+    assert billing.money.balance("org-a") == (USD // 10, 0)
+    one = biller.hold_ahead("ded", "org-a", "m", Resources(cpus=1.0), 1)  # one replica's interval fits
+    assert one is not None and billing.money.balance("org-a") == (USD // 10, 60 * PER_SECOND)
+    biller.release(one, "ded")  # its deployment was not made after all: nothing charged
+    assert billing.money.balance("org-a") == (USD // 10, 0) and charged(org_db) == (0, 0)
+    # Nothing to hold: shared, the operator's own organization, no replica added, an unpriced shape.
+    assert biller.hold_ahead("shared", None, "m", Resources(cpus=1.0), 2) is None
+    assert biller.hold_ahead("own", "default", "m", Resources(cpus=1.0), 2) is None
+    assert biller.hold_ahead("ded", "org-a", "m", Resources(cpus=1.0), 0) is None
+    assert biller.hold_ahead("ded", "org-a", "m", Resources(cpus=64.0), 2) is None

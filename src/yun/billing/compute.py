@@ -18,6 +18,12 @@ then, per dedicated deployment:
    scaled to zero (min 0) and its message says why; its owner sees it on the deployment. The replicas
    the controller then stops are metered to their stop and charged as far as the balance goes.
 
+The first interval is held before it runs: creating a dedicated deployment, or scaling one up, first holds
+the next interval of the replicas it adds (`hold_ahead`, from the admin API, before the record the
+controller acts on is written); an owner that cannot cover it is refused (PaymentRequired: 402
+`insufficient_quota`) and nothing is placed. The next pass finds that hold and carries on from it (it
+settles it with the intervals metered and holds the next one).
+
 Crash-safe: a compute hold belongs to its deployment (`gateway_id` = `compute:<deployment>`), not to a
 process, and gateway crash recovery leaves it alone; after any crash the next pass finds the open holds
 and the unbilled intervals and settles them, never twice. The operator's own organizations hold nothing
@@ -36,7 +42,7 @@ from datetime import UTC, datetime
 
 from yun.billing.service import BillingService
 from yun.cluster.base import Resources
-from yun.errors import InvalidRequest, NotFound, QuotaExceeded
+from yun.errors import InvalidRequest, NotFound, PaymentRequired, QuotaExceeded
 from yun.metering import format_usd
 from yun.metering.compute import ComputeMeter, per_replica_hour
 from yun.store import Database, DeploymentRecord, DeploymentRepository
@@ -127,6 +133,36 @@ class ComputeBilling:
             except Exception:  # noqa: BLE001 - one deployment's trouble must not stop the others' billing
                 log.exception("billing the compute of deployment %s failed; the next pass retries", d.id)
         return done
+
+    def hold_ahead(
+        self, deployment_id: str, org_id: str | None, model_id: str, resources: Resources, replicas: int
+    ) -> HoldRecord | None:
+        """Hold the next billing interval of `replicas` more replicas of a dedicated deployment, before they
+        are placed (blocking: off the loop). None when nothing is to be held (a shared deployment, the
+        operator's own organization, no replica added, an unpriced shape). Raises PaymentRequired when the
+        owner's available balance cannot cover it. A hold nothing follows must be `release`d."""
+        if org_id is None or replicas <= 0 or org_id in self.billing.internal_orgs:
+            return None
+        price = self.billing.compute.prices().get(resources.shape)
+        if price is None:
+            return None
+        amount = per_replica_hour(replicas * self.interval_s, price.price_per_hour)
+        if amount <= 0:
+            return None
+        d = _Deployment(deployment_id, org_id, model_id, None, [], [], replicas, price)
+        try:
+            return self._reserve(d, amount)
+        except QuotaExceeded as exc:
+            raise PaymentRequired(
+                f"{org_id} cannot cover the first {self.interval_s}s of {replicas} dedicated replica(s) of shape "
+                f"{resources.shape}: they need a hold of {format_usd(amount)} USD before they start ({exc}). "
+                "Add credits and try again; nothing was started.",
+                param="owner",
+            ) from exc
+
+    def release(self, hold: HoldRecord, deployment_id: str) -> None:
+        """Let go of a `hold_ahead` hold whose replicas were not asked for after all (nothing is charged)."""
+        self._write(hold, deployment_id, [], hold.org_id in self.billing.internal_orgs)
 
     def _deployments(self) -> list[_Deployment]:
         compute = self.billing.compute

@@ -49,7 +49,8 @@ def jobs_create(
     follow: Annotated[bool, typer.Option("--follow", help="Then follow it to its end (as `yun jobs follow`).")] = False,
     json: Json = False,
 ) -> None:
-    """Create a fine-tuning job: the file is checked and the job's cost held before it is queued."""
+    """Create a fine-tuning job, returned at once in validating_files: the jobs worker then checks the file
+    and holds the job's cost before it is queued (or fails it, saying why: `yun jobs show`)."""
     hyper = {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}
     body: dict[str, Any] = {"model": model, "training_file": training_file}
     body["hyperparameters"] = {k: v for k, v in hyper.items() if v is not None}

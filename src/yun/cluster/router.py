@@ -6,6 +6,12 @@ its fair queue; the `Router` keeps one pool per deployment, in step with the reg
 request's pool: the caller's organization's dedicated deployment of the model if it has one, else the
 shared one. A dedicated deployment serves only its owner.
 
+Slots are per replica: a fine-tuned model's pool routes to its base's replicas (the same llama.cpp
+server, with the adapter turned on per request), so its endpoints and the base's share one `Slots` count
+per replica, and a slot freed by either pool is offered to the waiters of every pool that shares it, one
+pool after another (see `Pool.dispatch`). Without that, base and fine-tune requests together would take
+more than the replica's slots, and the rest would queue inside llama.cpp, outside the fair queue.
+
 Cold start: a deployment at zero replicas (scaled to zero, and woken by demand) or with only starting ones
 is `starting`: a request for it waits in its queue, up to `cold_start_timeout_s`, instead of being refused,
 and the queued count, published to the controller (cluster/load.py), is what makes it scale up. One with
@@ -24,13 +30,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from yun.cluster.endpoint import Endpoint, Slots
 from yun.cluster.fair import FairQueue
 from yun.cluster.spec import ReplicaSpec
 from yun.engines import Engine, OpenAIHTTPEngine
 from yun.errors import ClientDisconnected, EngineUnavailable, ModelNotFound
 from yun.store.replicas import RegistryEntry
 
-__all__ = ["ClientGone", "Endpoint", "Pool", "Route", "Router"]
+__all__ = ["ClientGone", "Endpoint", "Pool", "Route", "Router", "Slots"]
 
 ClientGone = Callable[[], Awaitable[None]]
 """Returns (or its awaitable completes) once the client of a request has disconnected."""
@@ -79,19 +86,25 @@ class Pool:
         self._seen: dict[str, float] = {}
         """When each tenant last asked this pool for a slot or gave one back (monotonic), kept for
         HEADROOM_WINDOW_S after that while it holds none."""
+        self.siblings: tuple[Pool, ...] = ()
+        """The other pools on the same replicas (a base deployment's and its fine-tunes'): they share its
+        slots, and its waiters take turns with theirs. Empty for most pools."""
+        self._granted_at = 0
+        """When this pool last gave a freed slot to one of its waiters (monotonic ns): of the pools sharing
+        replicas, the one served least recently gets the next freed slot."""
 
     def _free_replica(self) -> Endpoint | None:
         """The healthy replica with the least work in flight, if it has a free slot; raises if none is
         healthy and none is starting (nothing to wait for)."""
         best: Endpoint | None = None
         for r in self.replicas:
-            if r.healthy and r.engine is not None and (best is None or r.outstanding < best.outstanding):
+            if r.healthy and r.engine is not None and (best is None or r.shared.busy < best.shared.busy):
                 best = r
         if best is None:
             if self.starting:
                 return None
             raise self.unavailable()
-        return best if best.slots is None or best.outstanding < best.slots else None
+        return best if best.slots is None or best.shared.busy < best.slots else None
 
     def unavailable(self) -> EngineUnavailable:
         """Why a request is refused at once: no replica can take it and none is on its way."""
@@ -113,21 +126,30 @@ class Pool:
         waiting then leaves the queue (ClientDisconnected) instead of running for nobody."""
         replica = self._free_replica()  # raises at once when no replica is healthy nor starting
         self._seen[tenant] = time.monotonic()
-        if replica is None or len(self.queue) or not self._may_take(tenant):
+        if replica is None or len(self.queue) or self._siblings_wait() or not self._may_take(tenant):
             replica = await self._wait(tenant, client_gone, cost)
         else:
-            replica.outstanding += 1
+            replica.take()
             self._held[tenant] = self._held.get(tenant, 0) + 1
+            if self.siblings:
+                self._granted_at = time.monotonic_ns()
         try:
             assert replica.engine is not None
             yield replica.engine
         finally:
-            replica.outstanding -= 1
+            replica.give_back()
             self._let_go(tenant)
             self._seen[tenant] = time.monotonic()  # its window runs from its last request's end
             if replica.retired:
                 replica.release()
             self.dispatch()
+
+    def _siblings_wait(self) -> bool:
+        """A pool sharing these replicas has requests waiting: a new request here does not jump them."""
+        for other in self.siblings:
+            if len(other.queue):
+                return True
+        return False
 
     def _may_take(self, tenant: str) -> bool:
         """Headroom: a tenant that already holds a slot here does not take the pool's last free one while
@@ -145,7 +167,7 @@ class Pool:
             if r.healthy and r.engine is not None:
                 if r.slots is None:
                     return True  # an external server: no slots of ours to keep
-                free += max(0, r.slots - r.outstanding)
+                free += max(0, r.slots - r.shared.busy)
         if free > 1:
             return True
         now = time.monotonic()
@@ -187,7 +209,7 @@ class Pool:
             self.queue.discard(tenant, future)
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Granted a slot in the same moment the wait ended (client gone, timeout): hand it on.
-                future.result().outstanding -= 1
+                future.result().give_back()
                 self._let_go(tenant)
                 self.dispatch()
             if isinstance(exc, TimeoutError):
@@ -215,23 +237,49 @@ class Pool:
         return any(r.healthy and r.engine is not None for r in self.replicas)
 
     def dispatch(self) -> None:
-        """Give free slots to waiting requests, one tenant after another."""
-        while len(self.queue):
-            try:
-                replica = self._free_replica()
-            except EngineUnavailable:
-                return  # none healthy: they wait for the supervisor to bring one back (or time out)
-            if replica is None:
+        """Give free slots to waiting requests, one tenant after another; with pools sharing these
+        replicas (siblings), one slot at a time to the pool served least recently that has a waiter who may
+        take it, so a busy fine-tune cannot starve its base of the slots they share, nor the other way."""
+        if not self.siblings:
+            while self._grant_one():
+                pass
+            return
+        pools = [self, *self.siblings]
+        while True:
+            pools.sort(key=_least_recently_granted)
+            for pool in pools:
+                if pool._grant_one():
+                    break
+            else:
                 return
-            granted = self.queue.grant(replica, self._may_take)
-            if granted is None:
-                return
-            # On behalf of the waiter, so the slot is not given twice.
-            replica.outstanding += 1
-            self._held[granted] = self._held.get(granted, 0) + 1
+
+    def _grant_one(self) -> bool:
+        """Give one free slot of this pool's replicas to its waiter whose turn it is; False if none could
+        be given (nobody waits, no slot is free, or nobody waiting may take it)."""
+        if not len(self.queue):
+            return False
+        try:
+            replica = self._free_replica()
+        except EngineUnavailable:
+            return False  # none healthy: they wait for the supervisor to bring one back (or time out)
+        if replica is None:
+            return False
+        granted = self.queue.grant(replica, self._may_take)
+        if granted is None:
+            return False
+        # On behalf of the waiter, so the slot is not given twice.
+        replica.take()
+        self._held[granted] = self._held.get(granted, 0) + 1
+        if self.siblings:
+            self._granted_at = time.monotonic_ns()
+        return True
 
     def close(self) -> None:
         self.queue.fail_all(EngineUnavailable(f"the model {self.spec.model_id!r} was removed"))
+
+
+def _least_recently_granted(pool: Pool) -> int:
+    return pool._granted_at
 
 
 HEADROOM_WINDOW_S = 2.0
@@ -240,57 +288,6 @@ long enough to span the gap between the requests of a conversation or an agent's
 a tenant gone quiet soon stops costing a busy one its last slot."""
 _LOCAL_CONNECTIONS = 64
 _FAILURES_TO_UNHEALTHY = 3
-_SUSPECT_S = 5.0
-"""How long a replica that refused a request stays out of rotation here, whatever the registry says."""
-
-
-class Endpoint:
-    """One replica as this gateway routes to it: its engine client and the requests in flight there.
-
-    `outstanding` is this gateway's count only (least-outstanding routing is per gateway)."""
-
-    def __init__(
-        self,
-        name: str,
-        engine: Engine,
-        slots: int | None,
-        *,
-        replica_id: str = "",
-        address: str = "",
-        node: str = "",
-        state: str = "ready",
-        restarts: int = 0,
-    ) -> None:
-        self.name = name
-        self.address = address
-        """Where the engine answers (never shown to tenants)."""
-        self.engine: Engine | None = engine
-        self.slots = slots
-        """Requests the engine runs at once; None for an external server (it queues or refuses by itself)."""
-        self.replica_id = replica_id
-        self.node = node
-        self.state = state
-        self.restarts = restarts
-        self.healthy = state == "ready"
-        self.outstanding = 0
-        self.failures = 0
-        self.retired = False
-        self.suspect_until = 0.0
-
-    def suspect(self) -> None:
-        self.healthy = False
-        self.suspect_until = time.monotonic() + _SUSPECT_S
-
-    def retire(self) -> None:
-        """Take it out of rotation; its engine client closes once the requests on it have ended."""
-        self.retired = True
-        self.healthy = False
-        self.release()
-
-    def release(self) -> None:
-        if self.outstanding == 0 and self.engine is not None:
-            engine, self.engine = self.engine, None
-            asyncio.get_running_loop().create_task(engine.aclose())
 
 
 @dataclass(frozen=True)
@@ -331,6 +328,8 @@ class Router:
         self.load_moved = asyncio.Event()
         """Set when a request starts waiting for a deployment at zero (the load publisher writes at once)."""
         self._pools: dict[str, Pool] = {}
+        self._slots: dict[tuple[str, str], Slots] = {}
+        """Each replica's slots (by replica id and address), shared by the pools that route to it."""
         self._by_model: dict[str, list[Pool]] = {}
         self._weights: dict[str, float] = {}
 
@@ -392,11 +391,34 @@ class Router:
             pool.llamacpp = route.llamacpp and not route.spec.external
             pool.load_id = route.load_id or route.deployment_id
             self._sync_endpoints(pool, route)
+        self._link_siblings()
+        for pool in self._pools.values():
             pool.dispatch()  # a replica that became ready takes the requests waiting for one
         by_model: dict[str, list[Pool]] = {}
         for pool in self._pools.values():
             by_model.setdefault(pool.spec.model_id, []).append(pool)
         self._by_model = by_model
+
+    def _link_siblings(self) -> None:
+        """Tell each pool which others share its replicas, and forget the slots of replicas no pool routes
+        to any more once nothing runs on them (a request still running there keeps its count, in case the
+        replica comes back into rotation before it ends)."""
+        on: dict[int, list[Pool]] = {}
+        used: set[int] = set()
+        for pool in self._pools.values():
+            for endpoint in pool.replicas:
+                on.setdefault(id(endpoint.shared), []).append(pool)
+        for pool in self._pools.values():
+            siblings: dict[int, Pool] = {}
+            for endpoint in pool.replicas:
+                used.add(id(endpoint.shared))
+                for other in on[id(endpoint.shared)]:
+                    if other is not pool:
+                        siblings[id(other)] = other
+            pool.siblings = tuple(siblings.values())
+        for key, slots in list(self._slots.items()):
+            if id(slots) not in used and slots.busy == 0:
+                del self._slots[key]
 
     def _sync_endpoints(self, pool: Pool, route: Route) -> None:
         if route.spec.external:
@@ -427,6 +449,7 @@ class Router:
                     node=entry.node,
                     state=entry.state,
                     restarts=entry.restarts,
+                    shared=self._slots.setdefault((entry.id, entry.endpoint), Slots()),
                 )
             endpoint.state = entry.state
             endpoint.restarts = entry.restarts
@@ -488,8 +511,9 @@ class Router:
         for pool in self._pools.values():
             pool.close()
             for endpoint in pool.replicas:
-                endpoint.outstanding = 0
+                endpoint.outstanding = endpoint.shared.busy = 0
                 endpoint.retire()
         self._pools.clear()
+        self._slots.clear()
         self._by_model.clear()
         await asyncio.sleep(0)  # let the engine clients' close tasks run

@@ -27,6 +27,8 @@ __all__ = [
     "ENGINES",
     "ENGINE_FIELDS",
     "DeploymentRepository",
+    "default_resources",
+    "new_deployment_id",
     "replica_bounds",
 ]
 
@@ -58,6 +60,16 @@ _SHOWN = (
 
 def _new_id() -> str:
     return f"dep-{uuid.uuid4().hex[:12]}"
+
+
+def new_deployment_id() -> str:
+    """An id for a deployment about to be created (callers that must name it before it exists: its hold)."""
+    return _new_id()
+
+
+def default_resources() -> tuple[float, float, int]:
+    """(cpus, gpus, memory_mb) per replica of a deployment created without them."""
+    return _DEFAULTS["cpus"], _DEFAULTS["gpus"], _DEFAULTS["memory_mb"]
 
 
 def replica_bounds(replicas: int | None, min_replicas: int | None, max_replicas: int | None) -> tuple[int, int, int]:

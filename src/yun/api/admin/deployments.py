@@ -2,7 +2,9 @@
 shape, shared or dedicated to one organization), and the replicas it made for each, from the registry.
 
 Writing a deployment starts nothing here: the active controller (told at once when it runs in this process)
-places or stops replicas.
+places or stops replicas. A dedicated deployment's first billing interval is held before its record is
+written (create, or a scale that adds replicas): an owner that cannot cover it gets a 402
+`insufficient_quota` and the controller never sees the replicas (billing/compute.py `hold_ahead`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from yun.api.services import Services
 from yun.cluster.base import Resources
 from yun.errors import InvalidRequest, NotFound
 from yun.store import DeploymentRecord, DeploymentRepository, ReplicaRecord
+from yun.store.deployments import default_resources, new_deployment_id, replica_bounds
 
 __all__ = ["router"]
 
@@ -131,15 +134,30 @@ async def create_deployment(
                 param="model",
             )
         given = _fields(body.model_dump(exclude={"model", "id", "owner", "replicas", "min", "max"}))
-        d = repo.create(
-            model.id,
-            deployment_id=body.id,
-            owner_org=None if body.owner is None else _owner_id(services, body.owner),
-            replicas=body.replicas,
-            min_replicas=body.min,
-            max_replicas=body.max,
-            **{k: v for k, v in given.items() if v is not None or k not in _NEVER_NULL},
+        owner = None if body.owner is None else _owner_id(services, body.owner)
+        deployment_id = body.id or new_deployment_id()
+        _, desired, _ = replica_bounds(body.replicas, body.min, body.max)
+        cpus, gpus, memory_mb = default_resources()
+        shape = Resources(
+            cpus if body.cpus is None else body.cpus,
+            gpus if body.gpus is None else body.gpus,
+            memory_mb if body.memory_mb is None else body.memory_mb,
         )
+        hold = services.compute.hold_ahead(deployment_id, owner, model.id, shape, desired)  # 402: nothing made
+        try:
+            d = repo.create(
+                model.id,
+                deployment_id=deployment_id,
+                owner_org=owner,
+                replicas=body.replicas,
+                min_replicas=body.min,
+                max_replicas=body.max,
+                **{k: v for k, v in given.items() if v is not None or k not in _NEVER_NULL},
+            )
+        except BaseException:
+            if hold is not None:  # no deployment runs on it (a bad id, one that exists): nothing is charged
+                services.compute.release(hold, deployment_id)
+            raise
         return DeploymentOut(**_out(d, 0))
 
     return _changed(services, await asyncio.to_thread(create))
@@ -177,7 +195,21 @@ async def scale_deployment(
     """Set the desired replica count (within min..max), or min and max (which clamp the count)."""
 
     def scale() -> DeploymentOut:
-        d = repo.scale(deployment_id, body.replicas, min_replicas=body.min, max_replicas=body.max)
+        before = repo.get(deployment_id)
+        if before is None:
+            raise NotFound(f"no deployment {deployment_id!r}")
+        lo = before.min_replicas if body.min is None else body.min
+        hi = before.max_replicas if body.max is None else body.max
+        after = body.replicas if body.replicas is not None else min(max(before.desired_replicas, lo), hi)
+        shape = Resources(before.cpus, before.gpus, before.memory_mb)
+        added = after - before.desired_replicas
+        hold = services.compute.hold_ahead(before.id, before.owner_org, before.model_id, shape, added)
+        try:
+            d = repo.scale(deployment_id, body.replicas, min_replicas=body.min, max_replicas=body.max)
+        except BaseException:
+            if hold is not None:
+                services.compute.release(hold, deployment_id)
+            raise
         return _summary(repo, d)
 
     return _changed(services, await asyncio.to_thread(scale))

@@ -5,12 +5,14 @@ It runs in the active controller's process (one per database), one pass per seco
 
 1. Open job holds whose job is over (or was never recorded) are settled: what a crash between a job's end
    and its settlement left (exactly once: a settled hold is never settled again).
-2. Each running job: the trainer's new events (its `events.jsonl`, read from the offset recorded on the
-   job, so a restarted runner records none twice) become job events, checkpoints and trained tokens; a
+2. Each running job: the trainer's new events (its run's `events-<run>.jsonl`, read from the offset
+   recorded on the job, so a restarted runner records none twice) become job events, checkpoints and trained tokens; a
    cancel request stops the trainer (SIGTERM: it stops within a step); a trainer that ended is the job's
    end (done: the fine-tuned model is registered, then the job succeeds; cancelled; error: failed), and one
    that vanished (Yun was killed: local tasks die with their controller) is queued again to resume from
-   its last checkpoint, at most MAX_ATTEMPTS runs in all.
+   its last checkpoint, at most MAX_ATTEMPTS runs in all. Each checkpoint the trainer writes is copied
+   back into the FileStore (checkpoints.py), and a run started again gets the newest one in its working
+   directory: it resumes from it on any node, even when the node that wrote it is gone.
 3. Queued jobs start while fewer than `max_running` run (the rest wait: compute is busy).
 
 Every end settles the job's hold with the tokens its completed steps trained on (a cancelled or failed
@@ -40,6 +42,7 @@ from yun.cluster.backends.tasks import read_from
 from yun.cluster.base import Cluster, Resources, TaskOrder
 from yun.errors import ComputeBusy, EngineUnavailable, NotFound, YunError
 from yun.jobs.fine_tuning import states
+from yun.jobs.fine_tuning.checkpoints import CheckpointStore
 from yun.jobs.fine_tuning.service import FineTuningService
 from yun.jobs.training.spec import BASE_LEARNING_RATE
 from yun.store.fine_tuning import JobRecord
@@ -49,7 +52,13 @@ __all__ = ["FineTuningRunner", "RunnerConfig", "fine_tuned_name"]
 log = logging.getLogger("yun.jobs")
 
 SPEC = "spec.json"
-EVENTS = "events.jsonl"
+
+
+def events_file(attempt: int) -> str:
+    """The event log of a job's run number `attempt`. One per run, each read from its start: a run started
+    again on another node (or in a fresh directory) writes a new log, which an offset into the previous
+    run's log would skip or misread."""
+    return f"events-{attempt}.jsonl"
 
 
 def fine_tuned_name(job: JobRecord) -> str:
@@ -73,9 +82,10 @@ class RunnerConfig:
     options: tuple[tuple[str, Any], ...] = ()
     """Recipe settings added to every spec (settings.jobs.trainer_options)."""
 
-    def trainer(self) -> tuple[str, ...]:
-        """The trainer's command; it runs in the task's working directory, where its spec and events are."""
-        spec, events = SPEC, EVENTS
+    def trainer(self, events: str) -> tuple[str, ...]:
+        """The trainer's command, writing its events to `events`; it runs in the task's working directory,
+        where its spec and events are."""
+        spec = SPEC
         if self.command is None:
             return (sys.executable, "-m", "yun.jobs.training", "--spec", spec, "--events", events)
         return tuple(a.replace("{spec}", spec).replace("{events}", events) for a in self.command)
@@ -91,22 +101,34 @@ class FineTuningRunner:
         self._stopping: set[str] = set()
         self._epochs: dict[str, dict[str, Any]] = {}  # job id -> its last epoch's losses (for its checkpoint)
         self._waiting: set[str] = set()  # queued jobs told they wait for compute (told once)
+        self._validations: dict[str, asyncio.Task[None]] = {}  # job id -> its validation in flight
+        self.checkpoints = CheckpointStore(service.files)
 
     def poke(self) -> None:
         self._wake.set()
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:  # noqa: BLE001 - one bad pass must not stop the jobs of everyone else
-                log.exception("fine-tuning runner pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
-            self._wake.clear()
+        try:
+            while True:
+                try:
+                    await self.run_once()
+                except Exception:  # noqa: BLE001 - one bad pass must not stop the jobs of everyone else
+                    log.exception("fine-tuning runner pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
+                self._wake.clear()
+        finally:
+            # Stopped (shutdown, or no longer the controller): validations in flight stop too; their jobs
+            # stay in validating_files and the next runner validates them again.
+            for task in list(self._validations.values()):
+                task.cancel()
 
     async def run_once(self) -> None:
         await asyncio.to_thread(self._settle_leftovers)
+        for job in await asyncio.to_thread(self.jobs.in_status, (states.VALIDATING,)):
+            if job.id not in self._validations:  # each in its own task: a large file holds up nobody else
+                task = asyncio.get_running_loop().create_task(self._validate(job), name=f"yun-validate-{job.id}")
+                self._validations[job.id] = task
         running = await asyncio.to_thread(self.jobs.in_status, (states.RUNNING,))
         for job in running:
             await self._follow(job)
@@ -117,6 +139,16 @@ class FineTuningRunner:
             elif busy < self.config.max_running:
                 await self._start(job)
                 busy += 1
+
+    async def _validate(self, job: JobRecord) -> None:
+        """Validate a job just created (or left in validating_files by a crash: validated again)."""
+        try:
+            if await self.service.validate(job) is not None:
+                self.poke()  # queued: it may start now
+        except Exception:  # noqa: BLE001 - storage or database trouble: the next pass validates it again
+            log.exception("validating fine-tuning job %s failed; retried on the next pass", job.id)
+        finally:
+            self._validations.pop(job.id, None)
 
     # -- starting ------------------------------------------------------------------------------------
     def _dir(self, job: JobRecord) -> Path:
@@ -137,6 +169,7 @@ class FineTuningRunner:
             started_at=job.started_at or now,
             run_started_at=now,
             run_seen_at=None,
+            progress_offset=0,  # its own event log, read from the start
         )
         if moved is None:
             return
@@ -144,7 +177,8 @@ class FineTuningRunner:
         try:
             inputs = await self._prepare(moved, workdir)
             env = (("OMP_NUM_THREADS", str(self.config.threads)),)
-            order = TaskOrder(job.id, self.config.trainer(), str(workdir), self._resources(), env, inputs)
+            command = self.config.trainer(events_file(moved.attempts))
+            order = TaskOrder(job.id, command, str(workdir), self._resources(), env, inputs)
             await self.cluster.start_task(order)
         except ComputeBusy as exc:  # no node has its resources free now: it waits in the queue
             await asyncio.to_thread(
@@ -197,7 +231,12 @@ class FineTuningRunner:
             **dict(self.config.options),
         }
         (workdir / SPEC).write_text(json.dumps(spec, indent=1))
-        return (SPEC, *(name for name in local.values() if name is not None))
+        inputs = (SPEC, *(name for name in local.values() if name is not None))
+        if job.attempts > 1:  # a run started again: from the newest checkpoint kept, wherever it lands
+            kept = await self.checkpoints.restore(job.id, workdir)
+            if kept is not None:
+                inputs += kept.inputs()
+        return inputs
 
     async def _fetch(self, org_id: str, file_id: str, target: Path) -> None:
         found = await asyncio.to_thread(self.service.file_records.get, org_id, file_id)
@@ -294,7 +333,7 @@ class FineTuningRunner:
 
     async def _record_events(self, job: JobRecord) -> dict[str, Any] | None:
         """Record the trainer's events after the job's offset; returns its final event if one was read."""
-        data = await self._task_file(job, EVENTS, job.progress_offset)
+        data = await self._task_file(job, events_file(job.attempts), job.progress_offset)
         if data is None:
             return None
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next pass
@@ -308,6 +347,8 @@ class FineTuningRunner:
             if isinstance(event.get("at"), int | float):
                 seen = max(seen or 0.0, float(event["at"]))
             final = await asyncio.to_thread(self._apply, job, event) or final
+            if event.get("type") == "checkpoint":  # before the offset moves past it: a crash copies it again
+                await self.checkpoints.keep(job.id, event, lambda name: self._task_file(job, name))
         if end:
             progress: dict[str, Any] = {"progress_offset": job.progress_offset + end}
             if seen is not None:
@@ -431,6 +472,11 @@ class FineTuningRunner:
             level="error" if status == states.FAILED else "info",
             data={"trained_tokens": moved.trained_tokens, "cost_nanodollars": cost},
         )
+        # After its last event (whoever sees it ended sees why): nothing will resume from what it kept.
+        try:
+            await self.checkpoints.forget(job.id)
+        except (YunError, OSError) as exc:
+            log.warning("fine-tuning job %s: its kept checkpoint was not deleted: %s", job.id, exc)
 
     def _settle(self, job: JobRecord, status: str, seconds: float) -> int:
         hold = self.service.billing.hold_of(job.id)

@@ -9,7 +9,8 @@ steps that ran and mark the job's state. Every event has `type` and `at` (Unix s
   (all tokens of the examples stepped through so far, the billed measure), `tokens_per_s`;
 - `epoch`: `epoch`, `step`, `train_loss` (mean over the epoch's steps), `valid_loss` (null without a
   validation file);
-- `checkpoint`: `epoch`, `step`, `path` (the checkpoint directory), `adapter` (its llama.cpp GGUF);
+- `checkpoint`: `epoch`, `step`, `path` (the checkpoint directory), `adapter` (its llama.cpp GGUF), `files` (the
+  names of its files, which the runner copies to the FileStore so a run started elsewhere resumes from them);
 - `done`: `step`, `trained_tokens`, `adapter`, `seconds`;
 - `cancelled`: `step` (the steps finished when a SIGTERM stopped the run);
 - `error`: `message`.

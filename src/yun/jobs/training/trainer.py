@@ -187,7 +187,10 @@ class Trainer:
         )
         position = Position(epoch=epoch, step=step, trained_tokens=tokens)
         path = self._checkpoint(model, optimizer, position)
-        self.events.emit("checkpoint", epoch=epoch, step=step, path=str(path), adapter=str(path / "adapter.gguf"))
+        files = sorted(p.name for p in path.iterdir() if p.is_file())  # what the runner keeps to resume from
+        self.events.emit(
+            "checkpoint", epoch=epoch, step=step, path=str(path), adapter=str(path / "adapter.gguf"), files=files
+        )
         return position
 
     @torch.no_grad()
