@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from cold_start import BENCH, KEY_RE, VENV_BIN, cpu_pressure, model_file, wait_until
+from yun.jobs.fine_tuning.runner import events_file
 
 PY = str(VENV_BIN / "python")
 QUESTION = "What is the code word?"
@@ -124,7 +125,7 @@ def through_yun(args: argparse.Namespace, tmp: Path, base: Path, data: Path) -> 
         )
         if done["status"] != "succeeded":
             raise RuntimeError(f"the job failed: {done['error']}")
-        rates, trained = step_rates(tmp / "data" / "jobs" / job_id / "events.jsonl")
+        rates, trained = step_rates(tmp / "data" / "jobs" / job_id / events_file(1))  # its one run's log
         served = serve_ratio(http, done["fine_tuned_model"], args)
         return {
             "wall_s": done["finished_at"] - done["created_at"],

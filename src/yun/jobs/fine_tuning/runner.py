@@ -124,16 +124,22 @@ class FineTuningRunner:
                 task.cancel()
 
     async def run_once(self) -> None:
-        await asyncio.to_thread(self._settle_leftovers)
-        for job in await asyncio.to_thread(self.jobs.in_status, (states.VALIDATING,)):
-            if job.id not in self._validations:  # each in its own task: a large file holds up nobody else
+        # One thread hop and one query when there is nothing to do (every second, beside the requests the
+        # gateway in this process serves: each hop and ORM query costs them a little latency).
+        active = await asyncio.to_thread(self._active_jobs)
+        for job in active:
+            if job.status == states.VALIDATING and job.id not in self._validations:
+                # Each in its own task: a large file holds up nobody else.
                 task = asyncio.get_running_loop().create_task(self._validate(job), name=f"yun-validate-{job.id}")
                 self._validations[job.id] = task
-        running = await asyncio.to_thread(self.jobs.in_status, (states.RUNNING,))
+        running = [job for job in active if job.status == states.RUNNING]
         for job in running:
             await self._follow(job)
-        busy = len(await asyncio.to_thread(self.jobs.in_status, (states.RUNNING,)))
-        for job in await asyncio.to_thread(self.jobs.in_status, (states.QUEUED,)):
+        queued = [job for job in active if job.status == states.QUEUED]
+        if not queued:
+            return
+        busy = len(await asyncio.to_thread(self.jobs.in_status, (states.RUNNING,))) if running else 0
+        for job in queued:
             if job.cancel_requested:
                 await self.service.cancel(job.org_id, job.id)
             elif busy < self.config.max_running:
@@ -485,6 +491,11 @@ class FineTuningRunner:
         planned = job.training_tokens * int(job.hyperparameters.get("n_epochs", 1))
         trained = min(job.trained_tokens, planned)
         return self.service.billing.settle(hold, trained, _usage_status(status), seconds, f"job:{job.id}")
+
+    def _active_jobs(self) -> list[JobRecord]:
+        """After settling leftover holds: the jobs validating, queued or running, oldest first."""
+        self._settle_leftovers()
+        return self.jobs.in_status(states.ACTIVE)
 
     def _settle_leftovers(self) -> None:
         """Holds of jobs that are over, or that were never recorded (a crash mid-create): settled with what
