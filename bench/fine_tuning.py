@@ -6,7 +6,8 @@
    of each (the job's from created to finished, as its tenant waits for it);
 2. tokens/s of the served ft: model against its base, on the same replica (the base's, with the adapter
    loaded): `--requests` greedy completions of `--tokens` tokens each (`ignore_eos`), alternating request
-   by request, and in blocks of one model (the steady state of a replica serving mostly one of them).
+   by request, and in blocks of one model (the steady state of a replica serving mostly one of them),
+   `--rounds` rounds, alternating which model's block goes first, each round's ratio printed (the spread).
 
 Run (the tiny model: about a minute; `--model qwen`, the default 0.5B model: ~8 minutes, most of it two
 dequantized loads and two trainings of ~100 s each):
@@ -155,8 +156,9 @@ def completion_rate(http: httpx.Client, model: str, tokens: int) -> float:
 def serve_ratio(http: httpx.Client, ft: str, args: argparse.Namespace) -> dict[str, Any]:
     """Completion tokens/s of the fine-tune and of its base once the fine-tune answers: alternating request
     by request (each request switches the replica's adapter scales, which llama.cpp pays for with a cleared
-    prompt cache and a rebuilt graph), and in blocks of `--requests` of one model (steady state: the first
-    request of each block, the one that switches, left out)."""
+    prompt cache and a rebuilt graph), and in `--rounds` rounds of one block of `--requests` per model,
+    alternating which model goes first (steady state: the first request of each block, the one that
+    switches, left out); the ratio of each round's medians shows the spread."""
     wait_until(lambda: completion_rate(http, ft, 2) > 0, "the fine-tuned model", timeout=600)
     answer = http.post(
         "/v1/chat/completions",
@@ -168,10 +170,15 @@ def serve_ratio(http: httpx.Client, ft: str, args: argparse.Namespace) -> dict[s
         ft_rates.append(completion_rate(http, ft, args.tokens))
     b, f = statistics.median(base_rates), statistics.median(ft_rates)
     steady: dict[str, list[float]] = {NAME: [], ft: []}
-    for _ in range(2):
-        for model in (NAME, ft):
+    round_ratios = []
+    for i in range(args.rounds):
+        order = (NAME, ft) if i % 2 == 0 else (ft, NAME)  # ABBA: neither side always runs first
+        medians = {}
+        for model in order:
             block = [completion_rate(http, model, args.tokens) for _ in range(args.requests)]
             steady[model] += block[1:]
+            medians[model] = statistics.median(block[1:])
+        round_ratios.append(medians[ft] / medians[NAME])
     sb, sf = statistics.median(steady[NAME]), statistics.median(steady[ft])
     return {
         "base_tokens_per_s": b,
@@ -180,6 +187,7 @@ def serve_ratio(http: httpx.Client, ft: str, args: argparse.Namespace) -> dict[s
         "steady_base_tokens_per_s": sb,
         "steady_ft_tokens_per_s": sf,
         "steady_ratio": sf / sb,
+        "round_ratios": round_ratios,
         "ft_answer": answer,
     }
 
@@ -192,6 +200,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="rounds of one block per model (in blocks), alternating which goes first"
+    )
     args = parser.parse_args()
     base = model_file(args.model)
     pressure_before = cpu_pressure()
@@ -223,7 +234,8 @@ def main() -> None:
     )
     print(
         f"                    in blocks:   base {served['steady_base_tokens_per_s']:.1f}   "
-        f"ft {served['steady_ft_tokens_per_s']:.1f}   ft/base {served['steady_ratio']:.3f}"
+        f"ft {served['steady_ft_tokens_per_s']:.1f}   ft/base {served['steady_ratio']:.3f}   "
+        f"(per round {min(served['round_ratios']):.3f}-{max(served['round_ratios']):.3f})"
     )
     print(f"cpu pressure avg10 before {pressure_before:.1f}, after {cpu_pressure():.1f}")
     out = BENCH / "results" / f"fine_tuning-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
