@@ -146,11 +146,12 @@ def _readme_steps() -> list[list[str]]:
 
 def test_the_readme_steps_work_as_written(cli: Cli, deployable: Deployable) -> None:
     """The README's Deployments steps in order, with the tiny model standing in for the bundled one and
-    `acme` created first (as the README's tenants steps do). The controller runs what they ask for."""
+    `acme` created and credited first (as the README's tenants steps do). The controller runs what they ask for."""
     steps = _readme_steps()
     assert [s[:2] for s in steps] == [["yun", "deployments"]] * len(steps)
     assert [s[2] for s in steps] == ["create", "list", "scale", "update", "show", "delete"]
     cli.run("orgs", "create", "acme")
+    cli.run("credits", "grant", "acme", "25")  # as the README's tenants steps do: dedicated compute is held ahead
     out = {}
     for step in steps:
         out[step[2]] = cli.run(*[deployable.model if a == README_MODEL else a for a in step[1:]])

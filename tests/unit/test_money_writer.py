@@ -273,3 +273,8 @@ def test_a_refusal_states_amounts_in_dollars() -> None:
     assert "needs a hold of $0.004 (its maximum cost: 1,234 prompt tokens + max_tokens 5)" in text
     assert "has $0.0048 available (balance $0.0068, $0.002 of it held by requests in flight)" in text
     assert "$1,500.00" in quota_message(req, needed=1_500 * 10**9, balance=0, held=0)
+    # A dedicated deployment's compute hold is not a request: no advice about max_tokens or prompts.
+    compute = HoldRequest(**{**hold_request().__dict__, "endpoint": "compute"})
+    text = quota_message(compute, needed=1_000_000, balance=0, held=0)
+    assert "the dedicated compute needs a hold of $0.001" in text and "fewer dedicated replicas" in text
+    assert "max_tokens" not in text and "prompt" not in text

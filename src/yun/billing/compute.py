@@ -154,9 +154,8 @@ class ComputeBilling:
             return self._reserve(d, amount)
         except QuotaExceeded as exc:
             raise PaymentRequired(
-                f"{org_id} cannot cover the first {self.interval_s}s of {replicas} dedicated replica(s) of shape "
-                f"{resources.shape}: they need a hold of {format_usd(amount)} USD before they start ({exc}). "
-                "Add credits and try again; nothing was started.",
+                f"{org_id} cannot cover the first {self.interval_s:g}s of {replicas} dedicated replica(s) of shape "
+                f"{resources.shape} ({format_usd(amount)} USD, held before they start): {exc} Nothing was started.",
                 param="owner",
             ) from exc
 

@@ -97,6 +97,12 @@ def quota_message(req: HoldRequest, needed: int, balance: int, held: int) -> str
     """What a refused hold tells the tenant: what it needed, what was available, how to need less."""
     available = balance - held
     in_flight = f", {_usd(held)} of it held by requests and jobs in flight" if held else ""
+    if req.endpoint == COMPUTE_ENDPOINT:
+        return (
+            f"You exceeded your current quota: the dedicated compute needs a hold of {_usd(needed)} for its next "
+            f"billing interval, but the organization has {_usd(available)} available (balance {_usd(balance)}"
+            f"{in_flight}). Add credits, or run fewer dedicated replicas."
+        )
     if req.endpoint == TRAINING_ENDPOINT:
         return (
             f"You exceeded your current quota: this fine-tuning job needs a hold of {_usd(needed)} "
