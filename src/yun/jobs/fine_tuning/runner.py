@@ -345,16 +345,25 @@ class FineTuningRunner:
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next pass
         final = None
         seen: float | None = None
-        for line in data[:end].splitlines():
+        pos = saved = 0  # bytes of `data` read / whose events are recorded with the offset past them
+        for line in data[:end].splitlines(keepends=True):
+            start, pos = pos, pos + len(line)
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
             if isinstance(event.get("at"), int | float):
                 seen = max(seen or 0.0, float(event["at"]))
-            final = await asyncio.to_thread(self._apply, job, event) or final
-            if event.get("type") == "checkpoint":  # before the offset moves past it: a crash copies it again
+            if event.get("type") == "checkpoint":
+                # Copying it back takes seconds (through Ray from its node): first save the offset past the
+                # events recorded so far, so a controller killed during the copy makes its successor record
+                # none of them twice; the checkpoint itself stays ahead of the offset until it is kept (a
+                # crash copies it again).
+                if start > saved:
+                    await asyncio.to_thread(self.jobs.update, job.id, progress_offset=job.progress_offset + start)
+                    saved = start
                 await self.checkpoints.keep(job.id, event, lambda name: self._task_file(job, name))
+            final = await asyncio.to_thread(self._apply, job, event) or final
         if end:
             progress: dict[str, Any] = {"progress_offset": job.progress_offset + end}
             if seen is not None:
