@@ -19,7 +19,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # Reads its input, counts its starts, writes output as it goes, and on SIGTERM says so and exits 3.
 SCRIPT = """
-import pathlib, signal, sys, time
+import os, pathlib, signal, sys, time
+pathlib.Path("pid").write_text(str(os.getpid()))
 def stop(*_):
     pathlib.Path("out/log.txt").open("a").write("stopped\\n")
     sys.exit(3)
@@ -112,6 +113,31 @@ async def test_starting_a_running_task_again_starts_nothing_and_stop_sends_sigte
     assert (await backend.task_file("t-wait", "out/log.txt") or b"").endswith(b"stopped\n")
     await backend.release_task("t-wait")
     await backend.stop_task("t-wait")  # unknown now: ignored
+
+
+async def test_releasing_a_task_whose_process_has_not_exited_yet_leaves_no_process_behind(
+    backend: Cluster, tmp_path: Path
+) -> None:
+    # A trainer writes its last event, then exits: the runner may release it in between. Its process is
+    # then waited for and stopped, never left running or unreaped (a zombie per job on `local`, once).
+    await backend.start_task(_order(tmp_path, "t-exiting", "wait"))
+    await _written(backend, "t-exiting", "out/log.txt", "BETA")
+    pid = int(await backend.task_file("t-exiting", "pid") or b"0")
+    assert pid > 0
+    await backend.release_task("t-exiting")
+    assert await backend.task("t-exiting") is None
+    deadline = time.monotonic() + 30
+    while (state := _process_state(pid)) is not None:  # both backends' nodes are this host
+        assert time.monotonic() < deadline, f"the released task's process {pid} is still there (state {state})"
+        await asyncio.sleep(0.1)
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (Z: exited, not reaped), or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
 
 
 async def test_an_ended_task_started_again_runs_again(backend: Cluster, tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ from yun.errors import EngineUnavailable
 
 __all__ = ["LocalTasks", "read_from", "task_path"]
 
+_EXIT_GRACE_S = 5.0
+"""How long a released task's process has to exit by itself before it is stopped."""
+
 
 class LocalTasks:
     def __init__(self) -> None:
@@ -81,11 +84,20 @@ class LocalTasks:
         return None if workdir is None else await asyncio.to_thread(read_from, workdir, name, offset)
 
     async def release_task(self, task_id: str) -> None:
-        """Drop an ended task's record (its files stay in its working directory, the caller's)."""
+        """Drop a task's record (its files stay in its working directory, the caller's). A task is released
+        once it said it ended (a trainer's last event), which may be a moment before its process exits:
+        that exit is waited for (then stopped, as Ray's backend does), so no unreaped child is left behind
+        for each job (a zombie per job, and its `Popen` kept, for as long as Yun runs)."""
         process = self._running.get(task_id)
-        if process is not None and process.poll() is not None:
-            del self._running[task_id]
-            self._workdirs.pop(task_id, None)
+        if process is None:
+            return
+        if process.poll() is None:
+            try:
+                await asyncio.to_thread(process.wait, _EXIT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                await self.stop_task(task_id, grace_s=_EXIT_GRACE_S)
+        del self._running[task_id]
+        self._workdirs.pop(task_id, None)
 
     def _status(self, task_id: str, process: subprocess.Popen[bytes]) -> TaskStatus:
         code = process.poll()
