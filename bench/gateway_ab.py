@@ -2,6 +2,7 @@
 
 Run (about 1 minute per pair at one concurrency; needs `wrk`):
     .venv/bin/python bench/gateway_ab.py BASELINE_DIR [--pairs 3] [--concurrency 1 16] [--duration 5]
+        [--api chat|responses|messages]
 
 BASELINE_DIR is another checkout with its own `.venv` (for example
 `git worktree add /tmp/base <commit> && (cd /tmp/base && scripts/install.sh)`). Both `yun serve`s run at
@@ -29,7 +30,9 @@ import httpx
 
 from gateway_overhead import (
     BENCH,
+    BODIES,
     BUSY,
+    PATHS,
     PY,
     VENV_BIN,
     WRK_LUA,
@@ -50,6 +53,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--api", choices=sorted(PATHS), default="chat", help="the API called (as gateway_overhead's)")
     args = parser.parse_args()
     sides = {"baseline": args.baseline.resolve() / ".venv" / "bin", "new": VENV_BIN}
     if not (sides["baseline"] / "yun").exists():
@@ -72,12 +76,12 @@ def main() -> None:
                 proc, admin_key = start_yun(procs, tmp / name, upstream, port, bin_dir)
                 _, key = yun_org_key(f"http://127.0.0.1:{port}", admin_key)
                 sanity_check(f"http://127.0.0.1:{port}", key)
-                targets[name] = (proc.pid, f"http://127.0.0.1:{port}/v1/chat/completions", key)
+                targets[name] = (proc.pid, f"http://127.0.0.1:{port}{PATHS[args.api]}", key)
             script = tmp / "post.lua"
             script.write_text(WRK_LUA)
             for _, url, key in targets.values():  # warm both (pools, caches, lazy imports)
                 for stream in (False, True):
-                    run_wrk(script, url, key, stream, 16, 2)
+                    run_wrk(script, url, key, stream, 16, 2, BODIES[args.api])
             for stream in (False, True):
                 mode = "stream" if stream else "non-stream"
                 for conc in args.concurrency:
@@ -85,7 +89,7 @@ def main() -> None:
                         for name in ("baseline", "new") if i % 2 == 0 else ("new", "baseline"):
                             pid, url, key = targets[name]
                             cpu0 = tree_cpu_seconds(pid)
-                            r = run_wrk(script, url, key, stream, conc, args.duration)
+                            r = run_wrk(script, url, key, stream, conc, args.duration, BODIES[args.api])
                             r["cpu_ms"] = 1000 * (tree_cpu_seconds(pid) - cpu0) / max(1, r["requests"])
                             samples.setdefault((mode, conc, name), []).append(r)
                     print(f"  done: {mode} c={conc}", file=sys.stderr, flush=True)
@@ -95,7 +99,10 @@ def main() -> None:
     def med(mode: str, conc: int, name: str, field: str) -> float:
         return statistics.median(r[field] for r in samples[(mode, conc, name)])
 
-    print(f"\nmedians over {args.pairs} interleaved pairs of {args.duration}s wrk runs; baseline = {args.baseline}")
+    print(
+        f"\n{PATHS[args.api]}: medians over {args.pairs} interleaved pairs of {args.duration}s wrk runs; "
+        f"baseline = {args.baseline}"
+    )
     print(
         f"{'mode':<11}{'conc':>4} | {'CPU ms/req base':>15} {'new':>6} {'ratio':>6} | {'p50 ms base':>11} {'new':>6} | "
         f"{'req/s base':>10} {'new':>6} {'ratio':>6}"
@@ -115,7 +122,8 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = results / f"gateway_ab-{stamp}.json"
     raw = {f"{m}/{c}/{n}": v for (m, c, n), v in samples.items()}
-    path.write_text(json.dumps({"baseline": str(args.baseline), "rows": rows, "samples": raw}, indent=2))
+    summary = {"baseline": str(args.baseline), "api": args.api, "rows": rows, "samples": raw}
+    path.write_text(json.dumps(summary, indent=2))
     print(f"\nwrote {path}")
 
 

@@ -266,6 +266,31 @@ async def test_previous_response_id_continues_the_stored_conversation(yun: Harne
         await yun.client.responses.retrieve(full.id)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_stored_response_is_committed_with_its_settlement(yun: Harness, stream: bool) -> None:
+    # Two commits per stored response: its hold, then its settlement and the response in one transaction
+    # (it was a third commit of its own, after the settlement). Another test's background work (a job's
+    # fake trainer, say) may commit in between: one of a few tries must see exactly two.
+    writer = yun.services.billing.writer
+    seen = []
+    for _ in range(5):
+        before = writer.commits
+        if stream:
+            events = await yun.client.responses.create(
+                model="tiny", input="Say something.", max_output_tokens=16, stream=True
+            )
+            response_id = [e async for e in events][-1].response.id  # type: ignore[union-attr]
+        else:
+            response_id = (
+                await yun.client.responses.create(model="tiny", input="Say something.", max_output_tokens=16)
+            ).id
+        seen.append(writer.commits - before)
+        assert (await yun.client.responses.retrieve(response_id)).id == response_id  # committed before the answer
+        if seen[-1] == 2:
+            break
+    assert seen[-1] == 2, f"commits per stored response: {seen}"
+
+
 async def test_retrieve_list_input_items_and_delete(yun: Harness) -> None:
     r = await yun.client.responses.create(
         model="tiny", input="Say something.", max_output_tokens=16, metadata={"run": "7"}, temperature=0

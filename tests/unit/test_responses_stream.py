@@ -3,13 +3,15 @@ on demand: an engine that fails mid-answer, text followed by a tool call, and a 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
 from yun.api.openai.responses_api.protocol import ResponseCreateRequest
-from yun.api.openai.responses_api.stream import ResponsesEventStream, response_events
+from yun.api.openai.responses_api.stream import ResponseEvents, ResponsesEventStream
 from yun.errors import EngineFailure
 
 REQ = ResponseCreateRequest.model_validate({"model": "m", "input": "hi"})
@@ -25,9 +27,18 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 
 class Chunks:
-    def __init__(self, batches: list[list[dict[str, Any]]], fail_after: int | None = None) -> None:
+    """A chat stream; with `settle`, as the gateway's relay: the usage given to `settle` (its settlement
+    queued) before the last batch, the usage chunk, is returned."""
+
+    def __init__(
+        self,
+        batches: list[list[dict[str, Any]]],
+        fail_after: int | None = None,
+        settle: Callable[[dict[str, Any] | None], None] | None = None,
+    ) -> None:
         self.batches = batches
         self.fail_after = fail_after
+        self.settle = settle
         self.closed = False
 
     def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
@@ -40,23 +51,32 @@ class Chunks:
             raise StopAsyncIteration
         if self.fail_after is not None:
             self.fail_after -= 1
+        if self.settle is not None and len(self.batches) == 1:
+            self.settle(self.batches[0][-1].get("usage"))
         return self.batches.pop(0)
 
     async def aclose(self) -> None:
         self.closed = True
 
 
-async def _run(chunks: Chunks) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def _run(chunks: Chunks, *, settles: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     stored: list[dict[str, Any]] = []
 
-    async def finished(response: dict[str, Any]) -> None:
+    def store(response: dict[str, Any]) -> Future[bool]:
         stored.append(response)
+        done: Future[bool] = Future()
+        done.set_result(True)
+        return done
 
-    events = [e async for batch in response_events(REQ, chunks, finished) for e in batch]
+    response = ResponseEvents(REQ, store, asyncio.wrap_future)
+    if settles:
+        chunks.settle = response.settling
+    events = [e async for batch in response.stream(chunks) for e in batch]
     return events, stored
 
 
-async def test_text_then_tool_call_are_two_items_in_order() -> None:
+@pytest.mark.parametrize("settles", [False, True], ids=["stored-at-the-end", "stored-with-the-settlement"])
+async def test_text_then_tool_call_are_two_items_in_order(settles: bool) -> None:
     call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":'}}
     more = {"index": 0, "function": {"arguments": "1}"}}
     usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cost": 0.0}
@@ -67,7 +87,7 @@ async def test_text_then_tool_call_are_two_items_in_order() -> None:
             [{"id": "resp_x", "model": "m", "choices": [], "usage": usage}],
         ]
     )
-    events, stored = await _run(chunks)
+    events, stored = await _run(chunks, settles=settles)
     assert [e["type"] for e in events] == [
         "response.created",
         "response.in_progress",
@@ -93,6 +113,36 @@ async def test_text_then_tool_call_are_two_items_in_order() -> None:
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == [0, 1]
     assert final["usage"]["input_tokens"] == 3 and final["usage"]["output_tokens"] == 4
     assert stored == [final] and chunks.closed
+
+
+async def test_the_response_is_stored_when_the_settlement_is_queued_before_the_usage_chunk() -> None:
+    # The relay queues the settlement, then the gateway's hook queues the stored response (one commit for
+    # both), then the usage chunk goes out: by then the response is built and queued.
+    usage = {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3, "cost": 0.5}
+    stored_when_usage_sent: list[int] = []
+    chunks = Chunks(
+        [[_chunk({"content": "a"}, "stop")], [{"id": "resp_x", "model": "m", "choices": [], "usage": usage}]]
+    )
+    response_stored: list[dict[str, Any]] = []
+
+    def store(response: dict[str, Any]) -> Future[bool]:
+        response_stored.append(response)
+        done: Future[bool] = Future()
+        done.set_result(True)
+        return done
+
+    response = ResponseEvents(REQ, store, asyncio.wrap_future)
+
+    def settle(u: dict[str, Any] | None) -> None:
+        response.settling(u)
+        stored_when_usage_sent.append(len(response_stored))
+
+    chunks.settle = settle
+    events = [e async for batch in response.stream(chunks) for e in batch]
+    assert stored_when_usage_sent == [1]
+    assert events[-1]["type"] == "response.completed" and response_stored == [events[-1]["response"]]
+    assert events[-1]["response"]["usage"]["cost"] == 0.5
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
 
 async def test_engine_failure_after_the_start_is_a_failed_response() -> None:

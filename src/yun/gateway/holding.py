@@ -267,8 +267,16 @@ class Holding:
         stop it: when a client goes away, the server cancels this coroutine (repeatedly, with anyio),
         but the hold still gets settled and the usage sinks (metrics) still see the request.
         """
+        done = self.submit_settlement(status)
+        if done is not None:
+            await asyncio.shield(done)  # if this coroutine is cancelled, the write still completes
+
+    def submit_settlement(self, status: str | None = None) -> asyncio.Future[bool] | None:
+        """`settle`'s first half, without waiting: the settlement is queued to the money writer and the
+        usage's cost set before this returns; the future completes once it is committed (None if it was
+        settled already). A write queued right after it (a stored response) joins its transaction."""
         if self.settled:
-            return
+            return None
         self.settled = True
         holds, usage = self._holds, self.usage
         if status is not None:
@@ -292,4 +300,4 @@ class Holding:
         usage.cost = cost
         done = holds.billing.written(written)
         done.add_done_callback(lambda d: holds.settled(usage, d))
-        await asyncio.shield(done)  # if this coroutine is cancelled, the write still completes
+        return done

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -45,11 +45,14 @@ async def relay(
     tool_names: list[str],
     log_prompts: bool,
     shape: TextChoices | None = None,
+    on_settle: Callable[[JSON], None] | None = None,
 ) -> AsyncIterator[list[JSON]]:
     """Hold credit for one streamed request, relay one or more engine streams as one, in the engine's
     batches (see `Engine.stream`), and settle before the final usage chunk goes out. Body i's choices
     are choice i (several prompts, or `n` choices); `shape` reshapes text choices. Several bodies stream
-    at once, their chunks interleaved as they come (see `_merged`).
+    at once, their chunks interleaved as they come (see `_merged`). `on_settle` gets the usage (with its
+    cost) once the settlement is queued, before it is committed: a write it queues (the Responses API's
+    stored response) joins the settlement's transaction.
 
     The hold is opened at the first step (`anext`), so admission errors surface there, before any
     byte of the response (see `sse_response`), and a stream nobody starts holds nothing.
@@ -66,7 +69,11 @@ async def relay(
         async with aclosing(streams[0] if share == 1 else _merged(streams)) as batches:
             async for batch in batches:
                 yield batch
-        await held.settle("ok")
+        settled = held.submit_settlement("ok")
+        if on_settle is not None:
+            on_settle(held.usage.as_openai())
+        if settled is not None:
+            await asyncio.shield(settled)  # a cancelled stream still has its settlement written
         if include_usage:
             usage = held.usage
             # The last thing yielded: the SSE writer sends it with [DONE] and reads no further.

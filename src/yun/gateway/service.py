@@ -10,6 +10,7 @@ queries, dashboards) reads the settled records later, off this path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from array import array
@@ -174,19 +175,29 @@ class Gateway:
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
         endpoint: str = "chat.completions",
+        on_answer: Callable[[JSON], None] | None = None,
     ) -> JSON:
         """One chat answer (of `n` choices). `endpoint` names the API it answers on its usage record (`responses`
-        for the Responses API, which is a chat underneath) and gives its request id's prefix."""
+        for the Responses API, which is a chat underneath) and gives its request id's prefix. `on_answer`
+        gets the answer once its settlement is queued and before it is committed: a write it queues to the
+        request path's writer (the Responses API's stored response) joins the settlement's transaction, one
+        commit where there were two."""
         deployment, bodies, est = await self._chat_call(principal, model_id, body)
         async with self.holds.open(principal, deployment, endpoint, est, headers, client_gone) as held:
             answers = await fan_out(self._caller(held, "/v1/chat/completions", len(bodies)), bodies)
-        data = answers[0]
-        if len(answers) > 1:
-            data["choices"] = [{**c, "index": i} for i, a in enumerate(answers) for c in a.get("choices") or ()]
-        _parse_tool_calls(data, _tool_names(bodies[0]), bodies[0].get("parallel_tool_calls") is False)
-        if bodies[0].get("timings_per_token") is not True:
-            data.pop("timings", None)  # llama.cpp's, unless the client asked for them
-        return _finish(data, held.usage, "chat.completion")
+            settled = held.submit_settlement()  # first: the answer's usage carries the cost
+            data = answers[0]
+            if len(answers) > 1:
+                data["choices"] = [{**c, "index": i} for i, a in enumerate(answers) for c in a.get("choices") or ()]
+            _parse_tool_calls(data, _tool_names(bodies[0]), bodies[0].get("parallel_tool_calls") is False)
+            if bodies[0].get("timings_per_token") is not True:
+                data.pop("timings", None)  # llama.cpp's, unless the client asked for them
+            _finish(data, held.usage, "chat.completion")
+            if on_answer is not None:
+                on_answer(data)
+            if settled is not None:
+                await asyncio.shield(settled)  # a cancelled request still has its settlement written
+        return data
 
     def _caller(self, held: Holding, path: str, share: int) -> Callable[[JSON], Coroutine[Any, Any, JSON]]:
         """One engine call of the held request (one of `share`), its usage folded into the hold."""
@@ -207,11 +218,14 @@ class Gateway:
         headers: dict[str, str],
         client_gone: ClientGone | None = None,
         endpoint: str = "chat.completions",
+        on_settle: Callable[[JSON], None] | None = None,
     ) -> AsyncIterator[list[JSON]]:
-        """The answer's chunks, in batches; the hold is opened (and refused) at the first `anext`."""
+        """The answer's chunks, in batches; the hold is opened (and refused) at the first `anext`.
+        `on_settle`: see `relay`."""
         deployment, bodies, est = await self._chat_call(principal, model_id, body)
         held = self.holds.open(principal, deployment, endpoint, est, headers, client_gone)
-        return relay(held, "/v1/chat/completions", bodies, include_usage, _tool_names(bodies[0]), self.log_prompts)
+        tools = _tool_names(bodies[0])
+        return relay(held, "/v1/chat/completions", bodies, include_usage, tools, self.log_prompts, on_settle=on_settle)
 
     # -- completions ---------------------------------------------------------------------------
     async def _completion_call(

@@ -11,12 +11,13 @@ of the holds and settlements around it, and is committed before its request answ
 
 from __future__ import annotations
 
-import json
+import asyncio
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Table, delete, select
 
 from yun.errors import InvalidRequest, NotFound
@@ -74,18 +75,27 @@ class ResponseRepository:
             org_id=stored.org_id,
             previous_response_id=stored.previous_response_id,
             model_id=stored.model_id,
-            input_items=json.dumps(stored.input_items),
-            response=json.dumps(stored.response),
+            input_items=orjson.dumps(stored.input_items).decode(),  # ~10x json.dumps, on the request path
+            response=orjson.dumps(stored.response).decode(),
             created_at=stored.created_at,
         )
         return stored, self._writer.store_response(row)
+
+    def submit(self, stored: StoredResponse) -> Future[bool]:
+        """Queue a response to store, on the event loop, without waiting: it joins the writer's next batch
+        (the settlement queued just before it, say); the future completes once it is committed."""
+        return self._write(stored)[1]
 
     async def store(self, stored: StoredResponse) -> StoredResponse:
         """Store a response (on the event loop: the writer batches it with the request path's writes);
         returns once it is committed."""
         stored, written = self._write(stored)
-        await self._writer.wait(written)
+        await self.written(written)
         return stored
+
+    def written(self, future: Future[bool]) -> asyncio.Future[bool]:
+        """Await one of `submit`'s futures on the running loop."""
+        return self._writer.wait(future)
 
     def save(self, stored: StoredResponse) -> StoredResponse:
         """`store`, blocking (never on the event loop: tools, tests)."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 
 from yun.api.inference import Call
 from yun.api.openai.responses_api.protocol import ResponseCreateRequest
-from yun.api.openai.responses_api.stream import response_events
+from yun.api.openai.responses_api.stream import ResponseEvents
 from yun.api.openai.responses_api.translate import (
     chat_body,
     input_items,
@@ -43,12 +44,8 @@ async def _prepare(repo: ResponseRepository, req: ResponseCreateRequest, org_id:
     return items, chat_body(req, history, items)
 
 
-async def _store(
-    repo: ResponseRepository, req: ResponseCreateRequest, org_id: str, items: list[JSON], response: JSON
-) -> None:
-    if not req.store:
-        return
-    stored = StoredResponse(
+def _stored(req: ResponseCreateRequest, org_id: str, items: list[JSON], response: JSON) -> StoredResponse:
+    return StoredResponse(
         id=response["id"],
         org_id=org_id,
         model_id=response["model"],
@@ -56,25 +53,36 @@ async def _store(
         response=response,
         previous_response_id=req.previous_response_id,
     )
-    await repo.store(stored)
 
 
 async def create(repo: ResponseRepository, req: ResponseCreateRequest, call: Call, headers: dict[str, str]) -> JSON:
     org_id = call.principal.org_id
     items, body = await _prepare(repo, req, org_id)
-    answer = await call.gateway.chat(call.principal, req.model, body, headers, call.client_gone, endpoint=ENDPOINT)
-    output, truncated = response_output(answer)
-    response = response_object(
-        req,
-        answer["id"],
-        answer["model"],
-        status="incomplete" if truncated else "completed",
-        output=output,
-        usage=response_usage(answer["usage"]),
-        created_at=answer.get("created"),
+    answered: list[JSON] = []
+    stored: list[Future[bool]] = []
+
+    def respond(answer: JSON) -> None:
+        # Called with the settlement queued: the stored response joins its transaction (one commit).
+        output, truncated = response_output(answer)
+        response = response_object(
+            req,
+            answer["id"],
+            answer["model"],
+            status="incomplete" if truncated else "completed",
+            output=output,
+            usage=response_usage(answer["usage"]),
+            created_at=answer.get("created"),
+        )
+        answered.append(response)
+        if req.store:
+            stored.append(repo.submit(_stored(req, org_id, items, response)))
+
+    await call.gateway.chat(
+        call.principal, req.model, body, headers, call.client_gone, endpoint=ENDPOINT, on_answer=respond
     )
-    await _store(repo, req, org_id, items, response)
-    return response
+    if stored:
+        await repo.written(stored[0])  # committed before the answer: read your writes
+    return answered[0]
 
 
 async def create_stream(
@@ -82,11 +90,12 @@ async def create_stream(
 ) -> AsyncIterator[list[JSON]]:
     org_id = call.principal.org_id
     items, body = await _prepare(repo, req, org_id)
+
+    def store(response: JSON) -> Future[bool]:
+        return repo.submit(_stored(req, org_id, items, response))
+
+    events = ResponseEvents(req, store if req.store else None, repo.written)
     chunks = await call.gateway.chat_stream(
-        call.principal, req.model, body, True, headers, call.client_gone, endpoint=ENDPOINT
+        call.principal, req.model, body, True, headers, call.client_gone, endpoint=ENDPOINT, on_settle=events.settling
     )
-
-    async def finished(response: JSON) -> None:
-        await _store(repo, req, org_id, items, response)
-
-    return response_events(req, chunks, finished)
+    return events.stream(chunks)

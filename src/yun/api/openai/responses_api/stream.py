@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ from yun.api.sse import EventStream
 from yun.engines import JSON
 from yun.errors import YunError
 
-__all__ = ["ResponsesEventStream", "response_events"]
+__all__ = ["ResponseEvents", "ResponsesEventStream"]
 
 
 class ResponsesEventStream(EventStream):
@@ -46,11 +47,19 @@ class ResponsesEventStream(EventStream):
         return self.frame([{"type": "error", **body, "sequence_number": 0}])
 
 
+Store = Callable[[JSON], "Future[bool]"]
+"""Queues a response to be stored (in the request path's writer's next batch); None: not stored."""
+
+
 class _Events:
     """The state of one streamed response: its items so far and the next sequence number."""
 
-    def __init__(self, req: ResponseCreateRequest) -> None:
+    def __init__(self, req: ResponseCreateRequest, store: Store | None) -> None:
         self.req = req
+        self.store = store
+        self.closing: list[JSON] = []  # the open items' closing events, made when the settlement was queued
+        self.final: JSON | None = None  # the final response, made then too
+        self.stored: Future[bool] | None = None  # its store, queued then
         self.seq = 0
         self.response_id = ""
         self.model = req.model
@@ -163,47 +172,69 @@ class _Events:
         self.output.append(call)
         self.call = None
 
+    def settling(self, usage: JSON | None) -> None:
+        """The answer is complete (its settlement queued, not yet committed): close the open items, make
+        the final response and queue it to be stored, in the settlement's transaction (one commit)."""
+        self.close_text(self.closing)
+        self.close_call(self.closing)
+        status = "incomplete" if self.truncated else "completed"
+        self.final = self.response(status, usage=None if usage is None else response_usage(usage))
+        if self.store is not None:
+            self.stored = self.store(self.final)
+
 
 def _part(text: str) -> JSON:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-async def response_events(
-    req: ResponseCreateRequest,
-    chunks: AsyncIterator[list[JSON]],
-    finished: Callable[[JSON], Awaitable[None]],
-) -> AsyncIterator[list[JSON]]:
-    """The events of one streamed response, in batches (one per engine batch). `finished` gets the final
-    response object (to store it) before its last event is sent. An error before the first chunk is
-    raised (the HTTP status still says it); one after is a `response.failed` event."""
-    state = _Events(req)
-    try:
-        first = await anext(chunks, None)  # admission errors raise from here, before any byte is sent
-        batch = first or []
-        out: list[JSON] = state.start(batch[0]) if batch else state.start({})
-        usage: JSON | None = None
+class ResponseEvents:
+    """One streamed response: `settling` goes to the gateway's chat stream (its relay calls it once the
+    settlement is queued), `stream` turns that chat stream's chunks into the response's events."""
+
+    def __init__(
+        self,
+        req: ResponseCreateRequest,
+        store: Store | None,
+        written: Callable[[Future[bool]], Awaitable[bool]],
+    ) -> None:
+        self._state = _Events(req, store)
+        self._written = written
+        self.settling = self._state.settling
+
+    async def stream(self, chunks: AsyncIterator[list[JSON]]) -> AsyncIterator[list[JSON]]:
+        """The events, in batches (one per engine batch). The final response is stored (when asked) before
+        its last event is sent. An error before the first chunk is raised (the HTTP status still says
+        it); one after is a `response.failed` event."""
+        state = self._state
         try:
-            while True:
-                for chunk in batch:
-                    usage = state.chunk(chunk, out) or usage
-                if out:
-                    yield out
-                    out = []
-                next_batch = await anext(chunks, None)
-                if next_batch is None:
-                    break
-                batch = next_batch
-        except YunError as exc:
-            failed = state.response("failed", error={"code": exc.code or "server_error", "message": exc.message})
-            await finished(failed)
-            yield [state.event("response.failed", response=failed)]
-            return
-        state.close_text(out)
-        state.close_call(out)
-        status = "incomplete" if state.truncated else "completed"
-        final = state.response(status, usage=None if usage is None else response_usage(usage))
-        await finished(final)
-        out.append(state.event(f"response.{status}", response=final))
-        yield out
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+            first = await anext(chunks, None)  # admission errors raise from here, before any byte is sent
+            batch = first or []
+            out: list[JSON] = state.start(batch[0]) if batch else state.start({})
+            usage: JSON | None = None
+            try:
+                while True:
+                    for chunk in batch:
+                        usage = state.chunk(chunk, out) or usage
+                    if out:
+                        yield out
+                        out = []
+                    next_batch = await anext(chunks, None)
+                    if next_batch is None:
+                        break
+                    batch = next_batch
+            except YunError as exc:
+                failed = state.response("failed", error={"code": exc.code or "server_error", "message": exc.message})
+                if state.store is not None:
+                    await self._written(state.store(failed))
+                yield [state.event("response.failed", response=failed)]
+                return
+            if state.final is None:  # a chat stream that never said it settled: close and store now
+                state.settling(usage)
+            assert state.final is not None
+            if state.stored is not None:
+                await self._written(state.stored)  # committed before the client hears it is done
+            out += state.closing
+            out.append(state.event(f"response.{state.final['status']}", response=state.final))
+            yield out
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
