@@ -59,8 +59,8 @@ class Chunks:
         self.closed = True
 
 
-async def _run(chunks: Chunks, *, settles: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    stored: list[dict[str, Any]] = []
+def _storing(stored: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Future[bool]]:
+    """A store that keeps each response in `stored`, written at once."""
 
     def store(response: dict[str, Any]) -> Future[bool]:
         stored.append(response)
@@ -68,7 +68,12 @@ async def _run(chunks: Chunks, *, settles: bool = False) -> tuple[list[dict[str,
         done.set_result(True)
         return done
 
-    response = ResponseEvents(REQ, store, asyncio.wrap_future)
+    return store
+
+
+async def _run(chunks: Chunks, *, settles: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    stored: list[dict[str, Any]] = []
+    response = ResponseEvents(REQ, _storing(stored), asyncio.wrap_future)
     if settles:
         chunks.settle = response.settling
     events = [e async for batch in response.stream(chunks) for e in batch]
@@ -124,14 +129,7 @@ async def test_the_response_is_stored_when_the_settlement_is_queued_before_the_u
         [[_chunk({"content": "a"}, "stop")], [{"id": "resp_x", "model": "m", "choices": [], "usage": usage}]]
     )
     response_stored: list[dict[str, Any]] = []
-
-    def store(response: dict[str, Any]) -> Future[bool]:
-        response_stored.append(response)
-        done: Future[bool] = Future()
-        done.set_result(True)
-        return done
-
-    response = ResponseEvents(REQ, store, asyncio.wrap_future)
+    response = ResponseEvents(REQ, _storing(response_stored), asyncio.wrap_future)
 
     def settle(u: dict[str, Any] | None) -> None:
         response.settling(u)
