@@ -86,19 +86,12 @@ class ResponseRepository:
         (the settlement queued just before it, say); the future completes once it is committed."""
         return self._write(stored)[1]
 
-    async def store(self, stored: StoredResponse) -> StoredResponse:
-        """Store a response (on the event loop: the writer batches it with the request path's writes);
-        returns once it is committed."""
-        stored, written = self._write(stored)
-        await self.written(written)
-        return stored
-
     def written(self, future: Future[bool]) -> asyncio.Future[bool]:
         """Await one of `submit`'s futures on the running loop."""
         return self._writer.wait(future)
 
     def save(self, stored: StoredResponse) -> StoredResponse:
-        """`store`, blocking (never on the event loop: tools, tests)."""
+        """Store a response and wait for its commit, blocking (never on the event loop: tools, tests)."""
         stored, written = self._write(stored)
         written.result()
         return stored
