@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from yun.api import build_services, create_app
+from yun.api.control import DeploymentRecords
+from yun.errors import PaymentRequired
 from yun.settings import Settings
 from yun.tenancy import DEFAULT_ORG
 
@@ -80,3 +82,44 @@ async def test_a_dedicated_deployment_its_owner_cannot_cover_is_refused_before_a
             r = await admin.post("/admin/deployments", json={"model": "tiny", "id": "ded", "owner": org, **SHAPE})
             assert r.status_code == 400 and "already exists" in r.json()["error"]["message"], r.text
             assert [h.amount for h in money.compute_holds()["ded"]] == [60 * PER_SECOND]  # the scale's, still
+
+
+async def test_the_autoscaler_holds_the_replicas_it_adds_and_is_refused_what_the_owner_cannot_cover(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    # The controller's autoscaler moves `desired` through DeploymentRecords.scale: up, the added replicas'
+    # first interval is held as the admin API's scale holds it (no dedicated replica runs unheld), and an
+    # owner who cannot cover it is refused with nothing moved; a move that loses its race holds nothing.
+    settings = Settings(
+        data_dir=tmp_path,
+        defaults={"chat": False, "embedding": False},
+        engine={"parallel": 1, "context_per_slot": 512},
+        billing={"compute_interval_s": 60},
+    )
+    services = build_services(settings)
+    services.orgs.get_or_create(DEFAULT_ORG, "default")
+    org = services.org_service.create("acme-autoscale-hold").id
+    services.billing.credit(org, "0.05")  # 50 replica-seconds: not one more replica's 60 s
+    services.billing.set_compute_price("cpu1-mem64", "0.90", "3.60")
+    services.catalog.add_local("tiny", tiny_model, "chat")
+    services.deployments.create(
+        "tiny", deployment_id="auto", owner_org=org, replicas=0, min_replicas=0, max_replicas=3, **SHAPE
+    )
+    records = DeploymentRecords(services)
+    money = services.billing.money
+
+    with pytest.raises(PaymentRequired, match="first 60s of 1 dedicated replica"):
+        records.scale("auto", 1, was=0)
+    d = services.deployments.get("auto")
+    assert d is not None and d.desired_replicas == 0
+    assert money.balance(org) == (50 * PER_SECOND, 0) and money.compute_holds() == {}
+
+    services.billing.credit(org, "1")
+    assert records.scale("auto", 2, was=0)
+    assert money.balance(org) == (1050 * PER_SECOND, 120 * PER_SECOND)
+    assert [h.amount for h in money.compute_holds()["auto"]] == [120 * PER_SECOND]
+
+    assert not records.scale("auto", 3, was=1)  # someone moved it meanwhile (it is at 2): theirs stands
+    assert [h.amount for h in money.compute_holds()["auto"]] == [120 * PER_SECOND]  # nothing more held
+    assert records.scale("auto", 1, was=2)  # down: nothing to hold
+    assert money.balance(org) == (1050 * PER_SECOND, 120 * PER_SECOND)

@@ -24,7 +24,7 @@ from yun.cluster.autoscale import Policy
 from yun.cluster.backends.supervised import RestartPolicy
 from yun.cluster.base import Cluster, EngineArgs, Resources
 from yun.cluster.controller import Wanted
-from yun.errors import InvalidRequest, ModelNotFound
+from yun.errors import InvalidRequest, ModelNotFound, NotFound
 from yun.settings import Settings
 from yun.store import ModelRecord
 from yun.store.deployments import DeploymentRepository
@@ -73,6 +73,7 @@ class DeploymentRecords:
         self._repo: DeploymentRepository = services.deployments
         self._catalog = services.catalog
         self._engine = services.settings.engine
+        self._compute = services.compute
 
     def wanted(self) -> Sequence[Wanted]:
         e = self._engine
@@ -107,7 +108,26 @@ class DeploymentRecords:
         return out
 
     def scale(self, deployment_id: str, desired: int, *, was: int) -> bool:
-        return self._repo.scale(deployment_id, desired, if_desired=was).desired_replicas == desired
+        """The autoscaler's move from `was` to `desired` replicas. Up, a dedicated deployment first holds
+        the next billing interval of the replicas it adds, as the admin API's scale does: its owner pays for
+        no replica unheld, and one that cannot cover them gets PaymentRequired (the autoscaler leaves the
+        deployment as it is and tries again on a later pass). A hold nothing follows is let go."""
+        hold = None
+        if desired > was:
+            d = self._repo.get(deployment_id)
+            if d is None:
+                raise NotFound(f"no deployment {deployment_id!r}")
+            shape = Resources(cpus=d.cpus, gpus=d.gpus, memory_mb=d.memory_mb)
+            hold = self._compute.hold_ahead(d.id, d.owner_org, d.model_id, shape, desired - was)
+        try:
+            moved = self._repo.scale(deployment_id, desired, if_desired=was).desired_replicas == desired
+        except BaseException:
+            if hold is not None:
+                self._compute.release(hold, deployment_id)
+            raise
+        if not moved and hold is not None:
+            self._compute.release(hold, deployment_id)
+        return moved
 
     def set_message(self, deployment_id: str, message: str) -> None:
         self._repo.set_message(deployment_id, message)

@@ -18,11 +18,12 @@ then, per dedicated deployment:
    scaled to zero (min 0) and its message says why; its owner sees it on the deployment. The replicas
    the controller then stops are metered to their stop and charged as far as the balance goes.
 
-The first interval is held before it runs: creating a dedicated deployment, or scaling one up, first holds
-the next interval of the replicas it adds (`hold_ahead`, from the admin API, before the record the
-controller acts on is written); an owner that cannot cover it is refused (PaymentRequired: 402
-`insufficient_quota`) and nothing is placed. The next pass finds that hold and carries on from it (it
-settles it with the intervals metered and holds the next one).
+The first interval is held before it runs: creating a dedicated deployment, or scaling one up (by the
+admin API or the autoscaler), first holds the next interval of the replicas it adds (`hold_ahead`, before
+the record the controller acts on is written); an owner that cannot cover it is refused (PaymentRequired:
+402 `insufficient_quota`; the autoscaler leaves the deployment as it is) and nothing is placed. The next
+pass finds that hold and carries on from it (it settles it with the intervals metered and holds the next
+one).
 
 Crash-safe: a compute hold belongs to its deployment (`gateway_id` = `compute:<deployment>`), not to a
 process, and gateway crash recovery leaves it alone; after any crash the next pass finds the open holds

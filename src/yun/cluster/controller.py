@@ -153,6 +153,7 @@ class Controller:
         """Where gateways publish their load; None: no autoscaling."""
         self.autoscaler = autoscaler or Autoscaler()
         self._placing: dict[str, asyncio.Task[None]] = {}
+        self._refused: dict[str, str] = {}  # deployment -> why the autoscaler last could not move it
         self._backoff: dict[str, _Backoff] = {}
         self._draining: dict[str, float] = {}  # replica id -> when it started draining
         self._wake = asyncio.Event()
@@ -214,9 +215,14 @@ class Controller:
                 continue
             try:
                 moved = await asyncio.to_thread(partial(self.deployments.scale, w.id, desired, was=w.desired))
-            except YunError as exc:  # deleted or re-bounded meanwhile: the next pass sees the new record
-                log.info("autoscaling %s to %d skipped: %s", w.id, desired, exc.message)
+            except YunError as exc:
+                # Deleted or re-bounded meanwhile (the next pass sees the new record), or an owner who cannot
+                # pay for more dedicated replicas (asked again on later passes: said once until it changes).
+                if self._refused.get(w.id) != exc.message:
+                    log.info("autoscaling %s to %d skipped: %s", w.id, desired, exc.message)
+                self._refused[w.id] = exc.message
                 continue
+            self._refused.pop(w.id, None)
             if not moved:
                 continue  # an operator or the biller changed it since this pass read it: theirs stands
             log.info(
