@@ -115,3 +115,16 @@ def test_a_job_hold_is_settled_once_by_its_runner_and_never_by_recovery(org_db: 
     assert training.settle(hold, 12_000, "cancelled", 5.0, "local") == 0  # exactly once
     balance = billing.balance("org-a")
     assert balance["balance_nanodollars"] == 1_000_000_000 - 120_000_000 and balance["held_nanodollars"] == 0
+
+
+def test_an_event_and_the_job_progress_it_carries_are_one_transaction(repo: FineTuningRepository) -> None:
+    # The runner records each trainer event with the offset past its line: a runner killed between two
+    # events leaves its successor none to record twice, and an event that fails moves no offset.
+    repo.create(_job("ftjob-1"))
+    repo.add_event("ftjob-1", "Step 1", type="metrics", data={"step": 1}, changes={"progress_offset": 120})
+    job = repo.get_any("ftjob-1")
+    assert job.progress_offset == 120
+    with pytest.raises(Exception, match="not JSON serializable"):
+        repo.add_event("ftjob-1", "Step 2", data={"step": object()}, changes={"progress_offset": 240})
+    assert repo.get_any("ftjob-1").progress_offset == 120
+    assert [e.message for e in repo.events("org-a", "ftjob-1").data] == ["Step 1"]

@@ -214,7 +214,10 @@ class FineTuningRepository:
         level: str = "info",
         type: str = "message",
         data: dict[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> JobEvent:
+        """Record an event; `changes` to the job (its progress offset past the line the event came from,
+        say) are written in the same transaction, so a runner killed in between records it once."""
         row = FineTuningEventRow(
             id=f"ftevent-{uuid.uuid4().hex[:24]}",
             job_id=job_id,
@@ -226,6 +229,8 @@ class FineTuningRepository:
         )
         with self._db.session() as s, s.begin():
             s.add(row)
+            if changes:
+                s.execute(update(FineTuningJobRow).where(FineTuningJobRow.id == job_id).values(**_row_values(changes)))
             s.flush()
             return _event(row)
 

@@ -363,7 +363,7 @@ class FineTuningRunner:
                     await asyncio.to_thread(self.jobs.update, job.id, progress_offset=job.progress_offset + start)
                     saved = start
                 await self.checkpoints.keep(job.id, event, lambda name: self._task_file(job, name))
-            final = await asyncio.to_thread(self._apply, job, event) or final
+            final = await asyncio.to_thread(self._apply, job, event, job.progress_offset + pos) or final
         if end:
             progress: dict[str, Any] = {"progress_offset": job.progress_offset + end}
             if seen is not None:
@@ -371,13 +371,17 @@ class FineTuningRunner:
             await asyncio.to_thread(self.jobs.update, job.id, **progress)
         return final
 
-    def _apply(self, job: JobRecord, e: dict[str, Any]) -> dict[str, Any] | None:
+    def _apply(self, job: JobRecord, e: dict[str, Any], offset: int) -> dict[str, Any] | None:
+        """Record one trainer event. An event recorded saves, in its transaction, the job's offset past its
+        line (`offset`): a runner killed between two of them leaves its successor none to record twice."""
         kind = e.get("type")
+        past: dict[str, Any] = {"progress_offset": offset}
         if kind == "step":
             loss = e.get("loss")
             data = {"step": e.get("step"), "train_loss": loss, "total_steps": e.get("total_steps")}
-            self.jobs.add_event(job.id, f"Step {e.get('step')}: training loss={loss:.4f}", type="metrics", data=data)
-            self.jobs.update(job.id, trained_tokens=int(e.get("trained_tokens") or 0))
+            past["trained_tokens"] = int(e.get("trained_tokens") or 0)
+            message = f"Step {e.get('step')}: training loss={loss:.4f}"
+            self.jobs.add_event(job.id, message, type="metrics", data=data, changes=past)
         elif kind == "epoch":
             valid = e.get("valid_loss")
             text = f"Epoch {e.get('epoch')} done: training loss={e.get('train_loss'):.4f}"
@@ -385,7 +389,7 @@ class FineTuningRunner:
                 text += f", validation loss={valid:.4f}"
             data = {k: v for k, v in e.items() if k not in ("type", "at")}
             self._epochs[job.id] = data
-            self.jobs.add_event(job.id, text, type="metrics", data=data)
+            self.jobs.add_event(job.id, text, type="metrics", data=data, changes=past)
         elif kind == "checkpoint":
             step = int(e.get("step") or 0)
             epoch = self._epochs.get(job.id, {})
@@ -399,7 +403,7 @@ class FineTuningRunner:
                 adapter=str(e.get("adapter")),
             )
         elif kind == "started" and e.get("resumed_from") is not None:
-            self.jobs.add_event(job.id, f"Resumed from the checkpoint of epoch {e.get('resumed_from')}.")
+            self.jobs.add_event(job.id, f"Resumed from the checkpoint of epoch {e.get('resumed_from')}.", changes=past)
         elif kind in ("done", "cancelled", "error"):
             self._epochs.pop(job.id, None)
             return e
