@@ -11,6 +11,7 @@ import pytest
 
 from yun.api import build_services, create_app
 from yun.api.control import DeploymentRecords
+from yun.api.services import Services
 from yun.errors import PaymentRequired
 from yun.settings import Settings
 from yun.tenancy import DEFAULT_ORG
@@ -21,9 +22,9 @@ PER_SECOND = 1_000_000  # $3.60 per replica-hour
 SHAPE = {"cpus": 1, "memory_mb": 64}  # cpu1-mem64: a shape of this test's own
 
 
-async def test_a_dedicated_deployment_its_owner_cannot_cover_is_refused_before_anything_runs(
-    tmp_path: Path, tiny_model: Path
-) -> None:
+def _priced(tmp_path: Path, tiny_model: Path, org_name: str) -> tuple[Settings, Services, str]:
+    """Yun's services with the tiny model, the shape priced at $3.60 per replica-hour and an organization
+    holding $0.05: 50 replica-seconds, not one replica's first 60 s interval."""
     settings = Settings(
         data_dir=tmp_path,
         defaults={"chat": False, "embedding": False},
@@ -32,11 +33,18 @@ async def test_a_dedicated_deployment_its_owner_cannot_cover_is_refused_before_a
     )
     services = build_services(settings)
     services.orgs.get_or_create(DEFAULT_ORG, "default")
-    admin_key = services.keys.issue(DEFAULT_ORG, "platform admin", platform_admin=True).secret
-    org = services.org_service.create("acme-first-interval").id
-    services.billing.credit(org, "0.05")  # 50 replica-seconds: not one replica's first 60 s
+    org = services.org_service.create(org_name).id
+    services.billing.credit(org, "0.05")
     services.billing.set_compute_price("cpu1-mem64", "0.90", "3.60")
     services.catalog.add_local("tiny", tiny_model, "chat")
+    return settings, services, org
+
+
+async def test_a_dedicated_deployment_its_owner_cannot_cover_is_refused_before_anything_runs(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    settings, services, org = _priced(tmp_path, tiny_model, "acme-first-interval")
+    admin_key = services.keys.issue(DEFAULT_ORG, "platform admin", platform_admin=True).secret
     # A deployment of the model before the first start, so the catalog gets no shared one (nothing runs).
     services.deployments.create("tiny", deployment_id="idle", owner_org=org, replicas=0, min_replicas=0)
     app = create_app(settings, services)
@@ -90,18 +98,7 @@ async def test_the_autoscaler_holds_the_replicas_it_adds_and_is_refused_what_the
     # The controller's autoscaler moves `desired` through DeploymentRecords.scale: up, the added replicas'
     # first interval is held as the admin API's scale holds it (no dedicated replica runs unheld), and an
     # owner who cannot cover it is refused with nothing moved; a move that loses its race holds nothing.
-    settings = Settings(
-        data_dir=tmp_path,
-        defaults={"chat": False, "embedding": False},
-        engine={"parallel": 1, "context_per_slot": 512},
-        billing={"compute_interval_s": 60},
-    )
-    services = build_services(settings)
-    services.orgs.get_or_create(DEFAULT_ORG, "default")
-    org = services.org_service.create("acme-autoscale-hold").id
-    services.billing.credit(org, "0.05")  # 50 replica-seconds: not one more replica's 60 s
-    services.billing.set_compute_price("cpu1-mem64", "0.90", "3.60")
-    services.catalog.add_local("tiny", tiny_model, "chat")
+    _, services, org = _priced(tmp_path, tiny_model, "acme-autoscale-hold")
     services.deployments.create(
         "tiny", deployment_id="auto", owner_org=org, replicas=0, min_replicas=0, max_replicas=3, **SHAPE
     )
