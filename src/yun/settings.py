@@ -7,6 +7,7 @@ which passes overrides into `Settings(...)`.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -69,11 +70,33 @@ class ServerSettings(BaseModel):
     """Browser origins allowed to call the API (CORS), e.g. `["https://app.example.com"]` (env
     `YUN_SERVER__CORS_ORIGINS='["https://app.example.com"]'`); `["*"]` allows any. Empty by default: no
     browser page of another origin may call Yun (API keys do not belong in web pages)."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or networks (`10.0.0.0/8`) of the load balancers in front of Yun. A request that comes
+    from one of them is taken to come from the client its `X-Forwarded-For` names, over the scheme its
+    `X-Forwarded-Proto` names: the console's per-address sign-in limit then counts each client, not the
+    balancer (which every client would otherwise share: ten failed sign-ins by anyone would refuse
+    everyone's), and a session cookie is Secure when the client came over https. Empty by default:
+    those headers are ignored, since any client can write them. `["*"]` trusts every peer (only where
+    nothing but the balancer can reach Yun)."""
     lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     """A gateway renews its lease every third of this; one that has not renewed it for this long is
     taken for dead, and any gateway then settles its open holds (at their last progress) as interrupted.
     Longer tolerates longer stalls (a paused VM, a database failover) without billing a live stream as
     interrupted; shorter settles a crashed gateway's holds sooner."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8, or *)"
+                ) from None
+        return value
 
 
 class EngineSettings(BaseModel):
@@ -179,8 +202,8 @@ class ConsoleSettings(BaseModel):
     """An invitation link expires this long after it was made (and works once)."""
     secure_cookie: bool | None = None
     """Mark the session cookie Secure (sent over https only). Unset: Secure when the request came over
-    https, or always with `environment=production`. Behind a TLS-terminating proxy (Yun reads no
-    X-Forwarded-* headers, so it sees plain http) set it to true."""
+    https, or always with `environment=production`. Behind a TLS-terminating proxy, list it in
+    `server.trusted_proxies` (Yun then sees the client's scheme) or set this to true."""
 
 
 _MIB = 1024 * 1024

@@ -131,9 +131,10 @@ def _serve(settings: Settings, sock: socket.socket) -> None:
         create_app(settings, services),
         log_level="warning",
         access_log=False,
-        # Yun reads no client address (no IP allow-lists, no access log), so X-Forwarded-* parsing,
-        # one more middleware on every request, buys nothing.
-        proxy_headers=False,
+        # X-Forwarded-For/-Proto are read only from the load balancers the operator trusts (the console's
+        # sign-in limit counts client addresses); with none, that middleware is not on the request path.
+        proxy_headers=bool(settings.server.trusted_proxies),
+        forwarded_allow_ips=settings.server.trusted_proxies or None,
     )
     # "listening" is printed once the server accepts connections on `sock`, never before.
     server = AnnouncingServer(config, lambda: Console().print(f"Yun listening on {url} (data in {settings.data_dir})"))

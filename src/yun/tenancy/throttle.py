@@ -10,8 +10,8 @@ gets up to N times the allowance, which still bounds guessing):
   per window, so it is set off only by failures from that many different addresses (a spread-out guess),
   never by one address alone, which the first rule already stops.
 
-Yun reads no X-Forwarded-For: behind a proxy every client has the proxy's address, so set the limit for
-that (or put the limit in the proxy).
+Behind a load balancer every client has the balancer's address unless the balancer is listed in
+`server.trusted_proxies`: Yun then takes the client's address from its X-Forwarded-For.
 """
 
 from __future__ import annotations
