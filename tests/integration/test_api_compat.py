@@ -65,7 +65,7 @@ async def test_streamed_choices_are_generated_at_once(yun: Harness, monkeypatch:
     """OpenAI interleaves the choices of a stream; run one after the other, every choice but the first
     would wait for the whole of the one before it. Usage still counts every choice exactly, in one record."""
     # Both choices take a slot at once: no headroom kept for the tenants of the tests just before.
-    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)
+    monkeypatch.setattr("yun.cluster.share.HEADROOM_WINDOW_S", 0.0)
     _, key = await new_org(yun, "10")
     async with client_for(yun, key) as client:
         stream = await client.chat.completions.create(
@@ -94,7 +94,7 @@ async def test_a_client_leaving_streamed_choices_is_billed_every_choice_once(
 ) -> None:
     """Each choice's engine stream keeps its own running count: the bill of a stream left mid-way is
     what all of them generated, settled once, and every engine stops."""
-    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)  # both choices run at once
+    monkeypatch.setattr("yun.cluster.share.HEADROOM_WINDOW_S", 0.0)  # both choices run at once
     async with priced(yun):
         _, key = await new_org(yun, "100")
         # A real socket: the in-process transport cannot disconnect.

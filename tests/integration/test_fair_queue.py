@@ -48,7 +48,7 @@ async def test_a_request_whose_client_leaves_while_queued_never_runs_and_costs_n
     yun: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The burst must fill both slots: no headroom kept for the tenants of the tests just before.
-    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)
+    monkeypatch.setattr("yun.cluster.share.HEADROOM_WINDOW_S", 0.0)
     _, big = await new_org(yun, None)
     _, small = await new_org(yun, "1")
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 64, "temperature": 0}

@@ -267,13 +267,13 @@ async def test_beside_another_tenant_a_busy_tenant_leaves_one_slot_free(
     await _settle()
 
     # Once the quiet tenant has been gone for the window, the busy one takes every slot again.
-    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.0)
+    monkeypatch.setattr("yun.cluster.share.HEADROOM_WINDOW_S", 0.0)
     await run.finish("b1")
     await _settle()
     assert sorted(run.order[6:]) == ["b4", "b5"]
     assert d.replicas[0].outstanding == 4
     await run.finish_all()
-    assert d.replicas[0].outstanding == 0 and d._held == {}
+    assert d.replicas[0].outstanding == 0 and d.tenants.held == {}
 
 
 async def test_the_headroom_window_runs_from_the_end_of_a_long_request(
@@ -281,7 +281,7 @@ async def test_the_headroom_window_runs_from_the_end_of_a_long_request(
 ) -> None:
     """A quiet tenant whose requests last longer than the window (a conversation on a slow model) finds a
     slot free for its next one: its window starts when its request ends, not when it began."""
-    monkeypatch.setattr("yun.cluster.router.HEADROOM_WINDOW_S", 0.2)
+    monkeypatch.setattr("yun.cluster.share.HEADROOM_WINDOW_S", 0.2)
     d = _deployment(tmp_path, slots=4)
     run = _Runner(d)
     for i in range(7):
@@ -307,4 +307,78 @@ async def test_the_headroom_window_runs_from_the_end_of_a_long_request(
     await _settle()
     assert sorted(run.order[7:]) == ["b5", "b6"]
     await run.finish_all()
-    assert d.replicas[0].outstanding == 0 and d._held == {}
+    assert d.replicas[0].outstanding == 0 and d.tenants.held == {}
+
+
+def _tenants_on(d: Pool) -> list[dict[str, int]]:
+    return [dict(r.shared.tenants) for r in d.replicas]
+
+
+async def test_on_two_replicas_a_busy_tenant_keeps_to_one_while_another_is_active(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apart: on a CPU engine a request that shares a replica with a busy tenant's streams waits for their
+    tokens at every step. With as many replicas as active tenants, each keeps to its own replicas; alone,
+    a tenant uses them all."""
+    d = _deployment(tmp_path, slots=4, replicas=2)
+    run = _Runner(d)
+    run.start("quiet", "q0")
+    await _settle()
+    await run.finish("q0")  # the quiet tenant was active a moment ago
+    for i in range(10):
+        run.start("busy", f"b{i}")
+    await _settle()
+    assert run.order[1:] == ["b0", "b1", "b2", "b3"], "the busy tenant fills one replica and leaves the other idle"
+    assert sorted(r.shared.busy for r in d.replicas) == [0, 4]
+    run.start("quiet", "q1")
+    await _settle()
+    assert run.order[5:] == ["q1"], "the quiet tenant's request starts at once, on the idle replica"
+    assert {"quiet": 1} in _tenants_on(d) and {"busy": 4} in _tenants_on(d)
+    run.start("quiet", "q2")  # a second request of the quiet tenant joins it there
+    await _settle()
+    assert run.order[6:] == ["q2"] and {"quiet": 2} in _tenants_on(d)
+    await run.finish("b0")
+    await _settle()
+    assert run.order[7:] == ["b4"], "the busy tenant's next request takes the slot it freed on its own replica"
+    assert {"quiet": 2} in _tenants_on(d), "never one beside the quiet tenant's, though two slots are free there"
+    await run.finish("q1")
+    await run.finish("q2")
+    await _settle()
+    assert run.order[8:] == [] and {} in _tenants_on(d), "the quiet tenant's replica stays free for its next request"
+    run.start("quiet", "q3")
+    await _settle()
+    assert run.order[8:] == ["q3"]
+    await run.finish("q3")
+
+    # Once the quiet tenant has been gone for the window, the busy one takes every slot again.
+    monkeypatch.setattr("yun.cluster.share.HEADROOM_WINDOW_S", 0.0)
+    await run.finish("b1")
+    await _settle()
+    assert sorted(r.shared.busy for r in d.replicas) == [4, 4]
+    await run.finish_all()
+    assert [r.shared.busy for r in d.replicas] == [0, 0] and _tenants_on(d) == [{}, {}] and d.tenants.held == {}
+
+
+async def test_with_more_active_tenants_than_replicas_they_share_and_each_gets_a_slot(tmp_path: Path) -> None:
+    """Apart only while there is a replica per active tenant: three tenants on two replicas share them,
+    and the one that holds none is never kept waiting by the rule (it takes a free slot, preferring a
+    replica where no other tenant runs)."""
+    d = _deployment(tmp_path, slots=4, replicas=2)
+    run = _Runner(d)
+    for tenant in ("a", "b"):
+        run.start(tenant, f"{tenant}0")
+    await _settle()
+    assert sorted(map(str, _tenants_on(d))) == ["{'a': 1}", "{'b': 1}"], "two tenants, one replica each"
+    run.start("c", "c0")
+    await _settle()
+    assert run.order[2:] == ["c0"], "a third tenant takes a free slot at once, beside one of them"
+    for tenant in ("a", "b", "c"):
+        for i in range(1, 4):
+            run.start(tenant, f"{tenant}{i}")
+    await _settle()
+    # Three active tenants on two replicas share them: every slot is used (each tenant holds some, so none
+    # needs the last one kept free) and the fair queue takes turns among them.
+    assert sum(r.shared.busy for r in d.replicas) == 8
+    assert sorted(d.tenants.held) == ["a", "b", "c"]
+    await run.finish_all()
+    assert d.tenants.held == {} and _tenants_on(d) == [{}, {}]

@@ -20,12 +20,18 @@ _SUSPECT_S = 5.0
 class Slots:
     """One replica's busy slots as this gateway counts them (per gateway, like least-outstanding routing),
     shared by the endpoints of every pool that routes to the replica: a base deployment's and each of its
-    fine-tunes'. Invariant: `busy` is the sum of those endpoints' `outstanding`."""
+    fine-tunes'. Invariants: `busy` is the sum of those endpoints' `outstanding`, and of `tenants`."""
 
-    __slots__ = ("busy",)
+    __slots__ = ("busy", "tenants")
 
     def __init__(self) -> None:
         self.busy = 0
+        self.tenants: dict[str, int] = {}
+        """Slots taken per tenant (cluster/share.py keeps tenants apart with it)."""
+
+    def others(self, tenant: str) -> int:
+        """Slots taken by tenants other than `tenant`."""
+        return self.busy - self.tenants.get(tenant, 0)
 
 
 class Endpoint:
@@ -65,14 +71,22 @@ class Endpoint:
         self.retired = False
         self.suspect_until = 0.0
 
-    def take(self) -> None:
-        """A request of this endpoint's pool takes one of the replica's slots."""
+    def take(self, tenant: str = "") -> None:
+        """A request of this endpoint's pool, for `tenant`, takes one of the replica's slots."""
         self.outstanding += 1
         self.shared.busy += 1
+        tenants = self.shared.tenants
+        tenants[tenant] = tenants.get(tenant, 0) + 1
 
-    def give_back(self) -> None:
+    def give_back(self, tenant: str = "") -> None:
         self.outstanding -= 1
         self.shared.busy -= 1
+        tenants = self.shared.tenants
+        left = tenants.get(tenant, 0) - 1
+        if left > 0:
+            tenants[tenant] = left
+        else:
+            tenants.pop(tenant, None)
 
     def suspect(self) -> None:
         self.healthy = False

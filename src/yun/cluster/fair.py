@@ -8,8 +8,8 @@ estimate (its prompt plus the output it may produce: what it will hold the repli
 tenant is credited `quantum x weight` tokens and is served while its credit covers its next request. A
 tenant sending 10x another's traffic, or requests 10x as long, does not get 10x the replica; a tenant with
 a higher weight (a per-organization setting: `yun orgs weight`) gets proportionally more when both wait.
-Which tenants may take a slot at all is the pool's business (its headroom: cluster/router.py); a tenant
-that may not take this one is passed over and keeps its place.
+Which slot a tenant may take, if any, is the pool's business (cluster/share.py: headroom, tenants kept
+apart); a tenant that may take none now is passed over and keeps its place.
 
 Fairness is per gateway: each gateway shares out the slots its own requests wait for. Across several
 gateways behind a load balancer it holds as far as the balancer spreads each tenant's traffic.
@@ -87,16 +87,23 @@ class FairQueue(Generic[T]):
         del self._tenants[tenant]
         self._deficit.pop(tenant, None)
 
-    def grant(self, slot: T, eligible: Callable[[str], bool] | None = None) -> str | None:
-        """Give `slot` to the oldest live waiter of the tenant whose turn it is; returns that tenant, or
-        None if nobody (eligible) waits.
+    def grant_to(self, choose: Callable[[str], T | None]) -> tuple[str, T] | None:
+        """Give the oldest live waiter of the tenant whose turn it is the slot `choose` picks for that
+        tenant; returns (tenant, slot), or None if nobody waits to whom `choose` gives one.
 
         The tenant at the front is served while its credit covers its next request; otherwise its turn ends:
-        it is credited for its next turn and goes to the back. A tenant that may not take this slot
-        (`eligible` says no: see Pool's headroom) is passed over without credit and keeps its place in the
-        rotation. Every turn adds credit to an eligible tenant, so the loop ends."""
-        self._skip_idle_rounds(eligible)
-        passed = 0  # ineligible tenants passed over in a row
+        it is credited for its next turn and goes to the back. A tenant for whom `choose` has no slot (see
+        cluster/share.py) is passed over without credit and keeps its place in the rotation. Every turn
+        adds credit to a tenant that has a slot, so the loop ends."""
+        slots: dict[str, T | None] = {}
+
+        def slot_for(tenant: str) -> T | None:
+            if tenant not in slots:
+                slots[tenant] = choose(tenant)
+            return slots[tenant]
+
+        self._skip_idle_rounds(lambda tenant: slot_for(tenant) is not None)
+        passed = 0  # tenants without a slot passed over in a row
         while self._tenants and passed < len(self._tenants):
             tenant, queue = next(iter(self._tenants.items()))
             future, cost = queue[0]
@@ -106,7 +113,8 @@ class FairQueue(Generic[T]):
                 if not queue:
                     self._forget(tenant)
                 continue
-            if eligible is not None and not eligible(tenant):
+            slot = slot_for(tenant)
+            if slot is None:
                 self._tenants.move_to_end(tenant)
                 passed += 1
                 continue
@@ -123,15 +131,15 @@ class FairQueue(Generic[T]):
             elif self._deficit[tenant] < queue[0][1]:
                 self._tenants.move_to_end(tenant)  # its credit is spent: the next tenant's turn
             future.set_result(slot)
-            return tenant
+            return tenant, slot
         return None
 
-    def _skip_idle_rounds(self, eligible: Callable[[str], bool] | None) -> None:
+    def _skip_idle_rounds(self, eligible: Callable[[str], bool]) -> None:
         """Credit at once the whole rounds in which no (eligible) tenant's credit would cover its next
         request: what DRR would do turn by turn, without the turns."""
         rounds = None
         for tenant, queue in self._tenants.items():
-            if eligible is not None and not eligible(tenant):
+            if not eligible(tenant):
                 continue
             need = queue[0][1] - self._deficit[tenant]
             per_round = self.quantum * self._weight(tenant)
@@ -139,7 +147,7 @@ class FairQueue(Generic[T]):
             rounds = r if rounds is None else min(rounds, r)
         if rounds:
             for tenant in self._tenants:
-                if eligible is not None and not eligible(tenant):
+                if not eligible(tenant):
                     continue
                 self._deficit[tenant] += (rounds - 1) * self.quantum * self._weight(tenant) if rounds > 1 else 0
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from yun.cluster.endpoint import Endpoint, Slots
 from yun.cluster.fair import FairQueue
+from yun.cluster.share import Tenants
 from yun.cluster.spec import ReplicaSpec
 from yun.engines import Engine, OpenAIHTTPEngine
 from yun.errors import ClientDisconnected, EngineUnavailable, ModelNotFound
@@ -81,11 +82,8 @@ class Pool:
         """Its engines take llama.cpp's request extensions (`top_k`, `grammar`, ...); an external
         upstream or a vLLM deployment does not."""
         self._notify = notify or (lambda: None)
-        self._held: dict[str, int] = {}
-        """Slots each tenant holds here (leases in flight, and slots granted to its waiters)."""
-        self._seen: dict[str, float] = {}
-        """When each tenant last asked this pool for a slot or gave one back (monotonic), kept for
-        HEADROOM_WINDOW_S after that while it holds none."""
+        self.tenants = Tenants()
+        """Who holds slots here, who was active lately, and which slot each may take (cluster/share.py)."""
         self.siblings: tuple[Pool, ...] = ()
         """The other pools on the same replicas (a base deployment's and its fine-tunes'): they share its
         slots, and its waiters take turns with theirs. Empty for most pools."""
@@ -93,18 +91,13 @@ class Pool:
         """When this pool last gave a freed slot to one of its waiters (monotonic ns): of the pools sharing
         replicas, the one served least recently gets the next freed slot."""
 
-    def _free_replica(self) -> Endpoint | None:
-        """The healthy replica with the least work in flight, if it has a free slot; raises if none is
-        healthy and none is starting (nothing to wait for)."""
-        best: Endpoint | None = None
+    def _check_ready(self) -> None:
+        """Raises at once if no replica is healthy and none is starting (nothing to wait for)."""
         for r in self.replicas:
-            if r.healthy and r.engine is not None and (best is None or r.shared.busy < best.shared.busy):
-                best = r
-        if best is None:
-            if self.starting:
-                return None
+            if r.healthy and r.engine is not None:
+                return
+        if not self.starting:
             raise self.unavailable()
-        return best if best.slots is None or best.shared.busy < best.slots else None
 
     def unavailable(self) -> EngineUnavailable:
         """Why a request is refused at once: no replica can take it and none is on its way."""
@@ -122,24 +115,24 @@ class Pool:
         self, tenant: str = "", client_gone: ClientGone | None = None, cost: int = 1
     ) -> AsyncIterator[Engine]:
         """Borrow a replica slot for one request: at once if one is free and nobody waits, else in the
-        tenant's turn (see fair.py). `client_gone` returns when the client disconnects: a request still
-        waiting then leaves the queue (ClientDisconnected) instead of running for nobody."""
-        replica = self._free_replica()  # raises at once when no replica is healthy nor starting
-        self._seen[tenant] = time.monotonic()
-        if replica is None or len(self.queue) or self._siblings_wait() or not self._may_take(tenant):
+        tenant's turn (see fair.py), on the replica cluster/share.py chooses. `client_gone` returns when
+        the client disconnects: a request still waiting then leaves the queue (ClientDisconnected) instead
+        of running for nobody."""
+        self._check_ready()
+        self.tenants.saw(tenant)
+        replica = None if len(self.queue) or self._siblings_wait() else self.tenants.slot_for(tenant, self.replicas)
+        if replica is None:
             replica = await self._wait(tenant, client_gone, cost)
         else:
-            replica.take()
-            self._held[tenant] = self._held.get(tenant, 0) + 1
+            self.tenants.took(tenant, replica)
             if self.siblings:
                 self._granted_at = time.monotonic_ns()
         try:
             assert replica.engine is not None
             yield replica.engine
         finally:
-            replica.give_back()
-            self._let_go(tenant)
-            self._seen[tenant] = time.monotonic()  # its window runs from its last request's end
+            self.tenants.gave_back(tenant, replica)
+            self.tenants.saw(tenant)  # its window runs from its last request's end
             if replica.retired:
                 replica.release()
             self.dispatch()
@@ -150,43 +143,6 @@ class Pool:
             if len(other.queue):
                 return True
         return False
-
-    def _may_take(self, tenant: str) -> bool:
-        """Headroom: a tenant that already holds a slot here does not take the pool's last free one while
-        another tenant that holds none asked for or gave back one within HEADROOM_WINDOW_S. That slot
-        stays free for the other tenant's next request, which then starts at once instead of waiting for a
-        long generation of the busy tenant to end (on a replica of 4 slots, a tenant alone keeps all 4;
-        beside others, 3). The window runs from a request's end, not its start: counted from the start, a
-        conversation whose answers take longer than the window (a 0.5B model's 32 tokens on a busy CPU)
-        lost its slot to the busy tenant between two of its requests, and its next one waited for a whole
-        generation."""
-        if not self._held.get(tenant):
-            return True
-        free = 0
-        for r in self.replicas:
-            if r.healthy and r.engine is not None:
-                if r.slots is None:
-                    return True  # an external server: no slots of ours to keep
-                free += max(0, r.slots - r.shared.busy)
-        if free > 1:
-            return True
-        now = time.monotonic()
-        for other, seen in list(self._seen.items()):
-            if other == tenant:
-                continue
-            if self._held.get(other):
-                continue  # it has a slot now; its window starts when it gives it back
-            if now - seen <= HEADROOM_WINDOW_S:
-                return False
-            del self._seen[other]
-        return True
-
-    def _let_go(self, tenant: str) -> None:
-        held = self._held.get(tenant, 0) - 1
-        if held > 0:
-            self._held[tenant] = held
-        else:
-            self._held.pop(tenant, None)
 
     async def _wait(self, tenant: str, client_gone: ClientGone | None, cost: int) -> Endpoint:
         future = self.queue.push(tenant, cost)
@@ -209,8 +165,7 @@ class Pool:
             self.queue.discard(tenant, future)
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Granted a slot in the same moment the wait ended (client gone, timeout): hand it on.
-                future.result().give_back()
-                self._let_go(tenant)
+                self.tenants.gave_back(tenant, future.result())
                 self.dispatch()
             if isinstance(exc, TimeoutError):
                 if self.starting:
@@ -258,18 +213,13 @@ class Pool:
         be given (nobody waits, no slot is free, or nobody waiting may take it)."""
         if not len(self.queue):
             return False
-        try:
-            replica = self._free_replica()
-        except EngineUnavailable:
-            return False  # none healthy: they wait for the supervisor to bring one back (or time out)
-        if replica is None:
-            return False
-        granted = self.queue.grant(replica, self._may_take)
+        # None healthy: the waiters wait for the supervisor to bring one back (or time out).
+        granted = self.queue.grant_to(lambda tenant: self.tenants.slot_for(tenant, self.replicas))
         if granted is None:
             return False
+        tenant, replica = granted
         # On behalf of the waiter, so the slot is not given twice.
-        replica.take()
-        self._held[granted] = self._held.get(granted, 0) + 1
+        self.tenants.took(tenant, replica)
         if self.siblings:
             self._granted_at = time.monotonic_ns()
         return True
@@ -282,10 +232,6 @@ def _least_recently_granted(pool: Pool) -> int:
     return pool._granted_at
 
 
-HEADROOM_WINDOW_S = 2.0
-"""A tenant that asked a pool for a slot this recently counts as active there (see `Pool._may_take`):
-long enough to span the gap between the requests of a conversation or an agent's loop, short enough that
-a tenant gone quiet soon stops costing a busy one its last slot."""
 _LOCAL_CONNECTIONS = 64
 _FAILURES_TO_UNHEALTHY = 3
 
@@ -512,6 +458,7 @@ class Router:
             pool.close()
             for endpoint in pool.replicas:
                 endpoint.outstanding = endpoint.shared.busy = 0
+                endpoint.shared.tenants.clear()
                 endpoint.retire()
         self._pools.clear()
         self._slots.clear()
