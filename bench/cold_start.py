@@ -73,6 +73,16 @@ def wait_until(check: Any, what: str, timeout: float = WAIT_S) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (a clean shutdown), then SIGKILL if it has not exited within a minute."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def cpu_pressure() -> float:
     try:
         line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
@@ -153,12 +163,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             print(f"  run {i + 1}/{args.runs} done", file=sys.stderr, flush=True)
         return {"model": str(path), "rows": rows, "cpu_pressure": [pressure_before, cpu_pressure()]}
     finally:
-        yun.send_signal(signal.SIGINT)
-        try:
-            yun.wait(60)
-        except subprocess.TimeoutExpired:
-            yun.kill()
-            yun.wait()
+        stop(yun)
 
 
 def print_table(result: dict[str, Any]) -> None:

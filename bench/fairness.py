@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cold_start import KEY_RE, VENV_BIN, cpu_pressure, model_file, wait_until  # noqa: E402
+from cold_start import KEY_RE, VENV_BIN, cpu_pressure, model_file, stop, wait_until  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 NAME = "fair"
@@ -172,15 +172,6 @@ def org_key(admin: httpx.Client, name: str) -> str:
     r = admin.post(f"/admin/orgs/{org}/keys", json={"name": name, "role": "member"})
     r.raise_for_status()
     return str(r.json()["secret"])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
