@@ -279,8 +279,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The request path's helpers (the money writer, the WAL checkpointer, `to_thread` reads) run Python in
     # threads beside the event loop; a thread that holds the GIL keeps the loop waiting up to the switch
     # interval (5 ms by default) before it must let go. Measured at concurrency 1 (bench/gateway_overhead.py
-    # --api chat and messages, 3 runs each way): with 5 ms, 2 of 12 runs had p99 +6.4 and +9.3 ms added;
-    # with 0.5 ms none above +3.4 ms, and CPU per request no higher.
+    # --api chat and messages, 3 runs each way, 12 rows of non-stream and stream): with 5 ms, 2 rows had p99
+    # +6.4 and +9.3 ms added; with 0.5 ms none above +3.4 ms, and CPU per request no higher.
     switch_was = sys.getswitchinterval()
     sys.setswitchinterval(_GIL_SWITCH_S)
     try:

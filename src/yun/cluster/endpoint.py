@@ -71,14 +71,14 @@ class Endpoint:
         self.retired = False
         self.suspect_until = 0.0
 
-    def take(self, tenant: str = "") -> None:
+    def take(self, tenant: str) -> None:
         """A request of this endpoint's pool, for `tenant`, takes one of the replica's slots."""
         self.outstanding += 1
         self.shared.busy += 1
         tenants = self.shared.tenants
         tenants[tenant] = tenants.get(tenant, 0) + 1
 
-    def give_back(self, tenant: str = "") -> None:
+    def give_back(self, tenant: str) -> None:
         self.outstanding -= 1
         self.shared.busy -= 1
         tenants = self.shared.tenants
