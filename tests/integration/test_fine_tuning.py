@@ -121,7 +121,9 @@ async def test_a_job_trains_a_model_of_the_org_billed_its_trained_tokens(yun: Ha
         assert done.trained_tokens == 12 * 2 * TOKENS_PER_EXAMPLE and done.finished_at is not None
         events = [e async for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
         steps = [e for e in events if e.type == "metrics" and e.message.startswith("Step ")]
-        assert len(steps) == 6 and events[0].message.startswith("The job has successfully completed")
+        assert len(steps) == 6 and events[0].message.startswith("The job has successfully completed"), [
+            (e.type, e.message) for e in events[:3]
+        ]
         told = [e.message for e in reversed(events)][:3]
         assert told[:2] == [f"Created fine-tuning job: {job.id}", f"Validating training file: {f.id}"]
         assert told[2].startswith("Files validated: 12 examples") and "Moving job to queued state" in told[2]
